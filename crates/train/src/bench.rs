@@ -1,0 +1,134 @@
+//! Throughput benchmarks: one SimCLR training step (two views, NT-Xent, SGD with momentum) and
+//! inference, on random 32×32 inputs, timed per phase; peak RSS from `/proc/self/status`.
+//! Speed targets live here, never in timed unit tests.
+
+use crate::config::{ModelConfig, OptimConfig};
+use crate::loss;
+use crate::model::SimClrModel;
+use crate::optim::Optimizer;
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::time::Instant;
+
+/// What `protoclr bench step` measures.
+#[derive(Debug, Serialize)]
+pub struct StepBench {
+    pub model: String,
+    pub width: usize,
+    pub batch: usize,
+    pub threads: usize,
+    pub ops: String,
+    pub images_per_sec: f64,
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub optimizer_ms: f64,
+    pub step_ms: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// What `protoclr bench infer` measures.
+#[derive(Debug, Serialize)]
+pub struct InferBench {
+    pub model: String,
+    pub width: usize,
+    pub batch: usize,
+    pub threads: usize,
+    pub ops: String,
+    pub images_per_sec: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// Peak resident set size of this process in MB (VmHWM), 0 where unavailable.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn random_images(n: usize, side: usize, seed: u64) -> Result<Tensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let v: Vec<f32> = (0..n * 3 * side * side).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+    Ok(Tensor::from_vec(v, (n, 3, side, side), &Device::Cpu)?)
+}
+
+/// Median over `steps` timed steps after `warmup` untimed ones; `batch` images → 2·batch views.
+pub fn step(model_cfg: &ModelConfig, batch: usize, steps: usize, warmup: usize) -> Result<StepBench> {
+    let model = SimClrModel::new(model_cfg, 0)?;
+    let ocfg = OptimConfig {
+        name: "sgd".into(),
+        ..OptimConfig::default()
+    };
+    let mut opt = Optimizer::new(&ocfg);
+    let x = random_images(2 * batch, 32, 1)?;
+    let (mut fw, mut bw, mut op, mut tot) = (vec![], vec![], vec![], vec![]);
+    for i in 0..warmup + steps {
+        let t0 = Instant::now();
+        let (_, z) = model.forward(&x, true)?;
+        let l = loss::ntxent(&z, 0.5)?;
+        let _ = l.to_scalar::<f32>()?;
+        let t1 = Instant::now();
+        let grads = l.backward()?;
+        let t2 = Instant::now();
+        let _ = opt.step(&model.params.vars, &grads, 0.01)?;
+        drop(grads);
+        let t3 = Instant::now();
+        if i >= warmup {
+            fw.push((t1 - t0).as_secs_f64() * 1e3);
+            bw.push((t2 - t1).as_secs_f64() * 1e3);
+            op.push((t3 - t2).as_secs_f64() * 1e3);
+            tot.push((t3 - t0).as_secs_f64() * 1e3);
+        }
+    }
+    let step_ms = median(tot);
+    Ok(StepBench {
+        model: model_cfg.arch.clone(),
+        width: model_cfg.width,
+        batch,
+        threads: rayon::current_num_threads(),
+        ops: model_cfg.ops.clone(),
+        images_per_sec: 2.0 * batch as f64 / (step_ms / 1e3),
+        forward_ms: median(fw),
+        backward_ms: median(bw),
+        optimizer_ms: median(op),
+        step_ms,
+        peak_rss_mb: peak_rss_mb(),
+    })
+}
+
+/// Inference (eval-mode encoder) throughput.
+pub fn infer(model_cfg: &ModelConfig, batch: usize, steps: usize, warmup: usize) -> Result<InferBench> {
+    let model = SimClrModel::new(model_cfg, 0)?;
+    let x = random_images(batch, 32, 2)?;
+    let mut tot = vec![];
+    for i in 0..warmup + steps {
+        let t0 = Instant::now();
+        let h = model.encoder.forward(&x, false)?;
+        let _ = h.sum_all()?.to_scalar::<f32>()?;
+        if i >= warmup {
+            tot.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    Ok(InferBench {
+        model: model_cfg.arch.clone(),
+        width: model_cfg.width,
+        batch,
+        threads: rayon::current_num_threads(),
+        ops: model_cfg.ops.clone(),
+        images_per_sec: batch as f64 / median(tot),
+        peak_rss_mb: peak_rss_mb(),
+    })
+}

@@ -1,0 +1,637 @@
+//! The training configuration: one YAML document, every knob named, defaults visible.
+//!
+//! A run's config is read from a YAML file, overridden by `--set dotted.key=value` pairs, filled
+//! with the defaults below and validated. The *resolved* config (all defaults written out) is what
+//! a run stores in its directory and what the grid hashes into a cell id.
+//!
+//! The `balanced` loss layout is our reconstruction of the paper's balanced contrastive loss (the
+//! paper's exact formula could not be recovered): per anchor i with positive j among 2N views,
+//! `L_i = −α·s(z_i,z_j)/τ + λ·log Σ_{k≠i} exp(s(z_i,z_k)/τ)`; α = λ = 1 is NT-Xent.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_norway::Value;
+use std::path::Path;
+
+/// Complete configuration of one training run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Seed of every random choice (init, sampling, augmentation, probe).
+    pub seed: u64,
+    pub data: DataConfig,
+    pub model: ModelConfig,
+    pub augment: AugmentConfig,
+    pub loss: LossConfig,
+    pub optim: OptimConfig,
+    pub train: TrainLoopConfig,
+    pub eval: EvalConfig,
+}
+
+/// Which images to train on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// `cifar10` or `cifar100` (official binary releases).
+    pub dataset: String,
+    /// Keep this many training images per class (first in file order after a seeded shuffle).
+    pub per_class: Option<usize>,
+    /// Keep a seeded random fraction of the training images, in (0, 1].
+    pub fraction: Option<f64>,
+    /// Long-tailed subset: class c keeps n_max·ρ^(−c/(C−1)) images (CIFAR-10-LT profile), ρ ≥ 1.
+    pub imbalance_ratio: Option<f64>,
+    /// Run on files whose MD5 differs from the official release (recorded in the metrics).
+    pub allow_unverified: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dataset: "cifar10".into(),
+            per_class: None,
+            fraction: None,
+            imbalance_ratio: None,
+            allow_unverified: false,
+        }
+    }
+}
+
+/// Encoder and projection head.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// `resnet18` or `resnet50`.
+    pub arch: String,
+    /// Channels of the first stage (64 is the standard ResNet; 16 gives widths 16-32-64-128).
+    pub width: usize,
+    /// `cifar` (3×3 conv stride 1, no max-pool) or `imagenet` (7×7 stride 2 + max-pool).
+    pub stem: String,
+    /// Hidden width of the projection head Linear–BN–ReLU–Linear.
+    pub proj_hidden: usize,
+    /// Output width of the projection head.
+    pub proj_dim: usize,
+    /// `custom` (our im2col/gemm convolution and fused batch norm) or `stock` (candle's ops).
+    pub ops: String,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            arch: "resnet18".into(),
+            width: 64,
+            stem: "cifar".into(),
+            proj_hidden: 512,
+            proj_dim: 128,
+            ops: "custom".into(),
+        }
+    }
+}
+
+/// Colour jitter with torchvision semantics.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JitterConfig {
+    pub brightness: f32,
+    pub contrast: f32,
+    pub saturation: f32,
+    pub hue: f32,
+    /// Probability that the jitter is applied at all.
+    pub p: f32,
+}
+
+impl Default for JitterConfig {
+    fn default() -> Self {
+        Self {
+            brightness: 0.4,
+            contrast: 0.4,
+            saturation: 0.4,
+            hue: 0.1,
+            p: 0.8,
+        }
+    }
+}
+
+/// Gaussian blur.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BlurConfig {
+    pub p: f32,
+    /// σ drawn uniformly from this range, in pixels.
+    pub sigma: [f32; 2],
+    /// Kernel size as a fraction of the image side (rounded to the next odd number, ≥ 3).
+    pub kernel_frac: f32,
+}
+
+impl Default for BlurConfig {
+    fn default() -> Self {
+        Self {
+            p: 0.5,
+            sigma: [0.1, 2.0],
+            kernel_frac: 0.1,
+        }
+    }
+}
+
+/// Solarisation: pixels at or above the threshold are inverted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SolarizeConfig {
+    pub p: f32,
+    pub threshold: f32,
+}
+
+impl Default for SolarizeConfig {
+    fn default() -> Self {
+        Self {
+            p: 0.2,
+            threshold: 0.5,
+        }
+    }
+}
+
+/// Random rotation by an angle uniform in [−degrees, degrees], zero fill.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RotationConfig {
+    pub p: f32,
+    pub degrees: f32,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        Self {
+            p: 0.5,
+            degrees: 30.0,
+        }
+    }
+}
+
+/// Cutout: one square of side `size_frac`·side set to zero (after normalisation: the mean).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CutoutConfig {
+    pub p: f32,
+    pub size_frac: f32,
+}
+
+impl Default for CutoutConfig {
+    fn default() -> Self {
+        Self {
+            p: 0.5,
+            size_frac: 0.5,
+        }
+    }
+}
+
+/// The augmentation pipeline: a preset, transforms removed from it or added to it, and the
+/// parameters of every transform (used only when the transform is in the pipeline).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    /// `simclr` (crop, flip, color_jitter, grayscale) or `none`.
+    pub preset: String,
+    /// Names removed from the preset: crop, flip, color_jitter, grayscale, …
+    pub remove: Vec<String>,
+    /// Names added after the preset: blur, solarize, rotation, cutout, …
+    pub add: Vec<String>,
+    /// Output side in pixels (the dataset's side for CIFAR).
+    pub size: usize,
+    pub crop_scale: [f32; 2],
+    pub crop_ratio: [f32; 2],
+    pub flip_p: f32,
+    pub jitter: JitterConfig,
+    pub grayscale_p: f32,
+    pub blur: BlurConfig,
+    pub solarize: SolarizeConfig,
+    pub rotation: RotationConfig,
+    pub cutout: CutoutConfig,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self {
+            preset: "simclr".into(),
+            remove: vec![],
+            add: vec![],
+            size: 32,
+            crop_scale: [0.08, 1.0],
+            crop_ratio: [0.75, 4.0 / 3.0],
+            flip_p: 0.5,
+            jitter: JitterConfig::default(),
+            grayscale_p: 0.2,
+            blur: BlurConfig::default(),
+            solarize: SolarizeConfig::default(),
+            rotation: RotationConfig::default(),
+            cutout: CutoutConfig::default(),
+        }
+    }
+}
+
+/// The training objective.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossConfig {
+    /// `balanced` (reconstruction of the paper's balanced contrastive loss), `ntxent`
+    /// (balanced at α = λ = 1) or `supervised_prototype` (Fig. 1–2: attract own prototype,
+    /// repel the closest other one).
+    pub name: String,
+    /// Temperature τ > 0.
+    pub tau: f64,
+    /// Weight α > 0 of the attracting (positive-pair) term.
+    pub alpha: f64,
+    /// Weight λ > 0 of the repelling (log-sum-exp) term.
+    pub lambda: f64,
+    /// Exclude the positive from the log-sum-exp (decoupled form).
+    pub decoupled: bool,
+    /// Supervised prototype objective: `hard` max or `smooth` (τ·logsumexp(·/τ)).
+    pub max: String,
+    /// Supervised prototype objective: `realistic` (EMA class means) or `oracle` (fixed simplex
+    /// ETF directions, seeded random rotation).
+    pub prototypes: String,
+    /// EMA momentum of the realistic prototypes.
+    pub ema: f64,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self {
+            name: "balanced".into(),
+            tau: 0.5,
+            alpha: 1.0,
+            lambda: 1.0,
+            decoupled: false,
+            max: "hard".into(),
+            prototypes: "realistic".into(),
+            ema: 0.9,
+        }
+    }
+}
+
+/// Optimiser and learning-rate schedule (linear warm-up, then cosine decay to zero).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// `sgd`, `lars` or `adamw`.
+    pub name: String,
+    /// Peak learning rate (not scaled by batch size).
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Exclude batch-norm parameters and biases from weight decay (and LARS adaptation).
+    pub exclude_bn_bias: bool,
+    pub warmup_epochs: f64,
+    /// AdamW β₁, β₂.
+    pub betas: [f64; 2],
+    /// LARS trust coefficient η.
+    pub trust_coef: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            name: "sgd".into(),
+            lr: 0.06,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            exclude_bn_bias: true,
+            warmup_epochs: 0.0,
+            betas: [0.9, 0.999],
+            trust_coef: 0.001,
+        }
+    }
+}
+
+/// The training loop.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainLoopConfig {
+    pub epochs: usize,
+    /// Images per step (each gives two views: 2·batch_size forward passes).
+    pub batch_size: usize,
+    /// Cap on steps per epoch (None: one pass over the training subset).
+    pub steps_per_epoch: Option<usize>,
+}
+
+impl Default for TrainLoopConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 100,
+            batch_size: 256,
+            steps_per_epoch: None,
+        }
+    }
+}
+
+/// Evaluation after training: linear probe, weighted kNN and prototype representation bias.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Training images for the probe and kNN bank (None: the whole official training split).
+    pub train_images: Option<usize>,
+    /// Test images (None: the whole official test split).
+    pub test_images: Option<usize>,
+    /// Epochs of softmax regression on standardised frozen features.
+    pub linear_epochs: usize,
+    pub linear_lr: f64,
+    pub linear_batch: usize,
+    pub linear_weight_decay: f64,
+    pub knn_k: usize,
+    pub knn_temperature: f64,
+    /// K: augmented views per image for the prototype bias (0 disables the metric).
+    pub bias_views: usize,
+    /// Test images on which the bias is measured.
+    pub bias_images: usize,
+    /// Also evaluate a randomly initialised encoder of the same architecture (same seed) as a
+    /// reference: its linear/kNN accuracy and prototype bias are stored beside the run's.
+    pub random_init_reference: bool,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            train_images: None,
+            test_images: None,
+            linear_epochs: 30,
+            linear_lr: 1e-2,
+            linear_batch: 256,
+            linear_weight_decay: 1e-4,
+            knn_k: 200,
+            knn_temperature: 0.1,
+            bias_views: 8,
+            bias_images: 1000,
+            random_init_reference: false,
+        }
+    }
+}
+
+/// Known augmentation names (for `augment.remove` / `augment.add`).
+pub const TRANSFORMS: &[&str] = &[
+    "crop",
+    "flip",
+    "color_jitter",
+    "grayscale",
+    "blur",
+    "solarize",
+    "rotation",
+    "cutout",
+];
+
+fn positive_finite(key: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        bail!("`{key}` must be a finite number > 0, got {v}");
+    }
+    Ok(())
+}
+
+fn probability(key: &str, v: f32) -> Result<()> {
+    if !(0.0..=1.0).contains(&v) {
+        bail!("`{key}` must be a probability in [0, 1], got {v}");
+    }
+    Ok(())
+}
+
+fn one_of(key: &str, v: &str, allowed: &[&str]) -> Result<()> {
+    if !allowed.contains(&v) {
+        bail!("`{key}`: unknown value `{v}`, expected one of {allowed:?}");
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Checks every value range and name; the error names the offending key.
+    pub fn validate(&self) -> Result<()> {
+        one_of("data.dataset", &self.data.dataset, &["cifar10", "cifar100"])?;
+        if let Some(f) = self.data.fraction {
+            if !(f > 0.0 && f <= 1.0) {
+                bail!("`data.fraction` must be in (0, 1], got {f}");
+            }
+        }
+        if let Some(r) = self.data.imbalance_ratio {
+            if !(r.is_finite() && r >= 1.0) {
+                bail!("`data.imbalance_ratio` must be ≥ 1, got {r}");
+            }
+        }
+        if self.data.per_class == Some(0) {
+            bail!("`data.per_class` must be ≥ 1");
+        }
+        one_of("model.arch", &self.model.arch, &["resnet18", "resnet50"])?;
+        one_of("model.stem", &self.model.stem, &["cifar", "imagenet"])?;
+        one_of("model.ops", &self.model.ops, &["custom", "stock"])?;
+        if self.model.width == 0 || self.model.proj_hidden == 0 || self.model.proj_dim == 0 {
+            bail!("`model.width`, `model.proj_hidden` and `model.proj_dim` must be ≥ 1");
+        }
+        one_of("augment.preset", &self.augment.preset, &["simclr", "none"])?;
+        for (key, list) in [("augment.remove", &self.augment.remove), ("augment.add", &self.augment.add)] {
+            for name in list {
+                one_of(key, name, TRANSFORMS)?;
+            }
+        }
+        if self.augment.size == 0 {
+            bail!("`augment.size` must be ≥ 1");
+        }
+        let a = &self.augment;
+        if !(a.crop_scale[0] > 0.0 && a.crop_scale[0] <= a.crop_scale[1] && a.crop_scale[1] <= 1.0) {
+            bail!("`augment.crop_scale` must satisfy 0 < lo ≤ hi ≤ 1, got {:?}", a.crop_scale);
+        }
+        if !(a.crop_ratio[0] > 0.0 && a.crop_ratio[0] <= a.crop_ratio[1]) {
+            bail!("`augment.crop_ratio` must satisfy 0 < lo ≤ hi, got {:?}", a.crop_ratio);
+        }
+        probability("augment.flip_p", a.flip_p)?;
+        probability("augment.jitter.p", a.jitter.p)?;
+        probability("augment.grayscale_p", a.grayscale_p)?;
+        probability("augment.blur.p", a.blur.p)?;
+        probability("augment.solarize.p", a.solarize.p)?;
+        probability("augment.rotation.p", a.rotation.p)?;
+        probability("augment.cutout.p", a.cutout.p)?;
+        if !(0.0..=0.5).contains(&a.jitter.hue) {
+            bail!("`augment.jitter.hue` must be in [0, 0.5], got {}", a.jitter.hue);
+        }
+        for (k, v) in [
+            ("augment.jitter.brightness", a.jitter.brightness),
+            ("augment.jitter.contrast", a.jitter.contrast),
+            ("augment.jitter.saturation", a.jitter.saturation),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                bail!("`{k}` must be ≥ 0, got {v}");
+            }
+        }
+        if !(a.blur.sigma[0] > 0.0 && a.blur.sigma[0] <= a.blur.sigma[1]) {
+            bail!("`augment.blur.sigma` must satisfy 0 < lo ≤ hi, got {:?}", a.blur.sigma);
+        }
+        one_of("loss.name", &self.loss.name, &["balanced", "ntxent", "supervised_prototype"])?;
+        positive_finite("loss.tau", self.loss.tau)?;
+        positive_finite("loss.alpha", self.loss.alpha)?;
+        positive_finite("loss.lambda", self.loss.lambda)?;
+        one_of("loss.max", &self.loss.max, &["hard", "smooth"])?;
+        one_of("loss.prototypes", &self.loss.prototypes, &["realistic", "oracle"])?;
+        if !(0.0..1.0).contains(&self.loss.ema) {
+            bail!("`loss.ema` must be in [0, 1), got {}", self.loss.ema);
+        }
+        one_of("optim.name", &self.optim.name, &["sgd", "lars", "adamw"])?;
+        positive_finite("optim.lr", self.optim.lr)?;
+        if !(self.optim.weight_decay >= 0.0 && self.optim.momentum >= 0.0 && self.optim.warmup_epochs >= 0.0) {
+            bail!("`optim.weight_decay`, `optim.momentum` and `optim.warmup_epochs` must be ≥ 0");
+        }
+        if self.train.epochs == 0 || self.train.batch_size < 2 {
+            bail!("`train.epochs` must be ≥ 1 and `train.batch_size` ≥ 2");
+        }
+        if self.train.steps_per_epoch == Some(0) {
+            bail!("`train.steps_per_epoch` must be ≥ 1");
+        }
+        if self.eval.knn_k == 0 || self.eval.linear_batch == 0 {
+            bail!("`eval.knn_k` and `eval.linear_batch` must be ≥ 1");
+        }
+        positive_finite("eval.knn_temperature", self.eval.knn_temperature)?;
+        positive_finite("eval.linear_lr", self.eval.linear_lr)?;
+        Ok(())
+    }
+
+    /// The effective loss weights: `ntxent` forces α = λ = 1 and the coupled form.
+    pub fn loss_weights(&self) -> (f64, f64) {
+        if self.loss.name == "ntxent" {
+            (1.0, 1.0)
+        } else {
+            (self.loss.alpha, self.loss.lambda)
+        }
+    }
+
+    /// Serialises the resolved config as YAML.
+    pub fn to_yaml(&self) -> String {
+        serde_norway::to_string(self).expect("config serialises")
+    }
+}
+
+/// Sets `dotted.key` to `value` in a YAML mapping, creating intermediate mappings.
+/// The value is parsed as YAML (`0.5`, `true`, `[a, b]`, `null` …).
+pub fn set_dotted(root: &mut Value, key: &str, value: &str) -> Result<()> {
+    let parsed: Value = serde_norway::from_str(value)
+        .with_context(|| format!("--set {key}={value}: the value is not valid YAML"))?;
+    let mut cur = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() {
+            bail!("--set {key}: empty key segment");
+        }
+        if cur.is_null() {
+            *cur = Value::Mapping(Default::default());
+        }
+        let map = cur
+            .as_mapping_mut()
+            .with_context(|| format!("--set {key}: `{}` is not a mapping", parts[..i].join(".")))?;
+        let k = Value::String((*part).to_string());
+        if i + 1 == parts.len() {
+            map.insert(k, parsed);
+            return Ok(());
+        }
+        cur = map.entry(k).or_insert(Value::Null);
+    }
+    unreachable!("key has at least one segment")
+}
+
+/// Deserialises a YAML value into a validated [`Config`]; `origin` names the source in errors
+/// (a file path, or "grid cell"). Unknown keys and wrong types are reported with their dotted path.
+pub fn from_value(value: Value, origin: &str) -> Result<Config> {
+    let value = if value.is_null() {
+        Value::Mapping(Default::default())
+    } else {
+        value
+    };
+    let cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        anyhow::anyhow!("{origin}: key `{path}`: {}", e.into_inner())
+    })?;
+    cfg.validate().with_context(|| format!("{origin}: invalid config"))?;
+    Ok(cfg)
+}
+
+/// Parses YAML text into a value, reporting the line and column of syntax and type errors.
+pub fn parse_yaml_text(text: &str, origin: &str) -> Result<Value> {
+    // A typed parse first: serde_norway reports line and column for unknown keys and wrong types.
+    if let Err(e) = serde_norway::from_str::<Config>(text) {
+        let loc = e
+            .location()
+            .map(|l| format!(" (line {}, column {})", l.line(), l.column()))
+            .unwrap_or_default();
+        // Only report here when the error has a location; otherwise from_value names the key.
+        if !loc.is_empty() {
+            bail!("{origin}{loc}: {e}");
+        }
+    }
+    serde_norway::from_str(text).with_context(|| format!("{origin}: not valid YAML"))
+}
+
+/// Loads a config file (or defaults when `path` is None), applies `key=value` overrides,
+/// validates, and returns the resolved config.
+pub fn load(path: Option<&Path>, sets: &[String]) -> Result<Config> {
+    let (mut value, origin) = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config file {}", p.display()))?;
+            (parse_yaml_text(&text, &p.display().to_string())?, p.display().to_string())
+        }
+        None => (Value::Mapping(Default::default()), "defaults".to_string()),
+    };
+    for s in sets {
+        let (k, v) = s
+            .split_once('=')
+            .with_context(|| format!("--set `{s}`: expected key=value"))?;
+        set_dotted(&mut value, k.trim(), v.trim())?;
+    }
+    let origin = if sets.is_empty() {
+        origin
+    } else {
+        format!("{origin} with --set overrides")
+    };
+    from_value(value, &origin)
+}
+
+/// Resolves a partial YAML config (as the grid builds it) into the full canonical YAML value:
+/// every default written out, validated.
+pub fn resolve_value(value: Value, origin: &str) -> Result<Value> {
+    let cfg = from_value(value, origin)?;
+    Ok(serde_norway::to_value(&cfg)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_yaml() {
+        let c = Config::default();
+        let back: Config = serde_norway::from_str(&c.to_yaml()).unwrap();
+        assert_eq!(c, back);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_line() {
+        let err = parse_yaml_text("seed: 1\nloss:\n  tau: 0.5\n  gamma: 2\n", "x.yaml").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("x.yaml"), "{msg}");
+        assert!(msg.contains("gamma"), "{msg}");
+        assert!(msg.contains("line 4"), "{msg}");
+    }
+
+    #[test]
+    fn set_overrides_and_validation() {
+        let cfg = load(None, &["loss.tau=0.2".into(), "loss.alpha=1.5".into()]).unwrap();
+        assert_eq!(cfg.loss.tau, 0.2);
+        assert_eq!(cfg.loss.alpha, 1.5);
+        let err = load(None, &["loss.tau=0".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("loss.tau"));
+        let err = load(None, &["loss.lambda=-1".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("loss.lambda"));
+        let err = load(None, &["augment.add=[sharpen]".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("sharpen"));
+        let err = load(None, &["optim.lrr=1".into()]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("lrr"), "{msg}");
+    }
+
+    #[test]
+    fn ntxent_forces_unit_weights() {
+        let cfg = load(None, &["loss.name=ntxent".into(), "loss.alpha=2".into()]).unwrap();
+        assert_eq!(cfg.loss_weights(), (1.0, 1.0));
+    }
+}

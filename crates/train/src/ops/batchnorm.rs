@@ -1,0 +1,332 @@
+//! Batch normalisation over `[N, C, …]` inputs (statistics per channel over N and the trailing
+//! dimensions), optionally fused with the ReLU that follows it, as one candle `CustomOp3`
+//! `(x, γ, β) → y` in training mode and a `CustomOp1` in evaluation mode.
+//!
+//! Training forward: `x̂ = (x − μ_B)/√(σ²_B + ε)`, `y = relu?(γ·x̂ + β)` with the biased batch
+//! variance; the batch mean and the *unbiased* variance are returned for the running statistics
+//! (PyTorch's convention: `r ← (1 − m)·r + m·batch`, m = 0.1).
+//! Backward with `g = dy·[y > 0]` (or `dy` without ReLU), M = N·S:
+//! `dβ = Σg`, `dγ = Σg·x̂`, `dx = γ/(M·√(σ²+ε)) · (M·g − dβ − x̂·dγ)`.
+
+use super::{cpu_slice, with_data};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
+
+/// Batch statistics of one forward pass: mean and unbiased variance per channel.
+#[derive(Debug, Clone, Default)]
+pub struct BatchStats {
+    pub mean: Vec<f32>,
+    pub var_unbiased: Vec<f32>,
+}
+
+fn dims3(d: &[usize]) -> Result<(usize, usize, usize)> {
+    if d.len() < 2 {
+        return Err(candle_core::Error::Msg(format!("batch norm: expected [N, C, …], got {d:?}")));
+    }
+    Ok((d[0], d[1], d[2..].iter().product()))
+}
+
+/// Per-channel (mean, 1/√(var+ε), var) with f64 accumulation; the batch is `[n, c, s]`.
+fn channel_stats(x: &[f32], n: usize, c: usize, s: usize, eps: f64) -> Vec<(f32, f32, f64)> {
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let mut sum = 0f64;
+            for img in 0..n {
+                let seg = &x[(img * c + ch) * s..(img * c + ch + 1) * s];
+                sum += seg.iter().map(|&v| v as f64).sum::<f64>();
+            }
+            let m = (n * s) as f64;
+            let mean = sum / m;
+            let mut sq = 0f64;
+            for img in 0..n {
+                let seg = &x[(img * c + ch) * s..(img * c + ch + 1) * s];
+                sq += seg.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>();
+            }
+            let var = sq / m;
+            (mean as f32, (1.0 / (var + eps).sqrt()) as f32, var)
+        })
+        .collect()
+}
+
+/// `y[n][c][·] = relu?(x·scale[c] + shift[c])`, parallel over images.
+fn affine(x: &[f32], c: usize, s: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(c * s.max(1)).zip(x.par_chunks(c * s.max(1))).for_each(|(yi, xi)| {
+        for ch in 0..c {
+            let (a, b) = (scale[ch], shift[ch]);
+            let ys = &mut yi[ch * s..(ch + 1) * s];
+            let xs = &xi[ch * s..(ch + 1) * s];
+            if relu {
+                for (o, &v) in ys.iter_mut().zip(xs) {
+                    *o = (v * a + b).max(0.0);
+                }
+            } else {
+                for (o, &v) in ys.iter_mut().zip(xs) {
+                    *o = v * a + b;
+                }
+            }
+        }
+    });
+    y
+}
+
+/// Training-mode op. Holds the statistics of its forward pass for the backward pass.
+struct BnTrain {
+    eps: f64,
+    relu: bool,
+    /// (mean, inv_std) per channel, filled by the forward pass.
+    saved: Mutex<Vec<(f32, f32)>>,
+    stats: Arc<Mutex<BatchStats>>,
+}
+
+impl CustomOp3 for BnTrain {
+    fn name(&self) -> &'static str {
+        "protoclr-batchnorm-train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, s) = dims3(l1.dims())?;
+        let x = cpu_slice(s1, l1, self.name())?;
+        let gamma = cpu_slice(s2, l2, self.name())?;
+        let beta = cpu_slice(s3, l3, self.name())?;
+        if gamma.len() != c || beta.len() != c {
+            return Err(candle_core::Error::Msg(format!(
+                "batch norm: {c} channels but γ has {} and β {}",
+                gamma.len(),
+                beta.len()
+            )));
+        }
+        let st = channel_stats(x, n, c, s, self.eps);
+        let scale: Vec<f32> = (0..c).map(|i| gamma[i] * st[i].1).collect();
+        let shift: Vec<f32> = (0..c).map(|i| beta[i] - st[i].0 * scale[i]).collect();
+        let y = affine(x, c, s, &scale, &shift, self.relu);
+        let m = (n * s) as f64;
+        let corr = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+        *self.stats.lock().unwrap() = BatchStats {
+            mean: st.iter().map(|t| t.0).collect(),
+            var_unbiased: st.iter().map(|t| (t.2 * corr) as f32).collect(),
+        };
+        *self.saved.lock().unwrap() = st.iter().map(|t| (t.0, t.1)).collect();
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c, s) = dims3(x.dims())?;
+        let saved = self.saved.lock().unwrap().clone();
+        let relu = self.relu;
+        let (dx, dgamma, dbeta) = with_data(x, self.name(), |xs| {
+            with_data(gamma, self.name(), |gs| {
+                with_data(res, self.name(), |ys| {
+                    with_data(grad, self.name(), |dys| bn_backward(xs, gs, ys, dys, &saved, n, c, s, relu))
+                })
+            })
+        })????;
+        Ok((
+            Some(Tensor::from_vec(dx, x.dims(), x.device())?),
+            Some(Tensor::from_vec(dgamma, gamma.dims(), x.device())?),
+            Some(Tensor::from_vec(dbeta, gamma.dims(), x.device())?),
+        ))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bn_backward(
+    x: &[f32],
+    gamma: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    saved: &[(f32, f32)],
+    n: usize,
+    c: usize,
+    s: usize,
+    relu: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let g_at = |i: usize| if relu && y[i] <= 0.0 { 0.0 } else { dy[i] };
+    // Per channel: Σg and Σg·x̂ (f64 accumulation).
+    let sums: Vec<(f64, f64)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mean, inv) = saved[ch];
+            let (mut sg, mut sgx) = (0f64, 0f64);
+            for img in 0..n {
+                let base = (img * c + ch) * s;
+                for i in base..base + s {
+                    let g = g_at(i);
+                    sg += g as f64;
+                    sgx += (g * (x[i] - mean) * inv) as f64;
+                }
+            }
+            (sg, sgx)
+        })
+        .collect();
+    let m = (n * s) as f32;
+    let coef: Vec<(f32, f32, f32, f32, f32)> = (0..c)
+        .map(|ch| {
+            let (mean, inv) = saved[ch];
+            let k = gamma[ch] * inv / m;
+            (mean, inv, k, sums[ch].0 as f32, sums[ch].1 as f32)
+        })
+        .collect();
+    let mut dx = vec![0f32; x.len()];
+    let stride = c * s.max(1);
+    dx.par_chunks_mut(stride).enumerate().for_each(|(img, dxi)| {
+        for (ch, &(mean, inv, k, sg, sgx)) in coef.iter().enumerate() {
+            let base = (img * c + ch) * s;
+            for (o, i) in dxi[ch * s..(ch + 1) * s].iter_mut().zip(base..base + s) {
+                let xhat = (x[i] - mean) * inv;
+                *o = k * (m * g_at(i) - sg - xhat * sgx);
+            }
+        }
+    });
+    let dgamma = sums.iter().map(|t| t.1 as f32).collect();
+    let dbeta = sums.iter().map(|t| t.0 as f32).collect();
+    (dx, dgamma, dbeta)
+}
+
+/// Training-mode batch norm (+ReLU). Returns the output and the batch statistics for the
+/// running averages.
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    relu: bool,
+) -> Result<(Tensor, BatchStats)> {
+    let stats = Arc::new(Mutex::new(BatchStats::default()));
+    let op = BnTrain {
+        eps,
+        relu,
+        saved: Mutex::new(vec![]),
+        stats: stats.clone(),
+    };
+    let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    let st = stats.lock().unwrap().clone();
+    Ok((y, st))
+}
+
+/// Evaluation-mode op: a per-channel affine map (+ReLU) with folded running statistics.
+struct BnEval {
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+    relu: bool,
+}
+
+impl CustomOp1 for BnEval {
+    fn name(&self) -> &'static str {
+        "protoclr-batchnorm-eval"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (_, c, sp) = dims3(l.dims())?;
+        let x = cpu_slice(s, l, self.name())?;
+        Ok((CpuStorage::F32(affine(x, c, sp, &self.scale, &self.shift, self.relu)), l.shape().clone()))
+    }
+}
+
+/// Evaluation-mode batch norm (+ReLU) with running statistics; not differentiable.
+pub fn batch_norm_eval(
+    x: &Tensor,
+    gamma: &[f32],
+    beta: &[f32],
+    running_mean: &[f32],
+    running_var: &[f32],
+    eps: f64,
+    relu: bool,
+) -> Result<Tensor> {
+    let scale: Vec<f32> = (0..gamma.len())
+        .map(|i| gamma[i] / ((running_var[i] as f64 + eps).sqrt() as f32))
+        .collect();
+    let shift: Vec<f32> = (0..gamma.len()).map(|i| beta[i] - running_mean[i] * scale[i]).collect();
+    x.contiguous()?.apply_op1_no_bwd(&BnEval { scale, shift, relu })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testutil::{randn, rel_err};
+    use candle_core::{Var, D};
+
+    /// Batch norm written with candle's stock ops (the reference).
+    fn stock_bn(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f64, relu: bool) -> Tensor {
+        let dims = x.dims().to_vec();
+        let (n, c, s) = dims3(&dims).unwrap();
+        let x3 = x.reshape((n, c, s)).unwrap();
+        let xt = x3.transpose(0, 1).unwrap().reshape((c, n * s)).unwrap();
+        let mean = xt.mean_keepdim(D::Minus1).unwrap();
+        let xc = xt.broadcast_sub(&mean).unwrap();
+        let var = xc.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+        let xhat = xc.broadcast_div(&(var + eps).unwrap().sqrt().unwrap()).unwrap();
+        let y = xhat
+            .broadcast_mul(&gamma.reshape((c, 1)).unwrap())
+            .unwrap()
+            .broadcast_add(&beta.reshape((c, 1)).unwrap())
+            .unwrap();
+        let y = if relu { y.relu().unwrap() } else { y };
+        y.reshape((c, n, s)).unwrap().transpose(0, 1).unwrap().reshape(dims).unwrap()
+    }
+
+    fn check(shape: &[usize], relu: bool) {
+        let c = shape[1];
+        let x = Var::from_tensor(&randn(shape, 11)).unwrap();
+        let gamma = Var::from_tensor(&(randn(&[c], 12) + 1.0).unwrap()).unwrap();
+        let beta = Var::from_tensor(&randn(&[c], 13)).unwrap();
+        let (y, stats) = batch_norm_train(&x, &gamma, &beta, 1e-5, relu).unwrap();
+        let y_ref = stock_bn(&x, &gamma, &beta, 1e-5, relu);
+        let e = rel_err(&y, &y_ref);
+        assert!(e < 1e-4, "forward rel err {e} for {shape:?} relu={relu}");
+        let probe = randn(shape, 14);
+        let ga = (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (y_ref * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("dx", x.as_tensor()), ("dgamma", gamma.as_tensor()), ("dbeta", beta.as_tensor())] {
+            let e = rel_err(ga.get(v).unwrap(), gb.get(v).unwrap());
+            assert!(e < 1e-4, "{name} rel err {e} for {shape:?} relu={relu}");
+        }
+        // Unbiased running variance, as PyTorch.
+        let (n, _, s) = dims3(shape).unwrap();
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ch0: Vec<f64> = (0..n).flat_map(|i| xs[i * c * s..i * c * s + s].to_vec()).map(|v| v as f64).collect();
+        let m = ch0.iter().sum::<f64>() / ch0.len() as f64;
+        let v = ch0.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (ch0.len() - 1) as f64;
+        assert!((stats.mean[0] as f64 - m).abs() < 1e-5);
+        assert!((stats.var_unbiased[0] as f64 - v).abs() < 1e-4);
+    }
+
+    #[test]
+    fn matches_stock_batch_norm() {
+        for relu in [false, true] {
+            check(&[4, 3, 5, 5], relu);
+            check(&[1, 2, 7, 3], relu); // batch 1, odd sizes
+            check(&[16, 8], relu); // BatchNorm1d in the projection head
+        }
+    }
+
+    #[test]
+    fn eval_mode_uses_running_statistics() {
+        let x = randn(&[2, 3, 2, 2], 21);
+        let y = batch_norm_eval(&x, &[2.0, 1.0, 0.5], &[0.1, 0.0, -1.0], &[0.5, 0.0, 1.0], &[4.0, 1.0, 0.25], 0.0, false)
+            .unwrap();
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ys = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        // channel 0 of image 0: 2·(x − 0.5)/2 + 0.1
+        for i in 0..4 {
+            assert!((ys[i] - ((xs[i] - 0.5) + 0.1)).abs() < 1e-6);
+        }
+    }
+}

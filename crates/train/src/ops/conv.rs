@@ -1,0 +1,385 @@
+//! 2-D convolution (NCHW, OIHW weights, no bias, groups = 1) as a candle `CustomOp2`.
+//!
+//! Forward: for a chunk of `g` images, `col = im2col(x)` is a `K × g·P` matrix
+//! (K = C·kh·kw, P = OH·OW) and `y = W · col` one gemm. Backward recomputes `col` chunk by chunk
+//! (nothing is kept alive across the graph) and computes `dW += dY · colᵀ` and
+//! `dx = col2im(Wᵀ · dY)`. A 1×1, stride-1, unpadded convolution of one image per chunk skips
+//! im2col altogether (x already is `col`).
+
+use super::{cpu_slice, sgemm, with_data};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+/// Convolution geometry.
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    kh: usize,
+    kw: usize,
+    stride: usize,
+    pad: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl Geom {
+    fn new(xd: &[usize], wd: &[usize], stride: usize, pad: usize) -> Result<Self> {
+        if xd.len() != 4 || wd.len() != 4 || xd[1] != wd[1] {
+            return Err(candle_core::Error::Msg(format!(
+                "conv2d: expected x [N,C,H,W] and w [Co,C,kh,kw], got {xd:?} and {wd:?}"
+            )));
+        }
+        let (h, w, kh, kw) = (xd[2], xd[3], wd[2], wd[3]);
+        if h + 2 * pad < kh || w + 2 * pad < kw || stride == 0 {
+            return Err(candle_core::Error::Msg(format!(
+                "conv2d: kernel {kh}×{kw} larger than padded input {h}×{w} (pad {pad})"
+            )));
+        }
+        Ok(Self {
+            n: xd[0],
+            c: xd[1],
+            h,
+            w,
+            co: wd[0],
+            kh,
+            kw,
+            stride,
+            pad,
+            oh: (h + 2 * pad - kh) / stride + 1,
+            ow: (w + 2 * pad - kw) / stride + 1,
+        })
+    }
+    fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+    fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+    }
+    /// Images per chunk: enough columns for an efficient gemm; independent of the thread count.
+    fn chunk(&self) -> usize {
+        (256usize).div_ceil(self.p()).clamp(1, self.n.max(1))
+    }
+}
+
+/// `col[(c·kh + i)·kw + j][img·P + oy·OW + ox] = x[img][c][oy·s − pad + i][ox·s − pad + j]` (0
+/// outside), for the `g` images of `x` (a chunk), `col` of row length `ld = g·P`.
+fn im2col(x: &[f32], g: usize, geo: &Geom, col: &mut [f32]) {
+    let (h, w, oh, ow, s, pad) = (geo.h, geo.w, geo.oh, geo.ow, geo.stride, geo.pad);
+    let p = geo.p();
+    let ld = g * p;
+    for c in 0..geo.c {
+        for i in 0..geo.kh {
+            for j in 0..geo.kw {
+                let row = (c * geo.kh + i) * geo.kw + j;
+                let dst_row = &mut col[row * ld..(row + 1) * ld];
+                for img in 0..g {
+                    let src = &x[(img * geo.c + c) * h * w..(img * geo.c + c + 1) * h * w];
+                    let dst = &mut dst_row[img * p..(img + 1) * p];
+                    for oy in 0..oh {
+                        let iy = (oy * s + i) as isize - pad as isize;
+                        let drow = &mut dst[oy * ow..(oy + 1) * ow];
+                        if iy < 0 || iy >= h as isize {
+                            drow.fill(0.0);
+                            continue;
+                        }
+                        let srow = &src[iy as usize * w..(iy as usize + 1) * w];
+                        // Valid ox: 0 ≤ ox·s + j − pad < w.
+                        let lo = if pad > j { (pad - j).div_ceil(s) } else { 0 };
+                        let hi = if w + pad > j { ((w + pad - j - 1) / s + 1).min(ow) } else { 0 };
+                        let lo = lo.min(hi);
+                        drow[..lo].fill(0.0);
+                        drow[hi..].fill(0.0);
+                        if s == 1 {
+                            let start = lo + j - pad;
+                            drow[lo..hi].copy_from_slice(&srow[start..start + (hi - lo)]);
+                        } else {
+                            for (ox, d) in drow[lo..hi].iter_mut().enumerate() {
+                                *d = srow[(ox + lo) * s + j - pad];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adjoint of [`im2col`]: `dx[img][c][iy][ix] += col[…]` for every position that read it.
+/// `dx` must be zeroed by the caller.
+fn col2im(col: &[f32], g: usize, geo: &Geom, dx: &mut [f32]) {
+    let (h, w, oh, ow, s, pad) = (geo.h, geo.w, geo.oh, geo.ow, geo.stride, geo.pad);
+    let p = geo.p();
+    let ld = g * p;
+    for img in 0..g {
+        for c in 0..geo.c {
+            let dst = &mut dx[(img * geo.c + c) * h * w..(img * geo.c + c + 1) * h * w];
+            for i in 0..geo.kh {
+                for j in 0..geo.kw {
+                    let row = (c * geo.kh + i) * geo.kw + j;
+                    let src = &col[row * ld + img * p..row * ld + (img + 1) * p];
+                    let lo = if pad > j { (pad - j).div_ceil(s) } else { 0 };
+                    let hi = if w + pad > j { ((w + pad - j - 1) / s + 1).min(ow) } else { 0 };
+                    let lo = lo.min(hi);
+                    for oy in 0..oh {
+                        let iy = (oy * s + i) as isize - pad as isize;
+                        if iy < 0 || iy >= h as isize {
+                            continue;
+                        }
+                        let drow = &mut dst[iy as usize * w..(iy as usize + 1) * w];
+                        let srow = &src[oy * ow..(oy + 1) * ow];
+                        if s == 1 {
+                            let start = lo + j - pad;
+                            for (d, v) in drow[start..start + (hi - lo)].iter_mut().zip(&srow[lo..hi]) {
+                                *d += v;
+                            }
+                        } else {
+                            for ox in lo..hi {
+                                drow[ox * s + j - pad] += srow[ox];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Threads for the gemm inside one task: all of them when there are fewer tasks than threads.
+fn inner_threads(tasks: usize) -> usize {
+    let t = rayon::current_num_threads();
+    if tasks < t {
+        t
+    } else {
+        1
+    }
+}
+
+fn conv_forward(x: &[f32], wt: &[f32], geo: &Geom) -> Vec<f32> {
+    let (k, p, co) = (geo.k(), geo.p(), geo.co);
+    let g = geo.chunk();
+    let chunks = geo.n.div_ceil(g);
+    let inner = inner_threads(chunks);
+    let mut y = vec![0f32; geo.n * co * p];
+    let x_img = geo.c * geo.h * geo.w;
+    y.par_chunks_mut(g * co * p).enumerate().for_each(|(ci, ychunk)| {
+        let gi = ychunk.len() / (co * p);
+        let xs = &x[ci * g * x_img..(ci * g + gi) * x_img];
+        if gi == 1 && geo.is_pointwise() {
+            sgemm(co, p, k, ychunk, p, false, wt, k, 1, xs, p, 1, inner);
+            return;
+        }
+        let ld = gi * p;
+        let mut col = vec![0f32; k * ld];
+        im2col(xs, gi, geo, &mut col);
+        if gi == 1 {
+            sgemm(co, p, k, ychunk, p, false, wt, k, 1, &col, ld, 1, inner);
+        } else {
+            let mut tmp = vec![0f32; co * ld];
+            sgemm(co, ld, k, &mut tmp, ld, false, wt, k, 1, &col, ld, 1, inner);
+            for img in 0..gi {
+                for o in 0..co {
+                    ychunk[(img * co + o) * p..(img * co + o + 1) * p]
+                        .copy_from_slice(&tmp[o * ld + img * p..o * ld + (img + 1) * p]);
+                }
+            }
+        }
+    });
+    y
+}
+
+/// Returns (dx, dw).
+fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> (Vec<f32>, Vec<f32>) {
+    let (k, p, co) = (geo.k(), geo.p(), geo.co);
+    let g = geo.chunk();
+    let chunks = geo.n.div_ceil(g);
+    // Fixed number of accumulation groups (contiguous runs of chunks), reduced in order.
+    let groups = chunks.min(8);
+    let per_group = chunks.div_ceil(groups);
+    let inner = inner_threads(groups);
+    let x_img = geo.c * geo.h * geo.w;
+    let y_img = co * p;
+    let mut dx = vec![0f32; geo.n * x_img];
+    let partials: Vec<Vec<f32>> = dx
+        .par_chunks_mut(per_group * g * x_img)
+        .enumerate()
+        .map(|(gi, dx_group)| {
+            let mut dw = vec![0f32; co * k];
+            let first_img = gi * per_group * g;
+            let imgs = dx_group.len() / x_img;
+            let mut done = 0;
+            let mut first = true;
+            while done < imgs {
+                let n_img = g.min(imgs - done);
+                let img0 = first_img + done;
+                let xs = &x[img0 * x_img..(img0 + n_img) * x_img];
+                let dys = &dy[img0 * y_img..(img0 + n_img) * y_img];
+                let dxs = &mut dx_group[done * x_img..(done + n_img) * x_img];
+                let ld = n_img * p;
+                // dY chunk as a Co × (g·P) matrix.
+                let gathered;
+                let dyc: &[f32] = if n_img == 1 {
+                    dys
+                } else {
+                    let mut t = vec![0f32; co * ld];
+                    for img in 0..n_img {
+                        for o in 0..co {
+                            t[o * ld + img * p..o * ld + (img + 1) * p]
+                                .copy_from_slice(&dys[(img * co + o) * p..(img * co + o + 1) * p]);
+                        }
+                    }
+                    gathered = t;
+                    &gathered
+                };
+                if n_img == 1 && geo.is_pointwise() {
+                    // dW += dY · xᵀ ; dx = Wᵀ · dY
+                    sgemm(co, k, p, &mut dw, k, !first, dyc, p, 1, xs, 1, p, inner);
+                    sgemm(k, p, co, dxs, p, false, wt, 1, k, dyc, p, 1, inner);
+                } else {
+                    let mut col = vec![0f32; k * ld];
+                    im2col(xs, n_img, geo, &mut col);
+                    sgemm(co, k, ld, &mut dw, k, !first, dyc, ld, 1, &col, 1, ld, inner);
+                    // Reuse col as dcol = Wᵀ · dY.
+                    sgemm(k, ld, co, &mut col, ld, false, wt, 1, k, dyc, ld, 1, inner);
+                    col2im(&col, n_img, geo, dxs);
+                }
+                first = false;
+                done += n_img;
+            }
+            dw
+        })
+        .collect();
+    let mut dw = vec![0f32; co * k];
+    for part in &partials {
+        for (a, b) in dw.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    (dx, dw)
+}
+
+/// The custom op; `stride` and `pad` apply to both spatial dimensions.
+#[derive(Debug, Clone, Copy)]
+pub struct Conv2dOp {
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl CustomOp2 for Conv2dOp {
+    fn name(&self) -> &'static str {
+        "protoclr-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let geo = Geom::new(l1.dims(), l2.dims(), self.stride, self.pad)?;
+        let x = cpu_slice(s1, l1, self.name())?;
+        let w = cpu_slice(s2, l2, self.name())?;
+        let y = conv_forward(x, w, &geo);
+        Ok((CpuStorage::F32(y), Shape::from((geo.n, geo.co, geo.oh, geo.ow))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let geo = Geom::new(x.dims(), w.dims(), self.stride, self.pad)?;
+        let (dx, dw) = with_data(x, self.name(), |xs| {
+            with_data(w, self.name(), |ws| {
+                with_data(grad, self.name(), |gs| conv_backward(xs, ws, gs, &geo))
+            })
+        })???;
+        let dx = Tensor::from_vec(dx, x.dims(), x.device())?;
+        let dw = Tensor::from_vec(dw, w.dims(), w.device())?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// Convolution through the custom op (CPU, f32). Non-contiguous inputs are made contiguous.
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let w = w.contiguous()?;
+    x.apply_op2(&w, Conv2dOp { stride, pad })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testutil::{randn, rel_err};
+    use candle_core::Var;
+
+    fn check(n: usize, c: usize, h: usize, w: usize, co: usize, k: usize, stride: usize, pad: usize) {
+        let x = Var::from_tensor(&randn(&[n, c, h, w], 1)).unwrap();
+        let wt = Var::from_tensor(&randn(&[co, c, k, k], 2)).unwrap();
+        // A random linear functional of the output, so gradients are not all ones.
+        let y_ours = conv2d(&x, &wt, stride, pad).unwrap();
+        let y_ref = x.conv2d(&wt, pad, stride, 1, 1).unwrap();
+        let e = rel_err(&y_ours, &y_ref);
+        assert!(e < 1e-4, "forward rel err {e} for {n}x{c}x{h}x{w} co={co} k={k} s={stride} p={pad}");
+        let probe = randn(y_ref.dims(), 3);
+        let g_ours = (y_ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_ref = (y_ref * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, v) in [("dx", x.as_tensor()), ("dw", wt.as_tensor())] {
+            let a = g_ours.get(v).unwrap();
+            let b = g_ref.get(v).unwrap();
+            let e = rel_err(a, b);
+            assert!(e < 1e-4, "{name} rel err {e} for {n}x{c}x{h}x{w} co={co} k={k} s={stride} p={pad}");
+        }
+    }
+
+    #[test]
+    fn matches_candle_conv2d_forward_and_backward() {
+        // (n, c, h, w, co, k, stride, pad)
+        let cases = [
+            (2, 3, 8, 8, 4, 3, 1, 1),
+            (1, 3, 7, 9, 5, 3, 1, 1),   // batch 1, odd sizes
+            (3, 4, 9, 7, 6, 3, 2, 1),   // stride 2, odd sizes
+            (2, 5, 8, 8, 7, 1, 1, 0),   // pointwise
+            (3, 6, 9, 9, 4, 1, 2, 0),   // 1×1 stride 2 (shortcut)
+            (2, 2, 6, 6, 3, 3, 1, 0),   // no padding
+            (20, 3, 4, 4, 8, 3, 1, 1),  // several images per chunk, ragged last chunk
+            (17, 4, 5, 5, 3, 3, 2, 1),  // stride 2 with chunks
+            (1, 2, 11, 11, 3, 7, 2, 3), // ImageNet-style stem
+        ];
+        for (n, c, h, w, co, k, s, p) in cases {
+            check(n, c, h, w, co, k, s, p);
+        }
+    }
+
+    #[test]
+    fn deterministic_across_thread_counts() {
+        let x = randn(&[37, 4, 6, 6], 5);
+        let w = randn(&[8, 4, 3, 3], 6);
+        let dy = randn(&[37, 8, 6, 6], 7);
+        let geo = Geom::new(x.dims(), w.dims(), 1, 1).unwrap();
+        let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let ws = w.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let gs = dy.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let run = |t: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(|| (conv_forward(&xs, &ws, &geo), conv_backward(&xs, &ws, &gs, &geo)))
+        };
+        let a = run(1);
+        let b = run(2);
+        assert_eq!(a.0, b.0);
+        assert_eq!(a.1 .0, b.1 .0);
+        assert_eq!(a.1 .1, b.1 .1);
+    }
+}

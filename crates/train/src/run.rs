@@ -1,0 +1,516 @@
+//! One training run: SimCLR-style two-view training with the configured objective, a checkpoint
+//! after every epoch, resumption from the last checkpoint, then evaluation (linear probe, kNN,
+//! prototype bias) and `metrics.json`.
+//!
+//! Reproducibility: every random choice of epoch e (the sample order and each view's
+//! augmentation) is drawn from a stream seeded by (seed, e, image, view), and the checkpoint holds
+//! the parameters, batch-norm statistics, optimiser buffers and prototypes, so a run resumed from
+//! epoch k continues exactly as an uninterrupted one. Same config and seed → same metrics.
+
+use crate::augment::{self, Pipeline};
+use crate::bias::{self, BiasStats};
+use crate::config::Config;
+use crate::data::{self, Dataset};
+use crate::eval::{self, ImageSet, ProbeConfig};
+use crate::fsutil::{atomic_write, sha256_file, sha256_hex};
+use crate::loss::{self, Prototypes};
+use crate::model::SimClrModel;
+use crate::optim::{lr_at, Optimizer};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// indicatif bar on stderr (epoch, loss, img/s, ETA).
+    Bar,
+    /// One JSON object a line on stdout (for the grid runner).
+    Jsonl,
+    None,
+}
+
+/// Where a run reads and writes.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub out_dir: PathBuf,
+    /// Checkpoints (default `out_dir/checkpoints`).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Folder holding `cifar-10-batches-bin/` and/or `cifar-100-binary/`.
+    pub data_root: PathBuf,
+    pub progress: ProgressMode,
+}
+
+/// One epoch's record.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub loss: f64,
+    pub lr: f64,
+    /// Augmented views through the network per second (2 per image).
+    pub images_per_sec: f64,
+    pub wall_s: f64,
+}
+
+/// Evaluation of one encoder.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EvalResult {
+    pub linear_top1: f64,
+    pub linear_top5: f64,
+    pub knn_top1: f64,
+    pub knn_top5: f64,
+    pub bias_l2: Option<f64>,
+    pub bias_l2_ci95: Option<[f64; 2]>,
+    pub bias_cos: Option<f64>,
+    pub bias_cos_ci95: Option<[f64; 2]>,
+    pub n_train: usize,
+    pub n_test: usize,
+}
+
+/// Where and why a run diverged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Diverged {
+    pub epoch: usize,
+    pub step: usize,
+    pub what: String,
+}
+
+/// `metrics.json` (see docs/formats.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Metrics {
+    pub schema: u32,
+    pub status: String,
+    pub epochs_planned: usize,
+    pub epochs: Vec<EpochRecord>,
+    pub eval: Option<EvalResult>,
+    pub reference: Option<EvalResult>,
+    pub diverged: Option<Diverged>,
+    pub wall_time_s: f64,
+    pub train_images_per_sec: f64,
+    pub train_images: usize,
+    pub threads: usize,
+    pub git_commit: String,
+    pub dataset: String,
+    pub dataset_fingerprint: String,
+    pub dataset_verified: bool,
+    pub config_sha256: String,
+    pub protoclr_version: String,
+}
+
+/// Checkpoint metadata (beside `state.safetensors`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointMeta {
+    config_sha256: String,
+    epochs_done: usize,
+    epochs: Vec<EpochRecord>,
+    optimizer_t: u64,
+    proto_seen: Option<Vec<bool>>,
+    tensors_sha256: String,
+    wall_time_s: f64,
+}
+
+/// The commit of the working tree (`PROTOCLR_GIT_COMMIT` overrides), or "unknown".
+pub fn git_commit() -> String {
+    if let Ok(c) = std::env::var("PROTOCLR_GIT_COMMIT") {
+        return c;
+    }
+    std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn emit(mode: ProgressMode, v: serde_json::Value) {
+    if mode == ProgressMode::Jsonl {
+        println!("{v}");
+    }
+}
+
+/// Seeded subset of `n` indices of size `k` (all when `k` is None or ≥ n), sorted.
+fn seeded_subset(n: usize, k: Option<usize>, seed: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    if let Some(k) = k.filter(|&k| k < n) {
+        idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        idx.truncate(k);
+        idx.sort_unstable();
+    }
+    idx
+}
+
+fn images(ds: &Dataset) -> ImageSet<'_> {
+    ImageSet {
+        pixels: &ds.images,
+        n: ds.n,
+        h: ds.height,
+        w: ds.width,
+    }
+}
+
+/// Evaluates `model`'s encoder: linear probe and kNN on the official splits (or seeded subsets of
+/// them), prototype bias on `eval.bias_images` test images.
+fn evaluate(
+    model: &SimClrModel,
+    cfg: &Config,
+    train: &Dataset,
+    test: &Dataset,
+    pipeline: &Pipeline,
+    mean: [f32; 3],
+    std: [f32; 3],
+    progress: ProgressMode,
+) -> Result<EvalResult> {
+    let e = &cfg.eval;
+    let size = cfg.augment.size;
+    let d = model.encoder.feat_dim;
+    let classes = train.num_classes;
+    emit(progress, serde_json::json!({"event": "eval", "what": "features"}));
+    let tr = train.subset(&seeded_subset(train.n, e.train_images, cfg.seed ^ 0x7472)); // "tr"
+    let te = test.subset(&seeded_subset(test.n, e.test_images, cfg.seed ^ 0x7465)); // "te"
+    let ftr = eval::extract_features(&model.encoder, &images(&tr), size, mean, std, 512)?;
+    let fte = eval::extract_features(&model.encoder, &images(&te), size, mean, std, 512)?;
+    emit(progress, serde_json::json!({"event": "eval", "what": "linear"}));
+    let probe = ProbeConfig {
+        epochs: e.linear_epochs,
+        lr: e.linear_lr,
+        batch: e.linear_batch,
+        weight_decay: e.linear_weight_decay,
+        seed: cfg.seed,
+    };
+    let lin = eval::linear_probe(&ftr, &tr.labels, &fte, &te.labels, d, classes, &probe)?;
+    emit(progress, serde_json::json!({"event": "eval", "what": "knn"}));
+    let knn = eval::knn(&ftr, &tr.labels, &fte, &te.labels, d, classes, e.knn_k, e.knn_temperature)?;
+    let bias: Option<BiasStats> = if e.bias_views > 0 && e.bias_images > 0 {
+        emit(progress, serde_json::json!({"event": "eval", "what": "bias"}));
+        let bi = test.subset(&seeded_subset(test.n, Some(e.bias_images), cfg.seed ^ 0x6269)); // "bi"
+        Some(bias::prototype_bias(
+            &model.encoder,
+            &images(&bi),
+            &bi.labels,
+            classes,
+            pipeline,
+            size,
+            e.bias_views,
+            cfg.seed,
+        )?)
+    } else {
+        None
+    };
+    Ok(EvalResult {
+        linear_top1: lin.top1,
+        linear_top5: lin.top5,
+        knn_top1: knn.top1,
+        knn_top5: knn.top5,
+        bias_l2: bias.map(|b| b.l2),
+        bias_l2_ci95: bias.map(|b| b.l2_ci95),
+        bias_cos: bias.map(|b| b.cos),
+        bias_cos_ci95: bias.map(|b| b.cos_ci95),
+        n_train: tr.n,
+        n_test: te.n,
+    })
+}
+
+fn save_checkpoint(
+    dir: &Path,
+    model: &SimClrModel,
+    opt: &Optimizer,
+    protos: Option<&Prototypes>,
+    meta: &mut CheckpointMeta,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut tensors: HashMap<String, Tensor> = model.state()?;
+    for (name, buf) in &opt.m {
+        tensors.insert(format!("optim.m.{name}"), Tensor::from_vec(buf.clone(), buf.len(), &Device::Cpu)?);
+    }
+    for (name, buf) in &opt.v {
+        tensors.insert(format!("optim.v.{name}"), Tensor::from_vec(buf.clone(), buf.len(), &Device::Cpu)?);
+    }
+    if let Some(p) = protos {
+        tensors.insert("proto.mu".into(), p.tensor()?);
+    }
+    let tmp = dir.join(format!(".state.safetensors.tmp-{}", std::process::id()));
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    meta.tensors_sha256 = sha256_file(&tmp)?;
+    std::fs::rename(&tmp, dir.join("state.safetensors"))?;
+    atomic_write(&dir.join("state.json"), serde_json::to_string_pretty(meta)?.as_bytes())
+}
+
+/// Loads the checkpoint in `dir` if there is a valid one for this config.
+fn load_checkpoint(
+    dir: &Path,
+    config_sha: &str,
+    model: &SimClrModel,
+    opt: &mut Optimizer,
+    protos: Option<&mut Prototypes>,
+) -> Result<Option<CheckpointMeta>> {
+    let meta_path = dir.join("state.json");
+    let Ok(text) = std::fs::read_to_string(&meta_path) else {
+        return Ok(None);
+    };
+    let meta: CheckpointMeta =
+        serde_json::from_str(&text).with_context(|| format!("corrupt checkpoint metadata {}", meta_path.display()))?;
+    if meta.config_sha256 != config_sha {
+        bail!(
+            "checkpoint {} belongs to another config (sha256 {}); remove it or use another --checkpoint-dir",
+            meta_path.display(),
+            meta.config_sha256
+        );
+    }
+    let tpath = dir.join("state.safetensors");
+    let got = sha256_file(&tpath)?;
+    if got != meta.tensors_sha256 {
+        bail!("checkpoint {} is corrupt (sha256 {got}, expected {})", tpath.display(), meta.tensors_sha256);
+    }
+    let tensors = candle_core::safetensors::load(&tpath, &Device::Cpu)?;
+    model.load_state(&tensors)?;
+    opt.m.clear();
+    opt.v.clear();
+    for (k, t) in &tensors {
+        if let Some(name) = k.strip_prefix("optim.m.") {
+            opt.m.insert(name.to_string(), t.to_vec1::<f32>()?);
+        } else if let Some(name) = k.strip_prefix("optim.v.") {
+            opt.v.insert(name.to_string(), t.to_vec1::<f32>()?);
+        }
+    }
+    opt.t = meta.optimizer_t;
+    if let Some(p) = protos {
+        let mu = tensors.get("proto.mu").context("checkpoint lacks the prototypes")?;
+        p.mu = mu.flatten_all()?.to_vec1::<f32>()?;
+        if let Some(seen) = &meta.proto_seen {
+            p.seen = seen.clone();
+        }
+    }
+    Ok(Some(meta))
+}
+
+/// Outcome of [`train`].
+#[derive(Debug)]
+pub enum Outcome {
+    Completed(Metrics),
+    Diverged(Metrics),
+}
+
+impl Outcome {
+    pub fn metrics(&self) -> &Metrics {
+        match self {
+            Outcome::Completed(m) | Outcome::Diverged(m) => m,
+        }
+    }
+}
+
+/// Trains (or resumes) the run described by `cfg` into `opts.out_dir`.
+pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
+    cfg.validate()?;
+    let out = &opts.out_dir;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create run folder {}", out.display()))?;
+    let yaml = cfg.to_yaml();
+    let config_sha = sha256_hex(yaml.as_bytes());
+    let cfg_path = out.join("config.yaml");
+    if let Ok(existing) = std::fs::read_to_string(&cfg_path) {
+        if existing != yaml {
+            bail!(
+                "{} holds a run of a different config; use another --out (nothing was changed)",
+                cfg_path.display()
+            );
+        }
+        let metrics_path = out.join("metrics.json");
+        if let Ok(text) = std::fs::read_to_string(&metrics_path) {
+            if let Ok(m) = serde_json::from_str::<Metrics>(&text) {
+                if m.config_sha256 == config_sha {
+                    return Ok(if m.status == "diverged" { Outcome::Diverged(m) } else { Outcome::Completed(m) });
+                }
+            }
+        }
+    } else {
+        atomic_write(&cfg_path, yaml.as_bytes())?;
+    }
+    let ckpt_dir = opts.checkpoint_dir.clone().unwrap_or_else(|| out.join("checkpoints"));
+
+    let split = data::load(&cfg.data.dataset, &opts.data_root, cfg.data.allow_unverified)?;
+    let train_set = data::select_train(&split.train, &cfg.data, cfg.seed)?;
+    let (mean, std) = data::official_mean_std(&cfg.data.dataset).unwrap_or_else(|| data::channel_mean_std(&split.train));
+    let pipeline = Pipeline::new(&cfg.augment, mean, std)?;
+    let classes = split.train.num_classes;
+
+    let model = SimClrModel::new(&cfg.model, cfg.seed)?;
+    let mut opt = Optimizer::new(&cfg.optim);
+    let supervised = cfg.loss.name == "supervised_prototype";
+    let mut protos = if !supervised {
+        None
+    } else if cfg.loss.prototypes == "oracle" {
+        Some(Prototypes::oracle(classes, cfg.model.proj_dim, cfg.seed)?)
+    } else {
+        Some(Prototypes::realistic(classes, cfg.model.proj_dim, cfg.loss.ema as f32))
+    };
+    let resumed = load_checkpoint(&ckpt_dir, &config_sha, &model, &mut opt, protos.as_mut())?;
+    let (start_epoch, mut records, prior_wall) = match resumed {
+        Some(m) => (m.epochs_done, m.epochs, m.wall_time_s),
+        None => (0, vec![], 0.0),
+    };
+
+    let b = cfg.train.batch_size;
+    let n = train_set.n;
+    if n < b {
+        bail!("train.batch_size {b} exceeds the {n} training images selected by `data`");
+    }
+    let steps = (n / b).min(cfg.train.steps_per_epoch.unwrap_or(usize::MAX));
+    let total_steps = steps * cfg.train.epochs;
+    let warmup = (cfg.optim.warmup_epochs * steps as f64).round() as usize;
+    let (alpha, lambda) = cfg.loss_weights();
+    let size = cfg.augment.size;
+    let per = 3 * size * size;
+    let (h, w) = (train_set.height, train_set.width);
+
+    let bar = if opts.progress == ProgressMode::Bar {
+        let pb = ProgressBar::new(total_steps as u64);
+        pb.set_style(
+            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps · {msg} · ETA {eta}")
+                .unwrap()
+                .progress_chars("=> "),
+        );
+        pb.set_position((start_epoch * steps) as u64);
+        pb.reset_eta();
+        Some(pb)
+    } else {
+        None
+    };
+    let run_start = Instant::now();
+    let mut diverged: Option<Diverged> = None;
+    'epochs: for epoch in start_epoch..cfg.train.epochs {
+        let t_epoch = Instant::now();
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(augment::view_seed(cfg.seed, epoch as u64, u64::MAX, 0)));
+        let mut loss_sum = 0f64;
+        let mut lr = 0.0;
+        for step in 0..steps {
+            let idx = &order[step * b..(step + 1) * b];
+            let srcs: Vec<&[u8]> = idx.iter().map(|&i| train_set.image(i)).collect();
+            let mut buf = vec![0f32; 2 * b * per];
+            for v in 0..2 {
+                let seeds: Vec<u64> =
+                    idx.iter().map(|&i| augment::view_seed(cfg.seed, epoch as u64, i as u64, v as u64)).collect();
+                pipeline.augment_batch(&srcs, h, w, &seeds, &mut buf[v * b * per..(v + 1) * b * per]);
+            }
+            let x = Tensor::from_vec(buf, (2 * b, 3, size, size), &Device::Cpu)?;
+            let (_, z) = model.forward(&x, true)?;
+            let l = match protos.as_mut() {
+                None => loss::balanced(&z, cfg.loss.tau, alpha, lambda, cfg.loss.decoupled)?,
+                Some(p) => {
+                    let labels: Vec<u32> =
+                        idx.iter().chain(idx.iter()).map(|&i| train_set.labels[i] as u32).collect();
+                    if !p.complete() {
+                        p.update(&z, &labels)?;
+                    }
+                    let smooth = (cfg.loss.max == "smooth").then_some(cfg.loss.tau);
+                    let l = loss::supervised_prototype(&z, &labels, &p.tensor()?, alpha, lambda, smooth)?;
+                    p.update(&z, &labels)?;
+                    l
+                }
+            };
+            let lv = l.to_scalar::<f32>()? as f64;
+            if !lv.is_finite() {
+                diverged = Some(Diverged { epoch: epoch + 1, step: step + 1, what: format!("loss is {lv}") });
+                break 'epochs;
+            }
+            let grads = l.backward()?;
+            lr = lr_at(cfg.optim.lr, epoch * steps + step, total_steps, warmup);
+            if let Err(bad) = opt.step(&model.params.vars, &grads, lr)? {
+                diverged = Some(Diverged {
+                    epoch: epoch + 1,
+                    step: step + 1,
+                    what: format!("non-finite gradient in `{}`", bad.0),
+                });
+                break 'epochs;
+            }
+            loss_sum += lv;
+            if let Some(pb) = &bar {
+                pb.inc(1);
+                let ips = 2.0 * b as f64 * (step + 1) as f64 / t_epoch.elapsed().as_secs_f64();
+                pb.set_message(format!("epoch {}/{} · loss {lv:.4} · {ips:.0} img/s", epoch + 1, cfg.train.epochs));
+            }
+            emit(
+                opts.progress,
+                serde_json::json!({"event": "step", "epoch": epoch + 1, "epochs": cfg.train.epochs,
+                                   "step": step + 1, "steps": steps, "loss": lv}),
+            );
+        }
+        let wall = t_epoch.elapsed().as_secs_f64();
+        let rec = EpochRecord {
+            epoch: epoch + 1,
+            loss: loss_sum / steps as f64,
+            lr,
+            images_per_sec: 2.0 * (b * steps) as f64 / wall,
+            wall_s: wall,
+        };
+        emit(
+            opts.progress,
+            serde_json::json!({"event": "epoch", "epoch": rec.epoch, "epochs": cfg.train.epochs,
+                               "loss": rec.loss, "images_per_sec": rec.images_per_sec}),
+        );
+        records.push(rec);
+        let mut meta = CheckpointMeta {
+            config_sha256: config_sha.clone(),
+            epochs_done: epoch + 1,
+            epochs: records.clone(),
+            optimizer_t: opt.t,
+            proto_seen: protos.as_ref().map(|p| p.seen.clone()),
+            tensors_sha256: String::new(),
+            wall_time_s: prior_wall + run_start.elapsed().as_secs_f64(),
+        };
+        save_checkpoint(&ckpt_dir, &model, &opt, protos.as_ref(), &mut meta)?;
+    }
+    if let Some(pb) = bar {
+        pb.finish_and_clear();
+    }
+
+    let train_secs: f64 = records.iter().map(|r| r.wall_s).sum();
+    let train_views: f64 = records.iter().map(|r| r.images_per_sec * r.wall_s).sum();
+    let mut metrics = Metrics {
+        schema: 1,
+        status: "completed".into(),
+        epochs_planned: cfg.train.epochs,
+        epochs: records,
+        eval: None,
+        reference: None,
+        diverged: None,
+        wall_time_s: 0.0,
+        train_images_per_sec: if train_secs > 0.0 { train_views / train_secs } else { 0.0 },
+        train_images: n,
+        threads: rayon::current_num_threads(),
+        git_commit: git_commit(),
+        dataset: cfg.data.dataset.clone(),
+        dataset_fingerprint: split.fingerprint.clone(),
+        dataset_verified: split.verified,
+        config_sha256: config_sha,
+        protoclr_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let outcome = if let Some(d) = diverged {
+        metrics.status = "diverged".into();
+        metrics.diverged = Some(d);
+        metrics.wall_time_s = prior_wall + run_start.elapsed().as_secs_f64();
+        atomic_write(&out.join("metrics.json"), serde_json::to_string_pretty(&metrics)?.as_bytes())?;
+        Outcome::Diverged(metrics)
+    } else {
+        metrics.eval = Some(evaluate(&model, cfg, &split.train, &split.test, &pipeline, mean, std, opts.progress)?);
+        if cfg.eval.random_init_reference {
+            emit(opts.progress, serde_json::json!({"event": "eval", "what": "reference"}));
+            let fresh = SimClrModel::new(&cfg.model, cfg.seed)?;
+            metrics.reference =
+                Some(evaluate(&fresh, cfg, &split.train, &split.test, &pipeline, mean, std, ProgressMode::None)?);
+        }
+        metrics.wall_time_s = prior_wall + run_start.elapsed().as_secs_f64();
+        atomic_write(&out.join("metrics.json"), serde_json::to_string_pretty(&metrics)?.as_bytes())?;
+        Outcome::Completed(metrics)
+    };
+    emit(opts.progress, serde_json::json!({"event": "done", "status": outcome.metrics().status}));
+    Ok(outcome)
+}
