@@ -1,1 +1,209 @@
-fn main() {}
+//! `protoclr`: the command line over the three libraries — `train` (one run), `data` (fetch and
+//! verify datasets), `bench` (speed), `grid` (experiment grids) and `report` (figures, tables).
+
+mod bench_cmd;
+mod grid_cmd;
+mod report_cmd;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use protoclr_train::{config, data, run};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "protoclr",
+    version,
+    about = "Self-supervised contrastive learning through supervised objectives: training, grids, figures"
+)]
+struct Cli {
+    /// Worker threads for training and evaluation (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train one run (or resume it) and evaluate it.
+    Train(TrainArgs),
+    /// Download or verify datasets.
+    Data {
+        #[command(subcommand)]
+        cmd: DataCommand,
+    },
+    /// Measure training and inference speed.
+    Bench {
+        #[command(subcommand)]
+        cmd: bench_cmd::BenchCommand,
+    },
+    /// Experiment grids: plan, run (local workers or Slurm), status, clean.
+    Grid {
+        #[command(subcommand)]
+        cmd: grid_cmd::GridCommand,
+    },
+    /// Figures, tables and claim verdicts from cached results.
+    Report(report_cmd::ReportArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Progress {
+    Bar,
+    Jsonl,
+    None,
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// YAML config (defaults are used for every key it leaves out).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. `--set loss.alpha=1.25` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Run folder: config.yaml, metrics.json (rerunning resumes).
+    #[arg(long)]
+    out: PathBuf,
+    /// Checkpoint folder (default OUT/checkpoints).
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Folder holding cifar-10-batches-bin/ (default: $PROTOCLR_DATA).
+    #[arg(long, env = "PROTOCLR_DATA")]
+    data_root: Option<PathBuf>,
+    /// Accept dataset files whose MD5 differs from the official release (recorded in metrics).
+    #[arg(long)]
+    allow_unverified: bool,
+    #[arg(long, value_enum, default_value = "bar")]
+    progress: Progress,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Download the official archive, check its MD5, unpack and verify it.
+    Fetch {
+        /// cifar10 or cifar100.
+        dataset: String,
+        /// Data root to unpack into.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Mirror to download from instead of the official host (also $PROTOCLR_DATA_URL).
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+    /// Check the dataset files in a folder against the published MD5s.
+    Verify {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+/// The data root from the flag or `PROTOCLR_DATA`, or an error saying how to set it.
+pub fn data_root(flag: Option<PathBuf>) -> Result<PathBuf> {
+    flag.context(
+        "no dataset root: pass --data-root DIR or set PROTOCLR_DATA to the folder holding cifar-10-batches-bin/",
+    )
+}
+
+fn train(args: TrainArgs) -> Result<ExitCode> {
+    let mut sets = args.sets.clone();
+    if args.allow_unverified {
+        sets.push("data.allow_unverified=true".into());
+    }
+    let cfg = config::load(args.config.as_deref(), &sets)?;
+    let opts = run::RunOptions {
+        out_dir: args.out.clone(),
+        checkpoint_dir: args.checkpoint_dir,
+        data_root: data_root(args.data_root)?,
+        progress: match args.progress {
+            Progress::Bar => run::ProgressMode::Bar,
+            Progress::Jsonl => run::ProgressMode::Jsonl,
+            Progress::None => run::ProgressMode::None,
+        },
+    };
+    let outcome = run::train(&cfg, &opts)?;
+    let m = outcome.metrics();
+    if args.progress != Progress::Jsonl {
+        print_summary(m, &args.out);
+    }
+    Ok(match outcome {
+        run::Outcome::Completed(_) => ExitCode::SUCCESS,
+        run::Outcome::Diverged(_) => ExitCode::from(3),
+    })
+}
+
+fn print_summary(m: &run::Metrics, out: &std::path::Path) {
+    eprintln!("run folder: {}", out.display());
+    eprintln!(
+        "status: {} · {} epochs · {:.0} s · {:.0} train img/s · {} threads",
+        m.status,
+        m.epochs.len(),
+        m.wall_time_s,
+        m.train_images_per_sec,
+        m.threads
+    );
+    if let Some(d) = &m.diverged {
+        eprintln!("diverged at epoch {} step {}: {}", d.epoch, d.step, d.what);
+    }
+    let line = |name: &str, e: &run::EvalResult| {
+        let bias = e.bias_l2.map(|b| format!("{b:.4}")).unwrap_or_else(|| "—".into());
+        println!(
+            "{name:<16} linear top-1 {:6.2} %   kNN top-1 {:6.2} %   prototype bias {bias}",
+            e.linear_top1, e.knn_top1
+        );
+    };
+    if let Some(e) = &m.eval {
+        line("trained encoder", e);
+    }
+    if let Some(e) = &m.reference {
+        line("random init", e);
+    }
+}
+
+fn run_cli() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    protoclr_train::runtime::init(threads);
+    match cli.cmd {
+        Command::Train(a) => train(a),
+        Command::Data { cmd } => {
+            match cmd {
+                DataCommand::Fetch {
+                    dataset,
+                    dir,
+                    base_url,
+                } => {
+                    let path = data::fetch(&dataset, &dir, base_url.as_deref(), true)?;
+                    println!("{} ready at {}", dataset, path.display());
+                }
+                DataCommand::Verify { dir } => {
+                    let report = data::verify(&dir)?;
+                    println!("{report}");
+                    if !report.all_verified() {
+                        anyhow::bail!("{}: not every file matches the official release", dir.display());
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { cmd } => bench_cmd::run(cmd).map(|_| ExitCode::SUCCESS),
+        Command::Grid { cmd } => grid_cmd::run(cmd).map(|_| ExitCode::SUCCESS),
+        Command::Report(args) => {
+            let dev = protoclr_train::loss::ntxent_max_deviation(42, 40)?;
+            report_cmd::run(args, dev).map(|_| ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run_cli() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,329 @@
-//! placeholder
+//! `protoclr_report`: the paper's figures, tables and claim verdicts, rebuilt in seconds from a
+//! cached results folder (layout in docs/formats.md), without training.
+//!
+//! - [`load`]: index CSVs `results/<experiment>.<profile>.csv` and each cell's `metrics.json`
+//!   (found by walking `results/cells`) into polars DataFrames; aggregates over seeds (mean,
+//!   standard deviation, 95 % t-interval, n).
+//! - [`fig3`]: accuracy vs prototype representation bias, with least-squares line and bootstrapped
+//!   Spearman ρ / Pearson r.
+//! - [`heatmap`]: Fig. 4 / Fig. 5, α × λ heatmaps of mean linear accuracy and of the difference
+//!   from NT-Xent (1, 1).
+//! - [`tables`]: CIFAR-10 / CIFAR-100 (and long-tail) tables in Markdown, LaTeX and CSV; the paper
+//!   column says "not recoverable", never a number.
+//! - [`claims`]: `claims.md`, each claim with statistic, interval, n, rule and computed verdict.
+//! - [`stats`]: the statistics, each tested against known answers; [`style`]: the bundled font
+//!   (DejaVu Sans, registered with plotters' `ab_glyph` renderer) and colour maps.
+//!
+//! A figure whose cells are partly missing is drawn from what exists, its title says
+//! "partial: k of n cells", and `<figure>.notes.md` lists the missing cells.
+
+pub mod claims;
+pub mod fig3;
+pub mod heatmap;
+pub mod load;
+pub mod stats;
+pub mod style;
+pub mod tables;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::fig3::Fig3;
+use crate::heatmap::{trim_num, Heatmap};
+use crate::load::{Experiment, MissingIndex};
+use crate::tables::Table;
+
+/// Experiment of Fig. 3.
+pub const FIG3: &str = "fig3";
+/// Experiment of Fig. 4 (α × λ, paper's main setting; `cpu` is a stand-in).
+pub const FIG4: &str = "fig4";
+/// Experiment of Fig. 5 (α × λ on CIFAR-10).
+pub const FIG5: &str = "fig5";
+/// Table experiments: (experiment = file stem, title).
+pub const TABLES: [(&str, &str); 2] = [
+    (
+        "table_cifar10",
+        "CIFAR-10: NT-Xent, balanced loss and supervised prototype objectives",
+    ),
+    (
+        "table_cifar100",
+        "CIFAR-100: NT-Xent, balanced loss and supervised prototype objectives",
+    ),
+];
+/// Optional long-tail table (experiment `long_tail`, written as `table_long_tail.*` only when
+/// its index exists).
+pub const LONG_TAIL: (&str, &str) = (
+    "long_tail",
+    "Long-tailed CIFAR-10 (stand-in for ImageNet-LT): NT-Xent vs balanced loss",
+);
+
+/// What to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Fig3,
+    Fig4,
+    Fig5,
+    Tables,
+    Claims,
+    All,
+}
+
+/// Where to read and write.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Results folder (docs/formats.md).
+    pub results: PathBuf,
+    /// Output folder (created if needed).
+    pub out: PathBuf,
+    /// Profile of the index files (`cpu`, `paper`).
+    pub profile: String,
+}
+
+/// What a run wrote, and what it wants the user to know.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub written: Vec<PathBuf>,
+    /// Partial data and similar notices (one line each).
+    pub notices: Vec<String>,
+}
+
+impl Report {
+    fn merge(&mut self, other: Report) {
+        self.written.extend(other.written);
+        self.notices.extend(other.notices);
+    }
+}
+
+fn write_notes(out: &Path, stem: &str, exp: &Experiment, extra: &str) -> Result<PathBuf> {
+    let path = out.join(format!("{stem}.notes.md"));
+    let mut s = format!("# {stem}: data coverage\n\n");
+    s.push_str(&exp.coverage_markdown());
+    s.push_str(extra);
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(&path, s).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+fn partial_notice(stem: &str, exp: &Experiment, out: &Path) -> Vec<String> {
+    exp.partial_tag()
+        .map(|p| {
+            format!(
+                "{stem}: {p}; missing cells listed in {}",
+                out.join(format!("{stem}.notes.md")).display()
+            )
+        })
+        .into_iter()
+        .collect()
+}
+
+/// Fig. 3: `fig3.png`, `fig3.svg`, `fig3.notes.md`.
+pub fn build_fig3(opts: &Options) -> Result<Report> {
+    let exp = Experiment::load(&opts.results, FIG3, &opts.profile)?;
+    let fig = Fig3::from_experiment(&exp)?;
+    let mut written = style::save(&fig, &opts.out, FIG3)?;
+    let extra = if fig.without_data.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\nConfigurations without a point (no cell with both bias and accuracy): {}\n",
+            fig.without_data.join(", ")
+        )
+    };
+    written.push(write_notes(&opts.out, FIG3, &exp, &extra)?);
+    Ok(Report {
+        written,
+        notices: partial_notice(FIG3, &exp, &opts.out),
+    })
+}
+
+fn heatmap_title(experiment: &str) -> &'static str {
+    if experiment == FIG4 {
+        "Fig. 4 — impact of α and λ (paper's main setting)"
+    } else {
+        "Fig. 5 — impact of α and λ on CIFAR-10"
+    }
+}
+
+/// Fig. 4 or Fig. 5 (`experiment` = `fig4` / `fig5`): PNG, SVG and notes.
+pub fn build_heatmap(opts: &Options, experiment: &str) -> Result<Report> {
+    let exp = Experiment::load(&opts.results, experiment, &opts.profile)?;
+    let map = Heatmap::from_experiment(&exp, heatmap_title(experiment))?;
+    let mut written = style::save(&map, &opts.out, experiment)?;
+    let empty = map.empty_cells();
+    let mut extra = String::new();
+    if !empty.is_empty() {
+        extra.push_str(&format!(
+            "\nGrid points with no data: {}\n",
+            empty
+                .iter()
+                .map(|(a, l)| format!("(α = {}, λ = {})", trim_num(*a), trim_num(*l)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if map.reference_position().is_none() {
+        extra.push_str("\nThe grid has no (α, λ) = (1, 1) NT-Xent cell.\n");
+    }
+    if !map.pooled_axes.is_empty() {
+        extra.push_str(&format!(
+            "\nOther varied keys pooled within each (α, λ): {}\n",
+            map.pooled_axes.join(", ")
+        ));
+    }
+    written.push(write_notes(&opts.out, experiment, &exp, &extra)?);
+    Ok(Report {
+        written,
+        notices: partial_notice(experiment, &exp, &opts.out),
+    })
+}
+
+fn build_table(opts: &Options, experiment: &str, title: &str) -> Result<Report> {
+    let exp = Experiment::load(&opts.results, experiment, &opts.profile)?;
+    let stem = if experiment.starts_with("table_") {
+        experiment.to_string()
+    } else {
+        format!("table_{experiment}")
+    };
+    let table = Table::from_experiment(&exp, &stem, title)?;
+    let mut written = table.write(&opts.out)?;
+    written.push(write_notes(&opts.out, &stem, &exp, "")?);
+    Ok(Report {
+        written,
+        notices: partial_notice(&stem, &exp, &opts.out),
+    })
+}
+
+/// The CIFAR-10 and CIFAR-100 tables (and the long-tail one when its index exists). Writes what
+/// it can, then fails naming every missing index.
+pub fn build_tables(opts: &Options) -> Result<Report> {
+    let mut report = Report::default();
+    let mut errors = Vec::new();
+    for (experiment, title) in TABLES {
+        match build_table(opts, experiment, title) {
+            Ok(r) => report.merge(r),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    let (lt, lt_title) = LONG_TAIL;
+    if load::index_path(&opts.results, lt, &opts.profile).is_file() {
+        match build_table(opts, lt, lt_title) {
+            Ok(r) => report.merge(r),
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    } else {
+        report.notices.push(format!(
+            "{lt}: no index {}, long-tail table skipped",
+            load::index_path(&opts.results, lt, &opts.profile).display()
+        ));
+    }
+    if !errors.is_empty() {
+        bail!("{}", errors.join("\n"));
+    }
+    Ok(report)
+}
+
+/// Loads an experiment for the claims: a missing index is "no data" (`Ok(Err(why))`), any other
+/// problem is an error.
+fn load_for_claims(opts: &Options, experiment: &str) -> Result<std::result::Result<Experiment, String>> {
+    match Experiment::load(&opts.results, experiment, &opts.profile) {
+        Ok(e) => Ok(Ok(e)),
+        Err(e) => match e.downcast_ref::<MissingIndex>() {
+            Some(m) => Ok(Err(format!("missing index {}", m.path.display()))),
+            None => Err(e),
+        },
+    }
+}
+
+/// `claims.md`: verdicts of claims (a), (b) on Fig. 4 and Fig. 5, and (c) from
+/// `ntxent_deviation` (max |balanced(1, 1) − NT-Xent| measured by the loss module).
+pub fn build_claims(opts: &Options, ntxent_deviation: f64) -> Result<Report> {
+    let mut coverage = String::new();
+    let mut notices = Vec::new();
+    let mut claims_out = Vec::new();
+
+    let fig3_exp = load_for_claims(opts, FIG3)?;
+    let fig3 = match &fig3_exp {
+        Ok(e) => {
+            coverage.push_str(&e.coverage_markdown());
+            Ok(Fig3::from_experiment(e)?)
+        }
+        Err(why) => {
+            coverage.push_str(&format!("- {FIG3}: {why}\n"));
+            Err(why.clone())
+        }
+    };
+    claims_out.push(claims::claim_a(fig3.as_ref().map_err(String::as_str)));
+
+    for (id, experiment, what) in [
+        ("b1", FIG4, "Fig. 4, paper's main setting"),
+        ("b2", FIG5, "Fig. 5, CIFAR-10"),
+    ] {
+        let map = match load_for_claims(opts, experiment)? {
+            Ok(e) => {
+                coverage.push_str(&e.coverage_markdown());
+                Ok(Heatmap::from_experiment(&e, heatmap_title(experiment))?)
+            }
+            Err(why) => {
+                coverage.push_str(&format!("- {experiment}: {why}\n"));
+                Err(why)
+            }
+        };
+        claims_out.push(claims::claim_b(id, what, map.as_ref().map_err(String::as_str)));
+    }
+    claims_out.push(claims::claim_c(ntxent_deviation));
+
+    for c in &claims_out {
+        if c.reason.starts_with("no data") {
+            notices.push(format!("claim ({}): {}", c.id, c.reason));
+        }
+    }
+    let text = claims::markdown(&claims_out, &coverage, &opts.profile);
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    let path = opts.out.join("claims.md");
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(Report {
+        written: vec![path],
+        notices,
+    })
+}
+
+/// Builds `target`. `All` builds everything it can, then fails listing what could not be built.
+pub fn run(target: Target, opts: &Options, ntxent_deviation: f64) -> Result<Report> {
+    match target {
+        Target::Fig3 => build_fig3(opts),
+        Target::Fig4 => build_heatmap(opts, FIG4),
+        Target::Fig5 => build_heatmap(opts, FIG5),
+        Target::Tables => build_tables(opts),
+        Target::Claims => build_claims(opts, ntxent_deviation),
+        Target::All => {
+            let mut report = Report::default();
+            let mut errors = Vec::new();
+            for t in [
+                Target::Fig3,
+                Target::Fig4,
+                Target::Fig5,
+                Target::Tables,
+                Target::Claims,
+            ] {
+                match run(t, opts, ntxent_deviation) {
+                    Ok(r) => report.merge(r),
+                    Err(e) => errors.push(format!("{t:?}: {e:#}")),
+                }
+            }
+            if !errors.is_empty() {
+                let written: Vec<String> = report.written.iter().map(|p| p.display().to_string()).collect();
+                bail!(
+                    "{}\n(written anyway: {})",
+                    errors.join("\n"),
+                    if written.is_empty() {
+                        "nothing".into()
+                    } else {
+                        written.join(", ")
+                    }
+                );
+            }
+            Ok(report)
+        }
+    }
+}

@@ -61,7 +61,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn random_images(n: usize, side: usize, seed: u64) -> Result<Tensor> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let v: Vec<f32> = (0..n * 3 * side * side).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+    let v: Vec<f32> = (0..n * 3 * side * side)
+        .map(|_| rng.random_range(-2.0f32..2.0))
+        .collect();
     Ok(Tensor::from_vec(v, (n, 3, side, side), &Device::Cpu)?)
 }
 

@@ -45,16 +45,30 @@ fn mean_ci(v: &[f64]) -> (f64, [f64; 2]) {
 
 /// The bias from features: `feats` is `[n·K, d]` with the K views of image i in rows
 /// `i·K .. (i+1)·K`; `labels` has n entries.
-pub fn bias_from_features(feats: &[f32], labels: &[u16], views: usize, d: usize, classes: usize) -> Result<BiasStats> {
+pub fn bias_from_features(
+    feats: &[f32],
+    labels: &[u16],
+    views: usize,
+    d: usize,
+    classes: usize,
+) -> Result<BiasStats> {
     let n = labels.len();
     if n == 0 || views == 0 || feats.len() != n * views * d {
-        bail!("prototype bias: {} features for {n} images × {views} views × {d} dims", feats.len());
+        bail!(
+            "prototype bias: {} features for {n} images × {views} views × {d} dims",
+            feats.len()
+        );
     }
     let mut mu_x = vec![0f64; n * d];
     for i in 0..n {
         for v in 0..views {
             let row = &feats[(i * views + v) * d..(i * views + v + 1) * d];
-            let norm = row.iter().map(|a| (*a as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
+            let norm = row
+                .iter()
+                .map(|a| (*a as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-12);
             for t in 0..d {
                 mu_x[i * d + t] += row[t] as f64 / norm / views as f64;
             }
@@ -70,7 +84,9 @@ pub fn bias_from_features(feats: &[f32], labels: &[u16], views: usize, d: usize,
     }
     for y in 0..classes {
         if counts[y] > 0 {
-            mu_y[y * d..(y + 1) * d].iter_mut().for_each(|v| *v /= counts[y] as f64);
+            mu_y[y * d..(y + 1) * d]
+                .iter_mut()
+                .for_each(|v| *v /= counts[y] as f64);
         }
     }
     let mut l2 = Vec::with_capacity(n);
@@ -117,7 +133,9 @@ pub fn prototype_bias(
     let mut start = 0;
     while start < images.n {
         let end = (start + imgs_per_batch).min(images.n);
-        let srcs: Vec<&[u8]> = (start..end).flat_map(|i| std::iter::repeat_n(images.image(i), views)).collect();
+        let srcs: Vec<&[u8]> = (start..end)
+            .flat_map(|i| std::iter::repeat_n(images.image(i), views))
+            .collect();
         let seeds: Vec<u64> = (start..end)
             .flat_map(|i| (0..views).map(move |v| augment::view_seed(seed, u64::MAX, i as u64, v as u64)))
             .collect();

@@ -421,7 +421,10 @@ impl Config {
             bail!("`model.width`, `model.proj_hidden` and `model.proj_dim` must be ≥ 1");
         }
         one_of("augment.preset", &self.augment.preset, &["simclr", "none"])?;
-        for (key, list) in [("augment.remove", &self.augment.remove), ("augment.add", &self.augment.add)] {
+        for (key, list) in [
+            ("augment.remove", &self.augment.remove),
+            ("augment.add", &self.augment.add),
+        ] {
             for name in list {
                 one_of(key, name, TRANSFORMS)?;
             }
@@ -431,10 +434,16 @@ impl Config {
         }
         let a = &self.augment;
         if !(a.crop_scale[0] > 0.0 && a.crop_scale[0] <= a.crop_scale[1] && a.crop_scale[1] <= 1.0) {
-            bail!("`augment.crop_scale` must satisfy 0 < lo ≤ hi ≤ 1, got {:?}", a.crop_scale);
+            bail!(
+                "`augment.crop_scale` must satisfy 0 < lo ≤ hi ≤ 1, got {:?}",
+                a.crop_scale
+            );
         }
         if !(a.crop_ratio[0] > 0.0 && a.crop_ratio[0] <= a.crop_ratio[1]) {
-            bail!("`augment.crop_ratio` must satisfy 0 < lo ≤ hi, got {:?}", a.crop_ratio);
+            bail!(
+                "`augment.crop_ratio` must satisfy 0 < lo ≤ hi, got {:?}",
+                a.crop_ratio
+            );
         }
         probability("augment.flip_p", a.flip_p)?;
         probability("augment.jitter.p", a.jitter.p)?;
@@ -456,9 +465,16 @@ impl Config {
             }
         }
         if !(a.blur.sigma[0] > 0.0 && a.blur.sigma[0] <= a.blur.sigma[1]) {
-            bail!("`augment.blur.sigma` must satisfy 0 < lo ≤ hi, got {:?}", a.blur.sigma);
+            bail!(
+                "`augment.blur.sigma` must satisfy 0 < lo ≤ hi, got {:?}",
+                a.blur.sigma
+            );
         }
-        one_of("loss.name", &self.loss.name, &["balanced", "ntxent", "supervised_prototype"])?;
+        one_of(
+            "loss.name",
+            &self.loss.name,
+            &["balanced", "ntxent", "supervised_prototype"],
+        )?;
         positive_finite("loss.tau", self.loss.tau)?;
         positive_finite("loss.alpha", self.loss.alpha)?;
         positive_finite("loss.lambda", self.loss.lambda)?;
@@ -469,7 +485,8 @@ impl Config {
         }
         one_of("optim.name", &self.optim.name, &["sgd", "lars", "adamw"])?;
         positive_finite("optim.lr", self.optim.lr)?;
-        if !(self.optim.weight_decay >= 0.0 && self.optim.momentum >= 0.0 && self.optim.warmup_epochs >= 0.0) {
+        if !(self.optim.weight_decay >= 0.0 && self.optim.momentum >= 0.0 && self.optim.warmup_epochs >= 0.0)
+        {
             bail!("`optim.weight_decay`, `optim.momentum` and `optim.warmup_epochs` must be ≥ 0");
         }
         if self.train.epochs == 0 || self.train.batch_size < 2 {
@@ -540,7 +557,8 @@ pub fn from_value(value: Value, origin: &str) -> Result<Config> {
         let path = e.path().to_string();
         anyhow::anyhow!("{origin}: key `{path}`: {}", e.into_inner())
     })?;
-    cfg.validate().with_context(|| format!("{origin}: invalid config"))?;
+    cfg.validate()
+        .with_context(|| format!("{origin}: invalid config"))?;
     Ok(cfg)
 }
 
@@ -567,7 +585,10 @@ pub fn load(path: Option<&Path>, sets: &[String]) -> Result<Config> {
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .with_context(|| format!("cannot read config file {}", p.display()))?;
-            (parse_yaml_text(&text, &p.display().to_string())?, p.display().to_string())
+            (
+                parse_yaml_text(&text, &p.display().to_string())?,
+                p.display().to_string(),
+            )
         }
         None => (Value::Mapping(Default::default()), "defaults".to_string()),
     };

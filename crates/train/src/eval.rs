@@ -107,9 +107,15 @@ fn standardizer(x: &[f32], d: usize) -> (Vec<f32>, Vec<f32>) {
     mean.iter_mut().for_each(|m| *m /= n as f64);
     let mut var = vec![0f64; d];
     for r in x.chunks(d) {
-        var.iter_mut().zip(r).zip(&mean).for_each(|((s, v), m)| *s += (*v as f64 - m).powi(2));
+        var.iter_mut()
+            .zip(r)
+            .zip(&mean)
+            .for_each(|((s, v), m)| *s += (*v as f64 - m).powi(2));
     }
-    let std = var.iter().map(|s| ((s / n as f64).sqrt()).max(1e-6) as f32).collect();
+    let std = var
+        .iter()
+        .map(|s| ((s / n as f64).sqrt()).max(1e-6) as f32)
+        .collect();
     (mean.iter().map(|&m| m as f32).collect(), std)
 }
 
@@ -138,7 +144,7 @@ pub fn linear_probe(
     let mut b = Tensor::zeros(classes, candle_core::DType::F32, &dev)?;
     let (mut mw, mut vw) = (w.zeros_like()?, w.zeros_like()?);
     let (mut mb, mut vb) = (b.zeros_like()?, b.zeros_like()?);
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x7072_6f62_65);
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0070_726f_6265);
     let mut order: Vec<usize> = (0..n).collect();
     let steps_per_epoch = n.div_ceil(cfg.batch);
     let total = cfg.epochs * steps_per_epoch;
@@ -166,7 +172,7 @@ pub fn linear_probe(
             let lr = cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * t as f64 / total as f64).cos());
             let bc1 = 1.0 - b1.powi(t as i32);
             let bc2 = 1.0 - b2.powi(t as i32);
-            let mut adam = |p: &Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor| -> Result<Tensor> {
+            let adam = |p: &Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor| -> Result<Tensor> {
                 *m = ((&*m * b1)? + (g * (1.0 - b1))?)?;
                 *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
                 let step = ((&*m / bc1)? / ((&*v / bc2)?.sqrt()? + eps)?)?;
@@ -177,7 +183,11 @@ pub fn linear_probe(
         }
     }
     let xte = Tensor::from_vec(xte, (test_labels.len(), d), &dev)?;
-    let scores = xte.matmul(&w)?.broadcast_add(&b)?.flatten_all()?.to_vec1::<f32>()?;
+    let scores = xte
+        .matmul(&w)?
+        .broadcast_add(&b)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     Ok(accuracy(&scores, test_labels, classes))
 }
 
@@ -206,7 +216,9 @@ pub fn knn(
     let dev = Device::Cpu;
     let ntr = train_labels.len();
     let k = k.min(ntr);
-    let bank = Tensor::from_vec(l2_rows(train, d), (ntr, d), &dev)?.t()?.contiguous()?;
+    let bank = Tensor::from_vec(l2_rows(train, d), (ntr, d), &dev)?
+        .t()?
+        .contiguous()?;
     let q = l2_rows(test, d);
     let nte = test_labels.len();
     let mut scores = vec![0f32; nte * classes];
@@ -256,7 +268,13 @@ mod tests {
     fn probe_and_knn_separate_clean_clusters() {
         let (xtr, ytr) = clusters(50, 5, 10, 0.5, 1);
         let (xte, yte) = clusters(20, 5, 10, 0.5, 2);
-        let cfg = ProbeConfig { epochs: 20, lr: 0.05, batch: 32, weight_decay: 0.0, seed: 0 };
+        let cfg = ProbeConfig {
+            epochs: 20,
+            lr: 0.05,
+            batch: 32,
+            weight_decay: 0.0,
+            seed: 0,
+        };
         let acc = linear_probe(&xtr, &ytr, &xte, &yte, 10, 5, &cfg).unwrap();
         assert_eq!(acc.top1, 100.0);
         assert_eq!(acc.top5, 100.0);

@@ -22,3 +22,4 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod run;
+pub mod runtime;

@@ -93,7 +93,10 @@ pub fn supervised_prototype(
     let (m, _) = z.dims2()?;
     let (c, _) = protos.dims2()?;
     if labels.len() != m || c < 2 {
-        bail!("supervised prototype loss: {m} rows, {} labels, {c} prototypes", labels.len());
+        bail!(
+            "supervised prototype loss: {m} rows, {} labels, {c} prototypes",
+            labels.len()
+        );
     }
     let dt = z.dtype();
     let s = l2_normalize(z)?.matmul(&l2_normalize(&protos.detach())?.t()?)?;
@@ -187,7 +190,11 @@ impl Prototypes {
 
     /// The prototypes as a `[C, d]` tensor.
     pub fn tensor(&self) -> Result<Tensor> {
-        Ok(Tensor::from_vec(self.mu.clone(), (self.num_classes, self.dim), &Device::Cpu)?)
+        Ok(Tensor::from_vec(
+            self.mu.clone(),
+            (self.num_classes, self.dim),
+            &Device::Cpu,
+        )?)
     }
 
     /// EMA update from a batch of projections (rows of `z`, any norm) and labels; a class seen for
@@ -201,16 +208,24 @@ impl Prototypes {
         for (row, &y) in zn.iter().zip(labels) {
             let y = y as usize;
             counts[y] += 1;
-            sums[y * d..(y + 1) * d].iter_mut().zip(row).for_each(|(s, v)| *s += v);
+            sums[y * d..(y + 1) * d]
+                .iter_mut()
+                .zip(row)
+                .for_each(|(s, v)| *s += v);
         }
         for y in 0..self.num_classes {
             if counts[y] == 0 {
                 continue;
             }
-            let mean: Vec<f32> = sums[y * d..(y + 1) * d].iter().map(|s| s / counts[y] as f32).collect();
+            let mean: Vec<f32> = sums[y * d..(y + 1) * d]
+                .iter()
+                .map(|s| s / counts[y] as f32)
+                .collect();
             let row = &mut self.mu[y * d..(y + 1) * d];
             if self.seen[y] {
-                row.iter_mut().zip(&mean).for_each(|(r, b)| *r = m * *r + (1.0 - m) * b);
+                row.iter_mut()
+                    .zip(&mean)
+                    .for_each(|(r, b)| *r = m * *r + (1.0 - m) * b);
             } else {
                 row.copy_from_slice(&mean);
                 self.seen[y] = true;
@@ -241,7 +256,10 @@ pub fn ntxent_reference(z: &[Vec<f64>], tau: f64) -> f64 {
     let mut total = 0.0;
     for i in 0..two_n {
         let j = (i + n) % two_n;
-        let denom: f64 = (0..two_n).filter(|&k| k != i).map(|k| (dot(&unit[i], &unit[k]) / tau).exp()).sum();
+        let denom: f64 = (0..two_n)
+            .filter(|&k| k != i)
+            .map(|k| (dot(&unit[i], &unit[k]) / tau).exp())
+            .sum();
         total += -((dot(&unit[i], &unit[j]) / tau).exp() / denom).ln();
     }
     total / two_n as f64
@@ -263,7 +281,10 @@ pub fn ntxent_max_deviation(seed: u64, trials: usize) -> Result<f64> {
         let flat: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
         let z = Tensor::from_vec(flat, (two_n, d), &Device::Cpu)?;
         let ours = balanced(&z, tau, 1.0, 1.0, false)?.to_scalar::<f32>()? as f64;
-        let rows32: Vec<Vec<f64>> = rows.iter().map(|r| r.iter().map(|&v| v as f32 as f64).collect()).collect();
+        let rows32: Vec<Vec<f64>> = rows
+            .iter()
+            .map(|r| r.iter().map(|&v| v as f32 as f64).collect())
+            .collect();
         worst = worst.max((ours - ntxent_reference(&rows32, tau)).abs());
     }
     Ok(worst)
@@ -277,12 +298,19 @@ mod tests {
 
     fn rand_rows(m: usize, d: usize, seed: u64) -> Vec<Vec<f64>> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        (0..m).map(|_| (0..d).map(|_| StandardNormal.sample(&mut rng)).collect()).collect()
+        (0..m)
+            .map(|_| (0..d).map(|_| StandardNormal.sample(&mut rng)).collect())
+            .collect()
     }
 
     fn tensor64(rows: &[Vec<f64>]) -> Tensor {
         let d = rows[0].len();
-        Tensor::from_vec(rows.iter().flatten().copied().collect::<Vec<_>>(), (rows.len(), d), &Device::Cpu).unwrap()
+        Tensor::from_vec(
+            rows.iter().flatten().copied().collect::<Vec<_>>(),
+            (rows.len(), d),
+            &Device::Cpu,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -291,7 +319,10 @@ mod tests {
         assert!(dev < 1e-5, "max deviation {dev}");
         // And in f64 the agreement is at rounding level.
         let rows = rand_rows(12, 9, 3);
-        let ours = balanced(&tensor64(&rows), 0.5, 1.0, 1.0, false).unwrap().to_scalar::<f64>().unwrap();
+        let ours = balanced(&tensor64(&rows), 0.5, 1.0, 1.0, false)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert!((ours - ntxent_reference(&rows, 0.5)).abs() < 1e-12);
     }
 
@@ -299,7 +330,12 @@ mod tests {
     fn alpha_and_lambda_scale_their_terms() {
         // L(α, λ) is linear in (α, λ): L(α, λ) = α·A + λ·R, so L(2,1) − L(1,1) = A = −mean pos/τ.
         let z = tensor64(&rand_rows(8, 5, 4));
-        let l = |a, b| balanced(&z, 0.5, a, b, false).unwrap().to_scalar::<f64>().unwrap();
+        let l = |a, b| {
+            balanced(&z, 0.5, a, b, false)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
         let a = l(2.0, 1.0) - l(1.0, 1.0);
         let r = l(1.0, 2.0) - l(1.0, 1.0);
         assert!((l(0.5, 1.5) - (0.5 * a + 1.5 * r)).abs() < 1e-12);
@@ -309,7 +345,13 @@ mod tests {
         let want = -(0..8).map(|i| dot(&u[i], &u[(i + 4) % 8])).sum::<f64>() / 8.0 / 0.5;
         assert!((a - want).abs() < 1e-12, "{a} vs {want}");
         // Decoupled: the log-sum-exp loses a positive term, so the loss is smaller.
-        assert!(balanced(&z, 0.5, 1.0, 1.0, true).unwrap().to_scalar::<f64>().unwrap() < l(1.0, 1.0));
+        assert!(
+            balanced(&z, 0.5, 1.0, 1.0, true)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+                < l(1.0, 1.0)
+        );
     }
 
     fn finite_difference_check(f: impl Fn(&Tensor) -> Tensor, rows: Vec<Vec<f64>>) {
@@ -323,9 +365,14 @@ mod tests {
                 up[i][k] += h;
                 let mut dn = rows.clone();
                 dn[i][k] -= h;
-                let fd = (f(&tensor64(&up)).to_scalar::<f64>().unwrap() - f(&tensor64(&dn)).to_scalar::<f64>().unwrap())
+                let fd = (f(&tensor64(&up)).to_scalar::<f64>().unwrap()
+                    - f(&tensor64(&dn)).to_scalar::<f64>().unwrap())
                     / (2.0 * h);
-                assert!((fd - g[i][k]).abs() < 1e-6 * (1.0 + fd.abs()), "grad[{i}][{k}]: fd {fd} vs autograd {}", g[i][k]);
+                assert!(
+                    (fd - g[i][k]).abs() < 1e-6 * (1.0 + fd.abs()),
+                    "grad[{i}][{k}]: fd {fd} vs autograd {}",
+                    g[i][k]
+                );
             }
         }
     }
@@ -333,13 +380,21 @@ mod tests {
     #[test]
     fn balanced_gradients_match_finite_differences() {
         for (alpha, lambda, decoupled) in [(1.0, 1.0, false), (1.5, 0.5, false), (0.75, 1.25, true)] {
-            finite_difference_check(|z| balanced(z, 0.5, alpha, lambda, decoupled).unwrap(), rand_rows(6, 4, 7));
+            finite_difference_check(
+                |z| balanced(z, 0.5, alpha, lambda, decoupled).unwrap(),
+                rand_rows(6, 4, 7),
+            );
         }
     }
 
     #[test]
     fn supervised_prototype_gradients_and_values() {
-        let protos = Prototypes::oracle(3, 4, 1).unwrap().tensor().unwrap().to_dtype(DType::F64).unwrap();
+        let protos = Prototypes::oracle(3, 4, 1)
+            .unwrap()
+            .tensor()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
         let labels = [0u32, 1, 2, 1, 0];
         for smooth in [None, Some(0.5)] {
             finite_difference_check(
@@ -350,7 +405,10 @@ mod tests {
         // A view exactly on its own prototype: l = −1 + λ·max_{y'≠y} cos = −1 + λ·(−1/(C−1)).
         let p = protos.to_vec2::<f64>().unwrap();
         let z = tensor64(&[p[0].clone()]);
-        let l = supervised_prototype(&z, &[0], &protos, 1.0, 1.0, None).unwrap().to_scalar::<f64>().unwrap();
+        let l = supervised_prototype(&z, &[0], &protos, 1.0, 1.0, None)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap();
         assert!((l - (-1.0 - 0.5)).abs() < 1e-6, "{l}");
     }
 

@@ -85,7 +85,15 @@ pub struct Conv {
 }
 
 impl Conv {
-    fn new(ps: &mut ParamStore, name: &str, cin: usize, cout: usize, k: usize, stride: usize, pad: usize) -> Result<Self> {
+    fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Self> {
         let std = (2.0 / (cout * k * k) as f32).sqrt();
         let w = ps.normal(format!("{name}.weight"), &[cout, cin, k, k], std)?;
         Ok(Self { w, stride, pad })
@@ -163,7 +171,12 @@ impl BatchNorm {
             let m = (n * s) as f32;
             let corr = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
             let mv = mean.flatten_all()?.to_vec1::<f32>()?;
-            let vv: Vec<f32> = var.flatten_all()?.to_vec1::<f32>()?.iter().map(|v| v * corr).collect();
+            let vv: Vec<f32> = var
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .map(|v| v * corr)
+                .collect();
             self.update_running(&mv, &vv);
             (mean, var)
         } else {
@@ -234,7 +247,15 @@ impl Block {
                 let h = b1.forward(&c1.forward(x, custom)?, true, train, custom)?;
                 (b2.forward(&c2.forward(&h, custom)?, false, train, custom)?, down)
             }
-            Block::Bottleneck { c1, b1, c2, b2, c3, b3, down } => {
+            Block::Bottleneck {
+                c1,
+                b1,
+                c2,
+                b2,
+                c3,
+                b3,
+                down,
+            } => {
                 let h = b1.forward(&c1.forward(x, custom)?, true, train, custom)?;
                 let h = b2.forward(&c2.forward(&h, custom)?, true, train, custom)?;
                 (b3.forward(&c3.forward(&h, custom)?, false, train, custom)?, down)
@@ -244,7 +265,11 @@ impl Block {
             Some((c, b)) => b.forward(&c.forward(x, custom)?, false, train, custom)?,
             None => x.clone(),
         };
-        Ok((out + short)?.relu()?)
+        Ok(if custom {
+            ops::add_relu(&out, &short)?
+        } else {
+            (out + short)?.relu()?
+        })
     }
 }
 
@@ -330,7 +355,10 @@ impl ResNet {
         let mut h = self.stem_bn.forward(&self.stem.forward(x, c)?, true, train, c)?;
         if self.imagenet_stem {
             // 3×3/2 max-pool with padding 1; zero padding is exact after the ReLU (h ≥ 0).
-            h = h.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 2)?;
+            h = h
+                .pad_with_zeros(2, 1, 1)?
+                .pad_with_zeros(3, 1, 1)?
+                .max_pool2d_with_stride(3, 2)?;
         }
         for b in &self.blocks {
             h = b.forward(&h, train, c)?;
@@ -444,11 +472,18 @@ impl SimClrModel {
 
     /// Restores what [`Self::state`] saved; every tensor must be present with its shape.
     pub fn load_state(&self, m: &HashMap<String, Tensor>) -> Result<()> {
-        let get = |k: &str| m.get(k).ok_or_else(|| anyhow::anyhow!("checkpoint lacks tensor `{k}`"));
+        let get = |k: &str| {
+            m.get(k)
+                .ok_or_else(|| anyhow::anyhow!("checkpoint lacks tensor `{k}`"))
+        };
         for (name, v) in &self.params.vars {
             let t = get(name)?;
             if t.dims() != v.dims() {
-                bail!("checkpoint tensor `{name}` has shape {:?}, model expects {:?}", t.dims(), v.dims());
+                bail!(
+                    "checkpoint tensor `{name}` has shape {:?}, model expects {:?}",
+                    t.dims(),
+                    v.dims()
+                );
             }
             v.set(t)?;
         }
@@ -482,13 +517,19 @@ mod tests {
         // fc (513,000) and with the CIFAR stem's 3×3 conv (1,728) instead of the 7×7 one (9,408):
         // 11,689,512 − 513,000 − 9,408 + 1,728 = 11,168,832.
         let mut ps = ParamStore::new(0);
-        let full = ModelConfig { width: 64, ..cfg("resnet18", "cifar", "custom") };
+        let full = ModelConfig {
+            width: 64,
+            ..cfg("resnet18", "cifar", "custom")
+        };
         let enc = ResNet::new(&mut ps, &full).unwrap();
         assert_eq!(enc.feat_dim, 512);
         assert_eq!(ps.count(), 11_168_832);
         // ResNet-50: 25,557,032 with fc (2048·1000 + 1000 = 2,049,000) → 23,508,032 (ImageNet stem).
         let mut ps = ParamStore::new(0);
-        let r50 = ModelConfig { width: 64, ..cfg("resnet50", "imagenet", "custom") };
+        let r50 = ModelConfig {
+            width: 64,
+            ..cfg("resnet50", "imagenet", "custom")
+        };
         let enc = ResNet::new(&mut ps, &r50).unwrap();
         assert_eq!(enc.feat_dim, 2048);
         assert_eq!(ps.count(), 23_508_032);

@@ -50,7 +50,12 @@ impl Optimizer {
 
     /// Applies one update with learning rate `lr`. Returns `Err(NonFinite)` (and changes
     /// nothing) if any gradient holds a NaN or an infinity.
-    pub fn step(&mut self, vars: &[(String, Var)], grads: &GradStore, lr: f64) -> Result<std::result::Result<(), NonFinite>> {
+    pub fn step(
+        &mut self,
+        vars: &[(String, Var)],
+        grads: &GradStore,
+        lr: f64,
+    ) -> Result<std::result::Result<(), NonFinite>> {
         let mut gs: Vec<Option<Vec<f32>>> = Vec::with_capacity(vars.len());
         for (name, var) in vars {
             match grads.get(var.as_tensor()) {
@@ -136,7 +141,9 @@ mod tests {
         let mut opt = Optimizer::new(&cfg(name));
         for _ in 0..steps {
             // loss = 3·p₀ + p₁²  → ∇ = [3, 2·p₁]
-            let loss = ((p.as_tensor().get(0).unwrap() * 3.0).unwrap() + p.as_tensor().get(1).unwrap().sqr().unwrap()).unwrap();
+            let loss = ((p.as_tensor().get(0).unwrap() * 3.0).unwrap()
+                + p.as_tensor().get(1).unwrap().sqr().unwrap())
+            .unwrap();
             let grads = loss.backward().unwrap();
             opt.step(&vars, &grads, 0.1).unwrap().unwrap();
         }
@@ -195,7 +202,10 @@ mod tests {
     fn non_finite_gradient_is_reported_not_applied() {
         let p = Var::from_tensor(&Tensor::new(&[1.0f32], &Device::Cpu).unwrap()).unwrap();
         let vars = vec![("w.weight".to_string(), p.clone())];
-        let loss = (p.as_tensor().log().unwrap() * f64::NAN).unwrap().sum_all().unwrap();
+        let loss = (p.as_tensor().log().unwrap() * f64::NAN)
+            .unwrap()
+            .sum_all()
+            .unwrap();
         let grads = loss.backward().unwrap();
         let mut opt = Optimizer::new(&cfg("sgd"));
         let r = opt.step(&vars, &grads, 0.1).unwrap();

@@ -158,6 +158,7 @@ fn images(ds: &Dataset) -> ImageSet<'_> {
 
 /// Evaluates `model`'s encoder: linear probe and kNN on the official splits (or seeded subsets of
 /// them), prototype bias on `eval.bias_images` test images.
+#[allow(clippy::too_many_arguments)]
 fn evaluate(
     model: &SimClrModel,
     cfg: &Config,
@@ -187,7 +188,16 @@ fn evaluate(
     };
     let lin = eval::linear_probe(&ftr, &tr.labels, &fte, &te.labels, d, classes, &probe)?;
     emit(progress, serde_json::json!({"event": "eval", "what": "knn"}));
-    let knn = eval::knn(&ftr, &tr.labels, &fte, &te.labels, d, classes, e.knn_k, e.knn_temperature)?;
+    let knn = eval::knn(
+        &ftr,
+        &tr.labels,
+        &fte,
+        &te.labels,
+        d,
+        classes,
+        e.knn_k,
+        e.knn_temperature,
+    )?;
     let bias: Option<BiasStats> = if e.bias_views > 0 && e.bias_images > 0 {
         emit(progress, serde_json::json!({"event": "eval", "what": "bias"}));
         let bi = test.subset(&seeded_subset(test.n, Some(e.bias_images), cfg.seed ^ 0x6269)); // "bi"
@@ -228,10 +238,16 @@ fn save_checkpoint(
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut tensors: HashMap<String, Tensor> = model.state()?;
     for (name, buf) in &opt.m {
-        tensors.insert(format!("optim.m.{name}"), Tensor::from_vec(buf.clone(), buf.len(), &Device::Cpu)?);
+        tensors.insert(
+            format!("optim.m.{name}"),
+            Tensor::from_vec(buf.clone(), buf.len(), &Device::Cpu)?,
+        );
     }
     for (name, buf) in &opt.v {
-        tensors.insert(format!("optim.v.{name}"), Tensor::from_vec(buf.clone(), buf.len(), &Device::Cpu)?);
+        tensors.insert(
+            format!("optim.v.{name}"),
+            Tensor::from_vec(buf.clone(), buf.len(), &Device::Cpu)?,
+        );
     }
     if let Some(p) = protos {
         tensors.insert("proto.mu".into(), p.tensor()?);
@@ -241,7 +257,10 @@ fn save_checkpoint(
     std::fs::File::open(&tmp)?.sync_all()?;
     meta.tensors_sha256 = sha256_file(&tmp)?;
     std::fs::rename(&tmp, dir.join("state.safetensors"))?;
-    atomic_write(&dir.join("state.json"), serde_json::to_string_pretty(meta)?.as_bytes())
+    atomic_write(
+        &dir.join("state.json"),
+        serde_json::to_string_pretty(meta)?.as_bytes(),
+    )
 }
 
 /// Loads the checkpoint in `dir` if there is a valid one for this config.
@@ -256,8 +275,8 @@ fn load_checkpoint(
     let Ok(text) = std::fs::read_to_string(&meta_path) else {
         return Ok(None);
     };
-    let meta: CheckpointMeta =
-        serde_json::from_str(&text).with_context(|| format!("corrupt checkpoint metadata {}", meta_path.display()))?;
+    let meta: CheckpointMeta = serde_json::from_str(&text)
+        .with_context(|| format!("corrupt checkpoint metadata {}", meta_path.display()))?;
     if meta.config_sha256 != config_sha {
         bail!(
             "checkpoint {} belongs to another config (sha256 {}); remove it or use another --checkpoint-dir",
@@ -268,7 +287,11 @@ fn load_checkpoint(
     let tpath = dir.join("state.safetensors");
     let got = sha256_file(&tpath)?;
     if got != meta.tensors_sha256 {
-        bail!("checkpoint {} is corrupt (sha256 {got}, expected {})", tpath.display(), meta.tensors_sha256);
+        bail!(
+            "checkpoint {} is corrupt (sha256 {got}, expected {})",
+            tpath.display(),
+            meta.tensors_sha256
+        );
     }
     let tensors = candle_core::safetensors::load(&tpath, &Device::Cpu)?;
     model.load_state(&tensors)?;
@@ -283,7 +306,9 @@ fn load_checkpoint(
     }
     opt.t = meta.optimizer_t;
     if let Some(p) = protos {
-        let mu = tensors.get("proto.mu").context("checkpoint lacks the prototypes")?;
+        let mu = tensors
+            .get("proto.mu")
+            .context("checkpoint lacks the prototypes")?;
         p.mu = mu.flatten_all()?.to_vec1::<f32>()?;
         if let Some(seen) = &meta.proto_seen {
             p.seen = seen.clone();
@@ -326,18 +351,26 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         if let Ok(text) = std::fs::read_to_string(&metrics_path) {
             if let Ok(m) = serde_json::from_str::<Metrics>(&text) {
                 if m.config_sha256 == config_sha {
-                    return Ok(if m.status == "diverged" { Outcome::Diverged(m) } else { Outcome::Completed(m) });
+                    return Ok(if m.status == "diverged" {
+                        Outcome::Diverged(m)
+                    } else {
+                        Outcome::Completed(m)
+                    });
                 }
             }
         }
     } else {
         atomic_write(&cfg_path, yaml.as_bytes())?;
     }
-    let ckpt_dir = opts.checkpoint_dir.clone().unwrap_or_else(|| out.join("checkpoints"));
+    let ckpt_dir = opts
+        .checkpoint_dir
+        .clone()
+        .unwrap_or_else(|| out.join("checkpoints"));
 
     let split = data::load(&cfg.data.dataset, &opts.data_root, cfg.data.allow_unverified)?;
     let train_set = data::select_train(&split.train, &cfg.data, cfg.seed)?;
-    let (mean, std) = data::official_mean_std(&cfg.data.dataset).unwrap_or_else(|| data::channel_mean_std(&split.train));
+    let (mean, std) =
+        data::official_mean_std(&cfg.data.dataset).unwrap_or_else(|| data::channel_mean_std(&split.train));
     let pipeline = Pipeline::new(&cfg.augment, mean, std)?;
     let classes = split.train.num_classes;
 
@@ -349,7 +382,11 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
     } else if cfg.loss.prototypes == "oracle" {
         Some(Prototypes::oracle(classes, cfg.model.proj_dim, cfg.seed)?)
     } else {
-        Some(Prototypes::realistic(classes, cfg.model.proj_dim, cfg.loss.ema as f32))
+        Some(Prototypes::realistic(
+            classes,
+            cfg.model.proj_dim,
+            cfg.loss.ema as f32,
+        ))
     };
     let resumed = load_checkpoint(&ckpt_dir, &config_sha, &model, &mut opt, protos.as_mut())?;
     let (start_epoch, mut records, prior_wall) = match resumed {
@@ -373,9 +410,11 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
     let bar = if opts.progress == ProgressMode::Bar {
         let pb = ProgressBar::new(total_steps as u64);
         pb.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps · {msg} · ETA {eta}")
-                .unwrap()
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} steps · {msg} · ETA {eta}",
+            )
+            .unwrap()
+            .progress_chars("=> "),
         );
         pb.set_position((start_epoch * steps) as u64);
         pb.reset_eta();
@@ -388,7 +427,12 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
     'epochs: for epoch in start_epoch..cfg.train.epochs {
         let t_epoch = Instant::now();
         let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(augment::view_seed(cfg.seed, epoch as u64, u64::MAX, 0)));
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(augment::view_seed(
+            cfg.seed,
+            epoch as u64,
+            u64::MAX,
+            0,
+        )));
         let mut loss_sum = 0f64;
         let mut lr = 0.0;
         for step in 0..steps {
@@ -396,8 +440,10 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
             let srcs: Vec<&[u8]> = idx.iter().map(|&i| train_set.image(i)).collect();
             let mut buf = vec![0f32; 2 * b * per];
             for v in 0..2 {
-                let seeds: Vec<u64> =
-                    idx.iter().map(|&i| augment::view_seed(cfg.seed, epoch as u64, i as u64, v as u64)).collect();
+                let seeds: Vec<u64> = idx
+                    .iter()
+                    .map(|&i| augment::view_seed(cfg.seed, epoch as u64, i as u64, v as u64))
+                    .collect();
                 pipeline.augment_batch(&srcs, h, w, &seeds, &mut buf[v * b * per..(v + 1) * b * per]);
             }
             let x = Tensor::from_vec(buf, (2 * b, 3, size, size), &Device::Cpu)?;
@@ -405,8 +451,11 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
             let l = match protos.as_mut() {
                 None => loss::balanced(&z, cfg.loss.tau, alpha, lambda, cfg.loss.decoupled)?,
                 Some(p) => {
-                    let labels: Vec<u32> =
-                        idx.iter().chain(idx.iter()).map(|&i| train_set.labels[i] as u32).collect();
+                    let labels: Vec<u32> = idx
+                        .iter()
+                        .chain(idx.iter())
+                        .map(|&i| train_set.labels[i] as u32)
+                        .collect();
                     if !p.complete() {
                         p.update(&z, &labels)?;
                     }
@@ -418,7 +467,11 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
             };
             let lv = l.to_scalar::<f32>()? as f64;
             if !lv.is_finite() {
-                diverged = Some(Diverged { epoch: epoch + 1, step: step + 1, what: format!("loss is {lv}") });
+                diverged = Some(Diverged {
+                    epoch: epoch + 1,
+                    step: step + 1,
+                    what: format!("loss is {lv}"),
+                });
                 break 'epochs;
             }
             let grads = l.backward()?;
@@ -435,7 +488,11 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
             if let Some(pb) = &bar {
                 pb.inc(1);
                 let ips = 2.0 * b as f64 * (step + 1) as f64 / t_epoch.elapsed().as_secs_f64();
-                pb.set_message(format!("epoch {}/{} · loss {lv:.4} · {ips:.0} img/s", epoch + 1, cfg.train.epochs));
+                pb.set_message(format!(
+                    "epoch {}/{} · loss {lv:.4} · {ips:.0} img/s",
+                    epoch + 1,
+                    cfg.train.epochs
+                ));
             }
             emit(
                 opts.progress,
@@ -483,7 +540,11 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         reference: None,
         diverged: None,
         wall_time_s: 0.0,
-        train_images_per_sec: if train_secs > 0.0 { train_views / train_secs } else { 0.0 },
+        train_images_per_sec: if train_secs > 0.0 {
+            train_views / train_secs
+        } else {
+            0.0
+        },
         train_images: n,
         threads: rayon::current_num_threads(),
         git_commit: git_commit(),
@@ -497,20 +558,49 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         metrics.status = "diverged".into();
         metrics.diverged = Some(d);
         metrics.wall_time_s = prior_wall + run_start.elapsed().as_secs_f64();
-        atomic_write(&out.join("metrics.json"), serde_json::to_string_pretty(&metrics)?.as_bytes())?;
+        atomic_write(
+            &out.join("metrics.json"),
+            serde_json::to_string_pretty(&metrics)?.as_bytes(),
+        )?;
         Outcome::Diverged(metrics)
     } else {
-        metrics.eval = Some(evaluate(&model, cfg, &split.train, &split.test, &pipeline, mean, std, opts.progress)?);
+        metrics.eval = Some(evaluate(
+            &model,
+            cfg,
+            &split.train,
+            &split.test,
+            &pipeline,
+            mean,
+            std,
+            opts.progress,
+        )?);
         if cfg.eval.random_init_reference {
-            emit(opts.progress, serde_json::json!({"event": "eval", "what": "reference"}));
+            emit(
+                opts.progress,
+                serde_json::json!({"event": "eval", "what": "reference"}),
+            );
             let fresh = SimClrModel::new(&cfg.model, cfg.seed)?;
-            metrics.reference =
-                Some(evaluate(&fresh, cfg, &split.train, &split.test, &pipeline, mean, std, ProgressMode::None)?);
+            metrics.reference = Some(evaluate(
+                &fresh,
+                cfg,
+                &split.train,
+                &split.test,
+                &pipeline,
+                mean,
+                std,
+                ProgressMode::None,
+            )?);
         }
         metrics.wall_time_s = prior_wall + run_start.elapsed().as_secs_f64();
-        atomic_write(&out.join("metrics.json"), serde_json::to_string_pretty(&metrics)?.as_bytes())?;
+        atomic_write(
+            &out.join("metrics.json"),
+            serde_json::to_string_pretty(&metrics)?.as_bytes(),
+        )?;
         Outcome::Completed(metrics)
     };
-    emit(opts.progress, serde_json::json!({"event": "done", "status": outcome.metrics().status}));
+    emit(
+        opts.progress,
+        serde_json::json!({"event": "done", "status": outcome.metrics().status}),
+    );
     Ok(outcome)
 }

@@ -62,9 +62,9 @@ mod ops;
 mod tests;
 
 pub use ops::{
-    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, blur_kernel_size,
-    center_resize, cutout, cutout_bounds, fill_square, gaussian_blur, gaussian_kernel, hflip,
-    normalize, resized_crop, rotate, sample_crop_params, solarize, to_grayscale, Image, LUMA,
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, blur_kernel_size, center_resize,
+    cutout, cutout_bounds, fill_square, gaussian_blur, gaussian_kernel, hflip, normalize, resized_crop,
+    rotate, sample_crop_params, solarize, to_grayscale, Image, LUMA,
 };
 
 use crate::config::AugmentConfig;
@@ -157,16 +157,9 @@ impl Pipeline {
             .map(|n| Op::parse("augment.add", n))
             .collect::<Result<Vec<_>>>()?;
         if let Some(op) = add.iter().find(|op| remove.contains(op)) {
-            bail!(
-                "`augment`: transform `{}` is both removed and added",
-                op.name()
-            );
+            bail!("`augment`: transform `{}` is both removed and added", op.name());
         }
-        let mut ops: Vec<Op> = preset
-            .iter()
-            .copied()
-            .filter(|op| !remove.contains(op))
-            .collect();
+        let mut ops: Vec<Op> = preset.iter().copied().filter(|op| !remove.contains(op)).collect();
         for op in CANONICAL {
             if add.contains(&op) && !ops.contains(&op) {
                 ops.push(op);
@@ -252,14 +245,7 @@ impl Pipeline {
 
     /// Augments one 3×h×w `u8` image into `out` (3×size×size, normalised), drawing from `rng`.
     /// Panics if the buffer lengths do not match.
-    pub fn apply<R: Rng + ?Sized>(
-        &self,
-        src: &[u8],
-        h: usize,
-        w: usize,
-        rng: &mut R,
-        out: &mut [f32],
-    ) {
+    pub fn apply<R: Rng + ?Sized>(&self, src: &[u8], h: usize, w: usize, rng: &mut R, out: &mut [f32]) {
         assert_eq!(out.len(), self.out_len(), "output must be 3·size·size");
         let size = self.cfg.size;
         let cfg = &self.cfg;
@@ -354,14 +340,7 @@ impl Pipeline {
     /// Augments a batch in parallel: image k (3×h×w `u8`) with its own
     /// `ChaCha8Rng::seed_from_u64(seeds[k])` into `out[k·out_len() ..]`. The result does not
     /// depend on the number of rayon threads. Panics if the lengths do not match.
-    pub fn augment_batch(
-        &self,
-        images: &[&[u8]],
-        h: usize,
-        w: usize,
-        seeds: &[u64],
-        out: &mut [f32],
-    ) {
+    pub fn augment_batch(&self, images: &[&[u8]], h: usize, w: usize, seeds: &[u64], out: &mut [f32]) {
         assert_eq!(images.len(), seeds.len(), "one seed per image");
         assert_eq!(
             out.len(),

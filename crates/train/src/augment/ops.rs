@@ -330,11 +330,7 @@ impl AxisWeights {
             let total: f64 = (0..n).map(tri).sum();
             let ws = &mut aw.weights[i * stride..i * stride + n];
             for (j, wt) in ws.iter_mut().enumerate() {
-                *wt = if total > 0.0 {
-                    (tri(j) / total) as f32
-                } else {
-                    0.0
-                };
+                *wt = if total > 0.0 { (tri(j) / total) as f32 } else { 0.0 };
             }
             aw.start.push(lo);
             aw.len.push(n);
@@ -352,19 +348,9 @@ impl AxisWeights {
 /// Crops rows `top..top+h`, columns `left..left+w` and resizes to `size`×`size` (torchvision
 /// `resized_crop`, bilinear, antialias=True; see [`AxisWeights`]). Panics if the crop leaves the
 /// image or is empty.
-pub fn resized_crop(
-    img: &Image,
-    top: usize,
-    left: usize,
-    h: usize,
-    w: usize,
-    size: usize,
-) -> Image {
+pub fn resized_crop(img: &Image, top: usize, left: usize, h: usize, w: usize, size: usize) -> Image {
     assert!(h > 0 && w > 0 && size > 0, "empty crop or output");
-    assert!(
-        top + h <= img.h && left + w <= img.w,
-        "crop outside the image"
-    );
+    assert!(top + h <= img.h && left + w <= img.w, "crop outside the image");
     let (c, iw) = (img.c, img.w);
     let cols = AxisWeights::bilinear(w, size);
     let rows = AxisWeights::bilinear(h, size);
@@ -405,14 +391,7 @@ pub fn center_resize(img: &Image, size: usize) -> Image {
         return img.clone();
     }
     let side = img.h.min(img.w);
-    resized_crop(
-        img,
-        (img.h - side) / 2,
-        (img.w - side) / 2,
-        side,
-        side,
-        size,
-    )
+    resized_crop(img, (img.h - side) / 2, (img.w - side) / 2, side, side, size)
 }
 
 /// torchvision `RandomResizedCrop.get_params`: up to 10 attempts drawing an area fraction
@@ -466,13 +445,7 @@ pub(crate) fn crop_params<R: Rng + ?Sized>(
 
 /// The rows and columns `[top, bottom) × [left, right)` of a square of side `side` centred on
 /// (`cy`, `cx`) (top-left at centre − side/2), clipped to an h×w image.
-pub fn cutout_bounds(
-    h: usize,
-    w: usize,
-    cy: usize,
-    cx: usize,
-    side: usize,
-) -> (usize, usize, usize, usize) {
+pub fn cutout_bounds(h: usize, w: usize, cy: usize, cx: usize, side: usize) -> (usize, usize, usize, usize) {
     let top = cy as isize - (side / 2) as isize;
     let left = cx as isize - (side / 2) as isize;
     let clip = |v: isize, n: usize| v.clamp(0, n as isize) as usize;
@@ -485,15 +458,7 @@ pub fn cutout_bounds(
 }
 
 /// Sets the square of [`cutout_bounds`] to `value` in every channel of CHW `data`.
-pub fn fill_square(
-    data: &mut [f32],
-    h: usize,
-    w: usize,
-    cy: usize,
-    cx: usize,
-    side: usize,
-    value: f32,
-) {
+pub fn fill_square(data: &mut [f32], h: usize, w: usize, cy: usize, cx: usize, side: usize, value: f32) {
     let (top, bottom, left, right) = cutout_bounds(h, w, cy, cx, side);
     for plane in data.chunks_exact_mut(h * w) {
         for y in top..bottom {

@@ -7,12 +7,7 @@ use rand::{Rng, SeedableRng};
 
 fn random_image(seed: u64, h: usize, w: usize) -> Image {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    Image::new(
-        3,
-        h,
-        w,
-        (0..3 * h * w).map(|_| rng.random::<f32>()).collect(),
-    )
+    Image::new(3, h, w, (0..3 * h * w).map(|_| rng.random::<f32>()).collect())
 }
 
 fn random_u8(seed: u64, n: usize) -> Vec<u8> {
@@ -30,10 +25,7 @@ fn max_diff(a: &Image, b: &Image) -> f32 {
 }
 
 fn solid(rgb: [f32; 3], h: usize, w: usize) -> Image {
-    let data = rgb
-        .iter()
-        .flat_map(|&v| std::iter::repeat_n(v, h * w))
-        .collect();
+    let data = rgb.iter().flat_map(|&v| std::iter::repeat_n(v, h * w)).collect();
     Image::new(3, h, w, data)
 }
 
@@ -460,10 +452,7 @@ fn pipeline_names_follow_presets() {
             "cutout"
         ]
     );
-    assert_eq!(
-        p(cfg_with("none", &[], &["flip", "crop"])),
-        ["crop", "flip"]
-    );
+    assert_eq!(p(cfg_with("none", &[], &["flip", "crop"])), ["crop", "flip"]);
     assert!(p(cfg_with("none", &["crop"], &[])).is_empty());
     assert_eq!(
         p(cfg_with("simclr", &["grayscale"], &["crop"])),
@@ -542,8 +531,7 @@ fn pipeline_cutout_zeroes_one_clipped_square() {
         pipe.apply(&src, 32, 32, &mut ChaCha8Rng::seed_from_u64(seed), &mut got);
         let changed: Vec<usize> = (0..3072).filter(|&i| got[i] != eval[i]).collect();
         assert!(changed.iter().all(|&i| got[i] == 0.0));
-        let (ys, xs): (Vec<usize>, Vec<usize>) =
-            changed.iter().map(|&i| ((i % 1024) / 32, i % 32)).unzip();
+        let (ys, xs): (Vec<usize>, Vec<usize>) = changed.iter().map(|&i| ((i % 1024) / 32, i % 32)).unzip();
         let span = |v: &[usize]| v.iter().max().unwrap() - v.iter().min().unwrap() + 1;
         assert!(
             (4..=8).contains(&span(&ys)) && (4..=8).contains(&span(&xs)),
@@ -595,10 +583,7 @@ fn augment_batch_is_deterministic_across_thread_counts() {
     };
     let one = run(1);
     let two = run(2);
-    assert!(one
-        .iter()
-        .zip(&two)
-        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(one.iter().zip(&two).all(|(a, b)| a.to_bits() == b.to_bits()));
     // Image k is exactly `apply` with its own seeded generator.
     let mut single = vec![0.0; pipe.out_len()];
     pipe.apply(
@@ -608,15 +593,9 @@ fn augment_batch_is_deterministic_across_thread_counts() {
         &mut ChaCha8Rng::seed_from_u64(seeds[5]),
         &mut single,
     );
-    assert_eq!(
-        &one[5 * pipe.out_len()..6 * pipe.out_len()],
-        single.as_slice()
-    );
+    assert_eq!(&one[5 * pipe.out_len()..6 * pipe.out_len()], single.as_slice());
     // Different seeds give different views.
-    assert_ne!(
-        &one[..pipe.out_len()],
-        &one[pipe.out_len()..2 * pipe.out_len()]
-    );
+    assert_ne!(&one[..pipe.out_len()], &one[pipe.out_len()..2 * pipe.out_len()]);
 }
 
 #[test]
@@ -629,9 +608,7 @@ fn simclr_throughput() {
     let rounds = 16;
     let start = std::time::Instant::now();
     for r in 0..rounds {
-        let seeds: Vec<u64> = (0..refs.len() as u64)
-            .map(|k| view_seed(0, r, k, 0))
-            .collect();
+        let seeds: Vec<u64> = (0..refs.len() as u64).map(|k| view_seed(0, r, k, 0)).collect();
         pipe.augment_batch(&refs, 32, 32, &seeds, &mut out);
     }
     let secs = start.elapsed().as_secs_f64();

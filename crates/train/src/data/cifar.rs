@@ -223,11 +223,7 @@ struct Scanned {
 
 /// Checks every record's label bytes and returns the record count, plus the pixels and class
 /// labels when `keep`. The error is the reason, without the file name.
-fn parse(
-    layout: &Layout,
-    bytes: &[u8],
-    keep: bool,
-) -> std::result::Result<(usize, Option<Records>), String> {
+fn parse(layout: &Layout, bytes: &[u8], keep: bool) -> std::result::Result<(usize, Option<Records>), String> {
     let rec = layout.record_len();
     if bytes.is_empty() {
         return Err("empty file".into());
@@ -347,9 +343,7 @@ pub(crate) fn problems(checks: &[FileCheck], allow_unverified: bool) -> Vec<Stri
         .filter_map(|c| match &c.status {
             FileStatus::Missing => Some(format!("{}: missing", c.path.display())),
             FileStatus::Corrupt(r) => Some(format!("{}: {r}", c.path.display())),
-            FileStatus::Unverified(r) if !allow_unverified => {
-                Some(format!("{}: {r}", c.path.display()))
-            }
+            FileStatus::Unverified(r) if !allow_unverified => Some(format!("{}: {r}", c.path.display())),
             _ => None,
         })
         .collect()
@@ -515,18 +509,13 @@ pub fn fingerprint(dataset: &str, root: &Path) -> Result<String> {
         .par_iter()
         .map(|spec| {
             let path = dir.join(spec.name);
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
             Ok(hex::encode(Md5::digest(&bytes)))
         })
         .collect::<Result<Vec<String>>>()?;
     Ok(fingerprint_of(
         layout.dataset,
-        layout
-            .files
-            .iter()
-            .zip(&md5s)
-            .map(|(s, m)| (s.name, m.as_str())),
+        layout.files.iter().zip(&md5s).map(|(s, m)| (s.name, m.as_str())),
     ))
 }
 
@@ -599,10 +588,7 @@ mod tests {
         let msg = err_text(load_cifar10(&dir, true));
         assert!(msg.contains("data_batch_3.bin"), "{msg}");
         assert!(msg.contains("not a multiple of the 3073-byte"), "{msg}");
-        assert!(
-            msg.contains("3 whole records and 2973 bytes left over"),
-            "{msg}"
-        );
+        assert!(msg.contains("3 whole records and 2973 bytes left over"), "{msg}");
         // One byte too many is just as wrong.
         let mut long = full.clone();
         long.push(0);
@@ -631,10 +617,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let msg = err_text(load_cifar10(&dir, true));
         assert!(msg.contains("test_batch.bin"), "{msg}");
-        assert!(
-            msg.contains("record 3 ") && msg.contains("label 10"),
-            "{msg}"
-        );
+        assert!(msg.contains("record 3 ") && msg.contains("label 10"), "{msg}");
     }
 
     #[test]
@@ -660,10 +643,7 @@ mod tests {
         std::fs::write(dir.join("train.bin"), cifar100_file(0, 250)).unwrap();
         std::fs::write(dir.join("test.bin"), cifar100_file(1, 30)).unwrap();
         let split = load("cifar100", tmp.path(), true).unwrap();
-        assert!(
-            !split.verified,
-            "record counts differ from the official ones"
-        );
+        assert!(!split.verified, "record counts differ from the official ones");
         assert_eq!((split.train.n, split.test.n), (250, 30));
         assert_eq!(split.train.num_classes, 100);
         assert_eq!(split.train.class_names[7], "class_07");
@@ -676,17 +656,11 @@ mod tests {
         assert_eq!(split.test.image(29), fake_pixels(1, 29).as_slice());
         // Not the official record count: an error without allow_unverified.
         let msg = err_text(load_cifar100(&dir, false));
-        assert!(
-            msg.contains("train.bin") && msg.contains("250 records"),
-            "{msg}"
-        );
+        assert!(msg.contains("train.bin") && msg.contains("250 records"), "{msg}");
         // 3,073-byte (CIFAR-10) records are not a multiple of 3,074.
         std::fs::write(dir.join("test.bin"), cifar10_file(0, 30)).unwrap();
         let msg = err_text(load_cifar100(&dir, true));
-        assert!(
-            msg.contains("test.bin") && msg.contains("3074-byte"),
-            "{msg}"
-        );
+        assert!(msg.contains("test.bin") && msg.contains("3074-byte"), "{msg}");
         // A coarse label ≥ 20 is named as such.
         let mut bad = cifar100_file(1, 30);
         bad[2 * 3074] = 20;
@@ -708,9 +682,7 @@ mod tests {
     fn real_root() -> PathBuf {
         let root = std::env::var_os("PROTOCLR_DATA")
             .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets")
-            });
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/datasets"));
         assert!(
             root.join(CIFAR10_FOLDER).is_dir(),
             "the real CIFAR-10 files are needed: {} has no {CIFAR10_FOLDER}/ (set PROTOCLR_DATA \

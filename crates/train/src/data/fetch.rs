@@ -68,12 +68,7 @@ pub fn fetch(dataset: &str, dir: &Path, base_url: Option<&str>, progress: bool) 
 ///
 /// If the dataset folder already exists in `dir` and passes the same checks, nothing is
 /// downloaded; if it exists but fails them, that is an error (remove it and fetch again).
-pub fn fetch_from(
-    url: &str,
-    expected_md5: Option<&str>,
-    dir: &Path,
-    progress: bool,
-) -> Result<PathBuf> {
+pub fn fetch_from(url: &str, expected_md5: Option<&str>, dir: &Path, progress: bool) -> Result<PathBuf> {
     let name = url
         .split(['?', '#'])
         .next()
@@ -89,9 +84,7 @@ pub fn fetch_from(
                 LAYOUTS[0].archive, LAYOUTS[1].archive
             )
         })?;
-    let expected = expected_md5
-        .unwrap_or(layout.archive_md5)
-        .to_ascii_lowercase();
+    let expected = expected_md5.unwrap_or(layout.archive_md5).to_ascii_lowercase();
     let official = expected == layout.archive_md5;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let target = dir.join(layout.folder);
@@ -115,8 +108,7 @@ pub fn fetch_from(
         bail!("download of {url} is corrupt: MD5 expected {expected}, got {got}");
     }
     let staging = TempPath(dir.join(format!(".{}.unpack-{stamp}", layout.folder)));
-    std::fs::create_dir(&staging.0)
-        .with_context(|| format!("cannot create {}", staging.0.display()))?;
+    std::fs::create_dir(&staging.0).with_context(|| format!("cannot create {}", staging.0.display()))?;
     if progress {
         eprintln!("unpacking {} …", layout.archive);
     }
@@ -181,9 +173,7 @@ fn is_loopback(url: &str) -> bool {
         host.split(':').next().unwrap_or(host)
     };
     host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Streams `url` into `dest`, returning the MD5 (hex) of the bytes.
@@ -210,16 +200,13 @@ fn download(url: &str, dest: &Path, progress: bool) -> Result<String> {
         ProgressBar::hidden()
     } else if let Some(len) = len {
         ProgressBar::new(len).with_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
         )
     } else {
         ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{msg} {spinner} {bytes} {bytes_per_sec}")
-                .expect("valid template"),
+            ProgressStyle::with_template("{msg} {spinner} {bytes} {bytes_per_sec}").expect("valid template"),
         )
     };
     bar.set_message(format!("downloading {url}"));
@@ -294,15 +281,16 @@ fn unpack(archive: &Path, top: &str, into: &Path) -> Result<()> {
         })?;
         let dest = into.join(&rel);
         match kind {
-            tar::EntryType::Directory => std::fs::create_dir_all(&dest)
-                .with_context(|| format!("cannot create {}", dest.display()))?,
+            tar::EntryType::Directory => {
+                std::fs::create_dir_all(&dest).with_context(|| format!("cannot create {}", dest.display()))?
+            }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 if let Some(parent) = dest.parent() {
                     std::fs::create_dir_all(parent)
                         .with_context(|| format!("cannot create {}", parent.display()))?;
                 }
-                let mut out = File::create(&dest)
-                    .with_context(|| format!("cannot create {}", dest.display()))?;
+                let mut out =
+                    File::create(&dest).with_context(|| format!("cannot create {}", dest.display()))?;
                 std::io::copy(&mut entry, &mut out)
                     .with_context(|| format!("cannot unpack `{}`", raw.display()))?;
             }
@@ -406,14 +394,8 @@ mod tests {
 
     #[test]
     fn urls_compose_from_base_env_or_official() {
-        assert_eq!(
-            archive_url_with("cifar10", None, None).unwrap(),
-            CIFAR10_URL
-        );
-        assert_eq!(
-            archive_url_with("cifar100", None, None).unwrap(),
-            CIFAR100_URL
-        );
+        assert_eq!(archive_url_with("cifar10", None, None).unwrap(), CIFAR10_URL);
+        assert_eq!(archive_url_with("cifar100", None, None).unwrap(), CIFAR100_URL);
         assert_eq!(
             archive_url_with("cifar10", Some("http://m/x/"), Some("http://env".into())).unwrap(),
             "http://m/x/cifar-10-binary.tar.gz"
@@ -437,15 +419,9 @@ mod tests {
 
         // The published archive MD5 (what `fetch` expects): an error naming URL, expected and
         // got, and nothing left behind.
-        let err = format!(
-            "{:#}",
-            fetch("cifar10", &dir, Some(&base), false).unwrap_err()
-        );
+        let err = format!("{:#}", fetch("cifar10", &dir, Some(&base), false).unwrap_err());
         assert!(err.contains(&url), "{err}");
-        assert!(
-            err.contains(&format!("expected {CIFAR10_ARCHIVE_MD5}")),
-            "{err}"
-        );
+        assert!(err.contains(&format!("expected {CIFAR10_ARCHIVE_MD5}")), "{err}");
         assert!(err.contains(&format!("got {}", md5_hex(&archive))), "{err}");
         assert!(entries_of(&dir).is_empty(), "{:?}", entries_of(&dir));
         // Any other wrong MD5: the same.
@@ -461,10 +437,7 @@ mod tests {
             assert_eq!(std::fs::read(got.join(&name)).unwrap(), bytes, "{name}");
         }
         let split = load_cifar10(&got, true).unwrap();
-        assert_eq!(
-            (split.train.n, split.test.n, split.verified),
-            (30, 6, false)
-        );
+        assert_eq!((split.train.n, split.test.n, split.verified), (30, 6, false));
         // Fetching again finds the folder present and checked: no error, nothing changes.
         assert_eq!(
             fetch_from(&url, Some(&md5_hex(&archive)), &dir, false).unwrap(),
@@ -480,13 +453,7 @@ mod tests {
         // A missing file on the server: an error naming the URL.
         let err = format!(
             "{:#}",
-            fetch_from(
-                &format!("{base}/x/cifar-100-binary.tar.gz"),
-                None,
-                &dir,
-                false
-            )
-            .unwrap_err()
+            fetch_from(&format!("{base}/x/cifar-100-binary.tar.gz"), None, &dir, false).unwrap_err()
         );
         assert!(
             err.contains("cifar-100-binary.tar.gz") && err.contains("404"),
@@ -508,10 +475,7 @@ mod tests {
                 "path traversal",
             ),
             // An absolute path.
-            (
-                vec![("/tmp/protoclr-evil.txt".into(), b"x".to_vec())],
-                "outside",
-            ),
+            (vec![("/tmp/protoclr-evil.txt".into(), b"x".to_vec())], "outside"),
             // An entry outside the expected top folder.
             (vec![("other/file.bin".into(), b"x".to_vec())], "outside"),
             // A structurally broken release (a batch truncated inside a record).
@@ -533,11 +497,7 @@ mod tests {
             let err = fetch_from(&url, Some(&md5_hex(&archive)), &dir, false).unwrap_err();
             let msg = format!("{err:#}");
             assert!(msg.contains(needle), "{needle} not in {msg}");
-            assert!(
-                entries_of(&dir).is_empty(),
-                "{needle}: {:?}",
-                entries_of(&dir)
-            );
+            assert!(entries_of(&dir).is_empty(), "{needle}: {:?}", entries_of(&dir));
             assert!(!tmp.path().join("evil.txt").exists());
             assert!(!dir.join("evil.txt").exists());
             assert!(!Path::new("/tmp/protoclr-evil.txt").exists());

@@ -49,17 +49,15 @@ pub mod subset;
 mod verify;
 
 pub use cifar::{
-    dataset_dir, fingerprint, load, load_cifar10, load_cifar100, FileCheck, FileStatus,
-    CIFAR100_FOLDER, CIFAR10_CLASSES, CIFAR10_FILE_MD5, CIFAR10_FOLDER, DATASETS, IMAGE_BYTES,
-    SIDE,
+    dataset_dir, fingerprint, load, load_cifar10, load_cifar100, FileCheck, FileStatus, CIFAR100_FOLDER,
+    CIFAR10_CLASSES, CIFAR10_FILE_MD5, CIFAR10_FOLDER, DATASETS, IMAGE_BYTES, SIDE,
 };
 pub use fetch::{
-    archive_url, fetch, fetch_from, CIFAR100_ARCHIVE_MD5, CIFAR100_URL, CIFAR10_ARCHIVE_MD5,
-    CIFAR10_URL, DATA_URL_ENV, OFFICIAL_BASE_URL,
+    archive_url, fetch, fetch_from, CIFAR100_ARCHIVE_MD5, CIFAR100_URL, CIFAR10_ARCHIVE_MD5, CIFAR10_URL,
+    DATA_URL_ENV, OFFICIAL_BASE_URL,
 };
 pub use subset::{
-    fraction_indices, long_tail_counts, long_tail_indices, per_class_indices, select_train,
-    step_seed,
+    fraction_indices, long_tail_counts, long_tail_indices, per_class_indices, select_train, step_seed,
 };
 pub use verify::{verify, DatasetReport, VerifyReport};
 
@@ -313,10 +311,7 @@ mod tests {
             assert!((mean[c] as f64 - m).abs() < 1e-7, "{mean:?}");
             assert!((std[c] as f64 - s).abs() < 1e-7, "{std:?}");
         }
-        assert_eq!(
-            official_mean_std("cifar10"),
-            Some((CIFAR10_MEAN, CIFAR10_STD))
-        );
+        assert_eq!(official_mean_std("cifar10"), Some((CIFAR10_MEAN, CIFAR10_STD)));
         assert_eq!(official_mean_std("mnist"), None);
     }
 }

@@ -66,11 +66,7 @@ pub fn per_class_indices(
     if let Some((c, &have)) = counts.iter().enumerate().find(|(_, &k)| k < n_per_class) {
         bail!("per_class = {n_per_class}: class {c} has only {have} images");
     }
-    Ok(take_per_class(
-        labels,
-        &vec![n_per_class; num_classes],
-        seed,
-    ))
+    Ok(take_per_class(labels, &vec![n_per_class; num_classes], seed))
 }
 
 /// Indices of `round(n · fraction)` of `0..n`, chosen at random (seeded); sorted.
@@ -141,8 +137,7 @@ pub fn step_seed(seed: u64, step: u64) -> u64 {
 pub fn select_train(train: &Dataset, cfg: &DataConfig, seed: u64) -> Result<Dataset> {
     // `keep` indexes `train`; every step selects positions within the current `keep`.
     let mut keep: Vec<usize> = (0..train.n).collect();
-    let labels_of =
-        |keep: &[usize]| -> Vec<u16> { keep.iter().map(|&i| train.labels[i]).collect() };
+    let labels_of = |keep: &[usize]| -> Vec<u16> { keep.iter().map(|&i| train.labels[i]).collect() };
     if let Some(n) = cfg.per_class {
         let pos = per_class_indices(&labels_of(&keep), train.num_classes, n, step_seed(seed, 1))?;
         keep = pos.into_iter().map(|p| keep[p]).collect();
@@ -152,12 +147,7 @@ pub fn select_train(train: &Dataset, cfg: &DataConfig, seed: u64) -> Result<Data
         keep = pos.into_iter().map(|p| keep[p]).collect();
     }
     if let Some(rho) = cfg.imbalance_ratio {
-        let pos = long_tail_indices(
-            &labels_of(&keep),
-            train.num_classes,
-            rho,
-            step_seed(seed, 3),
-        )?;
+        let pos = long_tail_indices(&labels_of(&keep), train.num_classes, rho, step_seed(seed, 3))?;
         keep = pos.into_iter().map(|p| keep[p]).collect();
     }
     if keep.is_empty() {
@@ -210,9 +200,7 @@ mod tests {
             per_class_indices(&labels, 10, 50, 3).unwrap(),
             (0..500).collect::<Vec<_>>()
         );
-        let err = per_class_indices(&labels, 10, 51, 1)
-            .unwrap_err()
-            .to_string();
+        let err = per_class_indices(&labels, 10, 51, 1).unwrap_err().to_string();
         assert!(err.contains("class 0 has only 50"), "{err}");
         assert!(per_class_indices(&[0, 12], 10, 1, 1).is_err());
     }
@@ -238,10 +226,7 @@ mod tests {
         let labels = balanced(10, 5000);
         let idx = long_tail_indices(&labels, 10, 100.0, 0).unwrap();
         let got = class_counts(&labels, &idx, 10);
-        assert_eq!(
-            got,
-            vec![5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
-        );
+        assert_eq!(got, vec![5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]);
         assert_eq!((got[0], got[9]), (5000, 5000 / 100));
         for (c, &k) in got.iter().enumerate() {
             let exact = 5000.0 * 100f64.powf(-(c as f64) / 9.0);
@@ -269,9 +254,7 @@ mod tests {
     fn select_train_applies_the_steps_in_order() {
         let labels = balanced(4, 100);
         let train = Dataset {
-            images: (0..400u32)
-                .flat_map(|i| [i as u8, (i >> 8) as u8, 0])
-                .collect(),
+            images: (0..400u32).flat_map(|i| [i as u8, (i >> 8) as u8, 0]).collect(),
             labels: labels.clone(),
             n: 400,
             height: 1,
@@ -279,13 +262,9 @@ mod tests {
             num_classes: 4,
             class_names: (0..4).map(|c| c.to_string()).collect(),
         };
-        let id =
-            |d: &Dataset, k: usize| usize::from(d.image(k)[0]) | usize::from(d.image(k)[1]) << 8;
+        let id = |d: &Dataset, k: usize| usize::from(d.image(k)[0]) | usize::from(d.image(k)[1]) << 8;
         // Nothing set: the whole set.
-        assert_eq!(
-            select_train(&train, &DataConfig::default(), 0).unwrap(),
-            train
-        );
+        assert_eq!(select_train(&train, &DataConfig::default(), 0).unwrap(), train);
         let cfg = DataConfig {
             per_class: Some(50),
             fraction: Some(0.5),
@@ -300,10 +279,7 @@ mod tests {
             b.into_iter().map(|p| a[p]).collect::<Vec<_>>()
         };
         assert_eq!(after_fraction.len(), 100);
-        let n_max = *class_counts(&labels, &after_fraction, 4)
-            .iter()
-            .min()
-            .unwrap();
+        let n_max = *class_counts(&labels, &after_fraction, 4).iter().min().unwrap();
         let expect = long_tail_counts(&[n_max; 4], 4.0).unwrap();
         assert_eq!(sub.class_counts(), expect);
         // Images and labels travel together, in file order, from the earlier steps' picks.

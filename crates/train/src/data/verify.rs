@@ -98,13 +98,7 @@ impl fmt::Display for VerifyReport {
                 writeln!(f)?;
             }
             writeln!(f, "{} in {}", d.dataset, d.dir.display())?;
-            let w = d
-                .files
-                .iter()
-                .map(|c| c.file.len())
-                .max()
-                .unwrap_or(4)
-                .max(4);
+            let w = d.files.iter().map(|c| c.file.len()).max().unwrap_or(4).max(4);
             writeln!(
                 f,
                 "  {:<w$}  {:>10}  {:>7}  {:<32}  status",
@@ -122,11 +116,7 @@ impl fmt::Display for VerifyReport {
                     c.status
                 )?;
             }
-            writeln!(
-                f,
-                "  fingerprint: {}",
-                d.fingerprint.as_deref().unwrap_or("-")
-            )?;
+            writeln!(f, "  fingerprint: {}", d.fingerprint.as_deref().unwrap_or("-"))?;
             let verdict = if d.verified() {
                 "verified: the official files"
             } else if d.usable() {
@@ -177,25 +167,14 @@ mod tests {
         assert_eq!(d.files[0].records, Some(3));
         assert_eq!(
             d.files[0].md5.as_deref(),
-            Some(
-                hex::encode(Md5::digest(
-                    std::fs::read(dir.join("data_batch_1.bin")).unwrap()
-                ))
-                .as_str()
-            )
+            Some(hex::encode(Md5::digest(std::fs::read(dir.join("data_batch_1.bin")).unwrap())).as_str())
         );
         assert!(matches!(d.files[3].status, FileStatus::Corrupt(_)));
         assert_eq!(d.files[4].status, FileStatus::Missing);
         assert!(d.fingerprint.is_none());
         assert!(!report.all_verified() && !d.usable());
         let table = report.to_string();
-        for needle in [
-            "data_batch_1.bin",
-            "MISMATCH",
-            "CORRUPT",
-            "MISSING",
-            "NOT usable",
-        ] {
+        for needle in ["data_batch_1.bin", "MISMATCH", "CORRUPT", "MISSING", "NOT usable"] {
             assert!(table.contains(needle), "{needle} not in\n{table}");
         }
         let empty = tempfile::tempdir().unwrap();

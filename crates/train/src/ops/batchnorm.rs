@@ -22,30 +22,42 @@ pub struct BatchStats {
 
 fn dims3(d: &[usize]) -> Result<(usize, usize, usize)> {
     if d.len() < 2 {
-        return Err(candle_core::Error::Msg(format!("batch norm: expected [N, C, …], got {d:?}")));
+        return Err(candle_core::Error::Msg(format!(
+            "batch norm: expected [N, C, …], got {d:?}"
+        )));
     }
     Ok((d[0], d[1], d[2..].iter().product()))
 }
 
-/// Per-channel (mean, 1/√(var+ε), var) with f64 accumulation; the batch is `[n, c, s]`.
+/// Σ v over a slice with 16 f32 lanes (vectorisable), returned in f64.
+#[inline]
+fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut acc = [0f32; 16];
+    let mut chunks = v.chunks_exact(16);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += f(x);
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
+    acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64
+}
+
+/// Per-channel (mean, 1/√(var+ε), var) of a `[n, c, s]` batch: f32 lanes within an image's
+/// plane, f64 across planes; two passes (mean, then squared deviations) for accuracy.
 fn channel_stats(x: &[f32], n: usize, c: usize, s: usize, eps: f64) -> Vec<(f32, f32, f64)> {
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let mut sum = 0f64;
-            for img in 0..n {
-                let seg = &x[(img * c + ch) * s..(img * c + ch + 1) * s];
-                sum += seg.iter().map(|&v| v as f64).sum::<f64>();
-            }
+            let plane = |img: usize| &x[(img * c + ch) * s..(img * c + ch + 1) * s];
             let m = (n * s) as f64;
-            let mean = sum / m;
-            let mut sq = 0f64;
-            for img in 0..n {
-                let seg = &x[(img * c + ch) * s..(img * c + ch + 1) * s];
-                sq += seg.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>();
-            }
-            let var = sq / m;
-            (mean as f32, (1.0 / (var + eps).sqrt()) as f32, var)
+            let mean = (0..n).map(|img| lane_sum(plane(img), |v| v)).sum::<f64>() / m;
+            let mf = mean as f32;
+            let var = (0..n)
+                .map(|img| lane_sum(plane(img), |v| (v - mf) * (v - mf)))
+                .sum::<f64>()
+                / m;
+            (mf, (1.0 / (var + eps).sqrt()) as f32, var)
         })
         .collect()
 }
@@ -53,22 +65,24 @@ fn channel_stats(x: &[f32], n: usize, c: usize, s: usize, eps: f64) -> Vec<(f32,
 /// `y[n][c][·] = relu?(x·scale[c] + shift[c])`, parallel over images.
 fn affine(x: &[f32], c: usize, s: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
     let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(c * s.max(1)).zip(x.par_chunks(c * s.max(1))).for_each(|(yi, xi)| {
-        for ch in 0..c {
-            let (a, b) = (scale[ch], shift[ch]);
-            let ys = &mut yi[ch * s..(ch + 1) * s];
-            let xs = &xi[ch * s..(ch + 1) * s];
-            if relu {
-                for (o, &v) in ys.iter_mut().zip(xs) {
-                    *o = (v * a + b).max(0.0);
-                }
-            } else {
-                for (o, &v) in ys.iter_mut().zip(xs) {
-                    *o = v * a + b;
+    y.par_chunks_mut(c * s.max(1))
+        .zip(x.par_chunks(c * s.max(1)))
+        .for_each(|(yi, xi)| {
+            for ch in 0..c {
+                let (a, b) = (scale[ch], shift[ch]);
+                let ys = &mut yi[ch * s..(ch + 1) * s];
+                let xs = &xi[ch * s..(ch + 1) * s];
+                if relu {
+                    for (o, &v) in ys.iter_mut().zip(xs) {
+                        *o = (v * a + b).max(0.0);
+                    }
+                } else {
+                    for (o, &v) in ys.iter_mut().zip(xs) {
+                        *o = v * a + b;
+                    }
                 }
             }
-        }
-    });
+        });
     y
 }
 
@@ -134,7 +148,9 @@ impl CustomOp3 for BnTrain {
         let (dx, dgamma, dbeta) = with_data(x, self.name(), |xs| {
             with_data(gamma, self.name(), |gs| {
                 with_data(res, self.name(), |ys| {
-                    with_data(grad, self.name(), |dys| bn_backward(xs, gs, ys, dys, &saved, n, c, s, relu))
+                    with_data(grad, self.name(), |dys| {
+                        bn_backward(xs, gs, ys, dys, &saved, n, c, s, relu)
+                    })
                 })
             })
         })????;
@@ -158,40 +174,52 @@ fn bn_backward(
     s: usize,
     relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let g_at = |i: usize| if relu && y[i] <= 0.0 { 0.0 } else { dy[i] };
-    // Per channel: Σg and Σg·x̂ (f64 accumulation).
+    // Per channel: Σg and Σg·x̂, g = dy·[y > 0] (branch-free, f32 lanes, f64 across planes).
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
             let (mean, inv) = saved[ch];
             let (mut sg, mut sgx) = (0f64, 0f64);
             for img in 0..n {
-                let base = (img * c + ch) * s;
-                for i in base..base + s {
-                    let g = g_at(i);
-                    sg += g as f64;
-                    sgx += (g * (x[i] - mean) * inv) as f64;
+                let r = (img * c + ch) * s..(img * c + ch + 1) * s;
+                let (xs, ys, ds) = (&x[r.clone()], &y[r.clone()], &dy[r]);
+                let mut a = [0f32; 8];
+                let mut b = [0f32; 8];
+                let mut i = 0;
+                while i + 8 <= s {
+                    for l in 0..8 {
+                        let g = if relu && ys[i + l] <= 0.0 { 0.0 } else { ds[i + l] };
+                        a[l] += g;
+                        b[l] += g * (xs[i + l] - mean);
+                    }
+                    i += 8;
                 }
+                for j in i..s {
+                    let g = if relu && ys[j] <= 0.0 { 0.0 } else { ds[j] };
+                    a[0] += g;
+                    b[0] += g * (xs[j] - mean);
+                }
+                sg += a.iter().map(|&v| v as f64).sum::<f64>();
+                sgx += b.iter().map(|&v| v as f64).sum::<f64>() * inv as f64;
             }
             (sg, sgx)
         })
         .collect();
     let m = (n * s) as f32;
-    let coef: Vec<(f32, f32, f32, f32, f32)> = (0..c)
-        .map(|ch| {
-            let (mean, inv) = saved[ch];
-            let k = gamma[ch] * inv / m;
-            (mean, inv, k, sums[ch].0 as f32, sums[ch].1 as f32)
-        })
-        .collect();
     let mut dx = vec![0f32; x.len()];
     let stride = c * s.max(1);
     dx.par_chunks_mut(stride).enumerate().for_each(|(img, dxi)| {
-        for (ch, &(mean, inv, k, sg, sgx)) in coef.iter().enumerate() {
-            let base = (img * c + ch) * s;
-            for (o, i) in dxi[ch * s..(ch + 1) * s].iter_mut().zip(base..base + s) {
-                let xhat = (x[i] - mean) * inv;
-                *o = k * (m * g_at(i) - sg - xhat * sgx);
+        for ch in 0..c {
+            let (mean, inv) = saved[ch];
+            let k = gamma[ch] * inv / m;
+            let (sg, sgx) = (sums[ch].0 as f32, sums[ch].1 as f32);
+            // dx = k·(m·g − Σg − x̂·Σgx̂) = a·g + b·x + c0 with x̂ = (x − mean)·inv.
+            let (a, bx, c0) = (k * m, -k * sgx * inv, k * (-sg + sgx * inv * mean));
+            let r = (img * c + ch) * s..(img * c + ch + 1) * s;
+            let (xs, ys, ds) = (&x[r.clone()], &y[r.clone()], &dy[r]);
+            for (((o, &xv), &yv), &dv) in dxi[ch * s..(ch + 1) * s].iter_mut().zip(xs).zip(ys).zip(ds) {
+                let g = if relu && yv <= 0.0 { 0.0 } else { dv };
+                *o = a * g + bx * xv + c0;
             }
         }
     });
@@ -216,7 +244,9 @@ pub fn batch_norm_train(
         saved: Mutex::new(vec![]),
         stats: stats.clone(),
     };
-    let y = x.contiguous()?.apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    let y = x
+        .contiguous()?
+        .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
     let st = stats.lock().unwrap().clone();
     Ok((y, st))
 }
@@ -236,7 +266,10 @@ impl CustomOp1 for BnEval {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (_, c, sp) = dims3(l.dims())?;
         let x = cpu_slice(s, l, self.name())?;
-        Ok((CpuStorage::F32(affine(x, c, sp, &self.scale, &self.shift, self.relu)), l.shape().clone()))
+        Ok((
+            CpuStorage::F32(affine(x, c, sp, &self.scale, &self.shift, self.relu)),
+            l.shape().clone(),
+        ))
     }
 }
 
@@ -253,7 +286,9 @@ pub fn batch_norm_eval(
     let scale: Vec<f32> = (0..gamma.len())
         .map(|i| gamma[i] / ((running_var[i] as f64 + eps).sqrt() as f32))
         .collect();
-    let shift: Vec<f32> = (0..gamma.len()).map(|i| beta[i] - running_mean[i] * scale[i]).collect();
+    let shift: Vec<f32> = (0..gamma.len())
+        .map(|i| beta[i] - running_mean[i] * scale[i])
+        .collect();
     x.contiguous()?.apply_op1_no_bwd(&BnEval { scale, shift, relu })
 }
 
@@ -279,7 +314,12 @@ mod tests {
             .broadcast_add(&beta.reshape((c, 1)).unwrap())
             .unwrap();
         let y = if relu { y.relu().unwrap() } else { y };
-        y.reshape((c, n, s)).unwrap().transpose(0, 1).unwrap().reshape(dims).unwrap()
+        y.reshape((c, n, s))
+            .unwrap()
+            .transpose(0, 1)
+            .unwrap()
+            .reshape(dims)
+            .unwrap()
     }
 
     fn check(shape: &[usize], relu: bool) {
@@ -294,14 +334,21 @@ mod tests {
         let probe = randn(shape, 14);
         let ga = (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
         let gb = (y_ref * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-        for (name, v) in [("dx", x.as_tensor()), ("dgamma", gamma.as_tensor()), ("dbeta", beta.as_tensor())] {
+        for (name, v) in [
+            ("dx", x.as_tensor()),
+            ("dgamma", gamma.as_tensor()),
+            ("dbeta", beta.as_tensor()),
+        ] {
             let e = rel_err(ga.get(v).unwrap(), gb.get(v).unwrap());
             assert!(e < 1e-4, "{name} rel err {e} for {shape:?} relu={relu}");
         }
         // Unbiased running variance, as PyTorch.
         let (n, _, s) = dims3(shape).unwrap();
         let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let ch0: Vec<f64> = (0..n).flat_map(|i| xs[i * c * s..i * c * s + s].to_vec()).map(|v| v as f64).collect();
+        let ch0: Vec<f64> = (0..n)
+            .flat_map(|i| xs[i * c * s..i * c * s + s].to_vec())
+            .map(|v| v as f64)
+            .collect();
         let m = ch0.iter().sum::<f64>() / ch0.len() as f64;
         let v = ch0.iter().map(|a| (a - m).powi(2)).sum::<f64>() / (ch0.len() - 1) as f64;
         assert!((stats.mean[0] as f64 - m).abs() < 1e-5);
@@ -320,8 +367,16 @@ mod tests {
     #[test]
     fn eval_mode_uses_running_statistics() {
         let x = randn(&[2, 3, 2, 2], 21);
-        let y = batch_norm_eval(&x, &[2.0, 1.0, 0.5], &[0.1, 0.0, -1.0], &[0.5, 0.0, 1.0], &[4.0, 1.0, 0.25], 0.0, false)
-            .unwrap();
+        let y = batch_norm_eval(
+            &x,
+            &[2.0, 1.0, 0.5],
+            &[0.1, 0.0, -1.0],
+            &[0.5, 0.0, 1.0],
+            &[4.0, 1.0, 0.25],
+            0.0,
+            false,
+        )
+        .unwrap();
         let xs = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let ys = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         // channel 0 of image 0: 2·(x − 0.5)/2 + 0.1

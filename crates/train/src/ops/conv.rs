@@ -92,7 +92,11 @@ fn im2col(x: &[f32], g: usize, geo: &Geom, col: &mut [f32]) {
                         let srow = &src[iy as usize * w..(iy as usize + 1) * w];
                         // Valid ox: 0 ≤ ox·s + j − pad < w.
                         let lo = if pad > j { (pad - j).div_ceil(s) } else { 0 };
-                        let hi = if w + pad > j { ((w + pad - j - 1) / s + 1).min(ow) } else { 0 };
+                        let hi = if w + pad > j {
+                            ((w + pad - j - 1) / s + 1).min(ow)
+                        } else {
+                            0
+                        };
                         let lo = lo.min(hi);
                         drow[..lo].fill(0.0);
                         drow[hi..].fill(0.0);
@@ -125,7 +129,11 @@ fn col2im(col: &[f32], g: usize, geo: &Geom, dx: &mut [f32]) {
                     let row = (c * geo.kh + i) * geo.kw + j;
                     let src = &col[row * ld + img * p..row * ld + (img + 1) * p];
                     let lo = if pad > j { (pad - j).div_ceil(s) } else { 0 };
-                    let hi = if w + pad > j { ((w + pad - j - 1) / s + 1).min(ow) } else { 0 };
+                    let hi = if w + pad > j {
+                        ((w + pad - j - 1) / s + 1).min(ow)
+                    } else {
+                        0
+                    };
                     let lo = lo.min(hi);
                     for oy in 0..oh {
                         let iy = (oy * s + i) as isize - pad as isize;
@@ -194,8 +202,48 @@ fn conv_forward(x: &[f32], wt: &[f32], geo: &Geom) -> Vec<f32> {
     y
 }
 
-/// Returns (dx, dw).
+/// `Wᵀ` with the spatial taps flipped: `[C, Co, kh, kw]`, the weights of the convolution that
+/// maps dY back to dx when the stride is 1.
+fn flipped_transposed(wt: &[f32], geo: &Geom) -> Vec<f32> {
+    let (co, c, kh, kw) = (geo.co, geo.c, geo.kh, geo.kw);
+    let mut out = vec![0f32; wt.len()];
+    for o in 0..co {
+        for i in 0..c {
+            for a in 0..kh {
+                for b in 0..kw {
+                    out[((i * co + o) * kh + (kh - 1 - a)) * kw + (kw - 1 - b)] =
+                        wt[((o * c + i) * kh + a) * kw + b];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Gradients of the convolution: (dx, dw).
+///
+/// Stride 1: dx is itself a convolution of dY with the flipped, transposed kernel and padding
+/// k − 1 − pad, computed by the forward path (a gemm with k = Co·kh·kw instead of a thin
+/// Wᵀ·dY followed by a scatter-add); dw as below. Other strides: per chunk,
+/// `dW += dY·colᵀ` and `dx = col2im(Wᵀ·dY)`.
 fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> (Vec<f32>, Vec<f32>) {
+    if geo.stride == 1 && !geo.is_pointwise() && geo.pad < geo.kh && geo.pad < geo.kw && geo.kh == geo.kw {
+        let g2 = Geom::new(
+            &[geo.n, geo.co, geo.oh, geo.ow],
+            &[geo.c, geo.co, geo.kh, geo.kw],
+            1,
+            geo.kh - 1 - geo.pad,
+        )
+        .expect("transposed geometry is valid");
+        debug_assert_eq!((g2.oh, g2.ow), (geo.h, geo.w));
+        let dx = conv_forward(dy, &flipped_transposed(wt, geo), &g2);
+        let dw = conv_backward_impl(x, wt, dy, geo, false).1;
+        return (dx, dw);
+    }
+    conv_backward_impl(x, wt, dy, geo, true)
+}
+
+fn conv_backward_impl(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom, want_dx: bool) -> (Vec<f32>, Vec<f32>) {
     let (k, p, co) = (geo.k(), geo.p(), geo.co);
     let g = geo.chunk();
     let chunks = geo.n.div_ceil(g);
@@ -205,14 +253,15 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> (Vec<f32>, Ve
     let inner = inner_threads(groups);
     let x_img = geo.c * geo.h * geo.w;
     let y_img = co * p;
-    let mut dx = vec![0f32; geo.n * x_img];
+    let mut dx = vec![0f32; if want_dx { geo.n * x_img } else { geo.n }];
+    let dx_per_img = dx.len() / geo.n;
     let partials: Vec<Vec<f32>> = dx
-        .par_chunks_mut(per_group * g * x_img)
+        .par_chunks_mut(per_group * g * dx_per_img)
         .enumerate()
         .map(|(gi, dx_group)| {
             let mut dw = vec![0f32; co * k];
             let first_img = gi * per_group * g;
-            let imgs = dx_group.len() / x_img;
+            let imgs = dx_group.len() / dx_per_img;
             let mut done = 0;
             let mut first = true;
             while done < imgs {
@@ -220,7 +269,7 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> (Vec<f32>, Ve
                 let img0 = first_img + done;
                 let xs = &x[img0 * x_img..(img0 + n_img) * x_img];
                 let dys = &dy[img0 * y_img..(img0 + n_img) * y_img];
-                let dxs = &mut dx_group[done * x_img..(done + n_img) * x_img];
+                let dxs = &mut dx_group[done * dx_per_img..(done + n_img) * dx_per_img];
                 let ld = n_img * p;
                 // dY chunk as a Co × (g·P) matrix.
                 let gathered;
@@ -240,14 +289,18 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> (Vec<f32>, Ve
                 if n_img == 1 && geo.is_pointwise() {
                     // dW += dY · xᵀ ; dx = Wᵀ · dY
                     sgemm(co, k, p, &mut dw, k, !first, dyc, p, 1, xs, 1, p, inner);
-                    sgemm(k, p, co, dxs, p, false, wt, 1, k, dyc, p, 1, inner);
+                    if want_dx {
+                        sgemm(k, p, co, dxs, p, false, wt, 1, k, dyc, p, 1, inner);
+                    }
                 } else {
                     let mut col = vec![0f32; k * ld];
                     im2col(xs, n_img, geo, &mut col);
                     sgemm(co, k, ld, &mut dw, k, !first, dyc, ld, 1, &col, 1, ld, inner);
-                    // Reuse col as dcol = Wᵀ · dY.
-                    sgemm(k, ld, co, &mut col, ld, false, wt, 1, k, dyc, ld, 1, inner);
-                    col2im(&col, n_img, geo, dxs);
+                    if want_dx {
+                        // Reuse col as dcol = Wᵀ · dY.
+                        sgemm(k, ld, co, &mut col, ld, false, wt, 1, k, dyc, ld, 1, inner);
+                        col2im(&col, n_img, geo, dxs);
+                    }
                 }
                 first = false;
                 done += n_img;
@@ -322,6 +375,7 @@ mod tests {
     use crate::ops::testutil::{randn, rel_err};
     use candle_core::Var;
 
+    #[allow(clippy::too_many_arguments)]
     fn check(n: usize, c: usize, h: usize, w: usize, co: usize, k: usize, stride: usize, pad: usize) {
         let x = Var::from_tensor(&randn(&[n, c, h, w], 1)).unwrap();
         let wt = Var::from_tensor(&randn(&[co, c, k, k], 2)).unwrap();
@@ -329,7 +383,10 @@ mod tests {
         let y_ours = conv2d(&x, &wt, stride, pad).unwrap();
         let y_ref = x.conv2d(&wt, pad, stride, 1, 1).unwrap();
         let e = rel_err(&y_ours, &y_ref);
-        assert!(e < 1e-4, "forward rel err {e} for {n}x{c}x{h}x{w} co={co} k={k} s={stride} p={pad}");
+        assert!(
+            e < 1e-4,
+            "forward rel err {e} for {n}x{c}x{h}x{w} co={co} k={k} s={stride} p={pad}"
+        );
         let probe = randn(y_ref.dims(), 3);
         let g_ours = (y_ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
         let g_ref = (y_ref * &probe).unwrap().sum_all().unwrap().backward().unwrap();
@@ -337,7 +394,10 @@ mod tests {
             let a = g_ours.get(v).unwrap();
             let b = g_ref.get(v).unwrap();
             let e = rel_err(a, b);
-            assert!(e < 1e-4, "{name} rel err {e} for {n}x{c}x{h}x{w} co={co} k={k} s={stride} p={pad}");
+            assert!(
+                e < 1e-4,
+                "{name} rel err {e} for {n}x{c}x{h}x{w} co={co} k={k} s={stride} p={pad}"
+            );
         }
     }
 

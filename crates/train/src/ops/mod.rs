@@ -10,11 +10,13 @@
 
 pub mod batchnorm;
 pub mod conv;
+pub mod residual;
 
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 
 pub use batchnorm::{batch_norm_eval, batch_norm_train, BatchStats};
 pub use conv::conv2d;
+pub use residual::add_relu;
 
 /// The contiguous f32 slice of a CPU storage, or an error naming the op.
 pub(crate) fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {

@@ -1,0 +1,59 @@
+# protoclr — see README.md. Everything runs through cargo's one (dev, optimised) profile.
+SHELL := /bin/bash
+CARGO_TARGET_DIR ?= $(HOME)/.cache/protoclr-target
+export CARGO_TARGET_DIR
+PROTOCLR_DATA ?= $(abspath ../shared/datasets)
+export PROTOCLR_DATA
+THREADS ?= $(shell nproc)
+PROFILE ?= cpu
+WORKERS ?= 1
+BIN := $(CARGO_TARGET_DIR)/debug/protoclr
+# A failed cell makes `grid run` exit 1 after running all the others; the report still runs (`-`).
+GRID_RUN = -$(BIN) grid run experiments/$(1).yaml --profile $(PROFILE) --workers $(WORKERS) --cell-threads $(THREADS)
+
+test-slurm: build
+	bash tests/slurm/run.sh $(BIN)
+
+.PHONY: test-slurm build demo test lint bench figures reproduce-fig3 reproduce-fig4 reproduce-fig5 reproduce-tables reproduce-all
+
+build:
+	cargo build --bin protoclr
+
+demo: build
+	$(BIN) --threads $(THREADS) train --config configs/demo.yaml --out runs/demo
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+test: lint
+	cargo test --workspace
+	cargo build --bin protoclr
+	bash tests/slurm/run.sh $(BIN)
+
+bench: build
+	bash benches/run.sh $(BIN)
+
+figures: build
+	$(BIN) report all --results results --out figures --profile $(PROFILE)
+
+reproduce-fig3: build
+	$(call GRID_RUN,fig3)
+	$(BIN) report fig3 --results results --out figures --profile $(PROFILE)
+
+reproduce-fig4: build
+	$(call GRID_RUN,fig4)
+	$(BIN) report fig4 --results results --out figures --profile $(PROFILE)
+
+reproduce-fig5: build
+	$(call GRID_RUN,fig5)
+	$(BIN) report fig5 --results results --out figures --profile $(PROFILE)
+
+reproduce-tables: build
+	$(call GRID_RUN,table_cifar10)
+	$(call GRID_RUN,table_cifar100)
+	$(call GRID_RUN,long_tail)
+	$(BIN) report tables --results results --out figures --profile $(PROFILE)
+
+reproduce-all: reproduce-fig3 reproduce-fig4 reproduce-fig5 reproduce-tables
+	$(BIN) report claims --results results --out figures --profile $(PROFILE)

@@ -1,0 +1,196 @@
+//! `protoclr bench step|infer|table`: training-step and inference throughput, and the
+//! side-by-side table against the PyTorch reference (`benches/torch_reference.py`).
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use protoclr_train::{bench, config::ModelConfig};
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// One SimCLR step: two views, NT-Xent τ = 0.5, SGD with momentum; median of timed steps.
+    Step {
+        #[arg(long, default_value = "resnet18")]
+        model: String,
+        /// First-stage width (16 → widths 16-32-64-128; 64 is the full ResNet).
+        #[arg(long, default_value_t = 16)]
+        width: usize,
+        /// Images per step (2·batch views go through the network).
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// custom (our kernels) or stock (candle's ops).
+        #[arg(long, default_value = "custom")]
+        ops: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Eval-mode encoder forward pass on one batch.
+    Infer {
+        #[arg(long, default_value = "resnet18")]
+        model: String,
+        #[arg(long, default_value_t = 16)]
+        width: usize,
+        #[arg(long, default_value_t = 512)]
+        batch: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, default_value = "custom")]
+        ops: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Side-by-side table of JSON lines written by `bench … --json` and the PyTorch reference.
+    Table {
+        /// JSON-lines files (each line one measurement with a "framework" key or a candle one).
+        files: Vec<PathBuf>,
+    },
+}
+
+fn model_cfg(model: &str, width: usize, ops: &str) -> ModelConfig {
+    ModelConfig {
+        arch: model.into(),
+        width,
+        ops: ops.into(),
+        ..ModelConfig::default()
+    }
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Step {
+            model,
+            width,
+            batch,
+            steps,
+            warmup,
+            ops,
+            json,
+        } => {
+            let r = bench::step(&model_cfg(&model, width, &ops), batch, steps, warmup)?;
+            if json {
+                let mut v = serde_json::to_value(&r)?;
+                v["framework"] = "protoclr".into();
+                v["kind"] = "step".into();
+                println!("{v}");
+            } else {
+                println!(
+                    "{model} width {width} batch 2×{batch} ({ops} ops, {} threads): {:.1} img/s · forward {:.0} ms · backward {:.0} ms · optimizer {:.0} ms · peak RSS {:.0} MB",
+                    r.threads, r.images_per_sec, r.forward_ms, r.backward_ms, r.optimizer_ms, r.peak_rss_mb
+                );
+            }
+        }
+        BenchCommand::Infer {
+            model,
+            width,
+            batch,
+            steps,
+            warmup,
+            ops,
+            json,
+        } => {
+            let r = bench::infer(&model_cfg(&model, width, &ops), batch, steps, warmup)?;
+            if json {
+                let mut v = serde_json::to_value(&r)?;
+                v["framework"] = "protoclr".into();
+                v["kind"] = "infer".into();
+                println!("{v}");
+            } else {
+                println!(
+                    "{model} width {width} inference batch {batch} ({ops} ops, {} threads): {:.1} img/s · peak RSS {:.0} MB",
+                    r.threads, r.images_per_sec, r.peak_rss_mb
+                );
+            }
+        }
+        BenchCommand::Table { files } => {
+            let mut rows: Vec<serde_json::Value> = vec![];
+            for f in &files {
+                let text =
+                    std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+                for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                    rows.push(
+                        serde_json::from_str(line)
+                            .with_context(|| format!("{}:{}: not a JSON object", f.display(), i + 1))?,
+                    );
+                }
+            }
+            print!("{}", bench_table(&rows));
+        }
+    }
+    Ok(())
+}
+
+/// Markdown table pairing each protoclr measurement with the PyTorch one of the same setting.
+pub fn bench_table(rows: &[serde_json::Value]) -> String {
+    let key = |r: &serde_json::Value| {
+        format!(
+            "{} {} w{} b{}",
+            r["kind"].as_str().unwrap_or("?"),
+            r["model"].as_str().unwrap_or("?"),
+            r["width"],
+            r["batch"]
+        )
+    };
+    let mut out = String::from(
+        "| setting | threads | PyTorch img/s | protoclr img/s | ratio | PyTorch peak RSS MB | protoclr peak RSS MB |\n|---|---|---|---|---|---|---|\n",
+    );
+    for ours in rows.iter().filter(|r| r["framework"] == "protoclr") {
+        let k = key(ours);
+        let theirs = rows.iter().find(|r| r["framework"] == "pytorch" && key(r) == k);
+        let ips = ours["images_per_sec"].as_f64().unwrap_or(f64::NAN);
+        let (tips, trss) = theirs
+            .map(|t| {
+                (
+                    t["images_per_sec"].as_f64().unwrap_or(f64::NAN),
+                    t["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
+                )
+            })
+            .unwrap_or((f64::NAN, f64::NAN));
+        let desc = if ours["kind"] == "step" {
+            format!(
+                "train step {} width {} batch 2×{}",
+                ours["model"].as_str().unwrap_or("?"),
+                ours["width"],
+                ours["batch"]
+            )
+        } else {
+            format!(
+                "inference {} width {} batch {}",
+                ours["model"].as_str().unwrap_or("?"),
+                ours["width"],
+                ours["batch"]
+            )
+        };
+        out.push_str(&format!(
+            "| {desc} | {} | {tips:.1} | {ips:.1} | {:.2}× | {trss:.0} | {:.0} |\n",
+            ours["threads"],
+            ips / tips,
+            ours["peak_rss_mb"].as_f64().unwrap_or(f64::NAN)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_pairs_measurements_by_setting() {
+        let rows: Vec<serde_json::Value> = [
+            r#"{"framework":"pytorch","kind":"step","model":"resnet18","width":16,"batch":128,"threads":2,"images_per_sec":200.0,"peak_rss_mb":1400}"#,
+            r#"{"framework":"protoclr","kind":"step","model":"resnet18","width":16,"batch":128,"threads":2,"images_per_sec":300.0,"peak_rss_mb":700}"#,
+        ]
+        .iter()
+        .map(|s| serde_json::from_str(s).unwrap())
+        .collect();
+        let t = bench_table(&rows);
+        assert!(t.contains("| 200.0 | 300.0 | 1.50× | 1400 | 700 |"), "{t}");
+    }
+}

@@ -1,0 +1,517 @@
+//! `protoclr grid …`: experiment grids over `protoclr train` (see the `protoclr_grid` crate).
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use protoclr_grid::cache::{CellState, Results};
+use protoclr_grid::runner::{self, RunOptions};
+use protoclr_grid::slurm::{self, SlurmOptions};
+use protoclr_grid::spec::Experiment;
+use protoclr_grid::{display, Backend, Plan};
+use serde_norway::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// Where results and data are.
+#[derive(Args, Debug, Clone)]
+pub struct Folders {
+    /// Results folder (cells/, checkpoints/, locks/, index CSVs).
+    #[arg(long, default_value = "results")]
+    pub results: PathBuf,
+    /// Folder holding cifar-10-batches-bin/ and/or cifar-100-binary/ (default: $PROTOCLR_DATA);
+    /// its files enter the cell ids through the dataset fingerprint.
+    #[arg(long, env = "PROTOCLR_DATA")]
+    pub data_root: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GridCommand {
+    /// List the cells of an experiment: cached or new, and an estimate of the time left.
+    Plan {
+        /// Experiment file (experiments/*.yaml).
+        file: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        profile: String,
+        /// Workers the estimate assumes.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        #[command(flatten)]
+        folders: Folders,
+    },
+    /// Run the pending cells on local workers (rerun to resume after a stop or a crash).
+    Run {
+        file: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        profile: String,
+        /// Cells trained at the same time.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// Threads of each cell's training process (default: cores / workers).
+        #[arg(long)]
+        cell_threads: Option<usize>,
+        /// Run failed and diverged cells again.
+        #[arg(long)]
+        retry_failed: bool,
+        /// Plain log lines instead of progress bars.
+        #[arg(long)]
+        no_progress: bool,
+        #[command(flatten)]
+        folders: Folders,
+    },
+    /// Run one cell (what a Slurm array task runs).
+    RunCell {
+        file: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        profile: String,
+        /// Index into --list (a Slurm job's frozen list of pending cells), else into the
+        /// experiment's cells in plan order.
+        #[arg(long)]
+        index: usize,
+        /// The job's list of cell ids, one a line (written by `grid slurm`).
+        #[arg(long)]
+        list: Option<PathBuf>,
+        /// Threads of the training process (default: $SLURM_CPUS_PER_TASK, else all cores).
+        #[arg(long)]
+        cell_threads: Option<usize>,
+        #[arg(long)]
+        retry_failed: bool,
+        #[command(flatten)]
+        folders: Folders,
+    },
+    /// Cell counts per profile; with --profile the cell table. Rewrites the index CSVs.
+    Status {
+        file: PathBuf,
+        /// One profile (default: every profile of the file).
+        #[arg(long)]
+        profile: Option<String>,
+        #[command(flatten)]
+        folders: Folders,
+    },
+    /// Remove cache entries of an experiment's cells (cells being run are left alone).
+    Clean {
+        file: PathBuf,
+        /// One profile (default: every profile of the file).
+        #[arg(long)]
+        profile: Option<String>,
+        /// Failed cells (entry and checkpoints).
+        #[arg(long)]
+        failed: bool,
+        /// Diverged cells (entry and checkpoints).
+        #[arg(long)]
+        diverged: bool,
+        /// Checkpoints of done cells.
+        #[arg(long)]
+        checkpoints: bool,
+        /// Every cell of the experiment (entries and checkpoints; shared cells included).
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        folders: Folders,
+    },
+    /// Write an sbatch job-array script with one task per pending cell, and optionally submit it.
+    Slurm {
+        file: PathBuf,
+        #[arg(long, default_value = "cpu")]
+        profile: String,
+        #[arg(long)]
+        partition: Option<String>,
+        /// GPUs per task (`--gres=gpu:N`; 0: none).
+        #[arg(long, default_value_t = 0)]
+        gpus: u32,
+        /// CPUs per task (also the training threads).
+        #[arg(long, default_value_t = 4)]
+        cpus: u32,
+        /// Time limit per task.
+        #[arg(long, default_value = "24:00:00")]
+        time: String,
+        /// Memory per task.
+        #[arg(long, default_value = "16G")]
+        mem: String,
+        /// At most this many tasks at once.
+        #[arg(long)]
+        max_parallel: Option<usize>,
+        /// Extra `#SBATCH` option, e.g. `--sbatch-arg=--account=abc` (repeatable).
+        #[arg(long = "sbatch-arg", allow_hyphen_values = true)]
+        sbatch_args: Vec<String>,
+        /// Include failed and diverged cells.
+        #[arg(long)]
+        retry_failed: bool,
+        /// Submit the script with sbatch.
+        #[arg(long)]
+        submit: bool,
+        /// The sbatch command.
+        #[arg(long, default_value = "sbatch")]
+        sbatch: String,
+        #[command(flatten)]
+        folders: Folders,
+    },
+}
+
+/// The real backend: `protoclr_train`'s config resolution and dataset fingerprint, and this
+/// binary's `train` subcommand for each cell.
+pub struct TrainBackend {
+    exe: PathBuf,
+    data_root: Option<PathBuf>,
+    fingerprints: Mutex<HashMap<String, String>>,
+}
+
+impl TrainBackend {
+    pub fn new(data_root: Option<PathBuf>) -> Result<TrainBackend> {
+        let exe = std::env::current_exe().context("cannot find the protoclr binary")?;
+        let data_root = data_root.map(|d| absolute(&d));
+        Ok(TrainBackend {
+            exe,
+            data_root,
+            fingerprints: Mutex::new(HashMap::new()),
+        })
+    }
+}
+
+impl Backend for TrainBackend {
+    fn resolve(&self, partial: Value, origin: &str) -> Result<Value> {
+        // Through the config's own YAML text, so that f32 fields read as written (0.4, not
+        // 0.4000000059604645) in the index and in the hash.
+        let resolved = protoclr_train::config::resolve_value(partial, origin)?;
+        let text = protoclr_train::config::from_value(resolved, origin)?.to_yaml();
+        Ok(serde_norway::from_str(&text)?)
+    }
+
+    fn config_text(&self, resolved: &Value) -> Result<String> {
+        // Exactly what `protoclr train` writes (it refuses a run folder holding another text).
+        Ok(protoclr_train::config::from_value(resolved.clone(), "grid cell")?.to_yaml())
+    }
+
+    fn fingerprint(&self, resolved: &Value) -> Result<String> {
+        let dataset = resolved
+            .get("data")
+            .and_then(|d| d.get("dataset"))
+            .and_then(Value::as_str)
+            .context("the resolved config has no data.dataset")?;
+        if let Some(fp) = self.fingerprints.lock().unwrap().get(dataset) {
+            return Ok(fp.clone());
+        }
+        let root = self.data_root.as_deref().context(
+            "no dataset root: cell ids include the dataset fingerprint; pass --data-root DIR or set \
+             PROTOCLR_DATA to the folder holding cifar-10-batches-bin/",
+        )?;
+        let fp = protoclr_train::data::fingerprint(dataset, root)?;
+        self.fingerprints
+            .lock()
+            .unwrap()
+            .insert(dataset.to_string(), fp.clone());
+        Ok(fp)
+    }
+
+    fn train_command(&self, cell_dir: &Path, checkpoint_dir: &Path, threads: usize) -> Command {
+        let mut c = Command::new(&self.exe);
+        c.arg("--threads")
+            .arg(threads.to_string())
+            .arg("train")
+            .arg("--config")
+            .arg(cell_dir.join("config.yaml"))
+            .arg("--out")
+            .arg(cell_dir)
+            .arg("--checkpoint-dir")
+            .arg(checkpoint_dir)
+            .args(["--progress", "jsonl"]);
+        if let Some(root) = &self.data_root {
+            c.arg("--data-root").arg(root);
+        }
+        c
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+fn load_plan(file: &Path, profile: &str, backend: &dyn Backend) -> Result<Plan> {
+    let exp = Experiment::load(file)?;
+    Plan::build(&exp, profile, backend)
+}
+
+/// Runs a `protoclr grid` subcommand.
+pub fn run(cmd: GridCommand) -> Result<()> {
+    match cmd {
+        GridCommand::Plan {
+            file,
+            profile,
+            workers,
+            folders,
+        } => {
+            let backend = TrainBackend::new(folders.data_root)?;
+            let plan = load_plan(&file, &profile, &backend)?;
+            let results = Results::new(&folders.results);
+            let c = display::counts(&plan, &results);
+            print!("{}", display::cell_table(&plan, &results));
+            println!("{}", display::counts_line(&plan, &c));
+            println!("{}", display::eta_line(&c, workers));
+            Ok(())
+        }
+        GridCommand::Run {
+            file,
+            profile,
+            workers,
+            cell_threads,
+            retry_failed,
+            no_progress,
+            folders,
+        } => {
+            let backend = TrainBackend::new(folders.data_root)?;
+            let plan = load_plan(&file, &profile, &backend)?;
+            let results = Results::new(&folders.results);
+            let workers = workers.max(1);
+            let mut opts = RunOptions::new(workers, cell_threads.unwrap_or((cores() / workers).max(1)));
+            opts.retry_failed = retry_failed;
+            opts.progress = !no_progress;
+            protoclr_grid::install_stop_handler(opts.stop.clone())?;
+            let s = runner::run(&plan, &results, &backend, &opts)?;
+            eprintln!(
+                "{}.{}: {} cells — {} finished before, {} done, {} diverged, {} failed, {} interrupted, {} finished by another runner; index {}",
+                plan.experiment.name,
+                profile,
+                s.cells,
+                s.cached,
+                s.done,
+                s.diverged,
+                s.failed,
+                s.interrupted,
+                s.elsewhere,
+                s.index.display()
+            );
+            if s.stopped {
+                eprintln!("stopped: rerun the same command to resume (checkpoints are kept)");
+                std::process::exit(130);
+            }
+            if s.failed > 0 {
+                bail!(
+                    "{} cell(s) failed (logs in {}/cells/<id>/train.log; `--retry-failed` runs them again):\n  {}",
+                    s.failed,
+                    folders.results.display(),
+                    s.failures.join("\n  ")
+                );
+            }
+            Ok(())
+        }
+        GridCommand::RunCell {
+            file,
+            profile,
+            index,
+            list,
+            cell_threads,
+            retry_failed,
+            folders,
+        } => {
+            let backend = TrainBackend::new(folders.data_root)?;
+            let plan = load_plan(&file, &profile, &backend)?;
+            let results = Results::new(&folders.results);
+            let cell = match &list {
+                Some(list) => {
+                    let id = slurm::list_entry(list, index)?;
+                    plan.cells.iter().find(|c| c.id == id).with_context(|| {
+                        format!(
+                            "cell {id} (line {index} of {}) is not a cell of {} profile {profile} any more: \
+                             the experiment, the code's cell format or the dataset changed since the job was written",
+                            list.display(),
+                            file.display()
+                        )
+                    })?
+                }
+                None => plan.cells.get(index).with_context(|| {
+                    format!(
+                        "{} profile {profile} has {} cells; no index {index}",
+                        file.display(),
+                        plan.cells.len()
+                    )
+                })?,
+            };
+            let threads = cell_threads
+                .or_else(|| {
+                    std::env::var("SLURM_CPUS_PER_TASK")
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                })
+                .unwrap_or_else(cores);
+            let mut opts = RunOptions::new(1, threads);
+            opts.retry_failed = retry_failed;
+            opts.progress = false;
+            protoclr_grid::install_stop_handler(opts.stop.clone())?;
+            match runner::run_cell(&plan, cell, &results, &backend, &opts)? {
+                CellState::Done(_) | CellState::Diverged(_) => Ok(()),
+                CellState::Failed(st) => bail!("cell {} failed: {}", cell.id, st.error.unwrap_or_default()),
+                other => {
+                    eprintln!("cell {} not finished ({})", cell.id, other.word());
+                    std::process::exit(130);
+                }
+            }
+        }
+        GridCommand::Status {
+            file,
+            profile,
+            folders,
+        } => {
+            let backend = TrainBackend::new(folders.data_root)?;
+            let exp = Experiment::load(&file)?;
+            let results = Results::new(&folders.results);
+            let profiles: Vec<String> = match profile {
+                Some(p) => vec![p],
+                None => exp.profiles.iter().map(|p| p.name.clone()).collect(),
+            };
+            let detailed = profiles.len() == 1;
+            let mut errors = 0;
+            for p in &profiles {
+                match Plan::build(&exp, p, &backend) {
+                    Ok(plan) => {
+                        let c = display::counts(&plan, &results);
+                        if detailed {
+                            print!("{}", display::cell_table(&plan, &results));
+                        }
+                        println!("{}", display::counts_line(&plan, &c));
+                        if detailed {
+                            println!("{}", display::eta_line(&c, 1));
+                        }
+                        if c.done + c.diverged + c.failed + c.running > 0
+                            || results.index_path(&exp.name, p).exists()
+                        {
+                            let path = results.write_index(&plan)?;
+                            println!("index: {}", path.display());
+                        }
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        println!("{} (profile {p}): cannot plan: {e:#}", exp.name);
+                    }
+                }
+            }
+            if errors == profiles.len() {
+                bail!("no profile of {} could be planned", file.display());
+            }
+            Ok(())
+        }
+        GridCommand::Clean {
+            file,
+            profile,
+            failed,
+            diverged,
+            checkpoints,
+            all,
+            folders,
+        } => {
+            if !(failed || diverged || checkpoints || all) {
+                bail!("say what to remove: --failed, --diverged, --checkpoints or --all");
+            }
+            let backend = TrainBackend::new(folders.data_root)?;
+            let exp = Experiment::load(&file)?;
+            let results = Results::new(&folders.results);
+            let profiles: Vec<String> = match profile {
+                Some(p) => vec![p],
+                None => exp.profiles.iter().map(|p| p.name.clone()).collect(),
+            };
+            let (mut entries, mut ckpts, mut busy) = (0, 0, 0);
+            for p in &profiles {
+                let plan = match Plan::build(&exp, p, &backend) {
+                    Ok(plan) => plan,
+                    Err(e) => {
+                        eprintln!("{} (profile {p}): skipped, cannot plan: {e:#}", exp.name);
+                        continue;
+                    }
+                };
+                for cell in plan.unique() {
+                    let state = results.state(&cell.id);
+                    if let CellState::Running(_) = state {
+                        busy += 1;
+                        continue;
+                    }
+                    let remove_entry = all
+                        || (failed && matches!(state, CellState::Failed(_)))
+                        || (diverged && matches!(state, CellState::Diverged(_)));
+                    let remove_ckpt = remove_entry || (checkpoints && matches!(state, CellState::Done(_)));
+                    let dir = results.cell_dir(&cell.id);
+                    if remove_entry && dir.exists() {
+                        std::fs::remove_dir_all(&dir)
+                            .with_context(|| format!("cannot remove {}", dir.display()))?;
+                        entries += 1;
+                    }
+                    let ck = results.checkpoint_dir(&cell.id);
+                    if remove_ckpt && ck.exists() {
+                        std::fs::remove_dir_all(&ck)
+                            .with_context(|| format!("cannot remove {}", ck.display()))?;
+                        ckpts += 1;
+                    }
+                }
+                if results.index_path(&exp.name, p).exists() {
+                    results.write_index(&plan)?;
+                }
+            }
+            println!("removed {entries} cell entries and {ckpts} checkpoint folders; {busy} running cells left alone");
+            Ok(())
+        }
+        GridCommand::Slurm {
+            file,
+            profile,
+            partition,
+            gpus,
+            cpus,
+            time,
+            mem,
+            max_parallel,
+            sbatch_args,
+            retry_failed,
+            submit,
+            sbatch,
+            folders,
+        } => {
+            let backend = TrainBackend::new(folders.data_root.clone())?;
+            let plan = load_plan(&file, &profile, &backend)?;
+            std::fs::create_dir_all(&folders.results)
+                .with_context(|| format!("cannot create {}", folders.results.display()))?;
+            let results = Results::new(folders.results.canonicalize()?);
+            let opts = SlurmOptions {
+                protoclr: std::env::current_exe()?,
+                file: file
+                    .canonicalize()
+                    .with_context(|| format!("cannot find {}", file.display()))?,
+                profile: profile.clone(),
+                results: results.root.clone(),
+                data_root: folders.data_root.as_deref().map(absolute),
+                partition,
+                gpus,
+                cpus: cpus.max(1),
+                time,
+                mem,
+                max_parallel,
+                retry_failed,
+                extra: sbatch_args,
+            };
+            results.write_index(&plan)?;
+            let Some(job) = slurm::write_job(&plan, &results, &opts)? else {
+                println!(
+                    "{}.{profile}: no pending cell, nothing to submit",
+                    plan.experiment.name
+                );
+                return Ok(());
+            };
+            println!(
+                "wrote {} ({} array tasks; cell list {})",
+                job.script.display(),
+                job.tasks,
+                job.list.display()
+            );
+            if submit {
+                let id = slurm::submit(&job.script, &sbatch)?;
+                println!(
+                    "submitted job {id}; `protoclr grid status {} --profile {profile}` shows progress",
+                    file.display()
+                );
+            } else {
+                println!("submit with: sbatch {}", job.script.display());
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,646 @@
+//! The experiment file: parsing, validation and the included base files.
+
+use crate::locate::{position, Seg};
+use crate::value::{flow, merge};
+use anyhow::{anyhow, Context, Result};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_norway::{Mapping, Value};
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+/// A list that must not be empty (an empty one is an error at its position in the file).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NonEmpty<T>(pub Vec<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for NonEmpty<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = NonEmpty<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a non-empty list")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(x) = seq.next_element()? {
+                    out.push(x);
+                }
+                if out.is_empty() {
+                    return Err(de::Error::invalid_length(0, &self));
+                }
+                Ok(NonEmpty(out))
+            }
+        }
+        d.deserialize_seq(V(PhantomData))
+    }
+}
+
+/// A mapping with string keys, in file order, without duplicates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderedMap<V>(pub Vec<(String, V)>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OrderedMap<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = OrderedMap<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out: Vec<(String, T)> = Vec::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    if out.iter().any(|(o, _)| *o == k) {
+                        return Err(de::Error::custom(format!("duplicate key `{k}`")));
+                    }
+                    let v = map.next_value()?;
+                    out.push((k, v));
+                }
+                Ok(OrderedMap(out))
+            }
+        }
+        d.deserialize_map(V(PhantomData))
+    }
+}
+
+/// One layer of a base: a file of a partial config (relative to the experiment file) or an
+/// inline mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Layer {
+    File(String),
+    Inline(Mapping),
+}
+
+/// `base`: one layer or a list of layers, merged in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layers(pub Vec<Layer>);
+
+struct LayerVisitor;
+
+impl<'de> Visitor<'de> for LayerVisitor {
+    type Value = Layers;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping, a path, or a list of mappings and paths")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Layers, E> {
+        Ok(Layers(vec![Layer::File(s.to_string())]))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Layers, A::Error> {
+        let m = Mapping::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(Layers(vec![Layer::Inline(m)]))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Layers, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Single(l)) = seq.next_element::<Single>()? {
+            out.push(l);
+        }
+        if out.is_empty() {
+            return Err(de::Error::invalid_length(0, &"a non-empty list"));
+        }
+        Ok(Layers(out))
+    }
+}
+
+struct Single(Layer);
+
+impl<'de> Deserialize<'de> for Single {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Single;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping or a path")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Single, E> {
+                Ok(Single(Layer::File(s.to_string())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Single, A::Error> {
+                let m = Mapping::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(Single(Layer::Inline(m)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for Layers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(LayerVisitor)
+    }
+}
+
+/// What `protoclr report` builds from an experiment. Column names are those of the index CSV
+/// (`label`, `seed`, the varied dotted keys, the metric columns); values are averaged over seeds.
+/// - `scatter`: one point per `rows` group (default `[label]`), `x` and `y` metric columns
+///   (Fig. 3: `x: bias_l2`, `y: linear_top1`);
+/// - `heatmap`: `x` and `y` varied keys, `value` a metric column (Fig. 4/5);
+/// - `table`: one row per `rows` group, `metrics` columns as mean ± sd over seeds.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSpec {
+    pub kind: ReportKind,
+    pub title: String,
+    #[serde(default)]
+    pub x: Option<String>,
+    #[serde(default)]
+    pub y: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub rows: Option<NonEmpty<String>>,
+    #[serde(default)]
+    pub metrics: Option<NonEmpty<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportKind {
+    Scatter,
+    Heatmap,
+    Table,
+}
+
+/// Metric columns of the index CSV (`docs/formats.md`).
+pub const METRIC_COLUMNS: &[&str] = &[
+    "linear_top1",
+    "linear_top5",
+    "knn_top1",
+    "knn_top5",
+    "bias_l2",
+    "bias_l2_lo",
+    "bias_l2_hi",
+    "bias_cos",
+    "wall_time_s",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: String,
+    description: String,
+    #[serde(default)]
+    base: Option<Layers>,
+    profiles: OrderedMap<Mapping>,
+    #[serde(default)]
+    grid: Option<OrderedMap<NonEmpty<Value>>>,
+    #[serde(default)]
+    zip: Option<NonEmpty<OrderedMap<NonEmpty<Value>>>>,
+    #[serde(default)]
+    seeds: Option<NonEmpty<u64>>,
+    #[serde(default)]
+    exclude: Option<NonEmpty<OrderedMap<Value>>>,
+    report: ReportSpec,
+}
+
+/// A grid axis: a dotted key and its values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Axis {
+    pub key: String,
+    pub values: Vec<Value>,
+}
+
+/// A zip group: keys varied together, optionally labelled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZipGroup {
+    pub labels: Option<Vec<String>>,
+    pub keys: Vec<Axis>,
+    pub len: usize,
+}
+
+/// A profile: the overlay it applies to the base.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    pub name: String,
+    pub overlay: Value,
+}
+
+/// A parsed and validated experiment file.
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub path: PathBuf,
+    pub text: String,
+    pub name: String,
+    pub description: String,
+    /// The merged `base` layers.
+    pub base: Value,
+    pub profiles: Vec<Profile>,
+    pub grid: Vec<Axis>,
+    pub zip: Vec<ZipGroup>,
+    pub seeds: Option<Vec<u64>>,
+    pub exclude: Vec<Vec<(String, Value)>>,
+    pub report: ReportSpec,
+    /// The varied keys, in column order: grid keys, then zip keys (without `label`).
+    pub columns: Vec<String>,
+    /// Files merged into the base or a profile, with their text (for locating errors).
+    pub includes: Vec<(PathBuf, String)>,
+}
+
+/// Formats `FILE:LINE:COLUMN: message`.
+pub fn at(file: &Path, text: &str, path: &[Seg], msg: impl fmt::Display) -> anyhow::Error {
+    let p = position(text, path);
+    anyhow!("{}:{}:{}: {msg}", file.display(), p.line, p.column)
+}
+
+fn yaml_error(file: &Path, e: &serde_norway::Error) -> anyhow::Error {
+    let msg = e.to_string();
+    match e.location() {
+        Some(l) => {
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+            anyhow!("{}:{}:{}: {msg}", file.display(), l.line(), l.column())
+        }
+        None => anyhow!("{}: {msg}", file.display()),
+    }
+}
+
+/// Reads a file of a partial config: a mapping (or empty).
+pub fn read_layer_file(path: &Path) -> Result<(Value, String)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let v: Value = serde_norway::from_str(&text).map_err(|e| yaml_error(path, &e))?;
+    match v {
+        Value::Null => Ok((Value::Mapping(Mapping::new()), text)),
+        Value::Mapping(_) => Ok((v, text)),
+        _ => Err(anyhow!(
+            "{}:1:1: expected a mapping of config keys",
+            path.display()
+        )),
+    }
+}
+
+impl Experiment {
+    /// Reads and validates an experiment file.
+    pub fn load(path: &Path) -> Result<Experiment> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read experiment file {}", path.display()))?;
+        Self::parse(path, text)
+    }
+
+    /// Validates the text of an experiment file; `path` names it in errors and anchors relative
+    /// paths.
+    pub fn parse(path: &Path, text: String) -> Result<Experiment> {
+        let raw: Raw = serde_norway::from_str(&text).map_err(|e| yaml_error(path, &e))?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let err = |segs: &[Seg], msg: String| at(path, &text, segs, msg);
+        let mut includes = Vec::new();
+
+        if raw.name.trim().is_empty() || raw.name.contains(['/', '\\']) || raw.name.starts_with('.') {
+            return Err(err(
+                &["name".into()],
+                format!("`name` must be a plain file-name stem, got {:?}", raw.name),
+            ));
+        }
+
+        // Base layers.
+        let mut base = Value::Mapping(Mapping::new());
+        if let Some(layers) = &raw.base {
+            for (i, layer) in layers.0.iter().enumerate() {
+                let segs: Vec<Seg> = if layers.0.len() > 1 {
+                    vec!["base".into(), i.into()]
+                } else {
+                    vec!["base".into()]
+                };
+                let v = match layer {
+                    Layer::Inline(m) => Value::Mapping(m.clone()),
+                    Layer::File(f) => {
+                        let p = dir.join(f);
+                        let (v, t) = read_layer_file(&p).map_err(|e| err(&segs, format!("{e:#}")))?;
+                        includes.push((p, t));
+                        v
+                    }
+                };
+                merge(&mut base, &v).map_err(|e| err(&segs, format!("{e:#}")))?;
+            }
+        }
+
+        // Profiles.
+        let mut profiles = Vec::new();
+        for (name, map) in &raw.profiles.0 {
+            let segs: Vec<Seg> = vec!["profiles".into(), name.as_str().into()];
+            let mut overlay = Value::Mapping(Mapping::new());
+            let mut rest = map.clone();
+            if let Some(b) = rest.remove("base") {
+                let bsegs: Vec<Seg> = vec!["profiles".into(), name.as_str().into(), "base".into()];
+                let layers: Layers =
+                    serde_norway::from_value(b).map_err(|e| err(&bsegs, format!("`base`: {e}")))?;
+                for layer in &layers.0 {
+                    let v = match layer {
+                        Layer::Inline(m) => Value::Mapping(m.clone()),
+                        Layer::File(f) => {
+                            let p = dir.join(f);
+                            let (v, t) = read_layer_file(&p).map_err(|e| err(&bsegs, format!("{e:#}")))?;
+                            includes.push((p, t));
+                            v
+                        }
+                    };
+                    merge(&mut overlay, &v).map_err(|e| err(&bsegs, format!("{e:#}")))?;
+                }
+            }
+            merge(&mut overlay, &Value::Mapping(rest)).map_err(|e| err(&segs, format!("{e:#}")))?;
+            profiles.push(Profile {
+                name: name.clone(),
+                overlay,
+            });
+        }
+        for required in ["paper", "cpu"] {
+            if !profiles.iter().any(|p| p.name == required) {
+                return Err(err(
+                    &["profiles".into()],
+                    format!("profile `{required}` is missing (every experiment has `paper` and `cpu`)"),
+                ));
+            }
+        }
+
+        let check_key = |segs: &[Seg], key: &str| -> Result<()> {
+            if key.is_empty() || key.split('.').any(|s| s.is_empty() || s.trim() != s) {
+                return Err(err(segs, format!("`{key}` is not a dotted config key")));
+            }
+            Ok(())
+        };
+
+        // Grid.
+        let mut columns: Vec<String> = Vec::new();
+        let mut grid = Vec::new();
+        if let Some(g) = &raw.grid {
+            if g.0.is_empty() {
+                return Err(err(&["grid".into()], "`grid` is empty".into()));
+            }
+            for (key, values) in &g.0 {
+                let segs: Vec<Seg> = vec!["grid".into(), key.as_str().into()];
+                check_key(&segs, key)?;
+                if key == "label" {
+                    return Err(err(&segs, "`label` belongs in a `zip` group".into()));
+                }
+                columns.push(key.clone());
+                grid.push(Axis {
+                    key: key.clone(),
+                    values: values.0.clone(),
+                });
+            }
+        }
+
+        // Zip groups.
+        let mut zip = Vec::new();
+        if let Some(z) = &raw.zip {
+            for (gi, group) in z.0.iter().enumerate() {
+                let gsegs: Vec<Seg> = vec!["zip".into(), gi.into()];
+                if group.0.is_empty() {
+                    return Err(err(&gsegs, "empty `zip` group".into()));
+                }
+                let mut labels = None;
+                let mut keys = Vec::new();
+                let mut len: Option<(usize, String)> = None;
+                for (key, values) in &group.0 {
+                    let segs: Vec<Seg> = vec!["zip".into(), gi.into(), key.as_str().into()];
+                    match &len {
+                        None => len = Some((values.0.len(), key.clone())),
+                        Some((n, first)) if *n != values.0.len() => {
+                            return Err(err(&segs, format!(
+                                "zip group {gi}: `{key}` has {} values but `{first}` has {n}; the keys of a group are varied together and need equal lengths",
+                                values.0.len()
+                            )));
+                        }
+                        _ => {}
+                    }
+                    if key == "label" {
+                        let mut ls = Vec::new();
+                        for v in &values.0 {
+                            match v {
+                                Value::String(s) => ls.push(s.clone()),
+                                other => {
+                                    return Err(err(
+                                        &segs,
+                                        format!("labels must be strings, got {}", flow(other)),
+                                    ))
+                                }
+                            }
+                        }
+                        labels = Some(ls);
+                        continue;
+                    }
+                    check_key(&segs, key)?;
+                    if columns.contains(key) {
+                        return Err(err(
+                            &segs,
+                            format!("`{key}` is varied twice (grid or another zip group)"),
+                        ));
+                    }
+                    columns.push(key.clone());
+                    keys.push(Axis {
+                        key: key.clone(),
+                        values: values.0.clone(),
+                    });
+                }
+                let len = len.map(|(n, _)| n).unwrap_or(0);
+                zip.push(ZipGroup { labels, keys, len });
+            }
+        }
+
+        let seeds = raw.seeds.as_ref().map(|s| s.0.clone());
+        if seeds.is_some() && columns.iter().any(|c| c == "seed") {
+            let segs: Vec<Seg> = vec!["seeds".into()];
+            return Err(err(
+                &segs,
+                "`seed` is varied by `grid`/`zip` and by `seeds`".into(),
+            ));
+        }
+
+        // Exclude entries: keys must be varied.
+        let mut exclude = Vec::new();
+        if let Some(ex) = &raw.exclude {
+            for (i, entry) in ex.0.iter().enumerate() {
+                if entry.0.is_empty() {
+                    return Err(err(&["exclude".into(), i.into()], "empty `exclude` entry".into()));
+                }
+                for (key, _) in &entry.0 {
+                    let known = key == "label" || key == "seed" || columns.contains(key);
+                    if !known {
+                        let segs: Vec<Seg> = vec!["exclude".into(), i.into(), key.as_str().into()];
+                        return Err(err(
+                            &segs,
+                            format!(
+                                "`{key}` is not varied by this experiment (known: label, seed, {})",
+                                columns.join(", ")
+                            ),
+                        ));
+                    }
+                }
+                exclude.push(entry.0.clone());
+            }
+        }
+
+        // Report: the named columns must exist.
+        let r = &raw.report;
+        let known_col = |c: &str| {
+            c == "label" || c == "seed" || columns.iter().any(|k| k == c) || METRIC_COLUMNS.contains(&c)
+        };
+        let mut named: Vec<(&str, Option<&str>)> = vec![
+            ("x", r.x.as_deref()),
+            ("y", r.y.as_deref()),
+            ("value", r.value.as_deref()),
+        ];
+        for c in r.rows.iter().flat_map(|v| v.0.iter()) {
+            named.push(("rows", Some(c)));
+        }
+        for c in r.metrics.iter().flat_map(|v| v.0.iter()) {
+            named.push(("metrics", Some(c)));
+        }
+        for (field, c) in &named {
+            if let Some(c) = c {
+                if !known_col(c) {
+                    return Err(err(
+                        &["report".into(), (*field).into()],
+                        format!("report.{field}: unknown column `{c}`"),
+                    ));
+                }
+            }
+        }
+        let need = |field: &str, present: bool| -> Result<()> {
+            if present {
+                Ok(())
+            } else {
+                Err(err(
+                    &["report".into(), "kind".into()],
+                    format!("report kind {:?} needs `{field}`", r.kind),
+                ))
+            }
+        };
+        match r.kind {
+            ReportKind::Scatter => {
+                need("x", r.x.is_some())?;
+                need("y", r.y.is_some())?;
+            }
+            ReportKind::Heatmap => {
+                need("x", r.x.is_some())?;
+                need("y", r.y.is_some())?;
+                need("value", r.value.is_some())?;
+            }
+            ReportKind::Table => {
+                need("rows", r.rows.is_some())?;
+                need("metrics", r.metrics.is_some())?;
+            }
+        }
+
+        Ok(Experiment {
+            path: path.to_path_buf(),
+            name: raw.name,
+            description: raw.description,
+            base,
+            profiles,
+            grid,
+            zip,
+            seeds,
+            exclude,
+            report: raw.report,
+            columns,
+            includes,
+            text,
+        })
+    }
+
+    /// The profile named `name`.
+    pub fn profile(&self, name: &str) -> Result<&Profile> {
+        self.profiles.iter().find(|p| p.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.profiles.iter().map(|p| p.name.as_str()).collect();
+            at(
+                &self.path,
+                &self.text,
+                &["profiles".into()],
+                format!("no profile `{name}` (profiles: {})", names.join(", ")),
+            )
+        })
+    }
+
+    /// An error located at `path` in the experiment file.
+    pub fn error_at(&self, path: &[Seg], msg: impl fmt::Display) -> anyhow::Error {
+        at(&self.path, &self.text, path, msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Experiment> {
+        Experiment::parse(Path::new("exp.yaml"), text.to_string())
+    }
+
+    const OK: &str = "\
+name: t
+description: test
+base: {loss: {name: balanced}}
+profiles:
+  cpu: {model.width: 16}
+  paper: {}
+grid:
+  loss.alpha: [0.5, 1]
+zip:
+  - label: [a, b]
+    augment.remove: [[], [crop]]
+seeds: [0, 1]
+report: {kind: table, title: T, rows: [label], metrics: [linear_top1]}
+";
+
+    #[test]
+    fn parses_a_valid_file() {
+        let e = parse(OK).unwrap();
+        assert_eq!(e.columns, vec!["loss.alpha", "augment.remove"]);
+        assert_eq!(
+            e.zip[0].labels.as_deref(),
+            Some(&["a".to_string(), "b".to_string()][..])
+        );
+        assert_eq!(e.seeds, Some(vec![0, 1]));
+    }
+
+    fn err_of(text: &str) -> String {
+        format!("{:#}", parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn unknown_key_has_line_and_column() {
+        let msg = err_of(&OK.replace("seeds: [0, 1]", "seeds: [0, 1]\nsedes: [2]"));
+        assert!(msg.starts_with("exp.yaml:13:1: "), "{msg}");
+        assert!(msg.contains("sedes"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_has_line() {
+        let msg = err_of(&OK.replace("seeds: [0, 1]", "seeds: [0, x]"));
+        assert!(msg.starts_with("exp.yaml:12:"), "{msg}");
+        let msg = err_of(&OK.replace("loss.alpha: [0.5, 1]", "loss.alpha: 0.5"));
+        assert!(msg.starts_with("exp.yaml:8:"), "{msg}");
+    }
+
+    #[test]
+    fn empty_list_has_line() {
+        let msg = err_of(&OK.replace("loss.alpha: [0.5, 1]", "loss.alpha: []"));
+        assert!(msg.starts_with("exp.yaml:8:15: "), "{msg}");
+        let msg = err_of(&OK.replace("seeds: [0, 1]", "seeds: []"));
+        assert!(msg.starts_with("exp.yaml:12:8: "), "{msg}");
+    }
+
+    #[test]
+    fn semantic_errors_are_located() {
+        // Zip lengths differ: found after parsing, located by scanning the text.
+        let msg = err_of(&OK.replace("augment.remove: [[], [crop]]", "augment.remove: [[]]"));
+        assert!(msg.starts_with("exp.yaml:11:5: "), "{msg}");
+        assert!(msg.contains("equal lengths"), "{msg}");
+        let msg = err_of(&OK.replace("  paper: {}\n", ""));
+        assert!(
+            msg.starts_with("exp.yaml:4:1: ") && msg.contains("paper"),
+            "{msg}"
+        );
+        let msg = err_of(&OK.replace("seeds: [0, 1]", "seeds: [0, 1]\nexclude:\n  - loss.beta: 1"));
+        assert!(
+            msg.starts_with("exp.yaml:14:5: ") && msg.contains("loss.beta"),
+            "{msg}"
+        );
+        let msg = err_of(&OK.replace("augment.remove", "loss.alpha"));
+        assert!(
+            msg.starts_with("exp.yaml:11:5: ") && msg.contains("twice"),
+            "{msg}"
+        );
+        let msg = err_of(&OK.replace("metrics: [linear_top1]", "metrics: [top1]"));
+        assert!(msg.starts_with("exp.yaml:13:") && msg.contains("top1"), "{msg}");
+    }
+}

@@ -1,0 +1,238 @@
+//! YAML values: canonical serialisation (for hashing), flow formatting (for the index), dotted
+//! keys and deep merges.
+
+use anyhow::{bail, Result};
+use serde_norway::{Mapping, Number, Value};
+use std::fmt::Write;
+
+/// Canonical text of a value: JSON-like, mapping keys sorted by their canonical text, numbers
+/// normalised (an integral number is written as an integer whatever its spelling, so `1`, `1.0`
+/// and `1e0` are equal; `-0.0` is `0`; other floats use the shortest round-trip decimal).
+pub fn canonical(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&canonical_number(n)),
+        Value::String(s) => out.push_str(&serde_json::to_string(s).expect("strings serialise")),
+        Value::Sequence(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Mapping(map) => {
+            let mut entries: Vec<(String, &Value)> = map.iter().map(|(k, v)| (canonical(k), v)).collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            out.push('{');
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&k);
+                out.push(':');
+                write_canonical(v, out);
+            }
+            out.push('}');
+        }
+        Value::Tagged(t) => {
+            let _ = write!(out, "!{}(", t.tag);
+            write_canonical(&t.value, out);
+            out.push(')');
+        }
+    }
+}
+
+/// Normalised text of a number (see [`canonical`]).
+pub fn canonical_number(n: &Number) -> String {
+    if let Some(i) = n.as_i64() {
+        return i.to_string();
+    }
+    if let Some(u) = n.as_u64() {
+        return u.to_string();
+    }
+    let f = n.as_f64().unwrap_or(f64::NAN);
+    canonical_f64(f)
+}
+
+fn canonical_f64(f: f64) -> String {
+    if f.is_nan() {
+        "nan".into()
+    } else if f.is_infinite() {
+        if f > 0.0 { "inf" } else { "-inf" }.into()
+    } else if f == f.trunc() && f.abs() < 1e18 {
+        // Integral: written as an integer (-0.0 becomes 0).
+        format!("{}", f as i64)
+    } else {
+        format!("{f}")
+    }
+}
+
+/// Human-readable one-line YAML flow text: strings unquoted when safe, lists as `[a, b]`,
+/// numbers normalised as in [`canonical`].
+pub fn flow(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => canonical_number(n),
+        Value::String(s) => {
+            let plain = !s.is_empty()
+                && !s.contains([',', '[', ']', '{', '}', ':', '#', '"', '\'', '\n'])
+                && s.trim() == s
+                && serde_norway::from_str::<Value>(s).ok() == Some(Value::String(s.clone()));
+            if plain {
+                s.clone()
+            } else {
+                serde_json::to_string(s).expect("strings serialise")
+            }
+        }
+        Value::Sequence(items) => {
+            let parts: Vec<String> = items.iter().map(flow).collect();
+            format!("[{}]", parts.join(", "))
+        }
+        Value::Mapping(map) => {
+            let parts: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {}", flow(k), flow(v)))
+                .collect();
+            format!("{{{}}}", parts.join(", "))
+        }
+        Value::Tagged(t) => format!("{} {}", t.tag, flow(&t.value)),
+    }
+}
+
+/// Whether two values are equal after normalisation (`1 == 1.0`).
+pub fn same(a: &Value, b: &Value) -> bool {
+    canonical(a) == canonical(b)
+}
+
+/// Sets `dotted.key` to `value` in a mapping, creating intermediate mappings.
+pub fn set_dotted(root: &mut Value, key: &str, value: Value) -> Result<()> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        bail!("key `{key}` has an empty segment");
+    }
+    let mut cur = root;
+    for (i, part) in parts.iter().enumerate() {
+        if cur.is_null() {
+            *cur = Value::Mapping(Mapping::new());
+        }
+        let Some(map) = cur.as_mapping_mut() else {
+            bail!("key `{key}`: `{}` is not a mapping", parts[..i].join("."));
+        };
+        let k = Value::String((*part).to_string());
+        if i + 1 == parts.len() {
+            map.insert(k, value);
+            return Ok(());
+        }
+        cur = map.entry(k).or_insert(Value::Null);
+    }
+    unreachable!("a key has at least one segment")
+}
+
+/// Looks up `dotted.key` in nested mappings.
+pub fn get_dotted<'a>(root: &'a Value, key: &str) -> Option<&'a Value> {
+    key.split('.')
+        .try_fold(root, |cur, part| cur.as_mapping()?.get(part))
+}
+
+/// Merges `overlay` into `dst`: mappings are merged key by key (recursively; dotted keys of the
+/// overlay address nested keys), anything else replaces.
+pub fn merge(dst: &mut Value, overlay: &Value) -> Result<()> {
+    let Some(map) = overlay.as_mapping() else {
+        *dst = overlay.clone();
+        return Ok(());
+    };
+    if !dst.is_mapping() {
+        *dst = Value::Mapping(Mapping::new());
+    }
+    for (k, v) in map {
+        let Some(key) = k.as_str() else {
+            bail!("mapping key {} is not a string", flow(k));
+        };
+        let parts: Vec<&str> = key.split('.').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            bail!("key `{key}` has an empty segment");
+        }
+        let mut cur = &mut *dst;
+        for part in &parts {
+            if !cur.is_mapping() {
+                *cur = Value::Mapping(Mapping::new());
+            }
+            let m = cur.as_mapping_mut().expect("made a mapping above");
+            cur = m.entry(Value::String((*part).to_string())).or_insert(Value::Null);
+        }
+        if v.is_mapping() && cur.is_mapping() {
+            merge(cur, v)?;
+        } else if v.is_mapping() {
+            *cur = Value::Mapping(Mapping::new());
+            merge(cur, v)?;
+        } else {
+            *cur = v.clone();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn y(s: &str) -> Value {
+        serde_norway::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn numbers_are_normalised() {
+        for s in ["1", "1.0", "1e0", "1.00", "+1", "0.1e1"] {
+            assert_eq!(canonical(&y(s)), "1", "{s}");
+        }
+        assert_eq!(canonical(&y("-0.0")), "0");
+        assert_eq!(canonical(&y("0.5")), canonical(&y("5e-1")));
+        assert_eq!(canonical(&y("0.06")), "0.06");
+        assert_ne!(canonical(&y("'1'")), canonical(&y("1")));
+    }
+
+    #[test]
+    fn keys_are_sorted() {
+        assert_eq!(
+            canonical(&y("{b: 1, a: {d: 2, c: 3}}")),
+            canonical(&y("{a: {c: 3.0, d: 2}, b: 1}"))
+        );
+        assert_eq!(canonical(&y("{b: 1, a: 2}")), r#"{"a":2,"b":1}"#);
+    }
+
+    #[test]
+    fn flow_text() {
+        assert_eq!(flow(&y("[crop]")), "[crop]");
+        assert_eq!(flow(&y("[crop, flip]")), "[crop, flip]");
+        assert_eq!(flow(&y("[]")), "[]");
+        assert_eq!(flow(&y("1.50")), "1.5");
+        assert_eq!(flow(&y("'1'")), "\"1\"");
+        assert_eq!(flow(&y("'a: b'")), "\"a: b\"");
+    }
+
+    #[test]
+    fn merge_with_dotted_keys() {
+        let mut base = y("{loss: {name: balanced, tau: 0.5}, seed: 1}");
+        merge(&mut base, &y("{loss.alpha: 2, model: {width: 16}}")).unwrap();
+        assert_eq!(
+            canonical(&base),
+            canonical(&y(
+                "{loss: {name: balanced, tau: 0.5, alpha: 2}, seed: 1, model: {width: 16}}"
+            ))
+        );
+        set_dotted(&mut base, "augment.remove", y("[crop]")).unwrap();
+        assert_eq!(get_dotted(&base, "augment.remove"), Some(&y("[crop]")));
+        assert!(set_dotted(&mut base, "seed.x", y("1")).is_err());
+    }
+}

@@ -1,0 +1,295 @@
+//! Fig. 3: linear accuracy against prototype representation bias, one point per augmentation
+//! configuration (mean over seeds, 95 % t-interval bars on both axes), with the least-squares line
+//! and Spearman ρ / Pearson r (bootstrap 95 % intervals over configurations) in the legend.
+
+use anyhow::Result;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::load::{Experiment, CONFIG};
+use crate::stats::{
+    bootstrap_paired, least_squares, pearson, spearman, BootstrapCi, Summary, BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+};
+use crate::style::{font, num, plot_err, Figure, ACCENT, POINT};
+
+/// Pixel size of fig3.png.
+pub const FIG3_SIZE: (u32, u32) = (1200, 900);
+/// x-axis label.
+pub const X_LABEL: &str =
+    "Prototype representation bias  E‖μ(y) − μ(x)‖  (L2 distance of unit-norm features)";
+/// y-axis label.
+pub const Y_LABEL: &str = "Linear top-1 accuracy (%)";
+
+/// One augmentation configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub label: String,
+    /// `bias_l2` over seeds.
+    pub bias: Summary,
+    /// `linear_top1` over seeds.
+    pub accuracy: Summary,
+}
+
+/// Everything Fig. 3 and claim (a) need.
+#[derive(Debug, Clone)]
+pub struct Fig3 {
+    pub title: String,
+    pub points: Vec<Point>,
+    /// Configurations without both metrics (no cell done, or no `bias_l2`).
+    pub without_data: Vec<String>,
+    /// `(intercept, slope)` of accuracy on bias.
+    pub fit: Option<(f64, f64)>,
+    pub spearman: BootstrapCi,
+    pub pearson: BootstrapCi,
+    /// `partial: k of n cells`, when cells are missing.
+    pub partial: Option<String>,
+    /// Cells with metrics / cells in the index.
+    pub cells: (usize, usize),
+}
+
+impl Fig3 {
+    /// Aggregates the `fig3` experiment by configuration (label, else the axis values).
+    pub fn from_experiment(exp: &Experiment) -> Result<Self> {
+        let groups = exp.groups(&[CONFIG])?;
+        let mut points = Vec::new();
+        let mut seen = Vec::new();
+        for g in &groups {
+            seen.push(g.key[0].clone());
+            if let (Some(b), Some(a)) = (g.get("bias_l2"), g.get("linear_top1")) {
+                points.push(Point {
+                    label: g.key[0].clone(),
+                    bias: *b,
+                    accuracy: *a,
+                });
+            }
+        }
+        // Configurations in the index with no usable cell at all.
+        let mut without_data: Vec<String> = Vec::new();
+        for c in exp.cells.column(CONFIG)?.str()?.iter().flatten() {
+            let has_point = points.iter().any(|p| p.label == c);
+            if !has_point && !without_data.iter().any(|w| w == c) {
+                without_data.push(c.to_string());
+            }
+        }
+        let title = format!(
+            "Fig. 3 — accuracy vs prototype representation bias ({}, profile {})",
+            exp.name, exp.profile
+        );
+        Ok(Self::from_points(
+            title,
+            points,
+            without_data,
+            exp.partial_tag(),
+            (exp.with_metrics(), exp.total()),
+        ))
+    }
+
+    /// Builds the figure data (fit, correlations, bootstrap intervals) from points.
+    pub fn from_points(
+        title: String,
+        points: Vec<Point>,
+        without_data: Vec<String>,
+        partial: Option<String>,
+        cells: (usize, usize),
+    ) -> Self {
+        let x: Vec<f64> = points.iter().map(|p| p.bias.mean).collect();
+        let y: Vec<f64> = points.iter().map(|p| p.accuracy.mean).collect();
+        Self {
+            title,
+            fit: least_squares(&x, &y),
+            spearman: bootstrap_paired(&x, &y, spearman, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED),
+            pearson: bootstrap_paired(&x, &y, pearson, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED),
+            points,
+            without_data,
+            partial,
+            cells,
+        }
+    }
+
+    /// Title line, with the partial marking.
+    pub fn full_title(&self) -> String {
+        match &self.partial {
+            Some(p) => format!("{} — {p}", self.title),
+            None => self.title.clone(),
+        }
+    }
+}
+
+/// `ρ = −0.83 [−0.97, −0.41]`-style legend text of a bootstrapped correlation.
+pub fn corr_text(name: &str, b: &BootstrapCi) -> String {
+    if !b.estimate.is_finite() {
+        return format!("{name} undefined (n = {})", b.n);
+    }
+    match b.ci95 {
+        Some((lo, hi)) => format!(
+            "{name} = {}, 95% CI [{}, {}] (n = {})",
+            num(b.estimate, 2),
+            num(lo, 2),
+            num(hi, 2),
+            b.n
+        ),
+        None => format!("{name} = {}, CI undefined (n = {})", num(b.estimate, 2), b.n),
+    }
+}
+
+fn padded(lo: f64, hi: f64) -> (f64, f64) {
+    if !(lo.is_finite() && hi.is_finite()) || lo > hi {
+        return (0.0, 1.0);
+    }
+    let span = hi - lo;
+    if span <= 0.0 {
+        let pad = (lo.abs() * 0.05).max(0.05);
+        (lo - pad, hi + pad)
+    } else {
+        (lo - 0.12 * span, hi + 0.12 * span)
+    }
+}
+
+impl Figure for Fig3 {
+    fn size(&self) -> (u32, u32) {
+        FIG3_SIZE
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE).map_err(plot_err)?;
+        let (body, foot) = root.split_vertically(FIG3_SIZE.1 - 60);
+        let err = |s: &Summary| s.ci95_half_width().unwrap_or(0.0);
+        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+        for p in &self.points {
+            x0 = x0.min(p.bias.mean - err(&p.bias));
+            x1 = x1.max(p.bias.mean + err(&p.bias));
+            y0 = y0.min(p.accuracy.mean - err(&p.accuracy));
+            y1 = y1.max(p.accuracy.mean + err(&p.accuracy));
+        }
+        let (x0, x1) = padded(x0, x1);
+        let (y0, y1) = padded(y0, y1);
+
+        let mut chart = ChartBuilder::on(&body)
+            .caption(self.full_title(), font(26.0))
+            .margin(20)
+            .x_label_area_size(70)
+            .y_label_area_size(90)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc(X_LABEL)
+            .y_desc(Y_LABEL)
+            .axis_desc_style(font(20.0))
+            .label_style(font(17.0))
+            .x_label_formatter(&|v| num(*v, 3))
+            .y_label_formatter(&|v| num(*v, 1))
+            .light_line_style(RGBColor(235, 235, 235))
+            .bold_line_style(RGBColor(205, 205, 205))
+            .draw()
+            .map_err(plot_err)?;
+
+        if self.points.is_empty() {
+            body.draw(&Text::new(
+                "no configuration has both bias and accuracy yet",
+                (FIG3_SIZE.0 as i32 / 2 - 230, FIG3_SIZE.1 as i32 / 2),
+                font(22.0),
+            ))
+            .map_err(plot_err)?;
+        }
+
+        // Least-squares line across the plotted x range.
+        if let Some((a, b)) = self.fit {
+            chart
+                .draw_series(LineSeries::new(
+                    [(x0, a + b * x0), (x1, a + b * x1)],
+                    ShapeStyle::from(&RGBColor(90, 90, 90)).stroke_width(2),
+                ))
+                .map_err(plot_err)?
+                .label(format!(
+                    "least squares: accuracy = {} {} {} × bias",
+                    num(a, 2),
+                    if b < 0.0 { "−" } else { "+" },
+                    num(b.abs(), 2)
+                ))
+                .legend(|(x, y)| {
+                    PathElement::new(
+                        [(x, y), (x + 24, y)],
+                        ShapeStyle::from(&RGBColor(90, 90, 90)).stroke_width(2),
+                    )
+                });
+        }
+
+        let bar = ShapeStyle::from(&POINT.mix(0.8)).stroke_width(2);
+        chart
+            .draw_series(self.points.iter().filter_map(|p| {
+                let h = p.accuracy.ci95_half_width()?;
+                Some(ErrorBar::new_vertical(
+                    p.bias.mean,
+                    p.accuracy.mean - h,
+                    p.accuracy.mean,
+                    p.accuracy.mean + h,
+                    bar,
+                    10,
+                ))
+            }))
+            .map_err(plot_err)?;
+        chart
+            .draw_series(self.points.iter().filter_map(|p| {
+                let h = p.bias.ci95_half_width()?;
+                Some(ErrorBar::new_horizontal(
+                    p.accuracy.mean,
+                    p.bias.mean - h,
+                    p.bias.mean,
+                    p.bias.mean + h,
+                    bar,
+                    10,
+                ))
+            }))
+            .map_err(plot_err)?;
+        chart
+            .draw_series(self.points.iter().map(|p| {
+                let colour = if p.label == "base" { ACCENT } else { POINT };
+                EmptyElement::at((p.bias.mean, p.accuracy.mean))
+                    + Circle::new((0, 0), 7, colour.filled())
+                    + Text::new(format!("{} (n={})", p.label, p.accuracy.n), (10, -24), font(17.0))
+            }))
+            .map_err(plot_err)?
+            .label("configuration: mean over seeds, bars 95% t-interval")
+            .legend(|(x, y)| Circle::new((x + 12, y), 6, POINT.filled()));
+
+        for (name, b) in [("Spearman ρ", &self.spearman), ("Pearson r", &self.pearson)] {
+            chart
+                .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
+                .map_err(plot_err)?
+                .label(corr_text(name, b))
+                .legend(|(x, y)| EmptyElement::at((x, y)));
+        }
+        let pos = match self.fit {
+            Some((_, b)) if b > 0.0 => SeriesLabelPosition::LowerRight,
+            _ => SeriesLabelPosition::UpperRight,
+        };
+        chart
+            .configure_series_labels()
+            .position(pos)
+            .margin(12)
+            .label_font(font(17.0))
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_err)?;
+
+        let mut note = format!(
+            "ρ and r on configuration means; 95% CIs: percentile bootstrap over configurations \
+             (B = {}, seed {}). Cells: {} of {} with metrics.",
+            BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, self.cells.0, self.cells.1
+        );
+        match self.without_data.len() {
+            0 => {}
+            1..=3 => note.push_str(&format!(" No data: {}.", self.without_data.join(", "))),
+            k => note.push_str(&format!(" No data for {k} configurations (see fig3.notes.md).")),
+        }
+        foot.draw(&Text::new(note, (20, 18), font(16.0)))
+            .map_err(plot_err)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,236 @@
+//! Writes results folders with known numbers, in the layout of docs/formats.md.
+
+#![allow(dead_code)]
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::json;
+
+/// One cell of an index.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub id: String,
+    pub status: &'static str,
+    pub label: String,
+    pub seed: u64,
+    /// Axis values, as written in the index.
+    pub axes: Vec<String>,
+    /// (linear_top1, knn_top1, bias_l2); `None` for cells not done.
+    pub metrics: Option<(f64, f64, f64)>,
+    /// Write `cells/<id>/metrics.json` (else only the index has the numbers).
+    pub write_json: bool,
+}
+
+impl Cell {
+    pub fn done(id: String, label: &str, seed: u64, axes: Vec<String>, m: (f64, f64, f64)) -> Self {
+        Self {
+            id,
+            status: "done",
+            label: label.into(),
+            seed,
+            axes,
+            metrics: Some(m),
+            write_json: true,
+        }
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains(',') || s.contains('"') {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Writes `results/<experiment>.<profile>.csv` and the cells' metrics.json files.
+pub fn write_experiment(results: &Path, experiment: &str, profile: &str, axes: &[&str], cells: &[Cell]) {
+    std::fs::create_dir_all(results.join("cells")).unwrap();
+    let mut csv = String::from("cell_id,status,label,seed");
+    for a in axes {
+        csv.push(',');
+        csv.push_str(a);
+    }
+    csv.push_str(
+        ",linear_top1,linear_top5,knn_top1,knn_top5,bias_l2,bias_l2_lo,bias_l2_hi,bias_cos,wall_time_s\n",
+    );
+    for c in cells {
+        write!(csv, "{},{},{},{}", c.id, c.status, csv_field(&c.label), c.seed).unwrap();
+        for v in &c.axes {
+            write!(csv, ",{}", csv_field(v)).unwrap();
+        }
+        match c.metrics {
+            Some((lin, knn, bias)) if c.status == "done" => writeln!(
+                csv,
+                ",{lin},95.0,{knn},90.0,{bias},{},{},0.1,12.5",
+                bias - 0.01,
+                bias + 0.01
+            )
+            .unwrap(),
+            _ => csv.push_str(",,,,,,,,,\n"),
+        }
+        let dir = results.join("cells").join(&c.id);
+        std::fs::create_dir_all(&dir).unwrap();
+        if let (Some((lin, knn, bias)), true) = (c.metrics, c.write_json) {
+            let m = json!({
+                "schema": 1,
+                "status": if c.status == "diverged" { "diverged" } else { "completed" },
+                "epochs_planned": 2,
+                "epochs": [{"epoch": 1, "loss": 5.1, "lr": 0.06, "images_per_sec": 210.0, "wall_s": 3.2}],
+                "eval": if c.status == "diverged" { serde_json::Value::Null } else { json!({
+                    "linear_top1": lin, "linear_top5": 95.0,
+                    "knn_top1": knn, "knn_top5": 90.0,
+                    "bias_l2": bias, "bias_l2_ci95": [bias - 0.01, bias + 0.01],
+                    "bias_cos": 0.1, "bias_cos_ci95": [0.09, 0.11],
+                    "n_train": 500, "n_test": 100
+                })},
+                "reference": null,
+                "diverged": if c.status == "diverged" { json!({"epoch": 1, "step": 3, "what": "loss is NaN"}) } else { serde_json::Value::Null },
+                "wall_time_s": 12.5,
+                "train_images_per_sec": 40.0,
+                "threads": 2,
+                "git_commit": "0000000",
+                "dataset": "cifar10",
+                "dataset_fingerprint": "ab",
+                "dataset_verified": true,
+                "protoclr_version": "0.1.0"
+            });
+            std::fs::write(
+                dir.join("metrics.json"),
+                serde_json::to_string_pretty(&m).unwrap(),
+            )
+            .unwrap();
+        }
+    }
+    std::fs::write(results.join(format!("{experiment}.{profile}.csv")), csv).unwrap();
+}
+
+/// A fake 64-hex-digit cell id from a name.
+pub fn id(name: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}").repeat(4)
+}
+
+/// Seed offsets −1, 0, +1: mean exactly the centre, sample std exactly 1·`spread`.
+pub const OFFSETS: [f64; 3] = [-1.0, 0.0, 1.0];
+
+/// Fig. 3 cells: per configuration (label, augment.ops value, mean bias, mean accuracy), three
+/// seeds with accuracy mean ± 1 and bias mean ± 0.01.
+pub fn fig3_cells(points: &[(&str, &str, f64, f64)]) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for (label, ops, bias, acc) in points {
+        for (seed, off) in OFFSETS.iter().enumerate() {
+            cells.push(Cell::done(
+                id(&format!("fig3 {label} {seed}")),
+                label,
+                seed as u64,
+                vec![ops.to_string()],
+                (acc + off, acc - 5.0 + off, bias + 0.01 * off),
+            ));
+        }
+    }
+    cells
+}
+
+/// α × λ cells: per (α, λ, mean accuracy, spread), three seeds mean ± spread.
+pub fn alpha_lambda_cells(exp: &str, grid: &[(f64, f64, f64, f64)]) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for (a, l, acc, spread) in grid {
+        for (seed, off) in OFFSETS.iter().enumerate() {
+            cells.push(Cell::done(
+                id(&format!("{exp} {a} {l} {seed}")),
+                "",
+                seed as u64,
+                vec![a.to_string(), l.to_string()],
+                (acc + spread * off, acc - 3.0 + spread * off, 0.4),
+            ));
+        }
+    }
+    cells
+}
+
+/// 3 × 3 grid α, λ ∈ {0.5, 1, 1.5}, NT-Xent (1, 1) at 60 ± 1, others from `f(α, λ)`.
+pub fn grid3(f: impl Fn(f64, f64) -> (f64, f64)) -> Vec<(f64, f64, f64, f64)> {
+    let mut g = Vec::new();
+    for l in [0.5, 1.0, 1.5] {
+        for a in [0.5, 1.0, 1.5] {
+            let (acc, spread) = if a == 1.0 && l == 1.0 {
+                (60.0, 1.0)
+            } else {
+                f(a, l)
+            };
+            g.push((a, l, acc, spread));
+        }
+    }
+    g
+}
+
+/// The standard Fig. 3 configurations: accuracy = 80 − 50 · bias exactly (ρ = r = −1).
+pub fn fig3_monotone() -> Vec<(&'static str, &'static str, f64, f64)> {
+    [
+        ("base", "[crop, color_jitter, grayscale, flip]", 0.30),
+        ("base − crop", "[color_jitter, grayscale, flip]", 0.50),
+        ("base − color_jitter", "[crop, grayscale, flip]", 0.40),
+        ("base + blur", "[crop, color_jitter, grayscale, flip, blur]", 0.35),
+        (
+            "base + rotation",
+            "[crop, color_jitter, grayscale, flip, rotation]",
+            0.45,
+        ),
+    ]
+    .into_iter()
+    .map(|(l, o, b)| (l, o, b, 80.0 - 50.0 * b))
+    .collect()
+}
+
+/// Table cells: NT-Xent, balanced at three (α, λ), supervised oracle and realistic.
+pub fn table_cells(exp: &str) -> Vec<Cell> {
+    let rows: [(&str, f64, f64, &str, f64); 6] = [
+        ("NT-Xent", 1.0, 1.0, "ntxent", 60.0),
+        ("balanced", 0.5, 1.0, "balanced", 58.0),
+        ("balanced", 1.5, 1.0, "balanced", 63.0),
+        ("balanced", 1.0, 1.5, "balanced", 61.0),
+        (
+            "supervised prototype (oracle)",
+            1.0,
+            1.0,
+            "supervised_prototype",
+            70.0,
+        ),
+        (
+            "supervised prototype (realistic)",
+            1.0,
+            1.0,
+            "supervised_prototype",
+            66.0,
+        ),
+    ];
+    let mut cells = Vec::new();
+    for (label, a, l, name, acc) in rows {
+        for (seed, off) in OFFSETS.iter().enumerate() {
+            cells.push(Cell::done(
+                id(&format!("{exp} {label} {a} {l} {seed}")),
+                label,
+                seed as u64,
+                vec![a.to_string(), l.to_string(), name.to_string()],
+                (acc + 0.5 * off, acc - 4.0 + off, 0.4),
+            ));
+        }
+    }
+    cells
+}
+
+/// Width and height from a PNG's IHDR chunk.
+pub fn png_size(path: &Path) -> (u32, u32) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "{} is not a PNG", path.display());
+    assert_eq!(&b[12..16], b"IHDR");
+    let w = u32::from_be_bytes(b[16..20].try_into().unwrap());
+    let h = u32::from_be_bytes(b[20..24].try_into().unwrap());
+    (w, h)
+}

@@ -1,0 +1,95 @@
+//! The end of a residual block, `relu(a + b)`, as one candle `CustomOp2`: one pass forward, and
+//! backward one pass giving the same masked gradient `g·[y > 0]` to both inputs (candle's stock
+//! path needs an add, a ReLU, a comparison, a cast and a product).
+
+use super::{cpu_slice, with_data};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+const CHUNK: usize = 1 << 14;
+
+struct AddRelu;
+
+impl CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "protoclr-add-relu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.dims() != l2.dims() {
+            return Err(candle_core::Error::Msg(format!(
+                "add-relu: shapes {:?} and {:?} differ",
+                l1.dims(),
+                l2.dims()
+            )));
+        }
+        let a = cpu_slice(s1, l1, self.name())?;
+        let b = cpu_slice(s2, l2, self.name())?;
+        let mut y = vec![0f32; a.len()];
+        y.par_chunks_mut(CHUNK)
+            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+            .for_each(|(y, (a, b))| {
+                for ((o, &p), &q) in y.iter_mut().zip(a).zip(b) {
+                    *o = (p + q).max(0.0);
+                }
+            });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        a: &Tensor,
+        _b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = with_data(res, self.name(), |ys| {
+            with_data(grad, self.name(), |gs| {
+                let mut out = vec![0f32; ys.len()];
+                out.par_chunks_mut(CHUNK)
+                    .zip(ys.par_chunks(CHUNK).zip(gs.par_chunks(CHUNK)))
+                    .for_each(|(o, (y, g))| {
+                        for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+                            *o = if y > 0.0 { g } else { 0.0 };
+                        }
+                    });
+                out
+            })
+        })??;
+        let g = Tensor::from_vec(g, a.dims(), a.device())?;
+        Ok((Some(g.clone()), Some(g)))
+    }
+}
+
+/// `relu(a + b)` for two tensors of the same shape.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::testutil::{randn, rel_err};
+    use candle_core::Var;
+
+    #[test]
+    fn matches_stock_add_then_relu() {
+        let a = Var::from_tensor(&randn(&[3, 4, 5, 5], 1)).unwrap();
+        let b = Var::from_tensor(&randn(&[3, 4, 5, 5], 2)).unwrap();
+        let ours = add_relu(&a, &b).unwrap();
+        let stock = (a.as_tensor() + b.as_tensor()).unwrap().relu().unwrap();
+        assert_eq!(rel_err(&ours, &stock), 0.0);
+        let probe = randn(&[3, 4, 5, 5], 3);
+        let ga = (ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let gb = (stock * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [a.as_tensor(), b.as_tensor()] {
+            assert!(rel_err(ga.get(v).unwrap(), gb.get(v).unwrap()) < 1e-6);
+        }
+    }
+}
