@@ -1,5 +1,6 @@
-//! `protoclr bench step|infer|table`: training-step and inference throughput, and the
-//! side-by-side table against the PyTorch reference (`benches/torch_reference.py`).
+//! `protoclr bench step|infer|input|table`: training-step, inference and JPEG input-pipeline
+//! throughput, and the side-by-side table against the PyTorch reference
+//! (`benches/torch_reference.py`).
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -43,6 +44,28 @@ pub enum BenchCommand {
         warmup: usize,
         #[arg(long, default_value = "custom")]
         ops: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// JPEG input pipeline: decode + two SimCLR views per image on the decoding threads.
+    Input {
+        /// A class-per-folder tree (`D/<class>/*.JPEG`), or the root of the paths in `--list`.
+        #[arg(long)]
+        dir: PathBuf,
+        /// A list file (`relative/path.JPEG label` per line), paths relative to `--dir`.
+        #[arg(long)]
+        list: Option<PathBuf>,
+        /// Output side of the augmented views.
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        /// Timed batches (after one warm-up batch).
+        #[arg(long, default_value_t = 10)]
+        batches: usize,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Decoding threads (default: --threads).
+        #[arg(long)]
+        decode_threads: Option<usize>,
         #[arg(long)]
         json: bool,
     },
@@ -105,6 +128,45 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 println!(
                     "{model} width {width} inference batch {batch} ({ops} ops, {} threads): {:.1} img/s · peak RSS {:.0} MB",
                     r.threads, r.images_per_sec, r.peak_rss_mb
+                );
+            }
+        }
+        BenchCommand::Input {
+            dir,
+            list,
+            size,
+            batches,
+            batch,
+            decode_threads,
+            json,
+        } => {
+            use protoclr_train::data::folder::{scan_part, PartSource};
+            let part = match list {
+                Some(file) => PartSource::List { file, root: dir },
+                None => PartSource::Folder(dir),
+            };
+            let (images, bad) = scan_part(&part, false)?;
+            if !bad.is_empty() {
+                eprintln!("warning: {} bad entries left out; first: {}", bad.len(), bad[0]);
+            }
+            let r = protoclr_train::input::bench(
+                std::sync::Arc::new(images),
+                size,
+                batch,
+                batches,
+                decode_threads,
+            )?;
+            if json {
+                let mut v = serde_json::to_value(&r)?;
+                v["framework"] = "protoclr".into();
+                v["kind"] = "input".into();
+                v["decoder"] = "zune-jpeg".into();
+                println!("{v}");
+            } else {
+                println!(
+                    "input pipeline ({} decoding threads, zune-jpeg, 2 views of {size}×{size}): {:.1} images/s \
+                     ({} images in {:.1} s)",
+                    r.threads, r.images_per_sec, r.images, r.seconds
                 );
             }
         }

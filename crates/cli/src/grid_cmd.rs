@@ -183,23 +183,22 @@ impl Backend for TrainBackend {
     }
 
     fn fingerprint(&self, resolved: &Value) -> Result<String> {
-        let dataset = resolved
-            .get("data")
-            .and_then(|d| d.get("dataset"))
-            .and_then(Value::as_str)
-            .context("the resolved config has no data.dataset")?;
-        if let Some(fp) = self.fingerprints.lock().unwrap().get(dataset) {
+        let data: protoclr_train::config::DataConfig = serde_norway::from_value(
+            resolved
+                .get("data")
+                .cloned()
+                .context("the resolved config has no data section")?,
+        )?;
+        let key = protoclr_train::data::dataset_key(&data);
+        if let Some(fp) = self.fingerprints.lock().unwrap().get(&key) {
             return Ok(fp.clone());
         }
         let root = self.data_root.as_deref().context(
             "no dataset root: cell ids include the dataset fingerprint; pass --data-root DIR or set \
              PROTOCLR_DATA to the folder holding cifar-10-batches-bin/",
         )?;
-        let fp = protoclr_train::data::fingerprint(dataset, root)?;
-        self.fingerprints
-            .lock()
-            .unwrap()
-            .insert(dataset.to_string(), fp.clone());
+        let fp = protoclr_train::data::dataset_fingerprint(&data, root)?;
+        self.fingerprints.lock().unwrap().insert(key, fp.clone());
         Ok(fp)
     }
 

@@ -67,7 +67,8 @@ fn random_images(n: usize, side: usize, seed: u64) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, (n, 3, side, side), &Device::Cpu)?)
 }
 
-/// Median over `steps` timed steps after `warmup` untimed ones; `batch` images → 2·batch views.
+/// Median over `steps` timed steps (forward = encoder and head up to the loss; backward = the
+/// loss's value, its backward pass and the encoder's) after `warmup` untimed ones; `batch` images → 2·batch views.
 pub fn step(model_cfg: &ModelConfig, batch: usize, steps: usize, warmup: usize) -> Result<StepBench> {
     let model = SimClrModel::new(model_cfg, 0)?;
     let ocfg = OptimConfig {
@@ -79,14 +80,14 @@ pub fn step(model_cfg: &ModelConfig, batch: usize, steps: usize, warmup: usize) 
     let (mut fw, mut bw, mut op, mut tot) = (vec![], vec![], vec![], vec![]);
     for i in 0..warmup + steps {
         let t0 = Instant::now();
-        let (_, z) = model.forward(&x, true)?;
-        let l = loss::ntxent(&z, 0.5)?;
-        let _ = l.to_scalar::<f32>()?;
-        let t1 = Instant::now();
-        let grads = l.backward()?;
+        let mut t1 = t0;
+        let out = model.train_step(&x, |z| {
+            let l = loss::ntxent(z, 0.5);
+            t1 = Instant::now();
+            l
+        })?;
         let t2 = Instant::now();
-        let _ = opt.step(&model.params.vars, &grads, 0.01)?;
-        drop(grads);
+        let _ = opt.step(&model.params.vars, out.grads.expect("finite loss"), 0.01)?;
         let t3 = Instant::now();
         if i >= warmup {
             fw.push((t1 - t0).as_secs_f64() * 1e3);

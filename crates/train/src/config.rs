@@ -42,6 +42,120 @@ pub struct DataConfig {
     pub imbalance_ratio: Option<f64>,
     /// Run on files whose MD5 differs from the official release (recorded in the metrics).
     pub allow_unverified: bool,
+    // The keys below are for `dataset: imagefolder` only (ImageNet, ImageNet-LT, any
+    // class-per-folder tree of JPEGs; see `data::folder`) and must be unset for CIFAR. Paths are
+    // relative to the data root (absolute ones are used as they are). Unset keys are not written
+    // to the resolved config, so adding them left CIFAR configs (and cell ids) unchanged.
+    /// Training images as class folders, `<train_dir>/<class>/*.JPEG` (or use `train_list`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_dir: Option<String>,
+    /// Validation (test) images as class folders (or use `val_list`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_dir: Option<String>,
+    /// Training list file, `relative/path.JPEG label` per line (the ImageNet-LT format).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_list: Option<String>,
+    /// Validation list file, same format.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_list: Option<String>,
+    /// Folder the paths in list files are relative to (default: the data root).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub list_root: Option<String>,
+    /// Class mapping file, `wnid name` per line, label i = line i (default: the sorted class
+    /// folder names of `train_dir`, or `class_0000`… for a training list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_map: Option<String>,
+    /// Skip and count bad entries (missing file, undecodable JPEG, label out of range, malformed
+    /// list line) instead of stopping the run. Written out as `false` for folder datasets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skip_bad: Option<bool>,
+    /// Batches decoded ahead of the trainer. Written out as 4 for folder datasets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<usize>,
+    /// JPEG decoding threads (default: the run's `--threads`; results do not depend on it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decode_threads: Option<usize>,
+    /// Evaluation centre crop: the centred square of side `eval_crop`·min(h, w), resized to
+    /// `augment.size` (0.875: Resize(256) + CenterCrop(224)). Written out as 0.875 for folder
+    /// datasets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_crop: Option<f64>,
+}
+
+impl DataConfig {
+    /// Default of `data.prefetch` for folder datasets.
+    pub const DEFAULT_PREFETCH: usize = 4;
+    /// Default of `data.eval_crop` for folder datasets.
+    pub const DEFAULT_EVAL_CROP: f64 = 0.875;
+
+    /// `dataset: imagefolder`.
+    pub fn is_folder(&self) -> bool {
+        self.dataset == "imagefolder"
+    }
+
+    /// For folder datasets, writes out the defaults of `skip_bad`, `prefetch` and `eval_crop` so
+    /// that resolved configs show them; other datasets are left as they are.
+    pub fn fill_folder_defaults(&mut self) {
+        if self.is_folder() {
+            self.skip_bad.get_or_insert(false);
+            self.prefetch.get_or_insert(Self::DEFAULT_PREFETCH);
+            self.eval_crop.get_or_insert(Self::DEFAULT_EVAL_CROP);
+        }
+    }
+
+    fn validate_folder_keys(&self) -> Result<()> {
+        let paths = [
+            ("data.train_dir", &self.train_dir),
+            ("data.val_dir", &self.val_dir),
+            ("data.train_list", &self.train_list),
+            ("data.val_list", &self.val_list),
+            ("data.list_root", &self.list_root),
+            ("data.class_map", &self.class_map),
+        ];
+        if !self.is_folder() {
+            let knobs = [
+                ("data.skip_bad", self.skip_bad.is_some()),
+                ("data.prefetch", self.prefetch.is_some()),
+                ("data.decode_threads", self.decode_threads.is_some()),
+                ("data.eval_crop", self.eval_crop.is_some()),
+            ];
+            let set = paths.iter().map(|(k, v)| (*k, v.is_some())).chain(knobs);
+            for (key, is_set) in set {
+                if is_set {
+                    bail!(
+                        "`{key}` is only for `data.dataset: imagefolder` (dataset is `{}`)",
+                        self.dataset
+                    );
+                }
+            }
+            return Ok(());
+        }
+        for (key, v) in paths {
+            if v.as_deref().is_some_and(|p| p.trim().is_empty()) {
+                bail!("`{key}` must not be empty");
+            }
+        }
+        for (part, dir, list) in [
+            ("train", &self.train_dir, &self.train_list),
+            ("val", &self.val_dir, &self.val_list),
+        ] {
+            if dir.is_some() == list.is_some() {
+                bail!("`data.dataset: imagefolder` needs exactly one of `data.{part}_dir` and `data.{part}_list`");
+            }
+        }
+        if self.list_root.is_some() && self.train_list.is_none() && self.val_list.is_none() {
+            bail!("`data.list_root` is only used with `data.train_list` / `data.val_list`");
+        }
+        if self.prefetch == Some(0) || self.decode_threads == Some(0) {
+            bail!("`data.prefetch` and `data.decode_threads` must be ≥ 1");
+        }
+        if let Some(c) = self.eval_crop {
+            if !(c > 0.0 && c <= 1.0) {
+                bail!("`data.eval_crop` must be in (0, 1], got {c}");
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for DataConfig {
@@ -52,6 +166,16 @@ impl Default for DataConfig {
             fraction: None,
             imbalance_ratio: None,
             allow_unverified: false,
+            train_dir: None,
+            val_dir: None,
+            train_list: None,
+            val_list: None,
+            list_root: None,
+            class_map: None,
+            skip_bad: None,
+            prefetch: None,
+            decode_threads: None,
+            eval_crop: None,
         }
     }
 }
@@ -400,7 +524,12 @@ fn one_of(key: &str, v: &str, allowed: &[&str]) -> Result<()> {
 impl Config {
     /// Checks every value range and name; the error names the offending key.
     pub fn validate(&self) -> Result<()> {
-        one_of("data.dataset", &self.data.dataset, &["cifar10", "cifar100"])?;
+        one_of(
+            "data.dataset",
+            &self.data.dataset,
+            &["cifar10", "cifar100", "imagefolder"],
+        )?;
+        self.data.validate_folder_keys()?;
         if let Some(f) = self.data.fraction {
             if !(f > 0.0 && f <= 1.0) {
                 bail!("`data.fraction` must be in (0, 1], got {f}");
@@ -553,10 +682,11 @@ pub fn from_value(value: Value, origin: &str) -> Result<Config> {
     } else {
         value
     };
-    let cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+    let mut cfg: Config = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         anyhow::anyhow!("{origin}: key `{path}`: {}", e.into_inner())
     })?;
+    cfg.data.fill_folder_defaults();
     cfg.validate()
         .with_context(|| format!("{origin}: invalid config"))?;
     Ok(cfg)
@@ -654,5 +784,62 @@ mod tests {
     fn ntxent_forces_unit_weights() {
         let cfg = load(None, &["loss.name=ntxent".into(), "loss.alpha=2".into()]).unwrap();
         assert_eq!(cfg.loss_weights(), (1.0, 1.0));
+    }
+
+    #[test]
+    fn folder_dataset_keys() {
+        // CIFAR configs do not mention the folder keys, and refuse them.
+        let c = Config::default();
+        assert!(!c.to_yaml().contains("train_dir") && !c.to_yaml().contains("prefetch"));
+        let err = load(None, &["data.train_dir=train".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("data.train_dir"), "{err:#}");
+        let err = load(None, &["data.skip_bad=false".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("data.skip_bad"), "{err:#}");
+        // A folder dataset: defaults written out, round trip.
+        let sets = |extra: &[&str]| -> Vec<String> {
+            [
+                "data.dataset=imagefolder",
+                "data.train_dir=imagenet/train",
+                "data.val_list=imagenet/val.txt",
+            ]
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect()
+        };
+        let cfg = load(None, &sets(&[])).unwrap();
+        assert_eq!(cfg.data.skip_bad, Some(false));
+        assert_eq!(cfg.data.prefetch, Some(DataConfig::DEFAULT_PREFETCH));
+        assert_eq!(cfg.data.eval_crop, Some(0.875));
+        assert_eq!(cfg.data.decode_threads, None);
+        let yaml = cfg.to_yaml();
+        assert!(
+            yaml.contains("skip_bad: false") && yaml.contains("prefetch: 4"),
+            "{yaml}"
+        );
+        assert_eq!(load_text(&yaml), cfg);
+        // Exactly one source per part; ranges.
+        let err = load(None, &sets(&["data.train_list=x.txt"])).unwrap_err();
+        assert!(format!("{err:#}").contains("data.train_dir"), "{err:#}");
+        let err = load(
+            None,
+            &["data.dataset=imagefolder".into(), "data.train_dir=t".into()],
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("data.val_dir"), "{err:#}");
+        let err = load(None, &sets(&["data.eval_crop=1.5"])).unwrap_err();
+        assert!(format!("{err:#}").contains("data.eval_crop"), "{err:#}");
+        let err = load(None, &sets(&["data.prefetch=0"])).unwrap_err();
+        assert!(format!("{err:#}").contains("data.prefetch"), "{err:#}");
+        let err = load(
+            None,
+            &sets(&["data.list_root=x", "data.val_list=null", "data.val_dir=v"]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("data.list_root"), "{err:#}");
+    }
+
+    fn load_text(yaml: &str) -> Config {
+        from_value(parse_yaml_text(yaml, "t").unwrap(), "t").unwrap()
     }
 }

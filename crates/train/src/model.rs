@@ -7,8 +7,9 @@
 //! default uniform(±1/√fan_in) for linear layers; all drawn from one seeded ChaCha stream.
 
 use crate::config::ModelConfig;
+use crate::fastpath;
 use crate::ops;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, Var, D};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -79,6 +80,8 @@ pub fn is_bn_or_bias(name: &str) -> bool {
 
 /// Convolution without bias.
 pub struct Conv {
+    /// Name of the weight parameter.
+    pub name: String,
     pub w: Var,
     pub stride: usize,
     pub pad: usize,
@@ -96,7 +99,12 @@ impl Conv {
     ) -> Result<Self> {
         let std = (2.0 / (cout * k * k) as f32).sqrt();
         let w = ps.normal(format!("{name}.weight"), &[cout, cin, k, k], std)?;
-        Ok(Self { w, stride, pad })
+        Ok(Self {
+            name: format!("{name}.weight"),
+            w,
+            stride,
+            pad,
+        })
     }
 
     pub fn forward(&self, x: &Tensor, custom: bool) -> Result<Tensor> {
@@ -128,7 +136,7 @@ impl BatchNorm {
         })
     }
 
-    fn update_running(&self, mean: &[f32], var_unbiased: &[f32]) {
+    pub(crate) fn update_running(&self, mean: &[f32], var_unbiased: &[f32]) {
         let m = BN_MOMENTUM;
         for (r, b) in self.running_mean.borrow_mut().iter_mut().zip(mean) {
             *r = (1.0 - m) * *r + m * b;
@@ -221,48 +229,55 @@ impl Linear {
     }
 }
 
-enum Block {
-    Basic {
-        c1: Conv,
-        b1: BatchNorm,
-        c2: Conv,
-        b2: BatchNorm,
-        down: Option<(Conv, BatchNorm)>,
-    },
-    Bottleneck {
-        c1: Conv,
-        b1: BatchNorm,
-        c2: Conv,
-        b2: BatchNorm,
-        c3: Conv,
-        b3: BatchNorm,
-        down: Option<(Conv, BatchNorm)>,
-    },
+/// Convolution → batch norm (→ ReLU): the unit every ResNet layer is made of.
+pub struct Unit {
+    pub conv: Conv,
+    pub bn: BatchNorm,
+    pub relu: bool,
+}
+
+impl Unit {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ps: &mut ParamStore,
+        name: &str,
+        bn_name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        relu: bool,
+    ) -> Result<Self> {
+        Ok(Self {
+            conv: Conv::new(ps, name, cin, cout, k, stride, pad)?,
+            bn: BatchNorm::new(ps, bn_name, cout)?,
+            relu,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, train: bool, custom: bool) -> Result<Tensor> {
+        self.bn
+            .forward(&self.conv.forward(x, custom)?, self.relu, train, custom)
+    }
+}
+
+/// A residual block: a chain of units (the last without ReLU), a shortcut (a 1×1 unit when the
+/// shape changes, else the identity), then `relu(chain + shortcut)`.
+/// Basic block: 3×3, 3×3. Bottleneck: 1×1, 3×3 (stride), 1×1 (×4 channels).
+pub struct Block {
+    pub chain: Vec<Unit>,
+    pub down: Option<Unit>,
 }
 
 impl Block {
     fn forward(&self, x: &Tensor, train: bool, custom: bool) -> Result<Tensor> {
-        let (out, down) = match self {
-            Block::Basic { c1, b1, c2, b2, down } => {
-                let h = b1.forward(&c1.forward(x, custom)?, true, train, custom)?;
-                (b2.forward(&c2.forward(&h, custom)?, false, train, custom)?, down)
-            }
-            Block::Bottleneck {
-                c1,
-                b1,
-                c2,
-                b2,
-                c3,
-                b3,
-                down,
-            } => {
-                let h = b1.forward(&c1.forward(x, custom)?, true, train, custom)?;
-                let h = b2.forward(&c2.forward(&h, custom)?, true, train, custom)?;
-                (b3.forward(&c3.forward(&h, custom)?, false, train, custom)?, down)
-            }
-        };
-        let short = match down {
-            Some((c, b)) => b.forward(&c.forward(x, custom)?, false, train, custom)?,
+        let mut out = x.clone();
+        for u in &self.chain {
+            out = u.forward(&out, train, custom)?;
+        }
+        let short = match &self.down {
+            Some(u) => u.forward(x, train, custom)?,
             None => x.clone(),
         };
         Ok(if custom {
@@ -273,15 +288,43 @@ impl Block {
     }
 }
 
+/// 3×3 stride-2 max-pool with padding 1 as the maximum of nine strided views, so that candle
+/// can differentiate it (its own max-pool backward needs kernel = stride). Zero padding is exact
+/// here because the input comes out of a ReLU (≥ 0).
+fn maxpool_3x3_s2(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    let (oh, ow) = ((h - 1) / 2 + 1, (w - 1) / 2 + 1);
+    let p = x.pad_with_zeros(2, 1, 2)?.pad_with_zeros(3, 1, 2)?;
+    let mut out: Option<Tensor> = None;
+    for dy in 0..3 {
+        let rows = p
+            .narrow(2, dy, 2 * oh)?
+            .reshape((n, c, oh, 2, w + 3))?
+            .narrow(3, 0, 1)?
+            .squeeze(3)?;
+        for dx in 0..3 {
+            let v = rows
+                .narrow(3, dx, 2 * ow)?
+                .reshape((n, c, oh, ow, 2))?
+                .narrow(4, 0, 1)?
+                .squeeze(4)?;
+            out = Some(match out {
+                None => v,
+                Some(o) => o.maximum(&v)?,
+            });
+        }
+    }
+    Ok(out.expect("nine views"))
+}
+
 /// A ResNet encoder: stem, four stages, global average pooling.
 pub struct ResNet {
-    stem: Conv,
-    stem_bn: BatchNorm,
-    imagenet_stem: bool,
-    blocks: Vec<Block>,
+    pub stem: Unit,
+    pub imagenet_stem: bool,
+    pub blocks: Vec<Block>,
     /// Dimension of the pooled representation.
     pub feat_dim: usize,
-    custom: bool,
+    pub custom: bool,
 }
 
 impl ResNet {
@@ -293,12 +336,8 @@ impl ResNet {
             other => bail!("model.arch: unknown architecture `{other}`"),
         };
         let imagenet_stem = cfg.stem == "imagenet";
-        let stem = if imagenet_stem {
-            Conv::new(ps, "encoder.stem", 3, w, 7, 2, 3)?
-        } else {
-            Conv::new(ps, "encoder.stem", 3, w, 3, 1, 1)?
-        };
-        let stem_bn = BatchNorm::new(ps, "encoder.stem_bn", w)?;
+        let (k, s, p) = if imagenet_stem { (7, 2, 3) } else { (3, 1, 1) };
+        let stem = Unit::new(ps, "encoder.stem", "encoder.stem_bn", 3, w, k, s, p, true)?;
         let expansion = if bottleneck { 4 } else { 1 };
         let mut cin = w;
         let mut blocks = vec![];
@@ -309,39 +348,43 @@ impl ResNet {
                 let name = format!("encoder.layer{}.{}", stage + 1, i);
                 let cout = planes * expansion;
                 let down = if stride != 1 || cin != cout {
-                    Some((
-                        Conv::new(ps, &format!("{name}.down"), cin, cout, 1, stride, 0)?,
-                        BatchNorm::new(ps, &format!("{name}.down_bn"), cout)?,
-                    ))
+                    let (cn, bn) = (format!("{name}.down"), format!("{name}.down_bn"));
+                    Some(Unit::new(ps, &cn, &bn, cin, cout, 1, stride, 0, false)?)
                 } else {
                     None
                 };
-                let block = if bottleneck {
-                    Block::Bottleneck {
-                        c1: Conv::new(ps, &format!("{name}.conv1"), cin, planes, 1, 1, 0)?,
-                        b1: BatchNorm::new(ps, &format!("{name}.bn1"), planes)?,
-                        c2: Conv::new(ps, &format!("{name}.conv2"), planes, planes, 3, stride, 1)?,
-                        b2: BatchNorm::new(ps, &format!("{name}.bn2"), planes)?,
-                        c3: Conv::new(ps, &format!("{name}.conv3"), planes, cout, 1, 1, 0)?,
-                        b3: BatchNorm::new(ps, &format!("{name}.bn3"), cout)?,
-                        down,
-                    }
-                } else {
-                    Block::Basic {
-                        c1: Conv::new(ps, &format!("{name}.conv1"), cin, planes, 3, stride, 1)?,
-                        b1: BatchNorm::new(ps, &format!("{name}.bn1"), planes)?,
-                        c2: Conv::new(ps, &format!("{name}.conv2"), planes, planes, 3, 1, 1)?,
-                        b2: BatchNorm::new(ps, &format!("{name}.bn2"), planes)?,
-                        down,
-                    }
+                let u = |ps: &mut ParamStore, j: usize, ci, co, k, s, p, relu| {
+                    Unit::new(
+                        ps,
+                        &format!("{name}.conv{j}"),
+                        &format!("{name}.bn{j}"),
+                        ci,
+                        co,
+                        k,
+                        s,
+                        p,
+                        relu,
+                    )
                 };
-                blocks.push(block);
+                let chain = if bottleneck {
+                    vec![
+                        u(ps, 1, cin, planes, 1, 1, 0, true)?,
+                        u(ps, 2, planes, planes, 3, stride, 1, true)?,
+                        u(ps, 3, planes, cout, 1, 1, 0, false)?,
+                    ]
+                } else {
+                    vec![
+                        u(ps, 1, cin, planes, 3, stride, 1, true)?,
+                        u(ps, 2, planes, planes, 3, 1, 1, false)?,
+                    ]
+                };
+                // Parameters are created in the order conv/bn of the chain, then the shortcut.
+                blocks.push(Block { chain, down });
                 cin = cout;
             }
         }
         Ok(Self {
             stem,
-            stem_bn,
             imagenet_stem,
             blocks,
             feat_dim: cin,
@@ -352,13 +395,9 @@ impl ResNet {
     /// `[N, 3, H, W]` images → `[N, feat_dim]` pooled features.
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let c = self.custom;
-        let mut h = self.stem_bn.forward(&self.stem.forward(x, c)?, true, train, c)?;
+        let mut h = self.stem.forward(x, train, c)?;
         if self.imagenet_stem {
-            // 3×3/2 max-pool with padding 1; zero padding is exact after the ReLU (h ≥ 0).
-            h = h
-                .pad_with_zeros(2, 1, 1)?
-                .pad_with_zeros(3, 1, 1)?
-                .max_pool2d_with_stride(3, 2)?;
+            h = maxpool_3x3_s2(&h)?;
         }
         for b in &self.blocks {
             h = b.forward(&h, train, c)?;
@@ -367,21 +406,11 @@ impl ResNet {
     }
 
     fn batch_norms(&self) -> Vec<&BatchNorm> {
-        let mut v = vec![&self.stem_bn];
+        let mut v = vec![&self.stem.bn];
         for b in &self.blocks {
-            match b {
-                Block::Basic { b1, b2, down, .. } => {
-                    v.extend([b1, b2]);
-                    if let Some((_, bn)) = down {
-                        v.push(bn);
-                    }
-                }
-                Block::Bottleneck { b1, b2, b3, down, .. } => {
-                    v.extend([b1, b2, b3]);
-                    if let Some((_, bn)) = down {
-                        v.push(bn);
-                    }
-                }
+            v.extend(b.chain.iter().map(|u| &u.bn));
+            if let Some(u) = &b.down {
+                v.push(&u.bn);
             }
         }
         v
@@ -410,6 +439,15 @@ impl Projector {
         let a = self.bn.forward(&self.l1.forward(h)?, true, train, self.custom)?;
         self.l2.forward(&a)
     }
+}
+
+/// Result of [`SimClrModel::train_step`].
+pub struct StepOut {
+    pub loss: f32,
+    /// The projections (detached).
+    pub z: Tensor,
+    /// Gradients in the order of `params.vars`; None when the loss is not finite.
+    pub grads: Option<Vec<Option<Vec<f32>>>>,
 }
 
 /// Encoder + projection head, with its parameters.
@@ -442,6 +480,73 @@ impl SimClrModel {
         let h = self.encoder.forward(x, train)?;
         let z = self.projector.forward(&h, train)?;
         Ok((h, z))
+    }
+
+    /// One training step's forward and backward pass: `loss_fn` maps the projections to a
+    /// scalar loss. With custom ops the encoder runs on [`crate::fastpath`] (no autograd graph);
+    /// with stock ops everything runs on candle's autograd. Gradients are `None` when the loss
+    /// is not finite.
+    pub fn train_step(&self, x: &Tensor, loss_fn: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<StepOut> {
+        if !self.encoder.custom {
+            let (_, z) = self.forward(x, true)?;
+            let loss = loss_fn(&z)?;
+            let lv = loss.to_scalar::<f32>()?;
+            let grads = if lv.is_finite() {
+                Some(crate::optim::grads_from_store(
+                    &self.params.vars,
+                    &loss.backward()?,
+                )?)
+            } else {
+                None
+            };
+            return Ok(StepOut {
+                loss: lv,
+                z: z.detach(),
+                grads,
+            });
+        }
+        let (n, _, h, w) = x.dims4()?;
+        let (feats, tape) = ops::with_data(x, "train_step", |xs| {
+            fastpath::encoder_forward(&self.encoder, xs, n, h, w)
+        })??;
+        let hv = Var::from_tensor(&Tensor::from_vec(
+            feats,
+            (n, self.encoder.feat_dim),
+            &Device::Cpu,
+        )?)?;
+        let z = self.projector.forward(hv.as_tensor(), true)?;
+        let loss = loss_fn(&z)?;
+        let lv = loss.to_scalar::<f32>()?;
+        if !lv.is_finite() {
+            return Ok(StepOut {
+                loss: lv,
+                z: z.detach(),
+                grads: None,
+            });
+        }
+        let store = loss.backward()?;
+        let dh = store
+            .get(hv.as_tensor())
+            .context("the loss does not depend on the features")?;
+        let mut enc = fastpath::encoder_backward(&self.encoder, &tape, &dh.flatten_all()?.to_vec1::<f32>()?)?;
+        drop(tape);
+        let grads = self
+            .params
+            .vars
+            .iter()
+            .map(|(name, v)| match enc.remove(name) {
+                Some(g) => Ok(Some(g)),
+                None => Ok(match store.get(v.as_tensor()) {
+                    Some(g) => Some(g.flatten_all()?.to_vec1::<f32>()?),
+                    None => None,
+                }),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(StepOut {
+            loss: lv,
+            z: z.detach(),
+            grads: Some(grads),
+        })
     }
 
     fn all_batch_norms(&self) -> Vec<&BatchNorm> {
@@ -549,6 +654,35 @@ mod tests {
                 // statistics over only 4·1·1 values in the last stage, f32 rounding compounds.
                 assert!(eh < 1e-3 && ez < 1e-3, "{arch} train={train}: rel err {eh} {ez}");
             }
+        }
+    }
+
+    #[test]
+    fn train_step_without_graph_matches_candle_autograd() {
+        for (arch, stem) in [("resnet18", "cifar"), ("resnet50", "imagenet")] {
+            let a = SimClrModel::new(&cfg(arch, stem, "custom"), 3).unwrap();
+            let b = SimClrModel::new(&cfg(arch, stem, "stock"), 3).unwrap();
+            let x = randn(&[6, 3, 32, 32], 4);
+            let oa = a.train_step(&x, |z| crate::loss::ntxent(z, 0.5)).unwrap();
+            let ob = b.train_step(&x, |z| crate::loss::ntxent(z, 0.5)).unwrap();
+            assert!(
+                (oa.loss - ob.loss).abs() < 1e-4,
+                "{arch}: loss {} vs {}",
+                oa.loss,
+                ob.loss
+            );
+            let (ga, gb) = (oa.grads.unwrap(), ob.grads.unwrap());
+            for (((name, _), ga), gb) in a.params.vars.iter().zip(&ga).zip(&gb) {
+                let (ga, gb) = (ga.as_ref().unwrap(), gb.as_ref().unwrap());
+                let scale = gb.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+                let err = ga.iter().zip(gb).fold(0f32, |m, (p, q)| m.max((p - q).abs())) / scale;
+                // Same tolerance as the forward comparison above: f32 rounding through the depth.
+                assert!(err < 2e-3, "{arch} {name}: relative gradient error {err}");
+            }
+            let (ra, rb) = (a.state().unwrap(), b.state().unwrap());
+            let k = "encoder.layer1.0.bn1.running_var";
+            let e = rel_err(&ra[k], &rb[k]);
+            assert!(e < 1e-4, "running statistics differ: {e}");
         }
     }
 

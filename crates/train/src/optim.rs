@@ -34,6 +34,16 @@ pub struct Optimizer {
     pub t: u64,
 }
 
+/// The gradients of `vars` in a candle gradient store, in the order of `vars`.
+pub fn grads_from_store(vars: &[(String, Var)], store: &GradStore) -> Result<Vec<Option<Vec<f32>>>> {
+    vars.iter()
+        .map(|(_, v)| match store.get(v.as_tensor()) {
+            Some(g) => Ok(Some(g.flatten_all()?.to_vec1::<f32>()?)),
+            None => Ok(None),
+        })
+        .collect()
+}
+
 /// A non-finite gradient, named.
 #[derive(Debug)]
 pub struct NonFinite(pub String);
@@ -48,25 +58,18 @@ impl Optimizer {
         }
     }
 
-    /// Applies one update with learning rate `lr`. Returns `Err(NonFinite)` (and changes
-    /// nothing) if any gradient holds a NaN or an infinity.
+    /// Applies one update with learning rate `lr`; `grads[i]` is the gradient of `vars[i]`
+    /// (None: no gradient). Returns `Err(NonFinite)` (and changes nothing) if any gradient
+    /// holds a NaN or an infinity.
     pub fn step(
         &mut self,
         vars: &[(String, Var)],
-        grads: &GradStore,
+        gs: Vec<Option<Vec<f32>>>,
         lr: f64,
     ) -> Result<std::result::Result<(), NonFinite>> {
-        let mut gs: Vec<Option<Vec<f32>>> = Vec::with_capacity(vars.len());
-        for (name, var) in vars {
-            match grads.get(var.as_tensor()) {
-                Some(g) => {
-                    let g = g.flatten_all()?.to_vec1::<f32>()?;
-                    if g.iter().any(|x| !x.is_finite()) {
-                        return Ok(Err(NonFinite(name.clone())));
-                    }
-                    gs.push(Some(g));
-                }
-                None => gs.push(None),
+        for ((name, _), g) in vars.iter().zip(&gs) {
+            if g.as_ref().is_some_and(|g| g.iter().any(|x| !x.is_finite())) {
+                return Ok(Err(NonFinite(name.clone())));
             }
         }
         self.t += 1;
@@ -145,7 +148,9 @@ mod tests {
                 + p.as_tensor().get(1).unwrap().sqr().unwrap())
             .unwrap();
             let grads = loss.backward().unwrap();
-            opt.step(&vars, &grads, 0.1).unwrap().unwrap();
+            opt.step(&vars, grads_from_store(&vars, &grads).unwrap(), 0.1)
+                .unwrap()
+                .unwrap();
         }
         p.to_vec1::<f32>().unwrap()
     }
@@ -208,7 +213,9 @@ mod tests {
             .unwrap();
         let grads = loss.backward().unwrap();
         let mut opt = Optimizer::new(&cfg("sgd"));
-        let r = opt.step(&vars, &grads, 0.1).unwrap();
+        let r = opt
+            .step(&vars, grads_from_store(&vars, &grads).unwrap(), 0.1)
+            .unwrap();
         assert!(matches!(r, Err(NonFinite(ref n)) if n == "w.weight"));
         assert_eq!(p.to_vec1::<f32>().unwrap(), vec![1.0]);
     }

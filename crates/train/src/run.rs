@@ -7,15 +7,16 @@
 //! the parameters, batch-norm statistics, optimiser buffers and prototypes, so a run resumed from
 //! epoch k continues exactly as an uninterrupted one. Same config and seed → same metrics.
 
-use crate::augment::{self, Pipeline};
+use crate::augment::Pipeline;
 use crate::bias::{self, BiasStats};
 use crate::config::Config;
-use crate::data::{self, Dataset};
+use crate::data::Dataset;
 use crate::eval::{self, ImageSet, ProbeConfig};
 use crate::fsutil::{atomic_write, sha256_file, sha256_hex};
 use crate::loss::{self, Prototypes};
 use crate::model::SimClrModel;
 use crate::optim::{lr_at, Optimizer};
+use crate::source::TrainSource;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -130,14 +131,14 @@ pub fn git_commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn emit(mode: ProgressMode, v: serde_json::Value) {
+pub(crate) fn emit(mode: ProgressMode, v: serde_json::Value) {
     if mode == ProgressMode::Jsonl {
         println!("{v}");
     }
 }
 
 /// Seeded subset of `n` indices of size `k` (all when `k` is None or ≥ n), sorted.
-fn seeded_subset(n: usize, k: Option<usize>, seed: u64) -> Vec<usize> {
+pub(crate) fn seeded_subset(n: usize, k: Option<usize>, seed: u64) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
     if let Some(k) = k.filter(|&k| k < n) {
         idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
@@ -159,7 +160,7 @@ fn images(ds: &Dataset) -> ImageSet<'_> {
 /// Evaluates `model`'s encoder: linear probe and kNN on the official splits (or seeded subsets of
 /// them), prototype bias on `eval.bias_images` test images.
 #[allow(clippy::too_many_arguments)]
-fn evaluate(
+pub(crate) fn evaluate(
     model: &SimClrModel,
     cfg: &Config,
     train: &Dataset,
@@ -367,12 +368,11 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         .clone()
         .unwrap_or_else(|| out.join("checkpoints"));
 
-    let split = data::load(&cfg.data.dataset, &opts.data_root, cfg.data.allow_unverified)?;
-    let train_set = data::select_train(&split.train, &cfg.data, cfg.seed)?;
-    let (mean, std) =
-        data::official_mean_std(&cfg.data.dataset).unwrap_or_else(|| data::channel_mean_std(&split.train));
+    // CIFAR in memory, or an image-folder dataset streamed from disk (crate::source).
+    let source = TrainSource::open(cfg, &opts.data_root)?;
+    let (mean, std) = source.mean_std(&cfg.data.dataset);
     let pipeline = Pipeline::new(&cfg.augment, mean, std)?;
-    let classes = split.train.num_classes;
+    let classes = source.num_classes();
 
     let model = SimClrModel::new(&cfg.model, cfg.seed)?;
     let mut opt = Optimizer::new(&cfg.optim);
@@ -395,7 +395,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
     };
 
     let b = cfg.train.batch_size;
-    let n = train_set.n;
+    let n = source.n_train();
     if n < b {
         bail!("train.batch_size {b} exceeds the {n} training images selected by `data`");
     }
@@ -404,8 +404,6 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
     let warmup = (cfg.optim.warmup_epochs * steps as f64).round() as usize;
     let (alpha, lambda) = cfg.loss_weights();
     let size = cfg.augment.size;
-    let per = 3 * size * size;
-    let (h, w) = (train_set.height, train_set.width);
 
     let bar = if opts.progress == ProgressMode::Bar {
         let pb = ProgressBar::new(total_steps as u64);
@@ -426,63 +424,48 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
     let mut diverged: Option<Diverged> = None;
     'epochs: for epoch in start_epoch..cfg.train.epochs {
         let t_epoch = Instant::now();
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(augment::view_seed(
-            cfg.seed,
-            epoch as u64,
-            u64::MAX,
-            0,
-        )));
+        let mut batches = source.epoch(cfg, &pipeline, epoch, steps);
         let mut loss_sum = 0f64;
         let mut lr = 0.0;
         for step in 0..steps {
-            let idx = &order[step * b..(step + 1) * b];
-            let srcs: Vec<&[u8]> = idx.iter().map(|&i| train_set.image(i)).collect();
-            let mut buf = vec![0f32; 2 * b * per];
-            for v in 0..2 {
-                let seeds: Vec<u64> = idx
-                    .iter()
-                    .map(|&i| augment::view_seed(cfg.seed, epoch as u64, i as u64, v as u64))
-                    .collect();
-                pipeline.augment_batch(&srcs, h, w, &seeds, &mut buf[v * b * per..(v + 1) * b * per]);
-            }
+            let (buf, batch_labels) = batches.next_batch()?;
             let x = Tensor::from_vec(buf, (2 * b, 3, size, size), &Device::Cpu)?;
-            let (_, z) = model.forward(&x, true)?;
-            let l = match protos.as_mut() {
-                None => loss::balanced(&z, cfg.loss.tau, alpha, lambda, cfg.loss.decoupled)?,
-                Some(p) => {
-                    let labels: Vec<u32> = idx
-                        .iter()
-                        .chain(idx.iter())
-                        .map(|&i| train_set.labels[i] as u32)
-                        .collect();
-                    if !p.complete() {
-                        p.update(&z, &labels)?;
-                    }
-                    let smooth = (cfg.loss.max == "smooth").then_some(cfg.loss.tau);
-                    let l = loss::supervised_prototype(&z, &labels, &p.tensor()?, alpha, lambda, smooth)?;
-                    p.update(&z, &labels)?;
-                    l
-                }
-            };
-            let lv = l.to_scalar::<f32>()? as f64;
-            if !lv.is_finite() {
+            let labels: Vec<u32> = batch_labels
+                .iter()
+                .chain(&batch_labels)
+                .map(|&l| l as u32)
+                .collect();
+            if let Some(p) = protos.as_mut().filter(|p| !p.complete()) {
+                // Realistic prototypes start from the first batch's class means (no gradient).
+                let (_, z0) = model.forward(&x, false)?;
+                p.update(&z0, &labels)?;
+            }
+            let proto_t = protos.as_ref().map(|p| p.tensor()).transpose()?;
+            let smooth = (cfg.loss.max == "smooth").then_some(cfg.loss.tau);
+            let out = model.train_step(&x, |z| match &proto_t {
+                None => loss::balanced(z, cfg.loss.tau, alpha, lambda, cfg.loss.decoupled),
+                Some(p) => loss::supervised_prototype(z, &labels, p, alpha, lambda, smooth),
+            })?;
+            let lv = out.loss as f64;
+            let Some(grads) = out.grads else {
                 diverged = Some(Diverged {
                     epoch: epoch + 1,
                     step: step + 1,
                     what: format!("loss is {lv}"),
                 });
                 break 'epochs;
-            }
-            let grads = l.backward()?;
+            };
             lr = lr_at(cfg.optim.lr, epoch * steps + step, total_steps, warmup);
-            if let Err(bad) = opt.step(&model.params.vars, &grads, lr)? {
+            if let Err(bad) = opt.step(&model.params.vars, grads, lr)? {
                 diverged = Some(Diverged {
                     epoch: epoch + 1,
                     step: step + 1,
                     what: format!("non-finite gradient in `{}`", bad.0),
                 });
                 break 'epochs;
+            }
+            if let Some(p) = protos.as_mut() {
+                p.update(&out.z, &labels)?;
             }
             loss_sum += lv;
             if let Some(pb) = &bar {
@@ -549,8 +532,8 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         threads: rayon::current_num_threads(),
         git_commit: git_commit(),
         dataset: cfg.data.dataset.clone(),
-        dataset_fingerprint: split.fingerprint.clone(),
-        dataset_verified: split.verified,
+        dataset_fingerprint: source.fingerprint().to_string(),
+        dataset_verified: source.verified(),
         config_sha256: config_sha,
         protoclr_version: env!("CARGO_PKG_VERSION").into(),
     };
@@ -564,32 +547,15 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         )?;
         Outcome::Diverged(metrics)
     } else {
-        metrics.eval = Some(evaluate(
-            &model,
-            cfg,
-            &split.train,
-            &split.test,
-            &pipeline,
-            mean,
-            std,
-            opts.progress,
-        )?);
+        metrics.eval = Some(source.evaluate(&model, cfg, &pipeline, mean, std, opts.progress)?);
         if cfg.eval.random_init_reference {
             emit(
                 opts.progress,
                 serde_json::json!({"event": "eval", "what": "reference"}),
             );
             let fresh = SimClrModel::new(&cfg.model, cfg.seed)?;
-            metrics.reference = Some(evaluate(
-                &fresh,
-                cfg,
-                &split.train,
-                &split.test,
-                &pipeline,
-                mean,
-                std,
-                ProgressMode::None,
-            )?);
+            metrics.reference =
+                Some(source.evaluate(&fresh, cfg, &pipeline, mean, std, ProgressMode::None)?);
         }
         metrics.wall_time_s = prior_wall + run_start.elapsed().as_secs_f64();
         atomic_write(

@@ -38,6 +38,11 @@
 //! [`select_train`] applies the config's `per_class`, then `fraction`, then `imbalance_ratio`
 //! (each step on the result of the previous one; any combination), see [`subset`].
 //!
+//! # Image folders
+//! `data.dataset: imagefolder` reads ImageNet / ImageNet-LT style trees and list files of JPEGs,
+//! decoded lazily while training (see [`folder`] and [`crate::input`]).
+//! [`dataset_fingerprint`] gives the fingerprint of either kind of dataset from its config.
+//!
 //! # Download
 //! [`fetch`] downloads the official archive (or the same file name under `base_url` / env
 //! `PROTOCLR_DATA_URL`), checks its MD5, unpacks it atomically and verifies the files, see
@@ -45,6 +50,7 @@
 
 mod cifar;
 mod fetch;
+pub mod folder;
 pub mod subset;
 mod verify;
 
@@ -56,8 +62,13 @@ pub use fetch::{
     archive_url, fetch, fetch_from, CIFAR100_ARCHIVE_MD5, CIFAR100_URL, CIFAR10_ARCHIVE_MD5, CIFAR10_URL,
     DATA_URL_ENV, OFFICIAL_BASE_URL,
 };
+pub use folder::{
+    decode_jpeg, read_image, scan, BadEntry, DecodedImage, FolderLayout, FolderScan, ImageList, PartSource,
+    Problem, FOLDER_DATASET, IMAGENET_MEAN, IMAGENET_STD,
+};
 pub use subset::{
-    fraction_indices, long_tail_counts, long_tail_indices, per_class_indices, select_train, step_seed,
+    fraction_indices, long_tail_counts, long_tail_indices, per_class_indices, select_indices, select_train,
+    step_seed,
 };
 pub use verify::{verify, DatasetReport, VerifyReport};
 
@@ -74,6 +85,41 @@ pub const CIFAR10_STD: [f32; 3] = [0.247_032_2, 0.243_485_1, 0.261_587_8];
 pub const CIFAR100_MEAN: [f32; 3] = [0.507_075_2, 0.486_548_9, 0.440_917_8];
 /// Per-channel population standard deviation of the CIFAR-100 training pixels.
 pub const CIFAR100_STD: [f32; 3] = [0.267_334_3, 0.256_438_5, 0.276_150_5];
+
+/// The fingerprint a run of the `data` config records in its metrics (and the grid puts into cell
+/// ids): [`fingerprint`] for CIFAR, [`folder::fingerprint`] (a listing scan) for image folders.
+pub fn dataset_fingerprint(
+    data: &crate::config::DataConfig,
+    root: &std::path::Path,
+) -> anyhow::Result<String> {
+    if data.is_folder() {
+        folder::fingerprint(data, root)
+    } else {
+        fingerprint(&data.dataset, root)
+    }
+}
+
+/// What [`dataset_fingerprint`] depends on, as a string (for caching fingerprints): the dataset
+/// name for CIFAR; for image folders also the files named (`train_*`, `val_*`, `list_root`,
+/// `class_map`) and `skip_bad`.
+pub fn dataset_key(data: &crate::config::DataConfig) -> String {
+    if !data.is_folder() {
+        return data.dataset.clone();
+    }
+    format!(
+        "{}\n{:?}",
+        data.dataset,
+        (
+            &data.train_dir,
+            &data.val_dir,
+            &data.train_list,
+            &data.val_list,
+            &data.list_root,
+            &data.class_map,
+            data.skip_bad,
+        )
+    )
+}
 
 /// The official training-set mean and standard deviation of `dataset` (`cifar10`/`cifar100`).
 pub fn official_mean_std(dataset: &str) -> Option<([f32; 3], [f32; 3])> {

@@ -130,16 +130,14 @@ pub fn step_seed(seed: u64, step: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The training images a run uses: the config's `per_class`, then `fraction`, then
-/// `imbalance_ratio`, each applied to the result of the previous step with seed
-/// [`step_seed`]`(seed, step)`; steps not set in the config are skipped. An error if a step
-/// cannot be applied (a class too small for `per_class`, …) or the result is empty.
-pub fn select_train(train: &Dataset, cfg: &DataConfig, seed: u64) -> Result<Dataset> {
-    // `keep` indexes `train`; every step selects positions within the current `keep`.
-    let mut keep: Vec<usize> = (0..train.n).collect();
-    let labels_of = |keep: &[usize]| -> Vec<u16> { keep.iter().map(|&i| train.labels[i]).collect() };
+/// The indices (sorted) of the training images a run uses, for images with `labels`: the steps
+/// of [`select_train`] (which applies this to a [`Dataset`]; folder datasets use it directly).
+pub fn select_indices(labels: &[u16], num_classes: usize, cfg: &DataConfig, seed: u64) -> Result<Vec<usize>> {
+    // `keep` indexes `labels`; every step selects positions within the current `keep`.
+    let mut keep: Vec<usize> = (0..labels.len()).collect();
+    let labels_of = |keep: &[usize]| -> Vec<u16> { keep.iter().map(|&i| labels[i]).collect() };
     if let Some(n) = cfg.per_class {
-        let pos = per_class_indices(&labels_of(&keep), train.num_classes, n, step_seed(seed, 1))?;
+        let pos = per_class_indices(&labels_of(&keep), num_classes, n, step_seed(seed, 1))?;
         keep = pos.into_iter().map(|p| keep[p]).collect();
     }
     if let Some(f) = cfg.fraction {
@@ -147,7 +145,7 @@ pub fn select_train(train: &Dataset, cfg: &DataConfig, seed: u64) -> Result<Data
         keep = pos.into_iter().map(|p| keep[p]).collect();
     }
     if let Some(rho) = cfg.imbalance_ratio {
-        let pos = long_tail_indices(&labels_of(&keep), train.num_classes, rho, step_seed(seed, 3))?;
+        let pos = long_tail_indices(&labels_of(&keep), num_classes, rho, step_seed(seed, 3))?;
         keep = pos.into_iter().map(|p| keep[p]).collect();
     }
     if keep.is_empty() {
@@ -157,9 +155,18 @@ pub fn select_train(train: &Dataset, cfg: &DataConfig, seed: u64) -> Result<Data
             cfg.per_class,
             cfg.fraction,
             cfg.imbalance_ratio,
-            train.n
+            labels.len()
         );
     }
+    Ok(keep)
+}
+
+/// The training images a run uses: the config's `per_class`, then `fraction`, then
+/// `imbalance_ratio`, each applied to the result of the previous step with seed
+/// [`step_seed`]`(seed, step)`; steps not set in the config are skipped. An error if a step
+/// cannot be applied (a class too small for `per_class`, …) or the result is empty.
+pub fn select_train(train: &Dataset, cfg: &DataConfig, seed: u64) -> Result<Dataset> {
+    let keep = select_indices(&train.labels, train.num_classes, cfg, seed)?;
     if keep.len() == train.n {
         return Ok(train.clone());
     }

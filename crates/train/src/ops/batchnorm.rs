@@ -120,17 +120,9 @@ impl CustomOp3 for BnTrain {
                 beta.len()
             )));
         }
-        let st = channel_stats(x, n, c, s, self.eps);
-        let scale: Vec<f32> = (0..c).map(|i| gamma[i] * st[i].1).collect();
-        let shift: Vec<f32> = (0..c).map(|i| beta[i] - st[i].0 * scale[i]).collect();
-        let y = affine(x, c, s, &scale, &shift, self.relu);
-        let m = (n * s) as f64;
-        let corr = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
-        *self.stats.lock().unwrap() = BatchStats {
-            mean: st.iter().map(|t| t.0).collect(),
-            var_unbiased: st.iter().map(|t| (t.2 * corr) as f32).collect(),
-        };
-        *self.saved.lock().unwrap() = st.iter().map(|t| (t.0, t.1)).collect();
+        let (y, saved, stats) = train_forward_raw(x, n, c, s, gamma, beta, self.eps, self.relu);
+        *self.stats.lock().unwrap() = stats;
+        *self.saved.lock().unwrap() = saved;
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -226,6 +218,47 @@ fn bn_backward(
     let dgamma = sums.iter().map(|t| t.1 as f32).collect();
     let dbeta = sums.iter().map(|t| t.0 as f32).collect();
     (dx, dgamma, dbeta)
+}
+
+/// Training-mode forward on raw `[n, c, s]` buffers: (y, per-channel (mean, 1/σ), batch stats).
+#[allow(clippy::too_many_arguments)]
+pub fn train_forward_raw(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    s: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    relu: bool,
+) -> (Vec<f32>, Vec<(f32, f32)>, BatchStats) {
+    let st = channel_stats(x, n, c, s, eps);
+    let scale: Vec<f32> = (0..c).map(|i| gamma[i] * st[i].1).collect();
+    let shift: Vec<f32> = (0..c).map(|i| beta[i] - st[i].0 * scale[i]).collect();
+    let y = affine(x, c, s, &scale, &shift, relu);
+    let m = (n * s) as f64;
+    let corr = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+    let stats = BatchStats {
+        mean: st.iter().map(|t| t.0).collect(),
+        var_unbiased: st.iter().map(|t| (t.2 * corr) as f32).collect(),
+    };
+    (y, st.iter().map(|t| (t.0, t.1)).collect(), stats)
+}
+
+/// Backward on raw buffers: (dx, dγ, dβ) from the input, γ, the output and its gradient.
+#[allow(clippy::too_many_arguments)]
+pub fn backward_raw(
+    x: &[f32],
+    gamma: &[f32],
+    y: &[f32],
+    dy: &[f32],
+    saved: &[(f32, f32)],
+    n: usize,
+    c: usize,
+    s: usize,
+    relu: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    bn_backward(x, gamma, y, dy, saved, n, c, s, relu)
 }
 
 /// Training-mode batch norm (+ReLU). Returns the output and the batch statistics for the

@@ -362,6 +362,46 @@ impl CustomOp2 for Conv2dOp {
     }
 }
 
+/// Shape of a convolution on raw buffers: input `[n, c, h, w]`, weights `[co, c, k, k]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConvShape {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub co: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl ConvShape {
+    fn geom(&self) -> Geom {
+        Geom::new(
+            &[self.n, self.c, self.h, self.w],
+            &[self.co, self.c, self.k, self.k],
+            self.stride,
+            self.pad,
+        )
+        .expect("valid convolution shape")
+    }
+    /// Output side lengths (oh, ow).
+    pub fn out_hw(&self) -> (usize, usize) {
+        let g = self.geom();
+        (g.oh, g.ow)
+    }
+}
+
+/// Forward convolution on raw buffers (the kernel behind [`conv2d`]).
+pub fn forward_raw(x: &[f32], wt: &[f32], s: &ConvShape) -> Vec<f32> {
+    conv_forward(x, wt, &s.geom())
+}
+
+/// Gradients (dx, dw) on raw buffers (the kernel behind [`conv2d`]'s backward).
+pub fn backward_raw(x: &[f32], wt: &[f32], dy: &[f32], s: &ConvShape) -> (Vec<f32>, Vec<f32>) {
+    conv_backward(x, wt, dy, &s.geom())
+}
+
 /// Convolution through the custom op (CPU, f32). Non-contiguous inputs are made contiguous.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
     let x = x.contiguous()?;

@@ -1,0 +1,293 @@
+//! The encoder's training step without candle's autograd graph.
+//!
+//! candle's backward pass gives every node its gradient as `zeros_like + add` and runs each
+//! elementwise op as its own parallel pass; on this 2-core CPU that bookkeeping cost a fifth of a
+//! ResNet step (profile in the README). Here the encoder's forward pass keeps exactly what its
+//! backward pass needs (unit inputs, convolution outputs, batch-norm outputs and statistics) and
+//! the backward pass calls the same kernels as the custom ops ([`crate::ops`]) directly, writing
+//! parameter gradients by name. The projection head and the loss stay on candle's autograd.
+//! Tests check the result against candle's autograd through the stock ops.
+
+use crate::model::{Block, ResNet, Unit, BN_EPS};
+use crate::ops::{batchnorm, conv, with_data};
+use anyhow::Result;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+/// Gradients by parameter name.
+pub type Grads = HashMap<String, Vec<f32>>;
+
+/// An activation `[n, c, h, w]`, shared between the tape and the next layer.
+#[derive(Clone)]
+pub struct Act {
+    pub data: Rc<Vec<f32>>,
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+struct UnitTape {
+    x: Act,
+    conv_out: Vec<f32>,
+    y: Rc<Vec<f32>>,
+    saved: Vec<(f32, f32)>,
+    shape: conv::ConvShape,
+}
+
+struct BlockTape {
+    chain: Vec<UnitTape>,
+    down: Option<UnitTape>,
+    out: Rc<Vec<f32>>,
+}
+
+/// What the backward pass needs from the forward pass.
+pub struct Tape {
+    stem: UnitTape,
+    /// Max-pool argmax (flat input index per output) and the pooled activation's shape.
+    pool: Option<(Vec<u32>, Act)>,
+    blocks: Vec<BlockTape>,
+    last: Act,
+}
+
+fn data_of(t: &candle_core::Tensor) -> Result<Vec<f32>> {
+    Ok(with_data(t, "fastpath", |d| d.to_vec())?)
+}
+
+fn unit_forward(u: &Unit, x: Act) -> Result<(Act, UnitTape)> {
+    let k = u.conv.w.dim(2)?;
+    let shape = conv::ConvShape {
+        n: x.n,
+        c: x.c,
+        h: x.h,
+        w: x.w,
+        co: u.conv.w.dim(0)?,
+        k,
+        stride: u.conv.stride,
+        pad: u.conv.pad,
+    };
+    let conv_out = with_data(&u.conv.w, "fastpath", |w| conv::forward_raw(&x.data, w, &shape))?;
+    let (oh, ow) = shape.out_hw();
+    let gamma = data_of(&u.bn.gamma)?;
+    let beta = data_of(&u.bn.beta)?;
+    let (y, saved, stats) =
+        batchnorm::train_forward_raw(&conv_out, x.n, shape.co, oh * ow, &gamma, &beta, BN_EPS, u.relu);
+    u.bn.update_running(&stats.mean, &stats.var_unbiased);
+    let y = Rc::new(y);
+    let out = Act {
+        data: y.clone(),
+        n: x.n,
+        c: shape.co,
+        h: oh,
+        w: ow,
+    };
+    Ok((
+        out,
+        UnitTape {
+            x,
+            conv_out,
+            y,
+            saved,
+            shape,
+        },
+    ))
+}
+
+/// Backward through one unit: returns dx and adds dW, dγ, dβ to `grads`.
+fn unit_backward(u: &Unit, t: &UnitTape, dy: &[f32], grads: &mut Grads) -> Result<Vec<f32>> {
+    let s = &t.shape;
+    let (oh, ow) = s.out_hw();
+    let gamma = data_of(&u.bn.gamma)?;
+    let (dconv, dgamma, dbeta) = batchnorm::backward_raw(
+        &t.conv_out,
+        &gamma,
+        &t.y,
+        dy,
+        &t.saved,
+        s.n,
+        s.co,
+        oh * ow,
+        u.relu,
+    );
+    grads.insert(format!("{}.gamma", u.bn.name), dgamma);
+    grads.insert(format!("{}.beta", u.bn.name), dbeta);
+    let (dx, dw) = with_data(&u.conv.w, "fastpath", |w| {
+        conv::backward_raw(&t.x.data, w, &dconv, s)
+    })?;
+    grads.insert(u.conv.name.clone(), dw);
+    Ok(dx)
+}
+
+fn block_forward(b: &Block, x: Act) -> Result<(Act, BlockTape)> {
+    let mut cur = x.clone();
+    let mut chain = Vec::with_capacity(b.chain.len());
+    for u in &b.chain {
+        let (next, tape) = unit_forward(u, cur)?;
+        chain.push(tape);
+        cur = next;
+    }
+    let (short, down) = match &b.down {
+        Some(u) => {
+            let (s, t) = unit_forward(u, x)?;
+            (s, Some(t))
+        }
+        None => (x, None),
+    };
+    let mut out = vec![0f32; cur.data.len()];
+    out.par_chunks_mut(1 << 14)
+        .zip(cur.data.par_chunks(1 << 14).zip(short.data.par_chunks(1 << 14)))
+        .for_each(|(o, (a, s))| {
+            for ((o, &a), &s) in o.iter_mut().zip(a).zip(s) {
+                *o = (a + s).max(0.0);
+            }
+        });
+    let out = Rc::new(out);
+    let act = Act {
+        data: out.clone(),
+        ..cur
+    };
+    Ok((act, BlockTape { chain, down, out }))
+}
+
+fn block_backward(b: &Block, t: &BlockTape, dy: &[f32], grads: &mut Grads) -> Result<Vec<f32>> {
+    let mut g: Vec<f32> = vec![0f32; dy.len()];
+    g.par_chunks_mut(1 << 14)
+        .zip(dy.par_chunks(1 << 14).zip(t.out.par_chunks(1 << 14)))
+        .for_each(|(g, (d, y))| {
+            for ((g, &d), &y) in g.iter_mut().zip(d).zip(y) {
+                *g = if y > 0.0 { d } else { 0.0 };
+            }
+        });
+    let mut d: Option<Vec<f32>> = None;
+    for (u, ut) in b.chain.iter().zip(&t.chain).rev() {
+        d = Some(unit_backward(u, ut, d.as_deref().unwrap_or(&g), grads)?);
+    }
+    let mut d = d.expect("a block has at least one unit");
+    let ds = match (&b.down, &t.down) {
+        (Some(u), Some(ut)) => unit_backward(u, ut, &g, grads)?,
+        _ => g,
+    };
+    d.par_chunks_mut(1 << 14)
+        .zip(ds.par_chunks(1 << 14))
+        .for_each(|(a, b)| {
+            for (a, b) in a.iter_mut().zip(b) {
+                *a += b;
+            }
+        });
+    Ok(d)
+}
+
+/// 3×3 stride-2 max-pool with padding 1 (inputs ≥ 0 after the ReLU, so padding never wins):
+/// the pooled activation and, per output, the flat index of the input that won.
+fn maxpool_forward(x: &Act) -> (Act, Vec<u32>) {
+    let (oh, ow) = ((x.h + 2 - 3) / 2 + 1, (x.w + 2 - 3) / 2 + 1);
+    let planes = x.n * x.c;
+    let mut y = vec![0f32; planes * oh * ow];
+    let mut arg = vec![0u32; planes * oh * ow];
+    let (xd, xh, xw): (&[f32], usize, usize) = (&x.data, x.h, x.w);
+    y.par_chunks_mut(oh * ow)
+        .zip(arg.par_chunks_mut(oh * ow))
+        .enumerate()
+        .for_each(|(p, (yp, ap))| {
+            let base = p * xh * xw;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let (mut best, mut bi) = (f32::NEG_INFINITY, 0usize);
+                    for dy in 0..3 {
+                        let iy = (oy * 2 + dy) as isize - 1;
+                        if iy < 0 || iy >= xh as isize {
+                            continue;
+                        }
+                        for dx in 0..3 {
+                            let ix = (ox * 2 + dx) as isize - 1;
+                            if ix < 0 || ix >= xw as isize {
+                                continue;
+                            }
+                            let i = base + iy as usize * xw + ix as usize;
+                            if xd[i] > best {
+                                best = xd[i];
+                                bi = i;
+                            }
+                        }
+                    }
+                    yp[oy * ow + ox] = best.max(0.0);
+                    ap[oy * ow + ox] = bi as u32;
+                }
+            }
+        });
+    let out = Act {
+        data: Rc::new(y),
+        n: x.n,
+        c: x.c,
+        h: oh,
+        w: ow,
+    };
+    (out, arg)
+}
+
+/// Training-mode forward pass of the encoder: pooled features `[n, feat_dim]` and the tape.
+/// Updates the batch-norm running statistics, as the candle path does.
+pub fn encoder_forward(enc: &ResNet, x: &[f32], n: usize, h: usize, w: usize) -> Result<(Vec<f32>, Tape)> {
+    let input = Act {
+        data: Rc::new(x.to_vec()),
+        n,
+        c: 3,
+        h,
+        w,
+    };
+    let (mut cur, stem) = unit_forward(&enc.stem, input)?;
+    let pool = if enc.imagenet_stem {
+        let (pooled, arg) = maxpool_forward(&cur);
+        let shape = cur.clone();
+        cur = pooled;
+        Some((arg, shape))
+    } else {
+        None
+    };
+    let mut blocks = Vec::with_capacity(enc.blocks.len());
+    for b in &enc.blocks {
+        let (next, t) = block_forward(b, cur)?;
+        blocks.push(t);
+        cur = next;
+    }
+    let s = cur.h * cur.w;
+    let feats: Vec<f32> = cur
+        .data
+        .chunks(s)
+        .map(|p| p.iter().sum::<f32>() / s as f32)
+        .collect();
+    Ok((
+        feats,
+        Tape {
+            stem,
+            pool,
+            blocks,
+            last: cur,
+        },
+    ))
+}
+
+/// Backward pass of the encoder from the gradient of the pooled features; returns the
+/// gradients of every encoder parameter by name.
+pub fn encoder_backward(enc: &ResNet, tape: &Tape, dfeat: &[f32]) -> Result<Grads> {
+    let mut grads = Grads::new();
+    let last = &tape.last;
+    let s = last.h * last.w;
+    let mut d: Vec<f32> = dfeat
+        .iter()
+        .flat_map(|&g| std::iter::repeat_n(g / s as f32, s))
+        .collect();
+    for (b, t) in enc.blocks.iter().zip(&tape.blocks).rev() {
+        d = block_backward(b, t, &d, &mut grads)?;
+    }
+    if let Some((arg, shape)) = &tape.pool {
+        let mut dx = vec![0f32; shape.data.len()];
+        for (i, &g) in d.iter().enumerate() {
+            dx[arg[i] as usize] += g;
+        }
+        d = dx;
+    }
+    unit_backward(&enc.stem, &tape.stem, &d, &mut grads)?;
+    Ok(grads)
+}

@@ -1,0 +1,553 @@
+//! The training data of a run, as [`crate::run::train`] consumes it: the CIFAR sets held in
+//! memory, or an image-folder dataset streamed from disk ([`crate::input`]).
+//!
+//! Both give the same per-epoch contract: the sample order of epoch e is `0..n` shuffled by
+//! `ChaCha8Rng::seed_from_u64(view_seed(seed, e, u64::MAX, 0))`, step s takes images
+//! `order[s·B .. (s+1)·B]`, and view v of image i is augmented with the seed
+//! `view_seed(seed, e, i, v)`; a batch is the B first views followed by the B second views.
+//! The CIFAR path is the in-memory code the run always had (bit-identical results).
+//!
+//! Folder datasets are listed and checked once at the start ([`crate::data::folder::scan`]
+//! without decoding; bad entries stop the run before training unless `data.skip_bad`), the
+//! training subset (`per_class`, `fraction`, `imbalance_ratio`) is chosen from the labels, and
+//! the evaluation streams the images too: features of the eval-time centre crop
+//! (`data.eval_crop`) for the linear probe and kNN, K augmented views for the prototype bias.
+//! Folder datasets are normalised with the ImageNet mean and standard deviation.
+
+use crate::augment::{self, Pipeline};
+use crate::bias;
+use crate::config::{Config, DataConfig};
+use crate::data::folder::{self, FolderLayout, ImageList};
+use crate::data::{self, Dataset, Split};
+use crate::eval::{self, ProbeConfig};
+use crate::input::{InputStream, Mode, StreamOptions};
+use crate::model::{ResNet, SimClrModel};
+use crate::run::{emit, evaluate, seeded_subset, EvalResult, ProgressMode};
+use anyhow::{anyhow, Result};
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Images per feature-extraction batch of folder datasets.
+const FEATURE_BATCH: usize = 256;
+
+/// Where a run's images come from.
+#[allow(clippy::large_enum_variant)] // one value per run
+pub enum TrainSource {
+    /// CIFAR: the official split and the selected training subset, as bytes.
+    Memory { split: Split, train: Dataset },
+    /// An image-folder dataset, decoded on the fly.
+    Folder(FolderSource),
+}
+
+/// An image-folder dataset ready to stream.
+pub struct FolderSource {
+    /// The whole training list (linear probe and kNN bank).
+    pub full_train: Arc<ImageList>,
+    /// The training images of the run (after `per_class`, `fraction`, `imbalance_ratio`).
+    pub train: Arc<ImageList>,
+    /// The validation list (the test set).
+    pub val: Arc<ImageList>,
+    /// Bad entries skipped at the start (`data.skip_bad`).
+    pub skipped: usize,
+    pub fingerprint: String,
+    pub stream: StreamOptions,
+    pub eval_crop: f64,
+}
+
+impl FolderSource {
+    /// Lists and checks the dataset of `data` under `data_root` and selects the training subset.
+    pub fn open(data: &DataConfig, seed: u64, data_root: &Path) -> Result<FolderSource> {
+        let scan = folder::scan(&FolderLayout::from_config(data, data_root)?, false)?;
+        let skip_bad = data.skip_bad.unwrap_or(false);
+        scan.check(skip_bad)?;
+        if !scan.bad.is_empty() {
+            eprintln!(
+                "warning: skipped {} bad entries of the image-folder dataset (data.skip_bad); first: {}",
+                scan.bad.len(),
+                scan.bad[0]
+            );
+        }
+        let full_train = Arc::new(scan.train);
+        let keep = data::select_indices(&full_train.labels(), full_train.num_classes(), data, seed)?;
+        let train = if keep.len() == full_train.len() {
+            full_train.clone()
+        } else {
+            Arc::new(full_train.subset(&keep))
+        };
+        Ok(FolderSource {
+            full_train,
+            train,
+            val: Arc::new(scan.val),
+            skipped: scan.bad.len(),
+            fingerprint: scan.fingerprint,
+            stream: StreamOptions {
+                threads: data.decode_threads.unwrap_or_else(rayon::current_num_threads),
+                prefetch: data.prefetch.unwrap_or(DataConfig::DEFAULT_PREFETCH),
+                skip_bad,
+                seed,
+            },
+            eval_crop: data.eval_crop.unwrap_or(DataConfig::DEFAULT_EVAL_CROP),
+        })
+    }
+
+    /// Encoder features (`[n, d]`) and labels of the images `order` of `list` under `mode`.
+    fn features(
+        &self,
+        encoder: &ResNet,
+        list: &Arc<ImageList>,
+        order: Vec<usize>,
+        batch: usize,
+        mode: Mode,
+        pipeline: &Pipeline,
+    ) -> Result<(Vec<f32>, Vec<u16>)> {
+        let size = pipeline.size();
+        let mut feats = Vec::with_capacity(order.len() * mode.views() * encoder.feat_dim);
+        let mut labels = Vec::with_capacity(order.len());
+        let stream = InputStream::new(
+            list.clone(),
+            order,
+            batch,
+            mode,
+            Arc::new(pipeline.clone()),
+            self.stream,
+        );
+        for b in stream {
+            let b = b?;
+            let x = Tensor::from_vec(b.pixels, (b.rows, 3, size, size), &Device::Cpu)?;
+            feats.extend(encoder.forward(&x, false)?.flatten_all()?.to_vec1::<f32>()?);
+            labels.extend(b.labels);
+        }
+        Ok((feats, labels))
+    }
+
+    /// Linear probe and kNN on eval-time centre crops of (seeded subsets of) the training and
+    /// validation lists, and the prototype bias on `eval.bias_images` validation images — the
+    /// same protocol, subsets and seeds as the CIFAR evaluation.
+    pub fn evaluate(
+        &self,
+        model: &SimClrModel,
+        cfg: &Config,
+        pipeline: &Pipeline,
+        mean: [f32; 3],
+        std: [f32; 3],
+        progress: ProgressMode,
+    ) -> Result<EvalResult> {
+        let e = &cfg.eval;
+        let d = model.encoder.feat_dim;
+        let classes = self.full_train.num_classes();
+        let eval_mode = Mode::Eval {
+            crop: self.eval_crop,
+            mean,
+            std,
+        };
+        emit(progress, serde_json::json!({"event": "eval", "what": "features"}));
+        let tr = seeded_subset(self.full_train.len(), e.train_images, cfg.seed ^ 0x7472); // "tr"
+        let te = seeded_subset(self.val.len(), e.test_images, cfg.seed ^ 0x7465); // "te"
+        let (ftr, ytr) = self.features(
+            &model.encoder,
+            &self.full_train,
+            tr,
+            FEATURE_BATCH,
+            eval_mode,
+            pipeline,
+        )?;
+        let (fte, yte) = self.features(&model.encoder, &self.val, te, FEATURE_BATCH, eval_mode, pipeline)?;
+        emit(progress, serde_json::json!({"event": "eval", "what": "linear"}));
+        let probe = ProbeConfig {
+            epochs: e.linear_epochs,
+            lr: e.linear_lr,
+            batch: e.linear_batch,
+            weight_decay: e.linear_weight_decay,
+            seed: cfg.seed,
+        };
+        let lin = eval::linear_probe(&ftr, &ytr, &fte, &yte, d, classes, &probe)?;
+        emit(progress, serde_json::json!({"event": "eval", "what": "knn"}));
+        let knn = eval::knn(&ftr, &ytr, &fte, &yte, d, classes, e.knn_k, e.knn_temperature)?;
+        let bias = if e.bias_views > 0 && e.bias_images > 0 {
+            emit(progress, serde_json::json!({"event": "eval", "what": "bias"}));
+            let bi = seeded_subset(self.val.len(), Some(e.bias_images), cfg.seed ^ 0x6269); // "bi"
+            let mode = Mode::Views { views: e.bias_views };
+            let per_batch = (512 / e.bias_views).max(1);
+            let (feats, labels) = self.features(&model.encoder, &self.val, bi, per_batch, mode, pipeline)?;
+            Some(bias::bias_from_features(
+                &feats,
+                &labels,
+                e.bias_views,
+                d,
+                classes,
+            )?)
+        } else {
+            None
+        };
+        Ok(EvalResult {
+            linear_top1: lin.top1,
+            linear_top5: lin.top5,
+            knn_top1: knn.top1,
+            knn_top5: knn.top5,
+            bias_l2: bias.map(|b| b.l2),
+            bias_l2_ci95: bias.map(|b| b.l2_ci95),
+            bias_cos: bias.map(|b| b.cos),
+            bias_cos_ci95: bias.map(|b| b.cos_ci95),
+            n_train: ytr.len(),
+            n_test: yte.len(),
+        })
+    }
+}
+
+/// The batches of one epoch (see the module doc for the order and seeds).
+pub enum EpochBatches<'a> {
+    Memory {
+        train: &'a Dataset,
+        pipeline: &'a Pipeline,
+        order: Vec<usize>,
+        seed: u64,
+        epoch: usize,
+        batch: usize,
+        step: usize,
+    },
+    Folder(InputStream),
+}
+
+impl EpochBatches<'_> {
+    /// The next step's 2·B augmented views (`[2B, 3, size, size]` values, first views then
+    /// second views) and the labels of its B images.
+    pub fn next_batch(&mut self) -> Result<(Vec<f32>, Vec<u16>)> {
+        match self {
+            EpochBatches::Memory {
+                train,
+                pipeline,
+                order,
+                seed,
+                epoch,
+                batch,
+                step,
+            } => {
+                let (b, per) = (*batch, pipeline.out_len());
+                let idx = order
+                    .get(*step * b..(*step + 1) * b)
+                    .ok_or_else(|| anyhow!("epoch {} has no step {}", *epoch + 1, *step + 1))?;
+                *step += 1;
+                let srcs: Vec<&[u8]> = idx.iter().map(|&i| train.image(i)).collect();
+                let mut buf = vec![0f32; 2 * b * per];
+                for v in 0..2 {
+                    let seeds: Vec<u64> = idx
+                        .iter()
+                        .map(|&i| augment::view_seed(*seed, *epoch as u64, i as u64, v as u64))
+                        .collect();
+                    let (h, w) = (train.height, train.width);
+                    pipeline.augment_batch(&srcs, h, w, &seeds, &mut buf[v * b * per..(v + 1) * b * per]);
+                }
+                Ok((buf, idx.iter().map(|&i| train.labels[i]).collect()))
+            }
+            EpochBatches::Folder(stream) => {
+                let b = stream
+                    .next()
+                    .ok_or_else(|| anyhow!("the input stream has no more batches"))??;
+                Ok((b.pixels, b.labels))
+            }
+        }
+    }
+}
+
+impl TrainSource {
+    /// Loads (CIFAR) or lists and checks (folders) the data of `cfg` under `data_root`.
+    pub fn open(cfg: &Config, data_root: &Path) -> Result<TrainSource> {
+        if cfg.data.is_folder() {
+            return Ok(TrainSource::Folder(FolderSource::open(
+                &cfg.data, cfg.seed, data_root,
+            )?));
+        }
+        let split = data::load(&cfg.data.dataset, data_root, cfg.data.allow_unverified)?;
+        let train = data::select_train(&split.train, &cfg.data, cfg.seed)?;
+        Ok(TrainSource::Memory { split, train })
+    }
+
+    /// Training images of the run.
+    pub fn n_train(&self) -> usize {
+        match self {
+            TrainSource::Memory { train, .. } => train.n,
+            TrainSource::Folder(f) => f.train.len(),
+        }
+    }
+
+    pub fn num_classes(&self) -> usize {
+        match self {
+            TrainSource::Memory { split, .. } => split.train.num_classes,
+            TrainSource::Folder(f) => f.full_train.num_classes(),
+        }
+    }
+
+    /// Normalisation: CIFAR's official statistics (else those of the training split); the
+    /// ImageNet ones for folders.
+    pub fn mean_std(&self, dataset: &str) -> ([f32; 3], [f32; 3]) {
+        match self {
+            TrainSource::Memory { split, .. } => {
+                data::official_mean_std(dataset).unwrap_or_else(|| data::channel_mean_std(&split.train))
+            }
+            TrainSource::Folder(_) => (data::IMAGENET_MEAN, data::IMAGENET_STD),
+        }
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        match self {
+            TrainSource::Memory { split, .. } => &split.fingerprint,
+            TrainSource::Folder(f) => &f.fingerprint,
+        }
+    }
+
+    /// CIFAR: the files are the official ones; folders: no entry had to be skipped.
+    pub fn verified(&self) -> bool {
+        match self {
+            TrainSource::Memory { split, .. } => split.verified,
+            TrainSource::Folder(f) => f.skipped == 0,
+        }
+    }
+
+    /// The batches of epoch `epoch` (0-based): `steps` batches of `cfg.train.batch_size` images.
+    pub fn epoch<'a>(
+        &'a self,
+        cfg: &Config,
+        pipeline: &'a Pipeline,
+        epoch: usize,
+        steps: usize,
+    ) -> EpochBatches<'a> {
+        let b = cfg.train.batch_size;
+        let mut order: Vec<usize> = (0..self.n_train()).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(augment::view_seed(
+            cfg.seed,
+            epoch as u64,
+            u64::MAX,
+            0,
+        )));
+        match self {
+            TrainSource::Memory { train, .. } => EpochBatches::Memory {
+                train,
+                pipeline,
+                order,
+                seed: cfg.seed,
+                epoch,
+                batch: b,
+                step: 0,
+            },
+            TrainSource::Folder(f) => {
+                order.truncate(steps * b);
+                let mode = Mode::Train { epoch: epoch as u64 };
+                let pipeline = Arc::new(pipeline.clone());
+                EpochBatches::Folder(InputStream::new(
+                    f.train.clone(),
+                    order,
+                    b,
+                    mode,
+                    pipeline,
+                    f.stream,
+                ))
+            }
+        }
+    }
+
+    /// Evaluates `model` (see [`crate::run`] for CIFAR, [`FolderSource::evaluate`] for folders).
+    pub fn evaluate(
+        &self,
+        model: &SimClrModel,
+        cfg: &Config,
+        pipeline: &Pipeline,
+        mean: [f32; 3],
+        std: [f32; 3],
+        progress: ProgressMode,
+    ) -> Result<EvalResult> {
+        match self {
+            TrainSource::Memory { split, .. } => evaluate(
+                model,
+                cfg,
+                &split.train,
+                &split.test,
+                pipeline,
+                mean,
+                std,
+                progress,
+            ),
+            TrainSource::Folder(f) => f.evaluate(model, cfg, pipeline, mean, std, progress),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{EvalConfig, ModelConfig, TrainLoopConfig};
+    use crate::data::folder::test_support::write_tree;
+    use crate::run::{train, Outcome, RunOptions};
+
+    /// A tiny folder dataset: 3 classes of 64×64 (and odd-sized) JPEGs, validation as a list.
+    fn dataset(root: &Path) {
+        write_tree(
+            &root.join("imagenet/train"),
+            &[("n01", 6, 64, 64), ("n02", 6, 64, 64), ("n03", 6, 71, 53)],
+        );
+        write_tree(&root.join("imagenet/valimgs"), &[("x", 6, 64, 64)]);
+        let lines: String = (0..6)
+            .map(|k| format!("valimgs/x/img{k}.JPEG {}\n", k % 3))
+            .collect();
+        std::fs::write(root.join("imagenet/val.txt"), lines).unwrap();
+    }
+
+    fn config() -> Config {
+        let mut cfg = Config {
+            seed: 3,
+            model: ModelConfig {
+                arch: "resnet18".into(),
+                width: 4,
+                stem: "imagenet".into(),
+                proj_hidden: 16,
+                proj_dim: 8,
+                ..ModelConfig::default()
+            },
+            train: TrainLoopConfig {
+                epochs: 2,
+                batch_size: 4,
+                steps_per_epoch: Some(2),
+            },
+            eval: EvalConfig {
+                linear_epochs: 2,
+                linear_batch: 8,
+                knn_k: 3,
+                bias_views: 2,
+                bias_images: 4,
+                ..EvalConfig::default()
+            },
+            ..Config::default()
+        };
+        cfg.data.dataset = "imagefolder".into();
+        cfg.data.train_dir = Some("imagenet/train".into());
+        cfg.data.val_list = Some("imagenet/val.txt".into());
+        cfg.data.list_root = Some("imagenet".into());
+        cfg.data.decode_threads = Some(2);
+        cfg.data.fill_folder_defaults();
+        cfg.augment.size = 32;
+        cfg
+    }
+
+    #[test]
+    fn a_few_training_steps_on_a_folder_dataset() {
+        let t = tempfile::tempdir().unwrap();
+        dataset(t.path());
+        let cfg = config();
+        cfg.validate().unwrap();
+        let opts = |out: &str| RunOptions {
+            out_dir: t.path().join(out),
+            checkpoint_dir: None,
+            data_root: t.path().to_path_buf(),
+            progress: ProgressMode::None,
+        };
+        let m = match train(&cfg, &opts("a")).unwrap() {
+            Outcome::Completed(m) => m,
+            Outcome::Diverged(m) => panic!("diverged: {:?}", m.diverged),
+        };
+        assert_eq!(m.epochs.len(), 2);
+        assert!(m.epochs.iter().all(|e| e.loss.is_finite()));
+        assert_eq!(m.dataset, "imagefolder");
+        assert!(m.dataset_verified);
+        assert_eq!(
+            m.dataset_fingerprint,
+            data::dataset_fingerprint(&cfg.data, t.path()).unwrap()
+        );
+        let ev = m.eval.as_ref().unwrap();
+        assert_eq!((ev.n_train, ev.n_test), (18, 6));
+        assert!(ev.bias_l2.is_some_and(f64::is_finite));
+        // Same config and seed, other decode thread count → the same run.
+        let mut cfg3 = cfg.clone();
+        cfg3.data.decode_threads = Some(3);
+        let m3 = train(&cfg3, &opts("b")).unwrap();
+        let losses = |m: &crate::run::Metrics| m.epochs.iter().map(|e| e.loss).collect::<Vec<_>>();
+        assert_eq!(losses(&m), losses(m3.metrics()));
+        assert_eq!(
+            m.eval.as_ref().unwrap().linear_top1,
+            m3.metrics().eval.as_ref().unwrap().linear_top1
+        );
+    }
+
+    #[test]
+    fn folder_batches_equal_in_memory_batches_of_the_same_pixels() {
+        // The same 32×32 images once as JPEG files and once decoded into a CIFAR-style Dataset:
+        // both sources give the same order, seeds and layout, hence identical batches.
+        let t = tempfile::tempdir().unwrap();
+        write_tree(&t.path().join("train"), &[("a", 5, 32, 32), ("b", 5, 32, 32)]);
+        std::fs::write(t.path().join("val.txt"), "train/a/img0.JPEG 0\n").unwrap();
+        let mut cfg = config();
+        cfg.data.train_dir = Some("train".into());
+        cfg.data.val_list = Some("val.txt".into());
+        cfg.data.list_root = None;
+        cfg.data.decode_threads = Some(3);
+        let folder = TrainSource::open(&cfg, t.path()).unwrap();
+        let TrainSource::Folder(f) = &folder else {
+            panic!("a folder source")
+        };
+        let mut images = Vec::new();
+        for i in 0..f.train.len() {
+            images.extend(f.train.load(i).unwrap().chw);
+        }
+        let ds = Dataset {
+            images,
+            labels: f.train.labels(),
+            n: f.train.len(),
+            height: 32,
+            width: 32,
+            num_classes: 2,
+            class_names: f.train.class_names.clone(),
+        };
+        let split = Split {
+            train: ds.clone(),
+            test: ds.clone(),
+            fingerprint: String::new(),
+            verified: true,
+        };
+        let memory = TrainSource::Memory { split, train: ds };
+        let pipeline = Pipeline::new(&cfg.augment, data::IMAGENET_MEAN, data::IMAGENET_STD).unwrap();
+        for epoch in [0, 1] {
+            let mut a = memory.epoch(&cfg, &pipeline, epoch, 2);
+            let mut b = folder.epoch(&cfg, &pipeline, epoch, 2);
+            for _ in 0..2 {
+                assert_eq!(a.next_batch().unwrap(), b.next_batch().unwrap());
+            }
+            assert!(b.next_batch().is_err());
+        }
+    }
+
+    #[test]
+    fn bad_entries_stop_the_run_before_training_unless_skipped() {
+        let t = tempfile::tempdir().unwrap();
+        dataset(t.path());
+        let mut lines = std::fs::read_to_string(t.path().join("imagenet/val.txt")).unwrap();
+        lines.push_str("valimgs/x/gone.JPEG 1\nvalimgs/x/img0.JPEG 9\n");
+        std::fs::write(t.path().join("imagenet/val.txt"), lines).unwrap();
+        let cfg = config();
+        let opts = RunOptions {
+            out_dir: t.path().join("run"),
+            checkpoint_dir: None,
+            data_root: t.path().to_path_buf(),
+            progress: ProgressMode::None,
+        };
+        let e = format!("{:#}", train(&cfg, &opts).unwrap_err());
+        assert!(
+            e.contains("val.txt:7") && e.contains("gone.JPEG") && e.contains("val.txt:8"),
+            "{e}"
+        );
+        assert!(!t.path().join("run/checkpoints").exists());
+        // Skipped and counted: the source opens with the good entries.
+        let mut cfg = cfg;
+        cfg.data.skip_bad = Some(true);
+        let TrainSource::Folder(f) = TrainSource::open(&cfg, t.path()).unwrap() else {
+            panic!("a folder source");
+        };
+        assert_eq!((f.skipped, f.val.len(), f.train.len()), (2, 6, 18));
+        // A subset by class works on folder datasets too.
+        cfg.data.per_class = Some(2);
+        let src = TrainSource::open(&cfg, t.path()).unwrap();
+        assert_eq!(src.n_train(), 6);
+        assert!(!src.verified());
+    }
+}
