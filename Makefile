@@ -20,6 +20,7 @@ build:
 	cargo build --bin protoclr
 
 demo: build
+	rm -rf runs/demo
 	$(BIN) --threads $(THREADS) train --config configs/demo.yaml --out runs/demo
 
 lint:
