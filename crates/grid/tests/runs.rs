@@ -354,7 +354,7 @@ fn kill9_of_the_runner_mid_cell_loses_nothing() {
     let e = write_exp(
         dir.path(),
         "k",
-        "base: {sleep: 0.15, epochs: 4}\ngrid:\n  x: [1, 2, 3, 4, 5]\n",
+        "base: {sleep: 0.15, epochs: 12}\ngrid:\n  x: [1, 2, 3, 4, 5]\n",
     );
     let p = plan(&e, &fake);
 
@@ -383,7 +383,16 @@ fn kill9_of_the_runner_mid_cell_loses_nothing() {
     assert_eq!(s.failed, 0);
     for c in &p.cells {
         assert!(matches!(results.state(&c.id), CellState::Done(_)), "{}", c.id);
-        assert_eq!(fake.completions(&c.id), 1, "{}: {:?}", c.id, fake.log_lines());
+        // Never trained to completion twice. A parallel trainer that the kill caught between
+        // writing its metrics.json and logging "complete" has those finished metrics adopted
+        // (not retrained), so it may show no "complete" line; the interrupted one must finish.
+        let n = fake.completions(&c.id);
+        assert!(
+            n == 1 || (n == 0 && c.id != mid_cell),
+            "{}: {n} completions: {:?}",
+            c.id,
+            fake.log_lines()
+        );
         assert!(!results.lock_path(&c.id).exists());
     }
     let lines = fake.log_lines();
@@ -407,7 +416,7 @@ fn ctrl_c_stops_the_runner_cleanly_and_a_rerun_resumes() {
     let e = write_exp(
         dir.path(),
         "k",
-        "base: {sleep: 0.15, epochs: 4}\ngrid:\n  x: [1, 2, 3, 4, 5]\n",
+        "base: {sleep: 0.15, epochs: 12}\ngrid:\n  x: [1, 2, 3, 4, 5]\n",
     );
     let p = plan(&e, &fake);
     let (mut runner, mid_cell) = start_runner_mid_cell(dir.path(), &p, &results, &fake, true);
@@ -435,7 +444,14 @@ fn ctrl_c_stops_the_runner_cleanly_and_a_rerun_resumes() {
     assert_eq!(s.failed, 0);
     for c in &p.cells {
         assert!(matches!(results.state(&c.id), CellState::Done(_)));
-        assert_eq!(fake.completions(&c.id), 1, "{}: {:?}", c.id, fake.log_lines());
+        // As in the kill -9 test: finished metrics written just before the stop are adopted.
+        let n = fake.completions(&c.id);
+        assert!(
+            n == 1 || (n == 0 && c.id != mid_cell),
+            "{}: {n} completions: {:?}",
+            c.id,
+            fake.log_lines()
+        );
     }
     let lines = fake.log_lines();
     let starts: Vec<&String> = lines

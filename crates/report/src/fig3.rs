@@ -166,6 +166,8 @@ impl Figure for Fig3 {
             y1 = y1.max(p.accuracy.mean + err(&p.accuracy));
         }
         let (x0, x1) = padded(x0, x1);
+        // Point labels are drawn to the right of their point: leave room for the rightmost one.
+        let x1 = x1 + 0.15 * (x1 - x0);
         let (y0, y1) = padded(y0, y1);
 
         let mut chart = ChartBuilder::on(&body)
