@@ -11,6 +11,7 @@
 #   STEPS=5     timed steps (median reported); warm-up is 2 steps for training, 1 for inference
 #   VENV=.venv  where PyTorch is installed if it is not importable there yet
 #   KEEP=FILE   also keep the raw JSON lines in FILE
+#   TORCH_SPEC=torch   what pip installs when the venv lacks PyTorch (e.g. torch==2.15.0)
 #
 # PyTorch comes from PyPI (the only index reachable here): the Linux x86_64 `torch` wheel is the
 # CUDA build and pulls in the nvidia-* / cuda-* / triton wheels, about 3 GB to download and
@@ -30,8 +31,7 @@ PY=$VENV/bin/python
 if ! "$PY" -c 'import torch' 2>/dev/null; then
     echo "run.sh: installing PyTorch from PyPI into $VENV (about 3 GB download)…" >&2
     python3 -m venv "$VENV"
-    "$PY" -m pip install --quiet --upgrade pip
-    "$PY" -m pip install --quiet torch
+    "$PY" -m pip install --quiet "${TORCH_SPEC:-torch}"
 fi
 
 out=$(mktemp "${TMPDIR:-/tmp}/protoclr-bench.XXXXXX")
