@@ -75,6 +75,30 @@ pub struct EvalResult {
     pub n_test: usize,
 }
 
+impl EvalResult {
+    /// Gathers the probe, kNN and (optional) bias results of one encoder.
+    pub fn new(
+        lin: eval::Accuracy,
+        knn: eval::Accuracy,
+        bias: Option<BiasStats>,
+        n_train: usize,
+        n_test: usize,
+    ) -> Self {
+        Self {
+            linear_top1: lin.top1,
+            linear_top5: lin.top5,
+            knn_top1: knn.top1,
+            knn_top5: knn.top5,
+            bias_l2: bias.map(|b| b.l2),
+            bias_l2_ci95: bias.map(|b| b.l2_ci95),
+            bias_cos: bias.map(|b| b.cos),
+            bias_cos_ci95: bias.map(|b| b.cos_ci95),
+            n_train,
+            n_test,
+        }
+    }
+}
+
 /// Where and why a run diverged.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Diverged {
@@ -215,18 +239,7 @@ pub(crate) fn evaluate(
     } else {
         None
     };
-    Ok(EvalResult {
-        linear_top1: lin.top1,
-        linear_top5: lin.top5,
-        knn_top1: knn.top1,
-        knn_top5: knn.top5,
-        bias_l2: bias.map(|b| b.l2),
-        bias_l2_ci95: bias.map(|b| b.l2_ci95),
-        bias_cos: bias.map(|b| b.cos),
-        bias_cos_ci95: bias.map(|b| b.cos_ci95),
-        n_train: tr.n,
-        n_test: te.n,
-    })
+    Ok(EvalResult::new(lin, knn, bias, tr.n, te.n))
 }
 
 fn save_checkpoint(

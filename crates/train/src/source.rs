@@ -183,18 +183,7 @@ impl FolderSource {
         } else {
             None
         };
-        Ok(EvalResult {
-            linear_top1: lin.top1,
-            linear_top5: lin.top5,
-            knn_top1: knn.top1,
-            knn_top5: knn.top5,
-            bias_l2: bias.map(|b| b.l2),
-            bias_l2_ci95: bias.map(|b| b.l2_ci95),
-            bias_cos: bias.map(|b| b.cos),
-            bias_cos_ci95: bias.map(|b| b.cos_ci95),
-            n_train: ytr.len(),
-            n_test: yte.len(),
-        })
+        Ok(EvalResult::new(lin, knn, bias, ytr.len(), yte.len()))
     }
 }
 
