@@ -9,7 +9,7 @@
 //! Tests check the result against candle's autograd through the stock ops.
 
 use crate::model::{Block, ResNet, Unit, BN_EPS};
-use crate::ops::{batchnorm, conv, with_data};
+use crate::ops::{batchnorm, conv, residual, with_data};
 use anyhow::Result;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -134,14 +134,7 @@ fn block_forward(b: &Block, x: Act) -> Result<(Act, BlockTape)> {
         }
         None => (x, None),
     };
-    let mut out = vec![0f32; cur.data.len()];
-    out.par_chunks_mut(1 << 14)
-        .zip(cur.data.par_chunks(1 << 14).zip(short.data.par_chunks(1 << 14)))
-        .for_each(|(o, (a, s))| {
-            for ((o, &a), &s) in o.iter_mut().zip(a).zip(s) {
-                *o = (a + s).max(0.0);
-            }
-        });
+    let out = residual::add_relu_raw(&cur.data, &short.data);
     let out = Rc::new(out);
     let act = Act {
         data: out.clone(),
@@ -151,14 +144,7 @@ fn block_forward(b: &Block, x: Act) -> Result<(Act, BlockTape)> {
 }
 
 fn block_backward(b: &Block, t: &BlockTape, dy: &[f32], grads: &mut Grads) -> Result<Vec<f32>> {
-    let mut g: Vec<f32> = vec![0f32; dy.len()];
-    g.par_chunks_mut(1 << 14)
-        .zip(dy.par_chunks(1 << 14).zip(t.out.par_chunks(1 << 14)))
-        .for_each(|(g, (d, y))| {
-            for ((g, &d), &y) in g.iter_mut().zip(d).zip(y) {
-                *g = if y > 0.0 { d } else { 0.0 };
-            }
-        });
+    let g = residual::relu_mask_raw(&t.out, dy);
     let mut d: Option<Vec<f32>> = None;
     for (u, ut) in b.chain.iter().zip(&t.chain).rev() {
         d = Some(unit_backward(u, ut, d.as_deref().unwrap_or(&g), grads)?);

@@ -141,7 +141,7 @@ impl CustomOp3 for BnTrain {
             with_data(gamma, self.name(), |gs| {
                 with_data(res, self.name(), |ys| {
                     with_data(grad, self.name(), |dys| {
-                        bn_backward(xs, gs, ys, dys, &saved, n, c, s, relu)
+                        backward_raw(xs, gs, ys, dys, &saved, n, c, s, relu)
                     })
                 })
             })
@@ -154,8 +154,9 @@ impl CustomOp3 for BnTrain {
     }
 }
 
+/// Backward on raw buffers: (dx, dγ, dβ) from the input, γ, the output and its gradient.
 #[allow(clippy::too_many_arguments)]
-fn bn_backward(
+pub fn backward_raw(
     x: &[f32],
     gamma: &[f32],
     y: &[f32],
@@ -243,22 +244,6 @@ pub fn train_forward_raw(
         var_unbiased: st.iter().map(|t| (t.2 * corr) as f32).collect(),
     };
     (y, st.iter().map(|t| (t.0, t.1)).collect(), stats)
-}
-
-/// Backward on raw buffers: (dx, dγ, dβ) from the input, γ, the output and its gradient.
-#[allow(clippy::too_many_arguments)]
-pub fn backward_raw(
-    x: &[f32],
-    gamma: &[f32],
-    y: &[f32],
-    dy: &[f32],
-    saved: &[(f32, f32)],
-    n: usize,
-    c: usize,
-    s: usize,
-    relu: bool,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    bn_backward(x, gamma, y, dy, saved, n, c, s, relu)
 }
 
 /// Training-mode batch norm (+ReLU). Returns the output and the batch statistics for the

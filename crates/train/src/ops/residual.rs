@@ -8,6 +8,32 @@ use rayon::prelude::*;
 
 const CHUNK: usize = 1 << 14;
 
+/// `relu(a + b)` on raw buffers of equal length.
+pub fn add_relu_raw(a: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; a.len()];
+    y.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(y, (a, b))| {
+            for ((o, &p), &q) in y.iter_mut().zip(a).zip(b) {
+                *o = (p + q).max(0.0);
+            }
+        });
+    y
+}
+
+/// The gradient through the ReLU that produced `y`: `g·[y > 0]`.
+pub fn relu_mask_raw(y: &[f32], g: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; y.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(y.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+        .for_each(|(o, (y, g))| {
+            for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
+                *o = if y > 0.0 { g } else { 0.0 };
+            }
+        });
+    out
+}
+
 struct AddRelu;
 
 impl CustomOp2 for AddRelu {
@@ -31,14 +57,7 @@ impl CustomOp2 for AddRelu {
         }
         let a = cpu_slice(s1, l1, self.name())?;
         let b = cpu_slice(s2, l2, self.name())?;
-        let mut y = vec![0f32; a.len()];
-        y.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(y, (a, b))| {
-                for ((o, &p), &q) in y.iter_mut().zip(a).zip(b) {
-                    *o = (p + q).max(0.0);
-                }
-            });
+        let y = add_relu_raw(a, b);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -50,17 +69,7 @@ impl CustomOp2 for AddRelu {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = with_data(res, self.name(), |ys| {
-            with_data(grad, self.name(), |gs| {
-                let mut out = vec![0f32; ys.len()];
-                out.par_chunks_mut(CHUNK)
-                    .zip(ys.par_chunks(CHUNK).zip(gs.par_chunks(CHUNK)))
-                    .for_each(|(o, (y, g))| {
-                        for ((o, &y), &g) in o.iter_mut().zip(y).zip(g) {
-                            *o = if y > 0.0 { g } else { 0.0 };
-                        }
-                    });
-                out
-            })
+            with_data(grad, self.name(), |gs| relu_mask_raw(ys, gs))
         })??;
         let g = Tensor::from_vec(g, a.dims(), a.device())?;
         Ok((Some(g.clone()), Some(g)))
