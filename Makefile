@@ -14,7 +14,11 @@ GRID_RUN = -$(BIN) grid run experiments/$(1).yaml --profile $(PROFILE) --workers
 test-slurm: build
 	bash tests/slurm/run.sh $(BIN)
 
-.PHONY: test-slurm build demo test lint bench figures reproduce-fig3 reproduce-fig4 reproduce-fig5 reproduce-tables reproduce-all
+# Type-check the CUDA build with NVIDIA's toolkit from PyPI (minutes; not part of `test`).
+check-cuda:
+	bash tests/cuda/check.sh
+
+.PHONY: test-slurm check-cuda build demo test lint bench figures reproduce-fig3 reproduce-fig4 reproduce-fig5 reproduce-tables reproduce-all
 
 build:
 	cargo build --bin protoclr

@@ -85,7 +85,8 @@ fn model_cfg(model: &str, width: usize, ops: &str) -> ModelConfig {
     }
 }
 
-pub fn run(cmd: BenchCommand) -> Result<()> {
+/// Runs a bench subcommand; `device` is the global `--device` (step and infer use it).
+pub fn run(cmd: BenchCommand, device: &candle_core::Device) -> Result<()> {
     match cmd {
         BenchCommand::Step {
             model,
@@ -96,7 +97,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             ops,
             json,
         } => {
-            let r = bench::step(&model_cfg(&model, width, &ops), batch, steps, warmup)?;
+            let r = bench::step(&model_cfg(&model, width, &ops), batch, steps, warmup, device)?;
             if json {
                 let mut v = serde_json::to_value(&r)?;
                 v["framework"] = "protoclr".into();
@@ -104,8 +105,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 println!("{v}");
             } else {
                 println!(
-                    "{model} width {width} batch 2×{batch} ({ops} ops, {} threads): {:.1} img/s · forward {:.0} ms · backward {:.0} ms · optimizer {:.0} ms · peak RSS {:.0} MB",
-                    r.threads, r.images_per_sec, r.forward_ms, r.backward_ms, r.optimizer_ms, r.peak_rss_mb
+                    "{model} width {width} batch 2×{batch} ({} ops on {}, {} threads): {:.1} img/s · forward {:.0} ms · backward {:.0} ms · optimizer {:.0} ms · peak RSS {:.0} MB",
+                    r.ops, r.device, r.threads, r.images_per_sec, r.forward_ms, r.backward_ms, r.optimizer_ms, r.peak_rss_mb
                 );
             }
         }
@@ -118,7 +119,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
             ops,
             json,
         } => {
-            let r = bench::infer(&model_cfg(&model, width, &ops), batch, steps, warmup)?;
+            let r = bench::infer(&model_cfg(&model, width, &ops), batch, steps, warmup, device)?;
             if json {
                 let mut v = serde_json::to_value(&r)?;
                 v["framework"] = "protoclr".into();
@@ -126,8 +127,8 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
                 println!("{v}");
             } else {
                 println!(
-                    "{model} width {width} inference batch {batch} ({ops} ops, {} threads): {:.1} img/s · peak RSS {:.0} MB",
-                    r.threads, r.images_per_sec, r.peak_rss_mb
+                    "{model} width {width} inference batch {batch} ({} ops on {}, {} threads): {:.1} img/s · peak RSS {:.0} MB",
+                    r.ops, r.device, r.threads, r.images_per_sec, r.peak_rss_mb
                 );
             }
         }

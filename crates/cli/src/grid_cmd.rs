@@ -153,16 +153,22 @@ pub enum GridCommand {
 pub struct TrainBackend {
     exe: PathBuf,
     data_root: Option<PathBuf>,
+    /// `--device` for the training processes (None: theirs, i.e. `$PROTOCLR_DEVICE` or cpu).
+    device: Option<String>,
     fingerprints: Mutex<HashMap<String, String>>,
 }
 
 impl TrainBackend {
-    pub fn new(data_root: Option<PathBuf>) -> Result<TrainBackend> {
+    pub fn new(data_root: Option<PathBuf>, device: Option<String>) -> Result<TrainBackend> {
+        if let Some(d) = &device {
+            protoclr_train::device::check(d)?;
+        }
         let exe = std::env::current_exe().context("cannot find the protoclr binary")?;
         let data_root = data_root.map(|d| absolute(&d));
         Ok(TrainBackend {
             exe,
             data_root,
+            device,
             fingerprints: Mutex::new(HashMap::new()),
         })
     }
@@ -217,6 +223,9 @@ impl Backend for TrainBackend {
         if let Some(root) = &self.data_root {
             c.arg("--data-root").arg(root);
         }
+        if let Some(d) = &self.device {
+            c.arg("--device").arg(d);
+        }
         c
     }
 }
@@ -235,7 +244,9 @@ fn load_plan(file: &Path, profile: &str, backend: &dyn Backend) -> Result<Plan> 
 }
 
 /// Runs a `protoclr grid` subcommand.
-pub fn run(cmd: GridCommand) -> Result<()> {
+/// Runs a `protoclr grid` subcommand; `device` is the global `--device`, passed on to the
+/// training processes (and written into Slurm scripts).
+pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
     match cmd {
         GridCommand::Plan {
             file,
@@ -243,7 +254,7 @@ pub fn run(cmd: GridCommand) -> Result<()> {
             workers,
             folders,
         } => {
-            let backend = TrainBackend::new(folders.data_root)?;
+            let backend = TrainBackend::new(folders.data_root, device.clone())?;
             let plan = load_plan(&file, &profile, &backend)?;
             let results = Results::new(&folders.results);
             let c = display::counts(&plan, &results);
@@ -261,7 +272,7 @@ pub fn run(cmd: GridCommand) -> Result<()> {
             no_progress,
             folders,
         } => {
-            let backend = TrainBackend::new(folders.data_root)?;
+            let backend = TrainBackend::new(folders.data_root, device.clone())?;
             let plan = load_plan(&file, &profile, &backend)?;
             let results = Results::new(&folders.results);
             let workers = workers.max(1);
@@ -306,7 +317,7 @@ pub fn run(cmd: GridCommand) -> Result<()> {
             retry_failed,
             folders,
         } => {
-            let backend = TrainBackend::new(folders.data_root)?;
+            let backend = TrainBackend::new(folders.data_root, device.clone())?;
             let plan = load_plan(&file, &profile, &backend)?;
             let results = Results::new(&folders.results);
             let cell = match &list {
@@ -354,7 +365,7 @@ pub fn run(cmd: GridCommand) -> Result<()> {
             profile,
             folders,
         } => {
-            let backend = TrainBackend::new(folders.data_root)?;
+            let backend = TrainBackend::new(folders.data_root, device.clone())?;
             let exp = Experiment::load(&file)?;
             let results = Results::new(&folders.results);
             let profiles: Vec<String> = match profile {
@@ -404,7 +415,7 @@ pub fn run(cmd: GridCommand) -> Result<()> {
             if !(failed || diverged || checkpoints || all) {
                 bail!("say what to remove: --failed, --diverged, --checkpoints or --all");
             }
-            let backend = TrainBackend::new(folders.data_root)?;
+            let backend = TrainBackend::new(folders.data_root, device.clone())?;
             let exp = Experiment::load(&file)?;
             let results = Results::new(&folders.results);
             let profiles: Vec<String> = match profile {
@@ -465,7 +476,7 @@ pub fn run(cmd: GridCommand) -> Result<()> {
             sbatch,
             folders,
         } => {
-            let backend = TrainBackend::new(folders.data_root.clone())?;
+            let backend = TrainBackend::new(folders.data_root.clone(), device.clone())?;
             let plan = load_plan(&file, &profile, &backend)?;
             std::fs::create_dir_all(&folders.results)
                 .with_context(|| format!("cannot create {}", folders.results.display()))?;
@@ -486,6 +497,7 @@ pub fn run(cmd: GridCommand) -> Result<()> {
                 max_parallel,
                 retry_failed,
                 extra: sbatch_args,
+                device: device.clone(),
             };
             results.write_index(&plan)?;
             let Some(job) = slurm::write_job(&plan, &results, &opts)? else {

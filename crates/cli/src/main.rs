@@ -21,6 +21,10 @@ struct Cli {
     /// Worker threads for training and evaluation (default: all cores).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Compute device: `cpu` (default), or `cuda` / `cuda:N` in a build with the `cuda` feature
+    /// (README, "GPU build"). `grid` passes it on to the training processes it starts.
+    #[arg(long, global = true, env = "PROTOCLR_DEVICE")]
+    device: Option<String>,
     #[command(subcommand)]
     cmd: Command,
 }
@@ -75,6 +79,10 @@ struct TrainArgs {
     /// Accept dataset files whose MD5 differs from the official release (recorded in metrics).
     #[arg(long)]
     allow_unverified: bool,
+    /// Image-folder datasets: leave out bad entries (missing file, label out of range, …) and
+    /// replace images that do not decode, counting them, instead of stopping (`data.skip_bad`).
+    #[arg(long)]
+    skip_bad: bool,
     #[arg(long, value_enum, default_value = "bar")]
     progress: Progress,
 }
@@ -92,10 +100,21 @@ enum DataCommand {
         #[arg(long)]
         base_url: Option<String>,
     },
-    /// Check the dataset files in a folder against the published MD5s.
+    /// Check a CIFAR folder against the published MD5s (`--dir`), or list an image-folder
+    /// dataset and decode every JPEG (`--config`), reporting each bad entry with its file and line.
     Verify {
+        /// A CIFAR dataset folder, or a data root holding them.
+        #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+        dir: Option<PathBuf>,
+        /// A run config whose `data.dataset` is `imagefolder`.
         #[arg(long)]
-        dir: PathBuf,
+        config: Option<PathBuf>,
+        /// Override a config key (repeatable), as for `train`.
+        #[arg(long = "set", value_name = "KEY=VALUE", requires = "config")]
+        sets: Vec<String>,
+        /// Root of the config's data paths (default: $PROTOCLR_DATA).
+        #[arg(long, env = "PROTOCLR_DATA")]
+        data_root: Option<PathBuf>,
     },
 }
 
@@ -106,10 +125,13 @@ pub fn data_root(flag: Option<PathBuf>) -> Result<PathBuf> {
     )
 }
 
-fn train(args: TrainArgs) -> Result<ExitCode> {
+fn train(args: TrainArgs, device: Option<&str>) -> Result<ExitCode> {
     let mut sets = args.sets.clone();
     if args.allow_unverified {
         sets.push("data.allow_unverified=true".into());
+    }
+    if args.skip_bad {
+        sets.push("data.skip_bad=true".into());
     }
     let cfg = config::load(args.config.as_deref(), &sets)?;
     let opts = run::RunOptions {
@@ -121,6 +143,7 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
             Progress::Jsonl => run::ProgressMode::Jsonl,
             Progress::None => run::ProgressMode::None,
         },
+        device: protoclr_train::device::parse(device.unwrap_or("cpu"))?,
     };
     let outcome = run::train(&cfg, &opts)?;
     let m = outcome.metrics();
@@ -131,6 +154,34 @@ fn train(args: TrainArgs) -> Result<ExitCode> {
         run::Outcome::Completed(_) => ExitCode::SUCCESS,
         run::Outcome::Diverged(_) => ExitCode::from(3),
     })
+}
+
+/// `data verify --config`: every entry of an image-folder dataset listed, checked and decoded.
+fn verify_folder(config: &std::path::Path, sets: &[String], root: PathBuf) -> Result<()> {
+    let cfg = config::load(Some(config), sets)?;
+    if cfg.data.dataset != data::folder::FOLDER_DATASET {
+        anyhow::bail!(
+            "{}: `data.dataset` is `{}`; --config verifies image-folder datasets (use --dir for CIFAR)",
+            config.display(),
+            cfg.data.dataset
+        );
+    }
+    let layout = data::folder::FolderLayout::from_config(&cfg.data, &root)?;
+    let scan = data::folder::scan_with_progress(&layout, true, true)?;
+    println!("{}", scan.summary());
+    println!("fingerprint {}", scan.fingerprint);
+    for b in &scan.bad {
+        println!("bad: {b}");
+    }
+    if !scan.bad.is_empty() {
+        anyhow::bail!(
+            "{}: {} bad entr{} (training with --skip-bad leaves them out)",
+            config.display(),
+            scan.bad.len(),
+            if scan.bad.len() == 1 { "y" } else { "ies" }
+        );
+    }
+    Ok(())
 }
 
 fn print_summary(m: &run::Metrics, out: &std::path::Path) {
@@ -168,7 +219,7 @@ fn run_cli() -> Result<ExitCode> {
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     protoclr_train::runtime::init(threads);
     match cli.cmd {
-        Command::Train(a) => train(a),
+        Command::Train(a) => train(a, cli.device.as_deref()),
         Command::Data { cmd } => {
             match cmd {
                 DataCommand::Fetch {
@@ -179,18 +230,30 @@ fn run_cli() -> Result<ExitCode> {
                     let path = data::fetch(&dataset, &dir, base_url.as_deref(), true)?;
                     println!("{} ready at {}", dataset, path.display());
                 }
-                DataCommand::Verify { dir } => {
-                    let report = data::verify(&dir)?;
-                    println!("{report}");
-                    if !report.all_verified() {
-                        anyhow::bail!("{}: not every file matches the official release", dir.display());
+                DataCommand::Verify {
+                    dir,
+                    config,
+                    sets,
+                    data_root: root,
+                } => match (dir, config) {
+                    (Some(dir), _) => {
+                        let report = data::verify(&dir)?;
+                        println!("{report}");
+                        if !report.all_verified() {
+                            anyhow::bail!("{}: not every file matches the official release", dir.display());
+                        }
                     }
-                }
+                    (None, Some(config)) => verify_folder(&config, &sets, data_root(root)?)?,
+                    (None, None) => unreachable!("clap requires --dir or --config"),
+                },
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { cmd } => bench_cmd::run(cmd).map(|_| ExitCode::SUCCESS),
-        Command::Grid { cmd } => grid_cmd::run(cmd).map(|_| ExitCode::SUCCESS),
+        Command::Bench { cmd } => {
+            let device = protoclr_train::device::parse(cli.device.as_deref().unwrap_or("cpu"))?;
+            bench_cmd::run(cmd, &device).map(|_| ExitCode::SUCCESS)
+        }
+        Command::Grid { cmd } => grid_cmd::run(cmd, cli.device).map(|_| ExitCode::SUCCESS),
         Command::Report(args) => {
             let dev = protoclr_train::loss::ntxent_max_deviation(42, 40)?;
             report_cmd::run(args, dev).map(|_| ExitCode::SUCCESS)

@@ -35,6 +35,9 @@ pub struct SlurmOptions {
     pub retry_failed: bool,
     /// Further `#SBATCH` lines, e.g. `--account=abc`.
     pub extra: Vec<String>,
+    /// Passed to the tasks as `--device` when set (e.g. `cuda:0` with `gpus: 1`: Slurm's
+    /// `CUDA_VISIBLE_DEVICES` makes the task's GPU device 0).
+    pub device: Option<String>,
 }
 
 /// A written job.
@@ -146,6 +149,9 @@ fn script_text(plan: &Plan, o: &SlurmOptions, dir: &Path, list: &Path, n: usize)
     }
     if o.retry_failed {
         cmd += " --retry-failed";
+    }
+    if let Some(d) = &o.device {
+        cmd += &format!(" --device {}", sh_quote(d));
     }
     s += &cmd;
     s += "\n";

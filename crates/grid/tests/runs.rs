@@ -335,9 +335,13 @@ fn start_runner_mid_cell(
             .cells
             .iter()
             .any(|c| matches!(results.recorded_state(&c.id), CellState::Done(_)));
+        // Mid-way with at least half of its 12 epochs (≥ 1.8 s) to go, so that a loaded machine
+        // cannot finish it between this check and the signal.
         let mid = p.cells.iter().find(|c| {
-            results.checkpoint_dir(&c.id).join("epoch").exists()
-                && !results.cell_dir(&c.id).join("metrics.json").exists()
+            let epoch = std::fs::read_to_string(results.checkpoint_dir(&c.id).join("epoch"))
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok());
+            epoch.is_some_and(|e| e <= 6) && !results.cell_dir(&c.id).join("metrics.json").exists()
         });
         if let (true, Some(c)) = (done, mid) {
             return (runner, c.id.clone());
@@ -489,6 +493,7 @@ fn slurm_job_freezes_the_pending_cells_and_tasks_run_them() {
         max_parallel: Some(2),
         retry_failed: false,
         extra: vec!["--account=abc".into()],
+        device: Some("cuda:0".into()),
     };
     let job = write_job(&p, &results, &o).unwrap().unwrap();
     assert_eq!(job.tasks, 2, "the done cell is not in the array");
@@ -510,7 +515,7 @@ fn slurm_job_freezes_the_pending_cells_and_tasks_run_them() {
     );
     assert!(
         script.contains(
-            "--index \"$SLURM_ARRAY_TASK_ID\" --cell-threads \"${SLURM_CPUS_PER_TASK:-8}\" --data-root /data"
+            "--index \"$SLURM_ARRAY_TASK_ID\" --cell-threads \"${SLURM_CPUS_PER_TASK:-8}\" --data-root /data --device cuda:0"
         ),
         "{script}"
     );

@@ -20,6 +20,8 @@ pub struct StepBench {
     pub batch: usize,
     pub threads: usize,
     pub ops: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
     pub images_per_sec: f64,
     pub forward_ms: f64,
     pub backward_ms: f64,
@@ -36,6 +38,8 @@ pub struct InferBench {
     pub batch: usize,
     pub threads: usize,
     pub ops: String,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
     pub images_per_sec: f64,
     pub peak_rss_mb: f64,
 }
@@ -54,29 +58,46 @@ pub fn peak_rss_mb() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The ops actually used: `model.ops`, except `stock` wherever the custom CPU kernels cannot run.
+fn ops_label(cfg: &ModelConfig, device: &Device) -> String {
+    if crate::model::uses_custom_ops(cfg, device) {
+        "custom"
+    } else {
+        "stock"
+    }
+    .into()
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
 
-fn random_images(n: usize, side: usize, seed: u64) -> Result<Tensor> {
+fn random_images(n: usize, side: usize, seed: u64, device: &Device) -> Result<Tensor> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let v: Vec<f32> = (0..n * 3 * side * side)
         .map(|_| rng.random_range(-2.0f32..2.0))
         .collect();
-    Ok(Tensor::from_vec(v, (n, 3, side, side), &Device::Cpu)?)
+    Ok(Tensor::from_vec(v, (n, 3, side, side), device)?)
 }
 
 /// Median over `steps` timed steps (forward = encoder and head up to the loss; backward = the
 /// loss's value, its backward pass and the encoder's) after `warmup` untimed ones; `batch` images → 2·batch views.
-pub fn step(model_cfg: &ModelConfig, batch: usize, steps: usize, warmup: usize) -> Result<StepBench> {
-    let model = SimClrModel::new(model_cfg, 0)?;
+/// On a CUDA device the loss value and the gradients' copy to the host synchronise each phase.
+pub fn step(
+    model_cfg: &ModelConfig,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+    device: &Device,
+) -> Result<StepBench> {
+    let model = SimClrModel::new_on(model_cfg, 0, device)?;
     let ocfg = OptimConfig {
         name: "sgd".into(),
         ..OptimConfig::default()
     };
     let mut opt = Optimizer::new(&ocfg);
-    let x = random_images(2 * batch, 32, 1)?;
+    let x = random_images(2 * batch, 32, 1, device)?;
     let (mut fw, mut bw, mut op, mut tot) = (vec![], vec![], vec![], vec![]);
     for i in 0..warmup + steps {
         let t0 = Instant::now();
@@ -102,7 +123,8 @@ pub fn step(model_cfg: &ModelConfig, batch: usize, steps: usize, warmup: usize) 
         width: model_cfg.width,
         batch,
         threads: rayon::current_num_threads(),
-        ops: model_cfg.ops.clone(),
+        ops: ops_label(model_cfg, device),
+        device: crate::device::label(device),
         images_per_sec: 2.0 * batch as f64 / (step_ms / 1e3),
         forward_ms: median(fw),
         backward_ms: median(bw),
@@ -113,9 +135,15 @@ pub fn step(model_cfg: &ModelConfig, batch: usize, steps: usize, warmup: usize) 
 }
 
 /// Inference (eval-mode encoder) throughput.
-pub fn infer(model_cfg: &ModelConfig, batch: usize, steps: usize, warmup: usize) -> Result<InferBench> {
-    let model = SimClrModel::new(model_cfg, 0)?;
-    let x = random_images(batch, 32, 2)?;
+pub fn infer(
+    model_cfg: &ModelConfig,
+    batch: usize,
+    steps: usize,
+    warmup: usize,
+    device: &Device,
+) -> Result<InferBench> {
+    let model = SimClrModel::new_on(model_cfg, 0, device)?;
+    let x = random_images(batch, 32, 2, device)?;
     let mut tot = vec![];
     for i in 0..warmup + steps {
         let t0 = Instant::now();
@@ -130,7 +158,8 @@ pub fn infer(model_cfg: &ModelConfig, batch: usize, steps: usize, warmup: usize)
         width: model_cfg.width,
         batch,
         threads: rayon::current_num_threads(),
-        ops: model_cfg.ops.clone(),
+        ops: ops_label(model_cfg, device),
+        device: crate::device::label(device),
         images_per_sec: batch as f64 / median(tot),
         peak_rss_mb: peak_rss_mb(),
     })

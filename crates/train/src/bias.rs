@@ -17,7 +17,7 @@ use crate::augment::{self, Pipeline};
 use crate::eval::ImageSet;
 use crate::model::ResNet;
 use anyhow::{bail, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// The bias with its 95 % intervals.
@@ -141,7 +141,7 @@ pub fn prototype_bias(
             .collect();
         let mut buf = vec![0f32; srcs.len() * per];
         pipeline.augment_batch(&srcs, images.h, images.w, &seeds, &mut buf);
-        let x = Tensor::from_vec(buf, (srcs.len(), 3, size, size), &Device::Cpu)?;
+        let x = Tensor::from_vec(buf, (srcs.len(), 3, size, size), &encoder.device)?;
         feats.extend(encoder.forward(&x, false)?.flatten_all()?.to_vec1::<f32>()?);
         start = end;
     }

@@ -46,7 +46,7 @@ pub fn extract_features(
         buf.par_chunks_mut(per).enumerate().for_each(|(k, o)| {
             augment::eval_transform(images.image(start + k), images.h, images.w, size, mean, std, o);
         });
-        let x = Tensor::from_vec(buf, (end - start, 3, size, size), &Device::Cpu)?;
+        let x = Tensor::from_vec(buf, (end - start, 3, size, size), &encoder.device)?;
         let h = encoder.forward(&x, false)?;
         out.extend(h.flatten_all()?.to_vec1::<f32>()?);
         start = end;

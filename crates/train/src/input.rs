@@ -171,7 +171,7 @@ impl Shared {
             Err(e) => e,
         };
         if !self.opts.skip_bad {
-            bail!("input pipeline: {err:#} (set `data.skip_bad: true` to replace undecodable images)");
+            bail!("input pipeline: {err:#} (pass --skip-bad or set `data.skip_bad: true` to replace undecodable images)");
         }
         let n = self.list.len();
         for d in 1..=MAX_REPLACEMENT_TRIES.min(n.saturating_sub(1)) {

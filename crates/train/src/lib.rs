@@ -1,6 +1,6 @@
 //! # protoclr-train
 //!
-//! Everything one training run needs, on candle's CPU backend: the CIFAR readers and subsets
+//! Everything one training run needs, on candle's CPU backend (or CUDA, [`device`]): the CIFAR readers and subsets
 //! ([`data`]), the augmentation pipeline ([`augment`]), ResNet encoders and the projection head
 //! ([`model`]) on our custom convolution and batch-norm kernels ([`ops`]), the balanced
 //! contrastive and supervised prototype objectives ([`loss`]), optimisers ([`optim`]),
@@ -17,6 +17,7 @@ pub mod bench;
 pub mod bias;
 pub mod config;
 pub mod data;
+pub mod device;
 pub mod eval;
 pub mod fastpath;
 pub mod fsutil;

@@ -66,8 +66,12 @@ pub fn balanced(z: &Tensor, tau: f64, alpha: f64, lambda: f64, decoupled: bool) 
             mask[i * two_n + j] = MASK;
         }
     }
-    let pos = Tensor::from_vec(pos, (two_n, two_n), &Device::Cpu)?.to_dtype(dt)?;
-    let mask = Tensor::from_vec(mask, (two_n, two_n), &Device::Cpu)?.to_dtype(dt)?;
+    let pos = Tensor::from_vec(pos, (two_n, two_n), &Device::Cpu)?
+        .to_dtype(dt)?
+        .to_device(z.device())?;
+    let mask = Tensor::from_vec(mask, (two_n, two_n), &Device::Cpu)?
+        .to_dtype(dt)?
+        .to_device(z.device())?;
     let pos_sim = (&sim * &pos)?.sum(D::Minus1)?;
     let lse = logsumexp_rows(&(&sim + &mask)?)?;
     let per_anchor = ((pos_sim * (-alpha))? + (lse * lambda)?)?;
@@ -99,7 +103,7 @@ pub fn supervised_prototype(
         );
     }
     let dt = z.dtype();
-    let s = l2_normalize(z)?.matmul(&l2_normalize(&protos.detach())?.t()?)?;
+    let s = l2_normalize(z)?.matmul(&l2_normalize(&protos.detach().to_device(z.device())?)?.t()?)?;
     let mut onehot = vec![0f64; m * c];
     for (i, &y) in labels.iter().enumerate() {
         if y as usize >= c {
@@ -107,7 +111,9 @@ pub fn supervised_prototype(
         }
         onehot[i * c + y as usize] = 1.0;
     }
-    let onehot = Tensor::from_vec(onehot, (m, c), &Device::Cpu)?.to_dtype(dt)?;
+    let onehot = Tensor::from_vec(onehot, (m, c), &Device::Cpu)?
+        .to_dtype(dt)?
+        .to_device(z.device())?;
     let own = (&s * &onehot)?.sum(D::Minus1)?;
     let others = (&s + (&onehot * MASK)?)?;
     let repel = match smooth_tau {

@@ -23,22 +23,39 @@ pub const BN_MOMENTUM: f32 = 0.1;
 pub const BN_EPS: f64 = 1e-5;
 
 /// Named trainable parameters and buffers, in creation order.
-#[derive(Default)]
 pub struct ParamStore {
     rng: Option<ChaCha8Rng>,
+    /// Where the parameters live (values are drawn on the host, so they do not depend on it).
+    pub device: Device,
     pub vars: Vec<(String, Var)>,
+}
+
+impl Default for ParamStore {
+    fn default() -> Self {
+        Self {
+            rng: None,
+            device: Device::Cpu,
+            vars: vec![],
+        }
+    }
 }
 
 impl ParamStore {
     pub fn new(seed: u64) -> Self {
+        Self::new_on(seed, &Device::Cpu)
+    }
+
+    /// A store whose parameters are created on `device`.
+    pub fn new_on(seed: u64, device: &Device) -> Self {
         Self {
             rng: Some(ChaCha8Rng::seed_from_u64(seed)),
+            device: device.clone(),
             vars: vec![],
         }
     }
 
     fn push(&mut self, name: String, t: Tensor) -> Result<Var> {
-        let v = Var::from_tensor(&t)?;
+        let v = Var::from_tensor(&t.to_device(&self.device)?)?;
         self.vars.push((name, v.clone()));
         Ok(v)
     }
@@ -70,6 +87,13 @@ impl ParamStore {
     pub fn count(&self) -> usize {
         self.vars.iter().map(|(_, v)| v.elem_count()).sum()
     }
+}
+
+/// Whether layers run on our custom ops: `model.ops: custom` on the CPU. The custom ops are
+/// CPU kernels; on a CUDA device every layer runs on candle's stock (CUDA) ops, whatever
+/// `model.ops` says.
+pub fn uses_custom_ops(cfg: &ModelConfig, device: &Device) -> bool {
+    cfg.ops == "custom" && device.is_cpu()
 }
 
 /// Whether a parameter is a batch-norm parameter or a bias (excluded from weight decay and LARS
@@ -325,6 +349,8 @@ pub struct ResNet {
     /// Dimension of the pooled representation.
     pub feat_dim: usize,
     pub custom: bool,
+    /// The device of the parameters (inputs must be put there).
+    pub device: Device,
 }
 
 impl ResNet {
@@ -388,7 +414,8 @@ impl ResNet {
             imagenet_stem,
             blocks,
             feat_dim: cin,
-            custom: cfg.ops == "custom",
+            custom: uses_custom_ops(cfg, &ps.device),
+            device: ps.device.clone(),
         })
     }
 
@@ -458,15 +485,23 @@ pub struct SimClrModel {
 }
 
 impl SimClrModel {
+    /// The model on the CPU.
     pub fn new(cfg: &ModelConfig, seed: u64) -> Result<Self> {
-        let mut params = ParamStore::new(seed);
+        Self::new_on(cfg, seed, &Device::Cpu)
+    }
+
+    /// The model with its parameters on `device`; the same seed gives the same initial values
+    /// on every device.
+    pub fn new_on(cfg: &ModelConfig, seed: u64, device: &Device) -> Result<Self> {
+        let mut params = ParamStore::new_on(seed, device);
         let encoder = ResNet::new(&mut params, cfg)?;
+        let custom = encoder.custom;
         let projector = Projector::new(
             &mut params,
             encoder.feat_dim,
             cfg.proj_hidden,
             cfg.proj_dim,
-            cfg.ops == "custom",
+            custom,
         )?;
         Ok(Self {
             params,
@@ -555,11 +590,11 @@ impl SimClrModel {
         v
     }
 
-    /// Parameters and running statistics by name (for checkpoints).
+    /// Parameters and running statistics by name, on the host (for checkpoints).
     pub fn state(&self) -> Result<HashMap<String, Tensor>> {
         let mut m = HashMap::new();
         for (name, v) in &self.params.vars {
-            m.insert(name.clone(), v.as_tensor().clone());
+            m.insert(name.clone(), v.as_tensor().to_device(&Device::Cpu)?);
         }
         for bn in self.all_batch_norms() {
             let c = bn.running_mean.borrow().len();
@@ -590,7 +625,7 @@ impl SimClrModel {
                     v.dims()
                 );
             }
-            v.set(t)?;
+            v.set(&t.to_device(v.device())?)?;
         }
         for bn in self.all_batch_norms() {
             *bn.running_mean.borrow_mut() = get(&format!("{}.running_mean", bn.name))?.to_vec1::<f32>()?;

@@ -47,6 +47,9 @@ pub struct RunOptions {
     /// Folder holding `cifar-10-batches-bin/` and/or `cifar-100-binary/`.
     pub data_root: PathBuf,
     pub progress: ProgressMode,
+    /// Where the model trains and evaluates ([`crate::device::parse`]); data are prepared on
+    /// the host whatever the device.
+    pub device: Device,
 }
 
 /// One epoch's record.
@@ -107,6 +110,10 @@ pub struct Diverged {
     pub what: String,
 }
 
+fn cpu_label() -> String {
+    "cpu".into()
+}
+
 /// `metrics.json` (see docs/formats.md).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Metrics {
@@ -121,6 +128,9 @@ pub struct Metrics {
     pub train_images_per_sec: f64,
     pub train_images: usize,
     pub threads: usize,
+    /// `cpu` or `cuda:N` (absent in results written before devices existed: `cpu`).
+    #[serde(default = "cpu_label")]
+    pub device: String,
     pub git_commit: String,
     pub dataset: String,
     pub dataset_fingerprint: String,
@@ -373,21 +383,24 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
                 }
             }
         }
-    } else {
-        atomic_write(&cfg_path, yaml.as_bytes())?;
     }
     let ckpt_dir = opts
         .checkpoint_dir
         .clone()
         .unwrap_or_else(|| out.join("checkpoints"));
 
-    // CIFAR in memory, or an image-folder dataset streamed from disk (crate::source).
+    // CIFAR in memory, or an image-folder dataset streamed from disk (crate::source). Opened
+    // before config.yaml is written, so that a dataset error leaves the run folder reusable
+    // with another config (e.g. `--skip-bad`).
     let source = TrainSource::open(cfg, &opts.data_root)?;
+    if !cfg_path.exists() {
+        atomic_write(&cfg_path, yaml.as_bytes())?;
+    }
     let (mean, std) = source.mean_std(&cfg.data.dataset);
     let pipeline = Pipeline::new(&cfg.augment, mean, std)?;
     let classes = source.num_classes();
 
-    let model = SimClrModel::new(&cfg.model, cfg.seed)?;
+    let model = SimClrModel::new_on(&cfg.model, cfg.seed, &opts.device)?;
     let mut opt = Optimizer::new(&cfg.optim);
     let supervised = cfg.loss.name == "supervised_prototype";
     let mut protos = if !supervised {
@@ -442,7 +455,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         let mut lr = 0.0;
         for step in 0..steps {
             let (buf, batch_labels) = batches.next_batch()?;
-            let x = Tensor::from_vec(buf, (2 * b, 3, size, size), &Device::Cpu)?;
+            let x = Tensor::from_vec(buf, (2 * b, 3, size, size), &opts.device)?;
             let labels: Vec<u32> = batch_labels
                 .iter()
                 .chain(&batch_labels)
@@ -543,6 +556,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         },
         train_images: n,
         threads: rayon::current_num_threads(),
+        device: crate::device::label(&opts.device),
         git_commit: git_commit(),
         dataset: cfg.data.dataset.clone(),
         dataset_fingerprint: source.fingerprint().to_string(),
@@ -566,7 +580,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
                 opts.progress,
                 serde_json::json!({"event": "eval", "what": "reference"}),
             );
-            let fresh = SimClrModel::new(&cfg.model, cfg.seed)?;
+            let fresh = SimClrModel::new_on(&cfg.model, cfg.seed, &opts.device)?;
             metrics.reference =
                 Some(source.evaluate(&fresh, cfg, &pipeline, mean, std, ProgressMode::None)?);
         }

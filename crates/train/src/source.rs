@@ -24,7 +24,7 @@ use crate::input::{InputStream, Mode, StreamOptions};
 use crate::model::{ResNet, SimClrModel};
 use crate::run::{emit, evaluate, seeded_subset, EvalResult, ProgressMode};
 use anyhow::{anyhow, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -117,7 +117,7 @@ impl FolderSource {
         );
         for b in stream {
             let b = b?;
-            let x = Tensor::from_vec(b.pixels, (b.rows, 3, size, size), &Device::Cpu)?;
+            let x = Tensor::from_vec(b.pixels, (b.rows, 3, size, size), &encoder.device)?;
             feats.extend(encoder.forward(&x, false)?.flatten_all()?.to_vec1::<f32>()?);
             labels.extend(b.labels);
         }
@@ -431,6 +431,7 @@ mod tests {
             checkpoint_dir: None,
             data_root: t.path().to_path_buf(),
             progress: ProgressMode::None,
+            device: candle_core::Device::Cpu,
         };
         let m = match train(&cfg, &opts("a")).unwrap() {
             Outcome::Completed(m) => m,
@@ -519,6 +520,7 @@ mod tests {
             checkpoint_dir: None,
             data_root: t.path().to_path_buf(),
             progress: ProgressMode::None,
+            device: candle_core::Device::Cpu,
         };
         let e = format!("{:#}", train(&cfg, &opts).unwrap_err());
         assert!(

@@ -49,6 +49,7 @@
 
 use crate::config::DataConfig;
 use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -254,7 +255,7 @@ impl FolderScan {
             return Ok(());
         }
         let mut msg = format!(
-            "{} bad entr{} in the image-folder dataset (set `data.skip_bad: true` to skip them):",
+            "{} bad entr{} in the image-folder dataset (pass --skip-bad or set `data.skip_bad: true` to skip them):",
             self.bad.len(),
             if self.bad.len() == 1 { "y" } else { "ies" }
         );
@@ -492,11 +493,13 @@ fn check_part(
     mut listed: Listed,
     classes: &Classes,
     full_decode: bool,
+    progress: &ProgressBar,
 ) -> (ImageList, Vec<u64>, Vec<BadEntry>) {
     let checks: Vec<std::result::Result<u64, Problem>> = listed
         .entries
         .par_iter()
         .map(|(p, _, _)| {
+            progress.inc(1);
             let path = listed.root.join(p);
             let meta = std::fs::metadata(&path).map_err(|e| Problem::Missing(e.to_string()))?;
             if !meta.is_file() {
@@ -596,7 +599,7 @@ fn list_with_classes(part: &PartSource, map: Option<Vec<(String, String)>>) -> R
 /// for `protoclr bench input`: the usable entries and the bad ones.
 pub fn scan_part(part: &PartSource, full_decode: bool) -> Result<(ImageList, Vec<BadEntry>)> {
     let (listed, classes) = list_with_classes(part, None)?;
-    let (list, _, bad) = check_part(listed, &classes, full_decode);
+    let (list, _, bad) = check_part(listed, &classes, full_decode, &ProgressBar::hidden());
     if list.is_empty() {
         bail!("no usable images in {}", listed_source(part).display());
     }
@@ -614,6 +617,11 @@ fn listed_source(part: &PartSource) -> &Path {
 /// with `full_decode`, decodes every JPEG, in parallel) and computes the fingerprint. Bad entries
 /// are collected, not raised: see [`FolderScan::check`]. Errors on structural problems only.
 pub fn scan(layout: &FolderLayout, full_decode: bool) -> Result<FolderScan> {
+    scan_with_progress(layout, full_decode, false)
+}
+
+/// [`scan`], with a progress bar (images checked, ETA) on stderr when `progress`.
+pub fn scan_with_progress(layout: &FolderLayout, full_decode: bool, progress: bool) -> Result<FolderScan> {
     let map = layout.class_map.as_deref().map(read_class_map).transpose()?;
     let (train_listed, classes) = list_with_classes(&layout.train, map)?;
     let val_listed = match &layout.val {
@@ -629,8 +637,25 @@ pub fn scan(layout: &FolderLayout, full_decode: bool) -> Result<FolderScan> {
         }
         PartSource::List { file, root } => list_file(file, root, Some(classes.names.len()))?.0,
     };
-    let (train, train_sizes, mut bad) = check_part(train_listed, &classes, full_decode);
-    let (val, val_sizes, val_bad) = check_part(val_listed, &classes, full_decode);
+    let bar = if progress {
+        let total = train_listed.entries.len() + val_listed.entries.len();
+        let pb = ProgressBar::new(total as u64);
+        pb.set_style(
+            ProgressStyle::with_template(if full_decode {
+                "{elapsed_precise} [{bar:30}] {pos}/{len} images decoded · {per_sec} · ETA {eta}"
+            } else {
+                "{elapsed_precise} [{bar:30}] {pos}/{len} images checked · ETA {eta}"
+            })
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        pb
+    } else {
+        ProgressBar::hidden()
+    };
+    let (train, train_sizes, mut bad) = check_part(train_listed, &classes, full_decode, &bar);
+    let (val, val_sizes, val_bad) = check_part(val_listed, &classes, full_decode, &bar);
+    bar.finish_and_clear();
     bad.extend(val_bad);
     for (part, list) in [("training", &train), ("validation", &val)] {
         if list.is_empty() {
