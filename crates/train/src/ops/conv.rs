@@ -6,7 +6,7 @@
 //! `dx = col2im(Wᵀ · dY)`. A 1×1, stride-1, unpadded convolution of one image per chunk skips
 //! im2col altogether (x already is `col`).
 
-use super::{cpu_slice, sgemm, with_data};
+use super::{cpu_slice, sgemm, with_data, with_scratch};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -71,6 +71,66 @@ impl Geom {
 /// `col[(c·kh + i)·kw + j][img·P + oy·OW + ox] = x[img][c][oy·s − pad + i][ox·s − pad + j]` (0
 /// outside), for the `g` images of `x` (a chunk), `col` of row length `ld = g·P`.
 fn im2col(x: &[f32], g: usize, geo: &Geom, col: &mut [f32]) {
+    if geo.stride == 1 && geo.oh == geo.h && geo.ow == geo.w {
+        im2col_same(x, g, geo, col);
+    } else {
+        im2col_rows(x, g, geo, col);
+    }
+}
+
+/// [`im2col`] of a stride-1 "same" convolution (output as large as the input, e.g. 3×3 with
+/// padding 1). Tap (i, j) reads the plane shifted by `off = (i − pad)·w + (j − pad)`, so each
+/// row of `col` is one contiguous copy of the plane, then zeros where the shift left the image:
+/// whole output rows at the top or bottom, and the columns that wrapped around into the
+/// neighbouring row. Per plane and tap that is one `memcpy` and a few stores, instead of the
+/// three short `memcpy`/`memset` calls per output row of [`im2col_rows`] (which dominated it
+/// at CIFAR sizes).
+fn im2col_same(x: &[f32], g: usize, geo: &Geom, col: &mut [f32]) {
+    let (h, w, pad) = (geo.h, geo.w, geo.pad as isize);
+    let p = geo.p();
+    let ld = g * p;
+    for c in 0..geo.c {
+        for i in 0..geo.kh {
+            for j in 0..geo.kw {
+                let row = (c * geo.kh + i) * geo.kw + j;
+                let (dy, dx) = (i as isize - pad, j as isize - pad);
+                let off = dy * w as isize + dx;
+                // Output rows whose input row exists, and within them the flat range whose
+                // source index is inside the plane.
+                let oy0 = (-dy).clamp(0, h as isize) as usize;
+                let oy1 = (h as isize - dy).clamp(oy0 as isize, h as isize) as usize;
+                let q0 = ((oy0 * w) as isize).max(-off).min(p as isize) as usize;
+                let q1 = ((oy1 * w) as isize).min(p as isize - off).max(q0 as isize) as usize;
+                for img in 0..g {
+                    let src = &x[(img * geo.c + c) * p..(img * geo.c + c + 1) * p];
+                    let dst = &mut col[row * ld + img * p..row * ld + (img + 1) * p];
+                    dst[..q0].fill(0.0);
+                    dst[q1..].fill(0.0);
+                    if q1 > q0 {
+                        let s0 = (q0 as isize + off) as usize;
+                        dst[q0..q1].copy_from_slice(&src[s0..s0 + (q1 - q0)]);
+                    }
+                    // Columns whose source wrapped into the previous or next row.
+                    let (c0, c1) = if dx > 0 {
+                        (w - (dx as usize).min(w), w)
+                    } else {
+                        (0, ((-dx) as usize).min(w))
+                    };
+                    if c1 > c0 {
+                        for oy in oy0..oy1 {
+                            for v in &mut dst[oy * w + c0..oy * w + c1] {
+                                *v = 0.0;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`im2col`] row by row: any stride and padding.
+fn im2col_rows(x: &[f32], g: usize, geo: &Geom, col: &mut [f32]) {
     let (h, w, oh, ow, s, pad) = (geo.h, geo.w, geo.oh, geo.ow, geo.stride, geo.pad);
     let p = geo.p();
     let ld = g * p;
@@ -184,20 +244,22 @@ fn conv_forward(x: &[f32], wt: &[f32], geo: &Geom) -> Vec<f32> {
             return;
         }
         let ld = gi * p;
-        let mut col = vec![0f32; k * ld];
-        im2col(xs, gi, geo, &mut col);
-        if gi == 1 {
-            sgemm(co, p, k, ychunk, p, false, wt, k, 1, &col, ld, 1, inner);
-        } else {
-            let mut tmp = vec![0f32; co * ld];
-            sgemm(co, ld, k, &mut tmp, ld, false, wt, k, 1, &col, ld, 1, inner);
-            for img in 0..gi {
-                for o in 0..co {
-                    ychunk[(img * co + o) * p..(img * co + o + 1) * p]
-                        .copy_from_slice(&tmp[o * ld + img * p..o * ld + (img + 1) * p]);
-                }
+        with_scratch(k * ld, |col| {
+            im2col(xs, gi, geo, col);
+            if gi == 1 {
+                sgemm(co, p, k, ychunk, p, false, wt, k, 1, col, ld, 1, inner);
+            } else {
+                with_scratch(co * ld, |tmp| {
+                    sgemm(co, ld, k, tmp, ld, false, wt, k, 1, col, ld, 1, inner);
+                    for img in 0..gi {
+                        for o in 0..co {
+                            ychunk[(img * co + o) * p..(img * co + o + 1) * p]
+                                .copy_from_slice(&tmp[o * ld + img * p..o * ld + (img + 1) * p]);
+                        }
+                    }
+                });
             }
-        }
+        });
     });
     y
 }
@@ -271,36 +333,38 @@ fn conv_backward_impl(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom, want_dx: bo
                 let dys = &dy[img0 * y_img..(img0 + n_img) * y_img];
                 let dxs = &mut dx_group[done * dx_per_img..(done + n_img) * dx_per_img];
                 let ld = n_img * p;
-                // dY chunk as a Co × (g·P) matrix.
-                let gathered;
-                let dyc: &[f32] = if n_img == 1 {
-                    dys
-                } else {
-                    let mut t = vec![0f32; co * ld];
-                    for img in 0..n_img {
-                        for o in 0..co {
-                            t[o * ld + img * p..o * ld + (img + 1) * p]
-                                .copy_from_slice(&dys[(img * co + o) * p..(img * co + o + 1) * p]);
+                // dY chunk as a Co × (g·P) matrix (gathered when the chunk has several images).
+                let mut step = |dyc: &[f32], dw: &mut [f32]| {
+                    if n_img == 1 && geo.is_pointwise() {
+                        // dW += dY · xᵀ ; dx = Wᵀ · dY
+                        sgemm(co, k, p, dw, k, !first, dyc, p, 1, xs, 1, p, inner);
+                        if want_dx {
+                            sgemm(k, p, co, dxs, p, false, wt, 1, k, dyc, p, 1, inner);
                         }
+                    } else {
+                        with_scratch(k * ld, |col| {
+                            im2col(xs, n_img, geo, col);
+                            sgemm(co, k, ld, dw, k, !first, dyc, ld, 1, col, 1, ld, inner);
+                            if want_dx {
+                                // Reuse col as dcol = Wᵀ · dY.
+                                sgemm(k, ld, co, col, ld, false, wt, 1, k, dyc, ld, 1, inner);
+                                col2im(col, n_img, geo, dxs);
+                            }
+                        });
                     }
-                    gathered = t;
-                    &gathered
                 };
-                if n_img == 1 && geo.is_pointwise() {
-                    // dW += dY · xᵀ ; dx = Wᵀ · dY
-                    sgemm(co, k, p, &mut dw, k, !first, dyc, p, 1, xs, 1, p, inner);
-                    if want_dx {
-                        sgemm(k, p, co, dxs, p, false, wt, 1, k, dyc, p, 1, inner);
-                    }
+                if n_img == 1 {
+                    step(dys, &mut dw);
                 } else {
-                    let mut col = vec![0f32; k * ld];
-                    im2col(xs, n_img, geo, &mut col);
-                    sgemm(co, k, ld, &mut dw, k, !first, dyc, ld, 1, &col, 1, ld, inner);
-                    if want_dx {
-                        // Reuse col as dcol = Wᵀ · dY.
-                        sgemm(k, ld, co, &mut col, ld, false, wt, 1, k, dyc, ld, 1, inner);
-                        col2im(&col, n_img, geo, dxs);
-                    }
+                    with_scratch(co * ld, |t| {
+                        for img in 0..n_img {
+                            for o in 0..co {
+                                t[o * ld + img * p..o * ld + (img + 1) * p]
+                                    .copy_from_slice(&dys[(img * co + o) * p..(img * co + o + 1) * p]);
+                            }
+                        }
+                        step(t, &mut dw);
+                    });
                 }
                 first = false;
                 done += n_img;
@@ -454,9 +518,35 @@ mod tests {
             (20, 3, 4, 4, 8, 3, 1, 1),  // several images per chunk, ragged last chunk
             (17, 4, 5, 5, 3, 3, 2, 1),  // stride 2 with chunks
             (1, 2, 11, 11, 3, 7, 2, 3), // ImageNet-style stem
+            (2, 3, 1, 6, 4, 3, 1, 1),   // one-row images
+            (2, 2, 7, 6, 3, 5, 1, 2),   // 5×5 "same"
         ];
         for (n, c, h, w, co, k, s, p) in cases {
             check(n, c, h, w, co, k, s, p);
+        }
+    }
+
+    #[test]
+    fn same_convolution_im2col_matches_the_row_by_row_one() {
+        // (n, c, h, w, k, pad): 3×3/5×5/7×7 "same" convolutions, odd and degenerate sizes.
+        for (n, c, h, w, k, pad) in [
+            (2, 3, 8, 8, 3, 1),
+            (3, 2, 7, 5, 3, 1),
+            (1, 2, 1, 6, 3, 1),
+            (2, 1, 6, 1, 3, 1),
+            (1, 1, 1, 1, 3, 1),
+            (2, 2, 9, 6, 5, 2),
+            (1, 2, 2, 3, 5, 2),
+            (1, 1, 4, 4, 7, 3),
+        ] {
+            let geo = Geom::new(&[n, c, h, w], &[1, c, k, k], 1, pad).unwrap();
+            assert_eq!((geo.oh, geo.ow), (h, w));
+            let x: Vec<f32> = (0..n * c * h * w).map(|v| v as f32 + 1.0).collect();
+            let len = c * k * k * n * h * w;
+            let (mut a, mut b) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+            im2col_same(&x, n, &geo, &mut a);
+            im2col_rows(&x, n, &geo, &mut b);
+            assert_eq!(a, b, "{n}x{c}x{h}x{w} k={k} pad={pad}");
         }
     }
 

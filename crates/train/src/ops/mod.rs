@@ -37,6 +37,26 @@ pub(crate) fn with_data<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) ->
     }
 }
 
+thread_local! {
+    /// Per-thread pool of scratch buffers for [`with_scratch`].
+    static SCRATCH: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on a scratch buffer of `len` floats from a per-thread pool, with **unspecified
+/// contents** (whatever an earlier user left): for buffers that `f` overwrites entirely, such as
+/// im2col matrices and gemm outputs written without reading. Saves the allocation and the
+/// zeroing of `vec![0.0; len]` (a `memset` of every im2col matrix, a few % of a step). Reentrant:
+/// a nested call (e.g. a task rayon steals while `f` waits) takes another buffer.
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    SCRATCH.with(|s| s.borrow_mut().push(buf));
+    r
+}
+
 /// Row-major single-precision matrix product `dst (m×n) [+]= lhs (m×k) · rhs (k×n)` with
 /// arbitrary row/column strides for the operands (so transposes are free).
 #[allow(clippy::too_many_arguments)]
