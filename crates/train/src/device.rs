@@ -37,7 +37,7 @@ pub fn check(spec: &str) -> Result<Option<usize>> {
     if !cfg!(feature = "cuda") {
         bail!(
             "--device {s}: this protoclr was built without CUDA support; rebuild it with \
-             `cargo build --release --features cuda` (README, \"GPU build\")"
+             `cargo build --release --features cuda --bin protoclr` (README, \"GPU build\")"
         );
     }
     Ok(Some(ordinal))
