@@ -230,6 +230,14 @@ fn inner_threads(tasks: usize) -> usize {
 }
 
 fn conv_forward(x: &[f32], wt: &[f32], geo: &Geom) -> Vec<f32> {
+    if geo.kh == geo.kw && super::direct::applies(geo.c, geo.co, geo.h, geo.w, geo.kh, geo.stride, geo.pad) {
+        return super::direct::forward(x, wt, geo.n, geo.c, geo.h, geo.w, geo.co);
+    }
+    conv_forward_gemm(x, wt, geo)
+}
+
+/// [`conv_forward`] as im2col + gemm (any geometry).
+fn conv_forward_gemm(x: &[f32], wt: &[f32], geo: &Geom) -> Vec<f32> {
     let (k, p, co) = (geo.k(), geo.p(), geo.co);
     let g = geo.chunk();
     let chunks = geo.n.div_ceil(g);
@@ -299,7 +307,13 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> (Vec<f32>, Ve
         .expect("transposed geometry is valid");
         debug_assert_eq!((g2.oh, g2.ow), (geo.h, geo.w));
         let dx = conv_forward(dy, &flipped_transposed(wt, geo), &g2);
-        let dw = conv_backward_impl(x, wt, dy, geo, false).1;
+        let dw = if geo.kh == geo.kw
+            && super::direct::applies(geo.c, geo.co, geo.h, geo.w, geo.kh, geo.stride, geo.pad)
+        {
+            super::direct::weight_grad(x, dy, geo.n, geo.c, geo.h, geo.w, geo.co)
+        } else {
+            conv_backward_impl(x, wt, dy, geo, false).1
+        };
         return (dx, dw);
     }
     conv_backward_impl(x, wt, dy, geo, true)
@@ -520,6 +534,7 @@ mod tests {
             (1, 2, 11, 11, 3, 7, 2, 3), // ImageNet-style stem
             (2, 3, 1, 6, 4, 3, 1, 1),   // one-row images
             (2, 2, 7, 6, 3, 5, 1, 2),   // 5×5 "same"
+            (2, 8, 9, 8, 16, 3, 1, 1),  // direct kernel forward and dx (AVX-512 machines)
         ];
         for (n, c, h, w, co, k, s, p) in cases {
             check(n, c, h, w, co, k, s, p);
