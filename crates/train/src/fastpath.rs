@@ -96,6 +96,17 @@ fn unit_forward(u: &Unit, x: Act) -> Result<(Act, UnitTape)> {
 
 /// Backward through one unit: returns dx and adds dW, dγ, dβ to `grads`.
 fn unit_backward(u: &Unit, t: &UnitTape, dy: &[f32], grads: &mut Grads) -> Result<Vec<f32>> {
+    unit_backward_opt(u, t, dy, grads, true).map(|d| d.expect("dx requested"))
+}
+
+/// [`unit_backward`], computing dx only when `want_dx` (the stem's input is the images).
+fn unit_backward_opt(
+    u: &Unit,
+    t: &UnitTape,
+    dy: &[f32],
+    grads: &mut Grads,
+    want_dx: bool,
+) -> Result<Option<Vec<f32>>> {
     let s = &t.shape;
     let (oh, ow) = s.out_hw();
     let gamma = data_of(&u.bn.gamma)?;
@@ -113,7 +124,12 @@ fn unit_backward(u: &Unit, t: &UnitTape, dy: &[f32], grads: &mut Grads) -> Resul
     grads.insert(format!("{}.gamma", u.bn.name), dgamma);
     grads.insert(format!("{}.beta", u.bn.name), dbeta);
     let (dx, dw) = with_data(&u.conv.w, "fastpath", |w| {
-        conv::backward_raw(&t.x.data, w, &dconv, s)
+        if want_dx {
+            let (dx, dw) = conv::backward_raw(&t.x.data, w, &dconv, s);
+            (Some(dx), dw)
+        } else {
+            (None, conv::weight_grad_raw(&t.x.data, w, &dconv, s))
+        }
     })?;
     grads.insert(u.conv.name.clone(), dw);
     Ok(dx)
@@ -274,6 +290,6 @@ pub fn encoder_backward(enc: &ResNet, tape: &Tape, dfeat: &[f32]) -> Result<Grad
         }
         d = dx;
     }
-    unit_backward(&enc.stem, &tape.stem, &d, &mut grads)?;
+    unit_backward_opt(&enc.stem, &tape.stem, &d, &mut grads, false)?;
     Ok(grads)
 }

@@ -230,8 +230,14 @@ fn inner_threads(tasks: usize) -> usize {
 }
 
 fn conv_forward(x: &[f32], wt: &[f32], geo: &Geom) -> Vec<f32> {
-    if geo.kh == geo.kw && super::direct::applies(geo.c, geo.co, geo.h, geo.w, geo.kh, geo.stride, geo.pad) {
-        return super::direct::forward(x, wt, geo.n, geo.c, geo.h, geo.w, geo.co);
+    let (n, c, h, w, co) = (geo.n, geo.c, geo.h, geo.w, geo.co);
+    if geo.kh == geo.kw {
+        if super::direct_small::applies(c, co, h, w, geo.kh, geo.stride, geo.pad) {
+            return super::direct_small::forward(x, wt, n, c, h, w, co);
+        }
+        if super::direct::applies(c, co, h, w, geo.kh, geo.stride, geo.pad) {
+            return super::direct::forward(x, wt, n, c, h, w, co);
+        }
     }
     conv_forward_gemm(x, wt, geo)
 }
@@ -307,16 +313,23 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> (Vec<f32>, Ve
         .expect("transposed geometry is valid");
         debug_assert_eq!((g2.oh, g2.ow), (geo.h, geo.w));
         let dx = conv_forward(dy, &flipped_transposed(wt, geo), &g2);
-        let dw = if geo.kh == geo.kw
-            && super::direct::applies(geo.c, geo.co, geo.h, geo.w, geo.kh, geo.stride, geo.pad)
-        {
-            super::direct::weight_grad(x, dy, geo.n, geo.c, geo.h, geo.w, geo.co)
-        } else {
-            conv_backward_impl(x, wt, dy, geo, false).1
-        };
-        return (dx, dw);
+        return (dx, conv_weight_grad(x, wt, dy, geo));
     }
     conv_backward_impl(x, wt, dy, geo, true)
+}
+
+/// [`conv_backward`]'s dW alone (no dx).
+fn conv_weight_grad(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> Vec<f32> {
+    let (n, c, h, w, co) = (geo.n, geo.c, geo.h, geo.w, geo.co);
+    if geo.kh == geo.kw {
+        if super::direct_small::applies(c, co, h, w, geo.kh, geo.stride, geo.pad) {
+            return super::direct_small::weight_grad(x, dy, n, c, h, w, co);
+        }
+        if super::direct::applies(c, co, h, w, geo.kh, geo.stride, geo.pad) {
+            return super::direct::weight_grad(x, dy, n, c, h, w, co);
+        }
+    }
+    conv_backward_impl(x, wt, dy, geo, false).1
 }
 
 fn conv_backward_impl(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom, want_dx: bool) -> (Vec<f32>, Vec<f32>) {
@@ -480,6 +493,12 @@ pub fn backward_raw(x: &[f32], wt: &[f32], dy: &[f32], s: &ConvShape) -> (Vec<f3
     conv_backward(x, wt, dy, &s.geom())
 }
 
+/// The weight gradient alone, for a layer whose input needs none (the stem: its input is the
+/// images). Same values as `backward_raw(…).1`.
+pub fn weight_grad_raw(x: &[f32], wt: &[f32], dy: &[f32], s: &ConvShape) -> Vec<f32> {
+    conv_weight_grad(x, wt, dy, &s.geom())
+}
+
 /// Convolution through the custom op (CPU, f32). Non-contiguous inputs are made contiguous.
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, pad: usize) -> Result<Tensor> {
     let x = x.contiguous()?;
@@ -535,6 +554,7 @@ mod tests {
             (2, 3, 1, 6, 4, 3, 1, 1),   // one-row images
             (2, 2, 7, 6, 3, 5, 1, 2),   // 5×5 "same"
             (2, 8, 9, 8, 16, 3, 1, 1),  // direct kernel forward and dx (AVX-512 machines)
+            (2, 64, 4, 4, 64, 3, 1, 1), // small-plane direct kernels
         ];
         for (n, c, h, w, co, k, s, p) in cases {
             check(n, c, h, w, co, k, s, p);
@@ -563,6 +583,59 @@ mod tests {
             im2col_rows(&x, n, &geo, &mut b);
             assert_eq!(a, b, "{n}x{c}x{h}x{w} k={k} pad={pad}");
         }
+    }
+
+    /// Where a width-16 ResNet-18 step spends its convolution time, layer by layer (forward and
+    /// backward of each distinct shape at batch 256). A measurement, not a test:
+    /// `cargo test -p protoclr-train --lib layer_timings -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn layer_timings() {
+        // (c, co, h, k, stride, pad, layers of this shape in the network)
+        let shapes = [
+            (3, 16, 32, 3, 1, 1, 1),
+            (16, 16, 32, 3, 1, 1, 4),
+            (16, 32, 32, 3, 2, 1, 1),
+            (16, 32, 32, 1, 2, 0, 1),
+            (32, 32, 16, 3, 1, 1, 3),
+            (32, 64, 16, 3, 2, 1, 1),
+            (32, 64, 16, 1, 2, 0, 1),
+            (64, 64, 8, 3, 1, 1, 3),
+            (64, 128, 8, 3, 2, 1, 1),
+            (64, 128, 8, 1, 2, 0, 1),
+            (128, 128, 4, 3, 1, 1, 3),
+        ];
+        let n = 256;
+        let mut total = 0.0;
+        for (c, co, h, k, stride, pad, count) in shapes {
+            let s = ConvShape {
+                n,
+                c,
+                h,
+                w: h,
+                co,
+                k,
+                stride,
+                pad,
+            };
+            let x: Vec<f32> = (0..n * c * h * h).map(|v| (v % 7) as f32 - 3.0).collect();
+            let wt: Vec<f32> = (0..co * c * k * k).map(|v| (v % 5) as f32 - 2.0).collect();
+            let (oh, ow) = s.out_hw();
+            let dy: Vec<f32> = (0..n * co * oh * ow).map(|v| (v % 3) as f32 - 1.0).collect();
+            let time = |f: &dyn Fn()| {
+                f();
+                let t = std::time::Instant::now();
+                for _ in 0..3 {
+                    f();
+                }
+                t.elapsed().as_secs_f64() / 3.0 * 1e3
+            };
+            let fw = time(&|| drop(forward_raw(&x, &wt, &s)));
+            let bw = time(&|| drop(backward_raw(&x, &wt, &dy, &s)));
+            total += (fw + bw) * count as f64;
+            println!("{c:>3}→{co:<3} {h:>2}×{h:<2} k{k} s{stride} ×{count}: forward {fw:6.1} ms  backward {bw:6.1} ms");
+        }
+        println!("all convolutions of one step: {total:.0} ms");
     }
 
     #[test]

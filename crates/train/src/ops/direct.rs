@@ -35,27 +35,27 @@ pub fn applies(c: usize, co: usize, h: usize, w: usize, k: usize, stride: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
-fn has_avx512() -> bool {
+pub(super) fn has_avx512() -> bool {
     std::is_x86_feature_detected!("avx512f")
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn has_avx512() -> bool {
+pub(super) fn has_avx512() -> bool {
     false
 }
 
 /// Geometry of the padded planes.
-struct Padded {
-    wp: usize,
+pub(super) struct Padded {
+    pub(super) wp: usize,
     /// Output grid positions computed per image and channel (`h·wp`, rounded up to `QB`).
-    nq: usize,
+    pub(super) nq: usize,
     /// Floats per padded plane: the `(h + 2)·wp` grid plus slack for the last block's reads,
     /// rounded up to 16.
-    plane: usize,
+    pub(super) plane: usize,
 }
 
 impl Padded {
-    fn new(h: usize, w: usize) -> Self {
+    pub(super) fn new(h: usize, w: usize) -> Self {
         let wp = w + 2;
         let nq = (h * wp).div_ceil(QB) * QB;
         let plane = ((h + 2) * wp).max(nq + 2 * wp + 2).div_ceil(16) * 16;
@@ -258,7 +258,15 @@ unsafe fn wgrad_kernel(
 
 /// Copies the `c` planes of one image into zero-padded planes of `pd.plane` floats, plane `ci`
 /// at `xp[ci·stride..]`.
-fn pad_planes(x: &[f32], c: usize, h: usize, w: usize, pd: &Padded, xp: &mut [f32], stride: usize) {
+pub(super) fn pad_planes(
+    x: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    pd: &Padded,
+    xp: &mut [f32],
+    stride: usize,
+) {
     let wp = pd.wp;
     for ci in 0..c {
         let dst = &mut xp[ci * stride..ci * stride + pd.plane];
@@ -321,13 +329,12 @@ unsafe fn kernel(_: &[f32], _: usize, _: &Padded, _: &[f32], _: &mut [f32]) {
     unreachable!("direct::applies is false off x86_64")
 }
 
+/// Nested-loop f64 references for the tests of the direct kernels (3×3, stride 1, padding 1).
 #[cfg(test)]
-mod tests {
-    use super::*;
-
+pub(super) mod reference {
     /// Plain nested-loop reference convolution in f64.
     #[allow(clippy::too_many_arguments)]
-    fn reference(x: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
+    pub fn forward(x: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
         let mut y = vec![0f32; n * co * h * w];
         for img in 0..n {
             for o in 0..co {
@@ -355,6 +362,37 @@ mod tests {
         y
     }
 
+    /// Plain nested-loop reference weight gradient in f64, `[co, c, 3, 3]`.
+    pub fn weight_grad(x: &[f32], dy: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f64> {
+        let mut want = vec![0f64; co * c * 9];
+        for img in 0..n {
+            for o in 0..co {
+                for ci in 0..c {
+                    for t in 0..9 {
+                        let (i, j) = (t / 3, t % 3);
+                        for yy in 0..h {
+                            for xx in 0..w {
+                                let (iy, ix) = (yy as isize + i as isize - 1, xx as isize + j as isize - 1);
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                want[(o * c + ci) * 9 + t] += dy[((img * co + o) * h + yy) * w + xx] as f64
+                                    * x[((img * c + ci) * h + iy as usize) * w + ix as usize] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        want
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::direct::reference;
+
     #[test]
     fn matches_a_nested_loop_reference() {
         if !has_avx512() {
@@ -377,7 +415,7 @@ mod tests {
                 .map(|v| ((v * 53 % 97) as f32 - 48.0) / 40.0)
                 .collect();
             let got = forward(&x, &wt, n, c, h, w, co);
-            let want = reference(&x, &wt, n, c, h, w, co);
+            let want = reference::forward(&x, &wt, n, c, h, w, co);
             let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
             let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
             assert!(err < 1e-5, "{n}x{c}x{h}x{w} co={co}: relative error {err}");
@@ -406,28 +444,7 @@ mod tests {
                 .map(|v| ((v * 29 % 89) as f32 - 44.0) / 30.0)
                 .collect();
             let got = weight_grad(&x, &dy, n, c, h, w, co);
-            let mut want = vec![0f64; co * c * 9];
-            for img in 0..n {
-                for o in 0..co {
-                    for ci in 0..c {
-                        for t in 0..9 {
-                            let (i, j) = (t / 3, t % 3);
-                            for yy in 0..h {
-                                for xx in 0..w {
-                                    let (iy, ix) =
-                                        (yy as isize + i as isize - 1, xx as isize + j as isize - 1);
-                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                        continue;
-                                    }
-                                    want[(o * c + ci) * 9 + t] += dy[((img * co + o) * h + yy) * w + xx]
-                                        as f64
-                                        * x[((img * c + ci) * h + iy as usize) * w + ix as usize] as f64;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            let want = reference::weight_grad(&x, &dy, n, c, h, w, co);
             let scale = want.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
             let err = got
                 .iter()

@@ -1,6 +1,7 @@
-//! CPU kernels as candle `CustomOp`s: convolution (im2col + gemm, forward and backward, with a
-//! direct AVX-512 kernel for 3×3 stride-1 convolutions of large planes, [`direct`]) and batch
-//! norm fused with an optional ReLU (forward and backward as one op each).
+//! CPU kernels as candle `CustomOp`s: convolution (im2col + gemm, forward and backward, with
+//! direct AVX-512 kernels for 3×3 stride-1 layers: [`direct`] for large planes, [`direct_small`]
+//! for small ones) and batch norm fused with an optional ReLU (forward and backward as one op
+//! each).
 //!
 //! candle's stock conv2d differentiates through conv_transpose2d and its batch norm is a chain
 //! of small ops that each allocate; these ops compute the same values (checked against the stock
@@ -12,6 +13,7 @@
 pub mod batchnorm;
 pub mod conv;
 pub mod direct;
+pub mod direct_small;
 pub mod residual;
 
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
