@@ -133,6 +133,46 @@ pub fn corr_text(name: &str, b: &BootstrapCi) -> String {
     }
 }
 
+/// Height of a point label in pixels (17-px font plus spacing).
+const LABEL_HEIGHT: i32 = 20;
+/// How far above its point a label sits by default (top edge, pixels).
+const LABEL_RISE: i32 = 24;
+
+/// Width in pixels of a label in the 17-px DejaVu Sans (an upper bound per character).
+fn label_width(text: &str) -> i32 {
+    text.chars().count() as i32 * 9
+}
+
+/// Top-left corners for point labels `(x, y, width)` (pixels): each label starts 10 px right of
+/// and [`LABEL_RISE`] px above its point, and is moved down or up in steps of one label height,
+/// nearest first, until it overlaps no label placed before it. Labels are placed from the top
+/// point down, so clusters fan out evenly.
+fn place_labels(anchors: &[(i32, i32, i32)]) -> Vec<(i32, i32)> {
+    let mut order: Vec<usize> = (0..anchors.len()).collect();
+    order.sort_by_key(|&i| (anchors[i].1, anchors[i].0));
+    let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
+    let mut out = vec![(0, 0); anchors.len()];
+    for i in order {
+        let (px, py, w) = anchors[i];
+        let free = |x0: i32, y0: i32| {
+            placed
+                .iter()
+                .all(|b| x0 + w <= b.0 || x0 >= b.2 || y0 + LABEL_HEIGHT <= b.1 || y0 >= b.3)
+        };
+        let x0 = px + 10;
+        let y0 = (0..200)
+            .map(|k| {
+                let step = (k + 1) / 2 * LABEL_HEIGHT;
+                py - LABEL_RISE + if k % 2 == 1 { step } else { -step }
+            })
+            .find(|&y| free(x0, y))
+            .unwrap_or(py - LABEL_RISE);
+        placed.push((x0, y0, x0 + w, y0 + LABEL_HEIGHT));
+        out[i] = (x0, y0);
+    }
+    out
+}
+
 fn padded(lo: f64, hi: f64) -> (f64, f64) {
     if !(lo.is_finite() && hi.is_finite()) || lo > hi {
         return (0.0, 1.0);
@@ -251,13 +291,44 @@ impl Figure for Fig3 {
         chart
             .draw_series(self.points.iter().map(|p| {
                 let colour = if p.label == "base" { ACCENT } else { POINT };
-                EmptyElement::at((p.bias.mean, p.accuracy.mean))
-                    + Circle::new((0, 0), 7, colour.filled())
-                    + Text::new(format!("{} (n={})", p.label, p.accuracy.n), (10, -24), font(17.0))
+                EmptyElement::at((p.bias.mean, p.accuracy.mean)) + Circle::new((0, 0), 7, colour.filled())
             }))
             .map_err(plot_err)?
             .label("configuration: mean over seeds, bars 95% t-interval")
             .legend(|(x, y)| Circle::new((x + 12, y), 6, POINT.filled()));
+        // Labels in pixels, moved apart where configurations cluster, with a leader line to
+        // their point when moved.
+        let texts: Vec<String> = self
+            .points
+            .iter()
+            .map(|p| format!("{} (n={})", p.label, p.accuracy.n))
+            .collect();
+        let anchors: Vec<(i32, i32, i32)> = self
+            .points
+            .iter()
+            .zip(&texts)
+            .map(|(p, t)| {
+                let (px, py) = chart.backend_coord(&(p.bias.mean, p.accuracy.mean));
+                (px, py, label_width(t))
+            })
+            .collect();
+        for ((text, &(px, py, w)), (lx, ly)) in texts.iter().zip(&anchors).zip(place_labels(&anchors)) {
+            if ly != py - LABEL_RISE {
+                body.draw(&PathElement::new(
+                    [(px, py), (lx - 2, ly + LABEL_HEIGHT / 2)],
+                    ShapeStyle::from(&RGBColor(150, 150, 150)).stroke_width(1),
+                ))
+                .map_err(plot_err)?;
+            }
+            // A light backing so that error bars behind a label do not cut through it.
+            body.draw(&Rectangle::new(
+                [(lx - 2, ly - 1), (lx + w - 4, ly + LABEL_HEIGHT - 2)],
+                WHITE.mix(0.75).filled(),
+            ))
+            .map_err(plot_err)?;
+            body.draw(&Text::new(text.clone(), (lx, ly), font(17.0)))
+                .map_err(plot_err)?;
+        }
 
         for (name, b) in [("Spearman ρ", &self.spearman), ("Pearson r", &self.pearson)] {
             chart
@@ -293,5 +364,47 @@ impl Figure for Fig3 {
         foot.draw(&Text::new(note, (20, 18), font(16.0)))
             .map_err(plot_err)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clustered_labels_do_not_overlap_and_lone_ones_stay_put() {
+        // Five labels on (almost) the same point, one far away.
+        let anchors = [
+            (100, 200, 120),
+            (101, 201, 90),
+            (99, 199, 150),
+            (100, 202, 60),
+            (102, 200, 110),
+            (600, 500, 80),
+        ];
+        let at = place_labels(&anchors);
+        let boxes: Vec<(i32, i32, i32, i32)> = at
+            .iter()
+            .zip(&anchors)
+            .map(|(&(x, y), &(_, _, w))| (x, y, x + w, y + LABEL_HEIGHT))
+            .collect();
+        for i in 0..boxes.len() {
+            for j in i + 1..boxes.len() {
+                let (a, b) = (boxes[i], boxes[j]);
+                let apart = a.2 <= b.0 || a.0 >= b.2 || a.3 <= b.1 || a.1 >= b.3;
+                assert!(apart, "labels {i} and {j} overlap: {a:?} {b:?}");
+            }
+        }
+        assert_eq!(
+            at[5],
+            (610, 500 - LABEL_RISE),
+            "a lone label keeps its default place"
+        );
+        // Five labels 20 px high fan out over about five label heights (one slot may be lost to
+        // the anchors' few-pixel jitter), not further.
+        let (lo, hi) = at[..5]
+            .iter()
+            .fold((i32::MAX, i32::MIN), |(l, h), p| (l.min(p.1), h.max(p.1)));
+        assert!(hi - lo <= 6 * LABEL_HEIGHT, "spread {lo}..{hi}");
     }
 }
