@@ -229,17 +229,40 @@ fn inner_threads(tasks: usize) -> usize {
     }
 }
 
-fn conv_forward(x: &[f32], wt: &[f32], geo: &Geom) -> Vec<f32> {
-    let (n, c, h, w, co) = (geo.n, geo.c, geo.h, geo.w, geo.co);
-    if geo.kh == geo.kw {
-        if super::direct_small::applies(c, co, h, w, geo.kh, geo.stride, geo.pad) {
-            return super::direct_small::forward(x, wt, n, c, h, w, co);
-        }
-        if super::direct::applies(c, co, h, w, geo.kh, geo.stride, geo.pad) {
-            return super::direct::forward(x, wt, n, c, h, w, co);
+/// The kernels that compute a convolution and its weight gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernels {
+    /// [`super::direct_small`]: 3×3 stride 1 on small planes, vectorised over channels.
+    DirectSmall,
+    /// [`super::direct`]: 3×3 stride 1 on large planes, vectorised over positions.
+    Direct,
+    /// im2col + gemm: any geometry.
+    Gemm,
+}
+
+impl Geom {
+    /// The fastest kernels that handle this geometry on this CPU.
+    fn kernels(&self) -> Kernels {
+        let (c, co, h, w, k, s, p) = (self.c, self.co, self.h, self.w, self.kh, self.stride, self.pad);
+        if self.kh != self.kw {
+            Kernels::Gemm
+        } else if super::direct_small::applies(c, co, h, w, k, s, p) {
+            Kernels::DirectSmall
+        } else if super::direct::applies(c, co, h, w, k, s, p) {
+            Kernels::Direct
+        } else {
+            Kernels::Gemm
         }
     }
-    conv_forward_gemm(x, wt, geo)
+}
+
+fn conv_forward(x: &[f32], wt: &[f32], geo: &Geom) -> Vec<f32> {
+    let (n, c, h, w, co) = (geo.n, geo.c, geo.h, geo.w, geo.co);
+    match geo.kernels() {
+        Kernels::DirectSmall => super::direct_small::forward(x, wt, n, c, h, w, co),
+        Kernels::Direct => super::direct::forward(x, wt, n, c, h, w, co),
+        Kernels::Gemm => conv_forward_gemm(x, wt, geo),
+    }
 }
 
 /// [`conv_forward`] as im2col + gemm (any geometry).
@@ -321,15 +344,11 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> (Vec<f32>, Ve
 /// [`conv_backward`]'s dW alone (no dx).
 fn conv_weight_grad(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> Vec<f32> {
     let (n, c, h, w, co) = (geo.n, geo.c, geo.h, geo.w, geo.co);
-    if geo.kh == geo.kw {
-        if super::direct_small::applies(c, co, h, w, geo.kh, geo.stride, geo.pad) {
-            return super::direct_small::weight_grad(x, dy, n, c, h, w, co);
-        }
-        if super::direct::applies(c, co, h, w, geo.kh, geo.stride, geo.pad) {
-            return super::direct::weight_grad(x, dy, n, c, h, w, co);
-        }
+    match geo.kernels() {
+        Kernels::DirectSmall => super::direct_small::weight_grad(x, dy, n, c, h, w, co),
+        Kernels::Direct => super::direct::weight_grad(x, dy, n, c, h, w, co),
+        Kernels::Gemm => conv_backward_impl(x, wt, dy, geo, false).1,
     }
-    conv_backward_impl(x, wt, dy, geo, false).1
 }
 
 fn conv_backward_impl(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom, want_dx: bool) -> (Vec<f32>, Vec<f32>) {

@@ -19,7 +19,7 @@
 //! im2col + `gemm` for these layers it took the width-16 training step from about 280 to 350
 //! images/s (README, Performance).
 
-use super::with_scratch;
+use super::{sum_over_image_groups, with_scratch};
 use rayon::prelude::*;
 
 /// Output channels per micro-kernel call.
@@ -122,51 +122,39 @@ pub fn weight_grad(x: &[f32], dy: &[f32], n: usize, c: usize, h: usize, w: usize
     );
     let pd = Padded::new(h, w);
     let p = h * w;
-    let groups = n.clamp(1, 8);
-    let per = n.div_ceil(groups);
-    let partials: Vec<Vec<f32>> = (0..groups)
-        .into_par_iter()
-        .map(|g| {
-            let mut dw = vec![0f32; co * c * 9];
-            let (first, last) = (g * per, ((g + 1) * per).min(n));
-            // Images a batch: about 8k grid positions (a few hundred KB of planes).
-            let batch = (8192 / pd.plane).max(1);
-            let mut img = first;
-            while img < last {
-                let b = batch.min(last - img);
-                let len = b * pd.plane;
-                // Per channel: b planes, then the slack the last plane's shifted reads need.
-                let cstride = len + 2 * pd.wp + 2 + 16;
-                with_scratch(c * cstride, |xp| {
-                    with_scratch(co * len, |dyg| {
-                        for k in 0..b {
-                            let i = img + k;
-                            let xk = &x[i * c * p..(i + 1) * c * p];
-                            pad_planes(xk, c, h, w, &pd, &mut xp[k * pd.plane..], cstride);
-                            let dk = &dy[i * co * p..(i + 1) * co * p];
-                            grid_planes(dk, co, h, w, &pd, &mut dyg[k * pd.plane..], len);
-                        }
-                        for ci in 0..c {
-                            xp[ci * cstride + len..(ci + 1) * cstride].fill(0.0);
-                        }
-                        // SAFETY: `applies` checked AVX-512F; every read of the kernel, at
-                        // q + offset < len + 2·wp + 2 + 16, is inside a channel's `cstride`;
-                        // dyg holds co rows of `len`; dw holds co·c·9; co is a multiple of 8.
-                        unsafe { wgrad_kernel(xp, cstride, dyg, len, c, co, pd.wp, &mut dw) };
-                    });
+    sum_over_image_groups(n, co * c * 9, |imgs| {
+        let mut dw = vec![0f32; co * c * 9];
+        let (first, last) = (imgs.start, imgs.end);
+        // Images a batch: about 8k grid positions (a few hundred KB of planes).
+        let batch = (8192 / pd.plane).max(1);
+        let mut img = first;
+        while img < last {
+            let b = batch.min(last - img);
+            let len = b * pd.plane;
+            // Per channel: b planes, then the slack the last plane's shifted reads need.
+            let cstride = len + 2 * pd.wp + 2 + 16;
+            with_scratch(c * cstride, |xp| {
+                with_scratch(co * len, |dyg| {
+                    for k in 0..b {
+                        let i = img + k;
+                        let xk = &x[i * c * p..(i + 1) * c * p];
+                        pad_planes(xk, c, h, w, &pd, &mut xp[k * pd.plane..], cstride);
+                        let dk = &dy[i * co * p..(i + 1) * co * p];
+                        grid_planes(dk, co, h, w, &pd, &mut dyg[k * pd.plane..], len);
+                    }
+                    for ci in 0..c {
+                        xp[ci * cstride + len..(ci + 1) * cstride].fill(0.0);
+                    }
+                    // SAFETY: `applies` checked AVX-512F; every read of the kernel, at
+                    // q + offset < len + 2·wp + 2 + 16, is inside a channel's `cstride`;
+                    // dyg holds co rows of `len`; dw holds co·c·9; co is a multiple of 8.
+                    unsafe { wgrad_kernel(xp, cstride, dyg, len, c, co, pd.wp, &mut dw) };
                 });
-                img += b;
-            }
-            dw
-        })
-        .collect();
-    let mut dw = vec![0f32; co * c * 9];
-    for part in &partials {
-        for (a, b) in dw.iter_mut().zip(part) {
-            *a += b;
+            });
+            img += b;
         }
-    }
-    dw
+        dw
+    })
 }
 
 /// Lays the `co` planes of `dy` out on the padded grid, plane `o` at `dyg[o·stride..]`:
@@ -386,6 +374,73 @@ pub(super) mod reference {
         }
         want
     }
+
+    /// A convolution kernel's forward or weight-gradient entry point: (x, wt or dy, n, c, h, w, co).
+    pub type Kernel = fn(&[f32], &[f32], usize, usize, usize, usize, usize) -> Vec<f32>;
+
+    /// Deterministic test values in about ±1.7: `((v·a mod b) − b/2) / 30`.
+    pub fn data(len: usize, a: usize, b: usize) -> Vec<f32> {
+        (0..len)
+            .map(|v| ((v * a % b) as f32 - (b / 2) as f32) / 30.0)
+            .collect()
+    }
+
+    /// Largest |got − want| over the largest |want| (at least 1e-6).
+    fn rel_err(got: &[f32], want: impl Iterator<Item = f64> + Clone) -> f64 {
+        let scale = want.clone().fold(1e-6f64, |m, v| m.max(v.abs()));
+        got.iter()
+            .zip(want)
+            .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()))
+            / scale
+    }
+
+    /// Asserts that `forward` matches [`forward`] to 1e-5 relative error on shape (n, c, h, w, co).
+    pub fn check_forward(forward: Kernel, (n, c, h, w, co): (usize, usize, usize, usize, usize)) {
+        let (x, wt) = (data(n * c * h * w, 37, 101), data(co * c * 9, 53, 97));
+        let want = self::forward(&x, &wt, n, c, h, w, co);
+        let err = rel_err(&forward(&x, &wt, n, c, h, w, co), want.iter().map(|&v| v as f64));
+        assert!(
+            err < 1e-5,
+            "forward {n}x{c}x{h}x{w} co={co}: relative error {err}"
+        );
+    }
+
+    /// Asserts that `weight_grad` matches [`weight_grad`] to 1e-5 relative error on the shape.
+    pub fn check_weight_grad(weight_grad: Kernel, (n, c, h, w, co): (usize, usize, usize, usize, usize)) {
+        let (x, dy) = (data(n * c * h * w, 37, 101), data(n * co * h * w, 29, 89));
+        let want = self::weight_grad(&x, &dy, n, c, h, w, co);
+        let err = rel_err(&weight_grad(&x, &dy, n, c, h, w, co), want.iter().copied());
+        assert!(
+            err < 1e-5,
+            "weight grad {n}x{c}x{h}x{w} co={co}: relative error {err}"
+        );
+    }
+
+    /// Asserts that both entry points give bit-equal results with one and with two threads.
+    pub fn check_thread_independence(
+        forward: Kernel,
+        weight_grad: Kernel,
+        (n, c, h, w, co): (usize, usize, usize, usize, usize),
+    ) {
+        let (x, wt, dy) = (
+            data(n * c * h * w, 37, 101),
+            data(co * c * 9, 53, 97),
+            data(n * co * h * w, 29, 89),
+        );
+        let run = |t: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .unwrap()
+                .install(|| {
+                    (
+                        forward(&x, &wt, n, c, h, w, co),
+                        weight_grad(&x, &dy, n, c, h, w, co),
+                    )
+                })
+        };
+        assert_eq!(run(1), run(2));
+    }
 }
 
 #[cfg(test)]
@@ -400,25 +455,16 @@ mod tests {
             return;
         }
         // (n, c, h, w, co): CIFAR-like planes, odd and non-square sizes, several channel blocks.
-        for (n, c, h, w, co) in [
+        for shape in [
             (2, 3, 8, 8, 8),
             (1, 5, 9, 9, 16),
             (3, 2, 13, 11, 8),
             (2, 4, 32, 32, 16),
             (1, 1, 8, 17, 24),
         ] {
+            let (_, c, h, w, co) = shape;
             assert!(applies(c, co, h, w, 3, 1, 1));
-            let x: Vec<f32> = (0..n * c * h * w)
-                .map(|v| ((v * 37 % 101) as f32 - 50.0) / 25.0)
-                .collect();
-            let wt: Vec<f32> = (0..co * c * 9)
-                .map(|v| ((v * 53 % 97) as f32 - 48.0) / 40.0)
-                .collect();
-            let got = forward(&x, &wt, n, c, h, w, co);
-            let want = reference::forward(&x, &wt, n, c, h, w, co);
-            let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
-            assert!(err < 1e-5, "{n}x{c}x{h}x{w} co={co}: relative error {err}");
+            reference::check_forward(forward, shape);
         }
     }
 
@@ -429,7 +475,7 @@ mod tests {
             return;
         }
         // (n, c, h, w, co): more images than groups (ragged), odd and non-square planes.
-        for (n, c, h, w, co) in [
+        for shape in [
             (3, 3, 8, 8, 8),
             (11, 2, 9, 9, 16),
             (1, 4, 13, 7, 8),
@@ -437,52 +483,15 @@ mod tests {
             (40, 3, 8, 8, 8),
             (17, 2, 17, 15, 8),
         ] {
-            let x: Vec<f32> = (0..n * c * h * w)
-                .map(|v| ((v * 37 % 101) as f32 - 50.0) / 25.0)
-                .collect();
-            let dy: Vec<f32> = (0..n * co * h * w)
-                .map(|v| ((v * 29 % 89) as f32 - 44.0) / 30.0)
-                .collect();
-            let got = weight_grad(&x, &dy, n, c, h, w, co);
-            let want = reference::weight_grad(&x, &dy, n, c, h, w, co);
-            let scale = want.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
-            let err = got
-                .iter()
-                .zip(&want)
-                .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()))
-                / scale;
-            assert!(err < 1e-5, "{n}x{c}x{h}x{w} co={co}: relative error {err}");
+            reference::check_weight_grad(weight_grad, shape);
         }
     }
 
     #[test]
     fn same_results_with_one_or_two_threads() {
-        if !has_avx512() {
-            return;
+        if has_avx512() {
+            reference::check_thread_independence(forward, weight_grad, (21, 4, 10, 9, 16));
         }
-        let (n, c, h, w, co) = (21, 4, 10, 9, 16);
-        let x: Vec<f32> = (0..n * c * h * w)
-            .map(|v| ((v * 37 % 101) as f32 - 50.0) / 25.0)
-            .collect();
-        let wt: Vec<f32> = (0..co * c * 9)
-            .map(|v| ((v * 53 % 97) as f32 - 48.0) / 40.0)
-            .collect();
-        let dy: Vec<f32> = (0..n * co * h * w)
-            .map(|v| ((v * 29 % 89) as f32 - 44.0) / 30.0)
-            .collect();
-        let run = |t: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-                .install(|| {
-                    (
-                        forward(&x, &wt, n, c, h, w, co),
-                        weight_grad(&x, &dy, n, c, h, w, co),
-                    )
-                })
-        };
-        assert_eq!(run(1), run(2));
     }
 
     #[test]

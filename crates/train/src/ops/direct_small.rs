@@ -13,7 +13,7 @@
 //! depend on the thread count.
 
 use super::direct::{has_avx512, pad_planes, Padded};
-use super::with_scratch;
+use super::{sum_over_image_groups, with_scratch};
 use rayon::prelude::*;
 
 /// Output channels a tile (four 16-float vectors).
@@ -179,44 +179,38 @@ pub fn weight_grad(x: &[f32], dy: &[f32], n: usize, c: usize, h: usize, w: usize
             ci * pd.plane + (t / 3) * pd.wp + t % 3
         })
         .collect();
-    let groups = n.clamp(1, 8);
-    let per = n.div_ceil(groups);
-    let partials: Vec<Vec<f32>> = (0..groups)
-        .into_par_iter()
-        .map(|g| {
-            let mut acc = vec![0f32; offs.len() * co];
-            for img in g * per..((g + 1) * per).min(n) {
-                with_scratch(c * pd.plane, |xp| {
-                    pad_planes(&x[img * c * p..(img + 1) * c * p], c, h, w, &pd, xp, pd.plane);
-                    with_scratch(p * co, |dycl| {
-                        let d = &dy[img * co * p..(img + 1) * co * p];
-                        for o in 0..co {
-                            for q in 0..p {
-                                dycl[q * co + o] = d[o * p + q];
-                            }
+    // Summed channels-last, [pair][co], with the dummy pairs' rows at the end.
+    let acc = sum_over_image_groups(n, offs.len() * co, |imgs| {
+        let mut acc = vec![0f32; offs.len() * co];
+        for img in imgs {
+            with_scratch(c * pd.plane, |xp| {
+                pad_planes(&x[img * c * p..(img + 1) * c * p], c, h, w, &pd, xp, pd.plane);
+                with_scratch(p * co, |dycl| {
+                    let d = &dy[img * co * p..(img + 1) * co * p];
+                    for o in 0..co {
+                        for q in 0..p {
+                            dycl[q * co + o] = d[o * p + q];
                         }
-                        for ob in (0..co).step_by(OC) {
-                            for (k, chunk) in offs.chunks_exact(T).enumerate() {
-                                // SAFETY: `applies` checked AVX-512F; each pair offset plus a
-                                // position address stays inside the padded planes of xp; dycl
-                                // holds p·co, acc offs.len()·co floats; ob + 64 ≤ co.
-                                unsafe {
-                                    wgrad_kernel(xp, dycl, &addr[..p], chunk, co, ob, &mut acc[k * T * co..])
-                                };
-                            }
+                    }
+                    for ob in (0..co).step_by(OC) {
+                        for (k, chunk) in offs.chunks_exact(T).enumerate() {
+                            // SAFETY: `applies` checked AVX-512F; each pair offset plus a
+                            // position address stays inside the padded planes of xp; dycl
+                            // holds p·co, acc offs.len()·co floats; ob + 64 ≤ co.
+                            unsafe {
+                                wgrad_kernel(xp, dycl, &addr[..p], chunk, co, ob, &mut acc[k * T * co..])
+                            };
                         }
-                    });
+                    }
                 });
-            }
-            acc
-        })
-        .collect();
+            });
+        }
+        acc
+    });
     let mut dw = vec![0f32; co * c * 9];
-    for part in &partials {
-        for o in 0..co {
-            for k in 0..pairs {
-                dw[o * pairs + k] += part[k * co + o];
-            }
+    for o in 0..co {
+        for k in 0..pairs {
+            dw[o * pairs + k] = acc[k * co + o];
         }
     }
     dw
@@ -277,12 +271,6 @@ mod tests {
     use super::*;
     use crate::ops::direct::reference;
 
-    fn data(len: usize, a: usize, b: usize) -> Vec<f32> {
-        (0..len)
-            .map(|v| ((v * a % b) as f32 - (b / 2) as f32) / 30.0)
-            .collect()
-    }
-
     #[test]
     fn forward_and_weight_gradient_match_nested_loop_references() {
         if !has_avx512() {
@@ -291,64 +279,25 @@ mod tests {
         }
         // (n, c, h, w, co): 4×4 and 8×8 planes, odd and degenerate ones, 1–2 channel blocks,
         // pair counts that are and are not multiples of 6, ragged image groups.
-        for (n, c, h, w, co) in [
+        for shape in [
             (2, 3, 4, 4, 64),
             (3, 8, 8, 8, 128),
             (1, 1, 1, 1, 64),
             (11, 5, 3, 5, 64),
             (2, 2, 7, 9, 64),
         ] {
+            let (_, c, h, w, co) = shape;
             assert!(applies(c, co, h, w, 3, 1, 1));
-            let x = data(n * c * h * w, 37, 101);
-            let wt = data(co * c * 9, 53, 97);
-            let dy = data(n * co * h * w, 29, 89);
-            let got = forward(&x, &wt, n, c, h, w, co);
-            let want = reference::forward(&x, &wt, n, c, h, w, co);
-            let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-            let err = got.iter().zip(&want).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
-            assert!(
-                err < 1e-5,
-                "forward {n}x{c}x{h}x{w} co={co}: relative error {err}"
-            );
-            let got = weight_grad(&x, &dy, n, c, h, w, co);
-            let want = reference::weight_grad(&x, &dy, n, c, h, w, co);
-            let scale = want.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
-            let err = got
-                .iter()
-                .zip(&want)
-                .fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()))
-                / scale;
-            assert!(
-                err < 1e-5,
-                "weight grad {n}x{c}x{h}x{w} co={co}: relative error {err}"
-            );
+            reference::check_forward(forward, shape);
+            reference::check_weight_grad(weight_grad, shape);
         }
     }
 
     #[test]
     fn same_results_with_one_or_two_threads() {
-        if !has_avx512() {
-            return;
+        if has_avx512() {
+            reference::check_thread_independence(forward, weight_grad, (19, 6, 4, 4, 64));
         }
-        let (n, c, h, w, co) = (19, 6, 4, 4, 64);
-        let (x, wt, dy) = (
-            data(n * c * h * w, 37, 101),
-            data(co * c * 9, 53, 97),
-            data(n * co * h * w, 29, 89),
-        );
-        let run = |t: usize| {
-            rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build()
-                .unwrap()
-                .install(|| {
-                    (
-                        forward(&x, &wt, n, c, h, w, co),
-                        weight_grad(&x, &dy, n, c, h, w, co),
-                    )
-                })
-        };
-        assert_eq!(run(1), run(2));
     }
 
     #[test]

@@ -61,6 +61,30 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
     r
 }
 
+/// A sum over `n` images computed deterministically in parallel: the images are split into at
+/// most 8 contiguous groups (a fixed split, whatever the thread count), `group` returns the sum
+/// (`len` floats) over one group's images, and the group sums are added in group order.
+pub(crate) fn sum_over_image_groups(
+    n: usize,
+    len: usize,
+    group: impl Fn(std::ops::Range<usize>) -> Vec<f32> + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let groups = n.clamp(1, 8);
+    let per = n.div_ceil(groups);
+    let partials: Vec<Vec<f32>> = (0..groups)
+        .into_par_iter()
+        .map(|g| group(g * per..((g + 1) * per).min(n)))
+        .collect();
+    let mut sum = vec![0f32; len];
+    for part in &partials {
+        for (a, b) in sum.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    sum
+}
+
 /// Row-major single-precision matrix product `dst (m×n) [+]= lhs (m×k) · rhs (k×n)` with
 /// arbitrary row/column strides for the operands (so transposes are free).
 #[allow(clippy::too_many_arguments)]
