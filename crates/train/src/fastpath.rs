@@ -96,31 +96,34 @@ fn unit_forward(u: &Unit, x: Act) -> Result<(Act, UnitTape)> {
 
 /// Backward through one unit: returns dx and adds dW, dγ, dβ to `grads`.
 fn unit_backward(u: &Unit, t: &UnitTape, dy: &[f32], grads: &mut Grads) -> Result<Vec<f32>> {
-    unit_backward_opt(u, t, dy, grads, true).map(|d| d.expect("dx requested"))
+    unit_backward_opt(u, t, dy, None, grads, true).map(|d| d.expect("dx requested"))
 }
 
 /// [`unit_backward`], computing dx only when `want_dx` (the stem's input is the images).
+/// `gate = Some(out)`: `dy` is the gradient of `out = relu(y + …)`, the block output this
+/// unit's (ReLU-free) batch norm feeds, so the unit's output gradient is `dy·[out > 0]`; the
+/// batch-norm backward applies that mask on the fly (its ReLU mask, with `out` for `y`)
+/// instead of a separate pass writing the masked gradient.
 fn unit_backward_opt(
     u: &Unit,
     t: &UnitTape,
     dy: &[f32],
+    gate: Option<&[f32]>,
     grads: &mut Grads,
     want_dx: bool,
 ) -> Result<Option<Vec<f32>>> {
     let s = &t.shape;
     let (oh, ow) = s.out_hw();
     let gamma = data_of(&u.bn.gamma)?;
-    let (dconv, dgamma, dbeta) = batchnorm::backward_raw(
-        &t.conv_out,
-        &gamma,
-        &t.y,
-        dy,
-        &t.saved,
-        s.n,
-        s.co,
-        oh * ow,
-        u.relu,
-    );
+    let (mask, relu) = match gate {
+        Some(out) => {
+            assert!(!u.relu, "a gated unit's batch norm must not have its own ReLU");
+            (out, true)
+        }
+        None => (&t.y[..], u.relu),
+    };
+    let (dconv, dgamma, dbeta) =
+        batchnorm::backward_raw(&t.conv_out, &gamma, mask, dy, &t.saved, s.n, s.co, oh * ow, relu);
     grads.insert(format!("{}.gamma", u.bn.name), dgamma);
     grads.insert(format!("{}.beta", u.bn.name), dbeta);
     let (dx, dw) = with_data(&u.conv.w, "fastpath", |w| {
@@ -159,24 +162,45 @@ fn block_forward(b: &Block, x: Act) -> Result<(Act, BlockTape)> {
     Ok((act, BlockTape { chain, down, out }))
 }
 
+/// Backward through a block `out = relu(chain(x) + shortcut(x))` from `dy = ∂L/∂out`. The
+/// ReLU's mask `[out > 0]` is applied inside the units' batch-norm backward passes (a unit
+/// ending the chain or the shortcut has no ReLU of its own) and, for an identity shortcut, in
+/// the final sum; the masked gradient is never written out.
 fn block_backward(b: &Block, t: &BlockTape, dy: &[f32], grads: &mut Grads) -> Result<Vec<f32>> {
-    let g = residual::relu_mask_raw(&t.out, dy);
+    let gated = |u: &Unit| !u.relu;
+    let last = b.chain.last().expect("a block has at least one unit");
+    let g_owned;
+    let (g, gate): (&[f32], Option<&[f32]>) = if gated(last) && b.down.as_ref().is_none_or(gated) {
+        (dy, Some(&t.out[..]))
+    } else {
+        g_owned = residual::relu_mask_raw(&t.out, dy);
+        (&g_owned[..], None)
+    };
     let mut d: Option<Vec<f32>> = None;
     for (u, ut) in b.chain.iter().zip(&t.chain).rev() {
-        d = Some(unit_backward(u, ut, d.as_deref().unwrap_or(&g), grads)?);
+        d = Some(match &d {
+            None => unit_backward_opt(u, ut, g, gate, grads, true)?.expect("dx requested"),
+            Some(d) => unit_backward(u, ut, d, grads)?,
+        });
     }
     let mut d = d.expect("a block has at least one unit");
-    let ds = match (&b.down, &t.down) {
-        (Some(u), Some(ut)) => unit_backward(u, ut, &g, grads)?,
-        _ => g,
+    let add = |d: &mut [f32], ds: &[f32]| {
+        d.par_chunks_mut(1 << 14)
+            .zip(ds.par_chunks(1 << 14))
+            .for_each(|(a, b)| {
+                for (a, b) in a.iter_mut().zip(b) {
+                    *a += b;
+                }
+            })
     };
-    d.par_chunks_mut(1 << 14)
-        .zip(ds.par_chunks(1 << 14))
-        .for_each(|(a, b)| {
-            for (a, b) in a.iter_mut().zip(b) {
-                *a += b;
-            }
-        });
+    match (&b.down, &t.down, gate) {
+        (Some(u), Some(ut), _) => {
+            let ds = unit_backward_opt(u, ut, g, gate, grads, true)?.expect("dx requested");
+            add(&mut d, &ds);
+        }
+        (_, _, Some(out)) => residual::add_relu_masked(&mut d, out, g),
+        _ => add(&mut d, g),
+    }
     Ok(d)
 }
 
@@ -290,6 +314,6 @@ pub fn encoder_backward(enc: &ResNet, tape: &Tape, dfeat: &[f32]) -> Result<Grad
         }
         d = dx;
     }
-    unit_backward_opt(&enc.stem, &tape.stem, &d, &mut grads, false)?;
+    unit_backward_opt(&enc.stem, &tape.stem, &d, None, &mut grads, false)?;
     Ok(grads)
 }

@@ -8,7 +8,7 @@
 //! Backward with `g = dy·[y > 0]` (or `dy` without ReLU), M = N·S:
 //! `dβ = Σg`, `dγ = Σg·x̂`, `dx = γ/(M·√(σ²+ε)) · (M·g − dβ − x̂·dγ)`.
 
-use super::{cpu_slice, with_data};
+use super::{cpu_slice, output_vec, simd, with_data};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -29,34 +29,18 @@ fn dims3(d: &[usize]) -> Result<(usize, usize, usize)> {
     Ok((d[0], d[1], d[2..].iter().product()))
 }
 
-/// Σ v over a slice with 16 f32 lanes (vectorisable), returned in f64.
-#[inline]
-fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
-    let mut acc = [0f32; 16];
-    let mut chunks = v.chunks_exact(16);
-    for c in &mut chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += f(x);
-        }
-    }
-    let tail: f32 = chunks.remainder().iter().map(|&x| f(x)).sum();
-    acc.iter().map(|&a| a as f64).sum::<f64>() + tail as f64
-}
-
 /// Per-channel (mean, 1/√(var+ε), var) of a `[n, c, s]` batch: f32 lanes within an image's
 /// plane, f64 across planes; two passes (mean, then squared deviations) for accuracy.
 fn channel_stats(x: &[f32], n: usize, c: usize, s: usize, eps: f64) -> Vec<(f32, f32, f64)> {
     (0..c)
         .into_par_iter()
         .map(|ch| {
-            let plane = |img: usize| &x[(img * c + ch) * s..(img * c + ch + 1) * s];
+            let planes = simd::Planes { s, stride: c * s, n };
+            let xs = &x[(ch * s).min(x.len())..];
             let m = (n * s) as f64;
-            let mean = (0..n).map(|img| lane_sum(plane(img), |v| v)).sum::<f64>() / m;
+            let mean = simd::moments(xs, planes, 0.0).0 / m;
             let mf = mean as f32;
-            let var = (0..n)
-                .map(|img| lane_sum(plane(img), |v| (v - mf) * (v - mf)))
-                .sum::<f64>()
-                / m;
+            let var = simd::moments(xs, planes, mf).1 / m;
             (mf, (1.0 / (var + eps).sqrt()) as f32, var)
         })
         .collect()
@@ -64,26 +48,14 @@ fn channel_stats(x: &[f32], n: usize, c: usize, s: usize, eps: f64) -> Vec<(f32,
 
 /// `y[n][c][·] = relu?(x·scale[c] + shift[c])`, parallel over images.
 fn affine(x: &[f32], c: usize, s: usize, scale: &[f32], shift: &[f32], relu: bool) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(c * s.max(1))
-        .zip(x.par_chunks(c * s.max(1)))
-        .for_each(|(yi, xi)| {
-            for ch in 0..c {
-                let (a, b) = (scale[ch], shift[ch]);
-                let ys = &mut yi[ch * s..(ch + 1) * s];
-                let xs = &xi[ch * s..(ch + 1) * s];
-                if relu {
-                    for (o, &v) in ys.iter_mut().zip(xs) {
-                        *o = (v * a + b).max(0.0);
-                    }
-                } else {
-                    for (o, &v) in ys.iter_mut().zip(xs) {
-                        *o = v * a + b;
-                    }
-                }
-            }
-        });
-    y
+    // SAFETY: the chunks cover `y` and `affine` writes each whole.
+    unsafe {
+        output_vec(x.len(), |y| {
+            y.par_chunks_mut(c * s.max(1))
+                .zip(x.par_chunks(c * s.max(1)))
+                .for_each(|(yi, xi)| simd::affine(yi, xi, s, scale, shift, relu))
+        })
+    }
 }
 
 /// Training-mode op. Holds the statistics of its forward pass for the backward pass.
@@ -167,55 +139,37 @@ pub fn backward_raw(
     s: usize,
     relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    // Per channel: Σg and Σg·x̂, g = dy·[y > 0] (branch-free, f32 lanes, f64 across planes).
+    // Per channel: Σg and Σg·x̂, g = dy·[y > 0] (f32 lanes, flushed into f64; see simd).
+    let planes = simd::Planes { s, stride: c * s, n };
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
             let (mean, inv) = saved[ch];
-            let (mut sg, mut sgx) = (0f64, 0f64);
-            for img in 0..n {
-                let r = (img * c + ch) * s..(img * c + ch + 1) * s;
-                let (xs, ys, ds) = (&x[r.clone()], &y[r.clone()], &dy[r]);
-                let mut a = [0f32; 8];
-                let mut b = [0f32; 8];
-                let mut i = 0;
-                while i + 8 <= s {
-                    for l in 0..8 {
-                        let g = if relu && ys[i + l] <= 0.0 { 0.0 } else { ds[i + l] };
-                        a[l] += g;
-                        b[l] += g * (xs[i + l] - mean);
-                    }
-                    i += 8;
-                }
-                for j in i..s {
-                    let g = if relu && ys[j] <= 0.0 { 0.0 } else { ds[j] };
-                    a[0] += g;
-                    b[0] += g * (xs[j] - mean);
-                }
-                sg += a.iter().map(|&v| v as f64).sum::<f64>();
-                sgx += b.iter().map(|&v| v as f64).sum::<f64>() * inv as f64;
-            }
-            (sg, sgx)
+            let o = (ch * s).min(x.len());
+            let (sg, sgxc) = simd::grad_sums(&x[o..], &y[o..], &dy[o..], planes, mean, relu);
+            (sg, sgxc * inv as f64)
         })
         .collect();
+    // dx = k·(m·g − Σg − x̂·Σgx̂) = a·g + b·x + c0 with x̂ = (x − mean)·inv, k = γ·inv/m.
     let m = (n * s) as f32;
-    let mut dx = vec![0f32; x.len()];
-    let stride = c * s.max(1);
-    dx.par_chunks_mut(stride).enumerate().for_each(|(img, dxi)| {
-        for ch in 0..c {
+    let coef: Vec<[f32; 3]> = (0..c)
+        .map(|ch| {
             let (mean, inv) = saved[ch];
             let k = gamma[ch] * inv / m;
             let (sg, sgx) = (sums[ch].0 as f32, sums[ch].1 as f32);
-            // dx = k·(m·g − Σg − x̂·Σgx̂) = a·g + b·x + c0 with x̂ = (x − mean)·inv.
-            let (a, bx, c0) = (k * m, -k * sgx * inv, k * (-sg + sgx * inv * mean));
-            let r = (img * c + ch) * s..(img * c + ch + 1) * s;
-            let (xs, ys, ds) = (&x[r.clone()], &y[r.clone()], &dy[r]);
-            for (((o, &xv), &yv), &dv) in dxi[ch * s..(ch + 1) * s].iter_mut().zip(xs).zip(ys).zip(ds) {
-                let g = if relu && yv <= 0.0 { 0.0 } else { dv };
-                *o = a * g + bx * xv + c0;
-            }
-        }
-    });
+            [k * m, -k * sgx * inv, k * (-sg + sgx * inv * mean)]
+        })
+        .collect();
+    let stride = c * s.max(1);
+    // SAFETY: the chunks cover `dx` and `input_grad` writes each whole.
+    let dx = unsafe {
+        output_vec(x.len(), |dx| {
+            dx.par_chunks_mut(stride).enumerate().for_each(|(img, dxi)| {
+                let r = img * stride..img * stride + dxi.len();
+                simd::input_grad(dxi, &x[r.clone()], &y[r.clone()], &dy[r], s, &coef, relu);
+            })
+        })
+    };
     let dgamma = sums.iter().map(|t| t.1 as f32).collect();
     let dbeta = sums.iter().map(|t| t.0 as f32).collect();
     (dx, dgamma, dbeta)

@@ -19,7 +19,7 @@
 //! im2col + `gemm` for these layers it took the width-16 training step from about 280 to 350
 //! images/s (README, Performance).
 
-use super::{sum_over_image_groups, with_scratch};
+use super::{output_vec, sum_over_image_groups, with_scratch};
 use rayon::prelude::*;
 
 /// Output channels per micro-kernel call.
@@ -80,30 +80,35 @@ pub fn forward(x: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co
         }
     }
     let p = h * w;
-    let mut y = vec![0f32; n * co * p];
-    y.par_chunks_mut(co * p).enumerate().for_each(|(img, yimg)| {
-        let ximg = &x[img * c * p..(img + 1) * c * p];
-        with_scratch(c * pd.plane, |xp| {
-            pad_planes(ximg, c, h, w, &pd, xp, pd.plane);
-            with_scratch(OB * pd.nq, |tmp| {
-                for ob in 0..co / OB {
-                    let wb = &wk[ob * c * 9 * OB..(ob + 1) * c * 9 * OB];
-                    // SAFETY: `applies` checked AVX-512F; xp holds c planes of `pd.plane`
-                    // floats, enough for every read of the nq positions (Padded::new); tmp holds
-                    // OB rows of nq; wb holds c·9·OB weights.
-                    unsafe { kernel(xp, c, &pd, wb, tmp) };
-                    for o in 0..OB {
-                        let dst = &mut yimg[(ob * OB + o) * p..(ob * OB + o + 1) * p];
-                        let src = &tmp[o * pd.nq..(o + 1) * pd.nq];
-                        for yy in 0..h {
-                            dst[yy * w..(yy + 1) * w].copy_from_slice(&src[yy * pd.wp..yy * pd.wp + w]);
+    // Writes every image's block whole: all `co / OB` channel blocks (co is a
+    // multiple of OB, `applies`), every row of each plane.
+    let fill = |y: &mut [std::mem::MaybeUninit<f32>]| {
+        y.par_chunks_mut(co * p).enumerate().for_each(|(img, yimg)| {
+            let ximg = &x[img * c * p..(img + 1) * c * p];
+            with_scratch(c * pd.plane, |xp| {
+                pad_planes(ximg, c, h, w, &pd, xp, pd.plane);
+                with_scratch(OB * pd.nq, |tmp| {
+                    for ob in 0..co / OB {
+                        let wb = &wk[ob * c * 9 * OB..(ob + 1) * c * 9 * OB];
+                        // SAFETY: `applies` checked AVX-512F; xp holds c planes of `pd.plane`
+                        // floats, enough for every read of the nq positions (Padded::new); tmp holds
+                        // OB rows of nq; wb holds c·9·OB weights.
+                        unsafe { kernel(xp, c, &pd, wb, tmp) };
+                        for o in 0..OB {
+                            let dst = &mut yimg[(ob * OB + o) * p..(ob * OB + o + 1) * p];
+                            let src = &tmp[o * pd.nq..(o + 1) * pd.nq];
+                            for yy in 0..h {
+                                dst[yy * w..(yy + 1) * w]
+                                    .write_copy_of_slice(&src[yy * pd.wp..yy * pd.wp + w]);
+                            }
                         }
                     }
-                }
+                });
             });
-        });
-    });
-    y
+        })
+    };
+    // SAFETY: see `fill`.
+    unsafe { output_vec(n * co * p, fill) }
 }
 
 /// `dW = ∂L/∂W` (`[co, c, 3, 3]`) of the convolution [`forward`] computes, from its input `x`

@@ -13,7 +13,7 @@
 //! depend on the thread count.
 
 use super::direct::{has_avx512, pad_planes, Padded};
-use super::{sum_over_image_groups, with_scratch};
+use super::{output_vec, sum_over_image_groups, with_scratch};
 use rayon::prelude::*;
 
 /// Output channels a tile (four 16-float vectors).
@@ -67,30 +67,33 @@ pub fn forward(x: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co
         }
     }
     let p = h * w;
-    let mut y = vec![0f32; n * co * p];
-    y.par_chunks_mut(co * p).enumerate().for_each(|(img, yimg)| {
-        with_scratch(c * pd.plane, |xp| {
-            pad_planes(&x[img * c * p..(img + 1) * c * p], c, h, w, &pd, xp, pd.plane);
-            with_scratch(addr.len() * co, |ycl| {
-                for ob in (0..co).step_by(OC) {
-                    for (ti, tile) in addr.chunks_exact(T).enumerate() {
-                        let q0 = ti * T;
-                        // SAFETY: `applies` checked AVX-512F; every address + tap offset lies in
-                        // its padded plane (addresses() and Padded::new); wk holds c·9·co and
-                        // ycl addr.len()·co floats; ob + 64 ≤ co.
-                        unsafe { fwd_kernel(xp, c, &pd, &wk, co, ob, tile, &mut ycl[q0 * co..]) };
+    // Writes every element of every image's block (the transposition below).
+    let fill = |y: &mut [std::mem::MaybeUninit<f32>]| {
+        y.par_chunks_mut(co * p).enumerate().for_each(|(img, yimg)| {
+            with_scratch(c * pd.plane, |xp| {
+                pad_planes(&x[img * c * p..(img + 1) * c * p], c, h, w, &pd, xp, pd.plane);
+                with_scratch(addr.len() * co, |ycl| {
+                    for ob in (0..co).step_by(OC) {
+                        for (ti, tile) in addr.chunks_exact(T).enumerate() {
+                            let q0 = ti * T;
+                            // SAFETY: `applies` checked AVX-512F; every address + tap offset lies in
+                            // its padded plane (addresses() and Padded::new); wk holds c·9·co and
+                            // ycl addr.len()·co floats; ob + 64 ≤ co.
+                            unsafe { fwd_kernel(xp, c, &pd, &wk, co, ob, tile, &mut ycl[q0 * co..]) };
+                        }
                     }
-                }
-                // Channels-last tile rows → NCHW.
-                for q in 0..p {
-                    for o in 0..co {
-                        yimg[o * p + q] = ycl[q * co + o];
+                    // Channels-last tile rows → NCHW.
+                    for q in 0..p {
+                        for o in 0..co {
+                            yimg[o * p + q].write(ycl[q * co + o]);
+                        }
                     }
-                }
+                });
             });
-        });
-    });
-    y
+        })
+    };
+    // SAFETY: see `fill`.
+    unsafe { output_vec(n * co * p, fill) }
 }
 
 /// `out[k·co + ob + o] = Σ_c Σ_t wk[(c·9 + t)·co + ob + o] · xp[c·plane + tile[k] + off_t]` for

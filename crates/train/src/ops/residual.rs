@@ -2,7 +2,7 @@
 //! backward one pass giving the same masked gradient `g·[y > 0]` to both inputs (candle's stock
 //! path needs an add, a ReLU, a comparison, a cast and a product).
 
-use super::{cpu_slice, with_data};
+use super::{cpu_slice, output_vec, with_data};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -10,15 +10,31 @@ const CHUNK: usize = 1 << 14;
 
 /// `relu(a + b)` on raw buffers of equal length.
 pub fn add_relu_raw(a: &[f32], b: &[f32]) -> Vec<f32> {
-    let mut y = vec![0f32; a.len()];
-    y.par_chunks_mut(CHUNK)
-        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|(y, (a, b))| {
-            for ((o, &p), &q) in y.iter_mut().zip(a).zip(b) {
-                *o = (p + q).max(0.0);
+    assert_eq!(a.len(), b.len());
+    // SAFETY: the chunks cover the output and every element is written.
+    unsafe {
+        output_vec(a.len(), |y| {
+            y.par_chunks_mut(CHUNK)
+                .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+                .for_each(|(y, (a, b))| {
+                    for ((o, &p), &q) in y.iter_mut().zip(a).zip(b) {
+                        o.write((p + q).max(0.0));
+                    }
+                })
+        })
+    }
+}
+
+/// `d += g·[y > 0]`: the gradient through the ReLU that produced `y`, added in place.
+pub fn add_relu_masked(d: &mut [f32], y: &[f32], g: &[f32]) {
+    assert!(d.len() == y.len() && y.len() == g.len());
+    d.par_chunks_mut(CHUNK)
+        .zip(y.par_chunks(CHUNK).zip(g.par_chunks(CHUNK)))
+        .for_each(|(d, (y, g))| {
+            for ((d, &y), &g) in d.iter_mut().zip(y).zip(g) {
+                *d += if y > 0.0 { g } else { 0.0 };
             }
         });
-    y
 }
 
 /// The gradient through the ReLU that produced `y`: `g·[y > 0]`.
