@@ -9,6 +9,9 @@
 #   THREADS=2   threads for both frameworks (protoclr --threads, torch.set_num_threads)
 #   FULL=1      also the slow full-width (64) training step; FULL=0 skips it
 #   STEPS=5     timed steps (median reported); warm-up is 2 steps for training, 1 for inference
+#   ROUNDS=3    rounds over all settings, the two frameworks taking turns going first; the table
+#               shows each framework's median over the rounds with its range (this VM's speed
+#               drifts by ±20 % over minutes, so one back-to-back pair can mislead)
 #   VENV=.venv  where PyTorch is installed if it is not importable there yet
 #   KEEP=FILE   also keep the raw JSON lines in FILE
 #   TORCH_SPEC=torch   what pip installs when the venv lacks PyTorch (e.g. torch==2.15.0)
@@ -25,6 +28,7 @@ root=$(dirname "$here")
 THREADS=${THREADS:-2}
 FULL=${FULL:-1}
 STEPS=${STEPS:-5}
+ROUNDS=${ROUNDS:-3}
 VENV=${VENV:-$root/.venv}
 PY=$VENV/bin/python
 
@@ -59,14 +63,20 @@ if ((busy >= 20)); then
     echo "run.sh: warning: other processes are using the CPU; both frameworks slow down when the" \
         "cores are shared, PyTorch's OpenMP threads especially, so these numbers are unreliable" >&2
 fi
-for s in "${settings[@]}"; do
-    read -r kind width batch warmup <<<"$s"
-    echo "run.sh: $kind width $width batch $batch: protoclr…" >&2
+ours() {
     "$BIN" --threads "$THREADS" bench "$kind" --model resnet18 --width "$width" --batch "$batch" \
         --steps "$STEPS" --warmup "$warmup" --json >>"$out"
-    echo "run.sh: $kind width $width batch $batch: pytorch…" >&2
+}
+theirs() {
     "$PY" "$here/torch_reference.py" --kind "$kind" --model resnet18 --width "$width" --batch "$batch" \
         --threads "$THREADS" --steps "$STEPS" --warmup "$warmup" >>"$out"
+}
+for ((round = 1; round <= ROUNDS; round++)); do
+    for s in "${settings[@]}"; do
+        read -r kind width batch warmup <<<"$s"
+        echo "run.sh: round $round/$ROUNDS: $kind width $width batch $batch" >&2
+        if ((round % 2)); then ours; theirs; else theirs; ours; fi
+    done
 done
 echo "run.sh: load average at end: $(cut -d' ' -f1-3 /proc/loadavg); $("$PY" -c 'import torch; print("torch", torch.__version__)' 2>/dev/null)" >&2
 

@@ -189,52 +189,94 @@ pub fn run(cmd: BenchCommand, device: &candle_core::Device) -> Result<()> {
     Ok(())
 }
 
-/// Markdown table pairing each protoclr measurement with the PyTorch one of the same setting.
+/// Median of a non-empty list.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Markdown table pairing the protoclr measurements of each setting with the PyTorch ones.
+/// A setting measured in several rounds (`benches/run.sh` interleaves them, because this
+/// machine's speed drifts by ±20 % over minutes) shows the median img/s with the range, the
+/// ratio of the medians, and the largest peak RSS.
 pub fn bench_table(rows: &[serde_json::Value]) -> String {
     let key = |r: &serde_json::Value| {
         format!(
-            "{} {} w{} b{}",
+            "{} {} w{} b{} t{}",
             r["kind"].as_str().unwrap_or("?"),
             r["model"].as_str().unwrap_or("?"),
             r["width"],
-            r["batch"]
+            r["batch"],
+            r["threads"]
         )
     };
+    let of = |fw: &str, k: &str| -> Vec<&serde_json::Value> {
+        rows.iter()
+            .filter(|r| r["framework"] == fw && key(r) == k)
+            .collect()
+    };
+    let ips = |v: &[&serde_json::Value]| -> Vec<f64> {
+        v.iter().filter_map(|r| r["images_per_sec"].as_f64()).collect()
+    };
+    let rss = |v: &[&serde_json::Value]| {
+        v.iter()
+            .filter_map(|r| r["peak_rss_mb"].as_f64())
+            .fold(f64::NAN, f64::max)
+    };
+    let cell = |v: &[f64]| match v.len() {
+        0 => "–".to_string(),
+        1 => format!("{:.1}", v[0]),
+        _ => {
+            let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+                (a.min(x), b.max(x))
+            });
+            format!("{:.1} ({lo:.1}–{hi:.1})", median(v.to_vec()))
+        }
+    };
     let mut out = String::from(
-        "| setting | threads | PyTorch img/s | protoclr img/s | ratio | PyTorch peak RSS MB | protoclr peak RSS MB |\n|---|---|---|---|---|---|---|\n",
+        "| setting | threads | rounds | PyTorch img/s | protoclr img/s | ratio | PyTorch peak RSS MB | protoclr peak RSS MB |\n|---|---|---|---|---|---|---|---|\n",
     );
-    for ours in rows.iter().filter(|r| r["framework"] == "protoclr") {
-        let k = key(ours);
-        let theirs = rows.iter().find(|r| r["framework"] == "pytorch" && key(r) == k);
-        let ips = ours["images_per_sec"].as_f64().unwrap_or(f64::NAN);
-        let (tips, trss) = theirs
-            .map(|t| {
-                (
-                    t["images_per_sec"].as_f64().unwrap_or(f64::NAN),
-                    t["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
-                )
-            })
-            .unwrap_or((f64::NAN, f64::NAN));
-        let desc = if ours["kind"] == "step" {
+    let mut seen = std::collections::HashSet::new();
+    for first in rows.iter().filter(|r| r["framework"] == "protoclr") {
+        let k = key(first);
+        if !seen.insert(k.clone()) {
+            continue;
+        }
+        let (ours, theirs) = (of("protoclr", &k), of("pytorch", &k));
+        let (a, b) = (ips(&ours), ips(&theirs));
+        let ratio = if a.is_empty() || b.is_empty() {
+            f64::NAN
+        } else {
+            median(a.clone()) / median(b.clone())
+        };
+        let desc = if first["kind"] == "step" {
             format!(
                 "train step {} width {} batch 2×{}",
-                ours["model"].as_str().unwrap_or("?"),
-                ours["width"],
-                ours["batch"]
+                first["model"].as_str().unwrap_or("?"),
+                first["width"],
+                first["batch"]
             )
         } else {
             format!(
                 "inference {} width {} batch {}",
-                ours["model"].as_str().unwrap_or("?"),
-                ours["width"],
-                ours["batch"]
+                first["model"].as_str().unwrap_or("?"),
+                first["width"],
+                first["batch"]
             )
         };
         out.push_str(&format!(
-            "| {desc} | {} | {tips:.1} | {ips:.1} | {:.2}× | {trss:.0} | {:.0} |\n",
-            ours["threads"],
-            ips / tips,
-            ours["peak_rss_mb"].as_f64().unwrap_or(f64::NAN)
+            "| {desc} | {} | {} | {} | {} | {ratio:.2}× | {:.0} | {:.0} |\n",
+            first["threads"],
+            a.len().max(b.len()),
+            cell(&b),
+            cell(&a),
+            rss(&theirs),
+            rss(&ours)
         ));
     }
     out
@@ -254,6 +296,29 @@ mod tests {
         .map(|s| serde_json::from_str(s).unwrap())
         .collect();
         let t = bench_table(&rows);
-        assert!(t.contains("| 200.0 | 300.0 | 1.50× | 1400 | 700 |"), "{t}");
+        assert!(t.contains("| 1 | 200.0 | 300.0 | 1.50× | 1400 | 700 |"), "{t}");
+    }
+
+    #[test]
+    fn rounds_are_summarised_by_their_medians() {
+        let line = |fw: &str, ips: f64, rss: f64| {
+            serde_json::json!({"framework": fw, "kind": "step", "model": "resnet18", "width": 16,
+                "batch": 128, "threads": 2, "images_per_sec": ips, "peak_rss_mb": rss})
+        };
+        let rows = vec![
+            line("protoclr", 500.0, 500.0),
+            line("pytorch", 400.0, 1300.0),
+            line("protoclr", 420.0, 510.0),
+            line("pytorch", 350.0, 1290.0),
+            line("protoclr", 480.0, 505.0),
+            line("pytorch", 410.0, 1280.0),
+        ];
+        let t = bench_table(&rows);
+        // Medians 480 and 400: ratio 1.20; one row for the setting; largest RSS.
+        assert!(
+            t.contains("| 3 | 400.0 (350.0–410.0) | 480.0 (420.0–500.0) | 1.20× | 1300 | 510 |"),
+            "{t}"
+        );
+        assert_eq!(t.lines().count(), 3, "{t}");
     }
 }

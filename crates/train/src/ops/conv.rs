@@ -163,9 +163,11 @@ fn im2col_rows(x: &[f32], g: usize, geo: &Geom, col: &mut [f32]) {
                         if s == 1 {
                             let start = lo + j - pad;
                             drow[lo..hi].copy_from_slice(&srow[start..start + (hi - lo)]);
-                        } else {
-                            for (ox, d) in drow[lo..hi].iter_mut().enumerate() {
-                                *d = srow[(ox + lo) * s + j - pad];
+                        } else if hi > lo {
+                            // Strided reads by iterator: no bounds check per element.
+                            let src = srow[lo * s + j - pad..].iter().step_by(s);
+                            for (d, &v) in drow[lo..hi].iter_mut().zip(src) {
+                                *d = v;
                             }
                         }
                     }
@@ -207,9 +209,10 @@ fn col2im(col: &[f32], g: usize, geo: &Geom, dx: &mut [f32]) {
                             for (d, v) in drow[start..start + (hi - lo)].iter_mut().zip(&srow[lo..hi]) {
                                 *d += v;
                             }
-                        } else {
-                            for ox in lo..hi {
-                                drow[ox * s + j - pad] += srow[ox];
+                        } else if hi > lo {
+                            let dst = drow[lo * s + j - pad..].iter_mut().step_by(s);
+                            for (d, &v) in dst.zip(&srow[lo..hi]) {
+                                *d += v;
                             }
                         }
                     }
@@ -259,8 +262,8 @@ impl Geom {
 fn conv_forward(x: &[f32], wt: &[f32], geo: &Geom) -> Vec<f32> {
     let (n, c, h, w, co) = (geo.n, geo.c, geo.h, geo.w, geo.co);
     match geo.kernels() {
-        Kernels::DirectSmall => super::direct_small::forward(x, wt, n, c, h, w, co),
-        Kernels::Direct => super::direct::forward(x, wt, n, c, h, w, co),
+        Kernels::DirectSmall => super::direct_small::forward(x, wt, n, c, h, w, co, geo.stride),
+        Kernels::Direct => super::direct::forward(x, wt, n, c, h, w, co, geo.stride),
         Kernels::Gemm => conv_forward_gemm(x, wt, geo),
     }
 }
@@ -338,20 +341,33 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> (Vec<f32>, Ve
         let dx = conv_forward(dy, &flipped_transposed(wt, geo), &g2);
         return (dx, conv_weight_grad(x, wt, dy, geo));
     }
-    conv_backward_impl(x, wt, dy, geo, true)
+    if geo.kernels() != Kernels::Gemm {
+        // Stride 2 on the direct kernels: dW there, dx = col2im(Wᵀ·dY) without the im2col.
+        let dx = conv_backward_impl(x, wt, dy, geo, true, false).0;
+        return (dx, conv_weight_grad(x, wt, dy, geo));
+    }
+    conv_backward_impl(x, wt, dy, geo, true, true)
 }
 
 /// [`conv_backward`]'s dW alone (no dx).
 fn conv_weight_grad(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> Vec<f32> {
     let (n, c, h, w, co) = (geo.n, geo.c, geo.h, geo.w, geo.co);
     match geo.kernels() {
-        Kernels::DirectSmall => super::direct_small::weight_grad(x, dy, n, c, h, w, co),
-        Kernels::Direct => super::direct::weight_grad(x, dy, n, c, h, w, co),
-        Kernels::Gemm => conv_backward_impl(x, wt, dy, geo, false).1,
+        Kernels::DirectSmall => super::direct_small::weight_grad(x, dy, n, c, h, w, co, geo.stride),
+        Kernels::Direct => super::direct::weight_grad(x, dy, n, c, h, w, co, geo.stride),
+        Kernels::Gemm => conv_backward_impl(x, wt, dy, geo, false, true).1,
     }
 }
 
-fn conv_backward_impl(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom, want_dx: bool) -> (Vec<f32>, Vec<f32>) {
+/// dx (if `want_dx`) and dW (if `want_dw`, else zeros) by im2col + gemm, chunk by chunk.
+fn conv_backward_impl(
+    x: &[f32],
+    wt: &[f32],
+    dy: &[f32],
+    geo: &Geom,
+    want_dx: bool,
+    want_dw: bool,
+) -> (Vec<f32>, Vec<f32>) {
     let (k, p, co) = (geo.k(), geo.p(), geo.co);
     let g = geo.chunk();
     let chunks = geo.n.div_ceil(g);
@@ -383,16 +399,20 @@ fn conv_backward_impl(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom, want_dx: bo
                 let mut step = |dyc: &[f32], dw: &mut [f32]| {
                     if n_img == 1 && geo.is_pointwise() {
                         // dW += dY · xᵀ ; dx = Wᵀ · dY
-                        sgemm(co, k, p, dw, k, !first, dyc, p, 1, xs, 1, p, inner);
+                        if want_dw {
+                            sgemm(co, k, p, dw, k, !first, dyc, p, 1, xs, 1, p, inner);
+                        }
                         if want_dx {
                             sgemm(k, p, co, dxs, p, false, wt, 1, k, dyc, p, 1, inner);
                         }
                     } else {
                         with_scratch(k * ld, |col| {
-                            im2col(xs, n_img, geo, col);
-                            sgemm(co, k, ld, dw, k, !first, dyc, ld, 1, col, 1, ld, inner);
+                            if want_dw {
+                                im2col(xs, n_img, geo, col);
+                                sgemm(co, k, ld, dw, k, !first, dyc, ld, 1, col, 1, ld, inner);
+                            }
                             if want_dx {
-                                // Reuse col as dcol = Wᵀ · dY.
+                                // Reuse col as dcol = Wᵀ · dY (written, not read).
                                 sgemm(k, ld, co, col, ld, false, wt, 1, k, dyc, ld, 1, inner);
                                 col2im(col, n_img, geo, dxs);
                             }
@@ -562,18 +582,20 @@ mod tests {
         // (n, c, h, w, co, k, stride, pad)
         let cases = [
             (2, 3, 8, 8, 4, 3, 1, 1),
-            (1, 3, 7, 9, 5, 3, 1, 1),   // batch 1, odd sizes
-            (3, 4, 9, 7, 6, 3, 2, 1),   // stride 2, odd sizes
-            (2, 5, 8, 8, 7, 1, 1, 0),   // pointwise
-            (3, 6, 9, 9, 4, 1, 2, 0),   // 1×1 stride 2 (shortcut)
-            (2, 2, 6, 6, 3, 3, 1, 0),   // no padding
-            (20, 3, 4, 4, 8, 3, 1, 1),  // several images per chunk, ragged last chunk
-            (17, 4, 5, 5, 3, 3, 2, 1),  // stride 2 with chunks
-            (1, 2, 11, 11, 3, 7, 2, 3), // ImageNet-style stem
-            (2, 3, 1, 6, 4, 3, 1, 1),   // one-row images
-            (2, 2, 7, 6, 3, 5, 1, 2),   // 5×5 "same"
-            (2, 8, 9, 8, 16, 3, 1, 1),  // direct kernel forward and dx (AVX-512 machines)
-            (2, 64, 4, 4, 64, 3, 1, 1), // small-plane direct kernels
+            (1, 3, 7, 9, 5, 3, 1, 1),    // batch 1, odd sizes
+            (3, 4, 9, 7, 6, 3, 2, 1),    // stride 2, odd sizes
+            (2, 5, 8, 8, 7, 1, 1, 0),    // pointwise
+            (3, 6, 9, 9, 4, 1, 2, 0),    // 1×1 stride 2 (shortcut)
+            (2, 2, 6, 6, 3, 3, 1, 0),    // no padding
+            (20, 3, 4, 4, 8, 3, 1, 1),   // several images per chunk, ragged last chunk
+            (17, 4, 5, 5, 3, 3, 2, 1),   // stride 2 with chunks
+            (1, 2, 11, 11, 3, 7, 2, 3),  // ImageNet-style stem
+            (2, 3, 1, 6, 4, 3, 1, 1),    // one-row images
+            (2, 2, 7, 6, 3, 5, 1, 2),    // 5×5 "same"
+            (2, 8, 9, 8, 16, 3, 1, 1),   // direct kernel forward and dx (AVX-512 machines)
+            (2, 64, 4, 4, 64, 3, 1, 1),  // small-plane direct kernels
+            (2, 8, 16, 16, 16, 3, 2, 1), // stride-2 direct kernels (dx by col2im)
+            (3, 8, 8, 8, 64, 3, 2, 1),   // stride-2 small-plane direct kernels
         ];
         for (n, c, h, w, co, k, s, p) in cases {
             check(n, c, h, w, co, k, s, p);
@@ -641,18 +663,24 @@ mod tests {
             let wt: Vec<f32> = (0..co * c * k * k).map(|v| (v % 5) as f32 - 2.0).collect();
             let (oh, ow) = s.out_hw();
             let dy: Vec<f32> = (0..n * co * oh * ow).map(|v| (v % 3) as f32 - 1.0).collect();
+            // Fastest of 5 (this machine's speed drifts; the minimum is the stable statistic).
             let time = |f: &dyn Fn()| {
                 f();
-                let t = std::time::Instant::now();
-                for _ in 0..3 {
-                    f();
-                }
-                t.elapsed().as_secs_f64() / 3.0 * 1e3
+                (0..5)
+                    .map(|_| {
+                        let t = std::time::Instant::now();
+                        f();
+                        t.elapsed().as_secs_f64() * 1e3
+                    })
+                    .fold(f64::INFINITY, f64::min)
             };
             let fw = time(&|| drop(forward_raw(&x, &wt, &s)));
             let bw = time(&|| drop(backward_raw(&x, &wt, &dy, &s)));
+            let dw = time(&|| drop(weight_grad_raw(&x, &wt, &dy, &s)));
             total += (fw + bw) * count as f64;
-            println!("{c:>3}→{co:<3} {h:>2}×{h:<2} k{k} s{stride} ×{count}: forward {fw:6.1} ms  backward {bw:6.1} ms");
+            println!(
+                "{c:>3}→{co:<3} {h:>2}×{h:<2} k{k} s{stride} ×{count}: forward {fw:6.1} ms  backward {bw:6.1} ms (dW alone {dw:5.1})"
+            );
         }
         println!("all convolutions of one step: {total:.0} ms");
     }

@@ -1,4 +1,5 @@
-//! Direct 3×3, stride-1, padding-1 convolution with AVX-512 micro-kernels (no im2col, no gemm
+//! Direct 3×3, padding-1 convolution (stride 1, or 2 by polyphase planes) with AVX-512
+//! micro-kernels (no im2col, no gemm
 //! packing), for the large planes of the CIFAR ResNets where im2col + gemm spent most of its time
 //! copying.
 //!
@@ -19,7 +20,7 @@
 //! im2col + `gemm` for these layers it took the width-16 training step from about 280 to 350
 //! images/s (README, Performance).
 
-use super::{output_vec, sum_over_image_groups, with_scratch};
+use super::{output_vec, simd, sum_over_image_groups, with_scratch};
 use rayon::prelude::*;
 
 /// Output channels per micro-kernel call.
@@ -27,11 +28,17 @@ const OB: usize = 8;
 /// Output positions per micro-kernel step (three 16-float vectors).
 const QB: usize = 48;
 
-/// Whether [`forward`] handles this convolution: 3×3, stride 1, padding 1, output channels a
-/// multiple of 8, planes of at least 64 positions (smaller ones waste most of each vector on
-/// padding; im2col + gemm batches several images there), on a CPU with AVX-512F.
+/// Whether [`forward`] handles this convolution: 3×3, stride 1 or 2, padding 1, output
+/// channels a multiple of 8, output planes of at least 64 positions (smaller ones waste most of
+/// each vector on padding; see `direct_small`), on a CPU with AVX-512F.
 pub fn applies(c: usize, co: usize, h: usize, w: usize, k: usize, stride: usize, pad: usize) -> bool {
-    k == 3 && stride == 1 && pad == 1 && co.is_multiple_of(OB) && c > 0 && h * w >= 64 && has_avx512()
+    k == 3
+        && (stride == 1 || stride == 2)
+        && pad == 1
+        && co.is_multiple_of(OB)
+        && c > 0
+        && h.div_ceil(stride) * w.div_ceil(stride) >= 64
+        && has_avx512()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -44,32 +51,154 @@ pub(super) fn has_avx512() -> bool {
     false
 }
 
-/// Geometry of the padded planes.
+/// Geometry of the zero-padded input planes and of the output grid (3×3 kernel, padding 1).
+///
+/// Stride 1: one plane per channel, `xp[(y + 1)·wp + x + 1] = x[y][x]`, `wp = w + 2`; tap (i, j)
+/// of output grid position `q = y·wp + x` reads `xp[q + i·wp + j]`.
+///
+/// Stride 2 (polyphase): four planes per channel, one per (row, column) parity (r, s), with
+/// `P_rs[(a + 1)·wp + b + 1] = x[2a + r][2b + s]` (zero outside the image), `wp = ⌈w/2⌉ + 1`.
+/// Tap (i, j) of output (y, x) reads input row `2y + i − 1`: parity `(i + 1) mod 2`, phase row
+/// `y − 1` for i = 0 and `y` otherwise, so it reads `P_rs[q + min(i, 1)·wp + min(j, 1)]` at
+/// `q = y·wp + x` — again one contiguous, unaligned load per tap, and only the 9 taps' worth of
+/// multiply-adds (an im2col of a stride-2 layer copies every input value 2.25 times instead).
 pub(super) struct Padded {
+    pub(super) stride: usize,
+    /// Output plane.
+    pub(super) oh: usize,
+    pub(super) ow: usize,
+    /// Row length of the padded planes and of the output grid.
     pub(super) wp: usize,
-    /// Output grid positions computed per image and channel (`h·wp`, rounded up to `QB`).
+    /// Output grid positions computed per image and channel (`oh·wp`, rounded up to `QB`).
     pub(super) nq: usize,
-    /// Floats per padded plane: the `(h + 2)·wp` grid plus slack for the last block's reads,
+    /// Floats per padded (phase) plane: the grid plus slack for the last block's reads,
     /// rounded up to 16.
     pub(super) plane: usize,
 }
 
 impl Padded {
-    pub(super) fn new(h: usize, w: usize) -> Self {
-        let wp = w + 2;
-        let nq = (h * wp).div_ceil(QB) * QB;
-        let plane = ((h + 2) * wp).max(nq + 2 * wp + 2).div_ceil(16) * 16;
-        Self { wp, nq, plane }
+    pub(super) fn new(h: usize, w: usize, stride: usize) -> Self {
+        assert!(stride == 1 || stride == 2, "direct kernels: stride {stride}");
+        let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
+        let wp = if stride == 1 { w + 2 } else { ow + 1 };
+        let nq = (oh * wp).div_ceil(QB) * QB;
+        let rows = if stride == 1 { h + 2 } else { oh + 1 };
+        let plane = (rows * wp + 1).max(nq + Self::max_reach(stride, wp)).div_ceil(16) * 16;
+        Self {
+            stride,
+            oh,
+            ow,
+            wp,
+            nq,
+            plane,
+        }
+    }
+    /// Largest tap offset within one (phase) plane.
+    fn max_reach(stride: usize, wp: usize) -> usize {
+        if stride == 1 {
+            2 * wp + 2
+        } else {
+            wp + 1
+        }
+    }
+    /// Planes per channel (1, or 4 phases).
+    pub(super) fn phases(&self) -> usize {
+        self.stride * self.stride
+    }
+    /// Floats per channel of one image.
+    pub(super) fn block(&self) -> usize {
+        self.phases() * self.plane
+    }
+    /// Output positions per plane.
+    pub(super) fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+    /// Offset of tap `t = 3i + j` from output grid position `q`, within a channel whose phase
+    /// planes lie `phase_stride` floats apart.
+    pub(super) fn offs(&self, phase_stride: usize) -> [usize; 9] {
+        std::array::from_fn(|t| {
+            let (i, j) = (t / 3, t % 3);
+            if self.stride == 1 {
+                i * self.wp + j
+            } else {
+                ((i + 1) % 2 * 2 + (j + 1) % 2) * phase_stride + i.min(1) * self.wp + j.min(1)
+            }
+        })
+    }
+    /// Copies one image's `c` channels `x [c, h, w]` into padded planes: channel `ci` at
+    /// `xp[ci·cstride..]`, its phase planes `phase_stride` apart.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn fill(
+        &self,
+        x: &[f32],
+        c: usize,
+        h: usize,
+        w: usize,
+        xp: &mut [f32],
+        cstride: usize,
+        phase_stride: usize,
+    ) {
+        if self.stride == 1 {
+            pad_planes(x, c, h, w, self, xp, cstride);
+        } else {
+            phase_planes(x, c, h, w, self, xp, cstride, phase_stride);
+        }
+    }
+}
+
+/// The stride-2 [`Padded::fill`]: four parity planes per channel.
+#[allow(clippy::too_many_arguments)]
+fn phase_planes(
+    x: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    pd: &Padded,
+    xp: &mut [f32],
+    cstride: usize,
+    phase_stride: usize,
+) {
+    let wp = pd.wp;
+    for ci in 0..c {
+        let src = &x[ci * h * w..(ci + 1) * h * w];
+        for r in 0..2 {
+            for s in 0..2 {
+                let base = ci * cstride + (r * 2 + s) * phase_stride;
+                let dst = &mut xp[base..base + pd.plane];
+                dst.fill(0.0);
+                for a in 0..pd.oh {
+                    let y = 2 * a + r;
+                    if y >= h || s >= w {
+                        continue;
+                    }
+                    let row = &mut dst[(a + 1) * wp + 1..(a + 1) * wp + 1 + pd.ow];
+                    for (d, &v) in row.iter_mut().zip(src[y * w + s..(y + 1) * w].iter().step_by(2)) {
+                        *d = v;
+                    }
+                }
+            }
+        }
     }
 }
 
 /// `y = conv(x, wt)` for `x [n, c, h, w]`, `wt [co, c, 3, 3]`; only where [`applies`] is true.
-pub fn forward(x: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    x: &[f32],
+    wt: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    stride: usize,
+) -> Vec<f32> {
     assert!(
-        applies(c, co, h, w, 3, 1, 1),
+        applies(c, co, h, w, 3, stride, 1),
         "direct::forward on an unsupported convolution"
     );
-    let pd = Padded::new(h, w);
+    let pd = Padded::new(h, w, stride);
+    let (cstride, offs) = (pd.block(), pd.offs(pd.plane));
     // Weights as [co/8][c][9][8]: the 8 output channels of a block side by side per tap.
     let mut wk = vec![0f32; co * c * 9];
     for o in 0..co {
@@ -79,28 +208,25 @@ pub fn forward(x: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co
             }
         }
     }
-    let p = h * w;
+    let (p, pin) = (pd.p(), h * w);
     // Writes every image's block whole: all `co / OB` channel blocks (co is a
     // multiple of OB, `applies`), every row of each plane.
     let fill = |y: &mut [std::mem::MaybeUninit<f32>]| {
         y.par_chunks_mut(co * p).enumerate().for_each(|(img, yimg)| {
-            let ximg = &x[img * c * p..(img + 1) * c * p];
-            with_scratch(c * pd.plane, |xp| {
-                pad_planes(ximg, c, h, w, &pd, xp, pd.plane);
+            let ximg = &x[img * c * pin..(img + 1) * c * pin];
+            with_scratch(c * cstride, |xp| {
+                pd.fill(ximg, c, h, w, xp, cstride, pd.plane);
                 with_scratch(OB * pd.nq, |tmp| {
                     for ob in 0..co / OB {
                         let wb = &wk[ob * c * 9 * OB..(ob + 1) * c * 9 * OB];
-                        // SAFETY: `applies` checked AVX-512F; xp holds c planes of `pd.plane`
-                        // floats, enough for every read of the nq positions (Padded::new); tmp holds
-                        // OB rows of nq; wb holds c·9·OB weights.
-                        unsafe { kernel(xp, c, &pd, wb, tmp) };
+                        // SAFETY: `applies` checked AVX-512F; xp holds c blocks of `cstride`
+                        // floats, and every read of the nq positions stays in its (phase) plane
+                        // (Padded::new); tmp holds OB rows of nq; wb holds c·9·OB weights.
+                        unsafe { kernel(xp, c, cstride, &offs, pd.nq, wb, tmp) };
                         for o in 0..OB {
                             let dst = &mut yimg[(ob * OB + o) * p..(ob * OB + o + 1) * p];
                             let src = &tmp[o * pd.nq..(o + 1) * pd.nq];
-                            for yy in 0..h {
-                                dst[yy * w..(yy + 1) * w]
-                                    .write_copy_of_slice(&src[yy * pd.wp..yy * pd.wp + w]);
-                            }
+                            simd::copy_rows_uninit(dst, pd.ow, src, pd.wp, pd.oh, pd.ow);
                         }
                     }
                 });
@@ -120,40 +246,53 @@ pub fn forward(x: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co
 /// reductions are paid once a batch (they dominated on 8×8 planes otherwise). Images are split
 /// into at most 8 groups (a fixed split, whatever the thread count); each group sums its images
 /// in its own buffer and the groups are added in order, so results are deterministic.
-pub fn weight_grad(x: &[f32], dy: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
+#[allow(clippy::too_many_arguments)]
+pub fn weight_grad(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    stride: usize,
+) -> Vec<f32> {
     assert!(
-        applies(c, co, h, w, 3, 1, 1),
+        applies(c, co, h, w, 3, stride, 1),
         "direct::weight_grad on an unsupported convolution"
     );
-    let pd = Padded::new(h, w);
-    let p = h * w;
+    let pd = Padded::new(h, w, stride);
+    let (p, pin) = (pd.p(), h * w);
     sum_over_image_groups(n, co * c * 9, |imgs| {
         let mut dw = vec![0f32; co * c * 9];
         let (first, last) = (imgs.start, imgs.end);
         // Images a batch: about 8k grid positions (a few hundred KB of planes).
-        let batch = (8192 / pd.plane).max(1);
+        let batch = (8192 / pd.block()).max(1);
         let mut img = first;
         while img < last {
             let b = batch.min(last - img);
             let len = b * pd.plane;
-            // Per channel: b planes, then the slack the last plane's shifted reads need.
-            let cstride = len + 2 * pd.wp + 2 + 16;
+            // Per channel and phase: b planes (phase regions `len` apart), then the slack the
+            // last plane's shifted reads need.
+            let cstride = pd.phases() * len + Padded::max_reach(stride, pd.wp) + 16;
+            let offs = pd.offs(len);
             with_scratch(c * cstride, |xp| {
                 with_scratch(co * len, |dyg| {
                     for k in 0..b {
                         let i = img + k;
-                        let xk = &x[i * c * p..(i + 1) * c * p];
-                        pad_planes(xk, c, h, w, &pd, &mut xp[k * pd.plane..], cstride);
+                        let xk = &x[i * c * pin..(i + 1) * c * pin];
+                        pd.fill(xk, c, h, w, &mut xp[k * pd.plane..], cstride, len);
                         let dk = &dy[i * co * p..(i + 1) * co * p];
-                        grid_planes(dk, co, h, w, &pd, &mut dyg[k * pd.plane..], len);
+                        grid_planes(dk, co, &pd, &mut dyg[k * pd.plane..], len);
                     }
                     for ci in 0..c {
-                        xp[ci * cstride + len..(ci + 1) * cstride].fill(0.0);
+                        xp[ci * cstride + pd.phases() * len..(ci + 1) * cstride].fill(0.0);
                     }
                     // SAFETY: `applies` checked AVX-512F; every read of the kernel, at
-                    // q + offset < len + 2·wp + 2 + 16, is inside a channel's `cstride`;
-                    // dyg holds co rows of `len`; dw holds co·c·9; co is a multiple of 8.
-                    unsafe { wgrad_kernel(xp, cstride, dyg, len, c, co, pd.wp, &mut dw) };
+                    // q + offset + 15 < (phases − 1)·len + len + max_reach + 16, is inside a
+                    // channel's `cstride`; dyg holds co rows of `len`; dw holds co·c·9; co is a
+                    // multiple of 8.
+                    unsafe { wgrad_kernel(xp, cstride, dyg, len, c, co, &offs, &mut dw) };
                 });
             });
             img += b;
@@ -162,16 +301,17 @@ pub fn weight_grad(x: &[f32], dy: &[f32], n: usize, c: usize, h: usize, w: usize
     })
 }
 
-/// Lays the `co` planes of `dy` out on the padded grid, plane `o` at `dyg[o·stride..]`:
-/// `[y·wp + x] = dy[o][y][x]` for `x < w`, zero elsewhere (the thrown-away columns and the rest
-/// of the plane's `pd.plane` floats).
-fn grid_planes(dy: &[f32], co: usize, h: usize, w: usize, pd: &Padded, dyg: &mut [f32], stride: usize) {
+/// Lays the `co` output-gradient planes `dy [co, oh, ow]` out on the output grid, plane `o` at
+/// `dyg[o·stride..]`: `[y·wp + x] = dy[o][y][x]` for `x < ow`, zero elsewhere (the thrown-away
+/// columns and the rest of the plane's `pd.plane` floats).
+fn grid_planes(dy: &[f32], co: usize, pd: &Padded, dyg: &mut [f32], stride: usize) {
+    let (h, w) = (pd.oh, pd.ow);
     for o in 0..co {
         let dst = &mut dyg[o * stride..o * stride + pd.plane];
         let src = &dy[o * h * w..(o + 1) * h * w];
+        simd::copy_rows(dst, pd.wp, src, w, h, w);
         for yy in 0..h {
             let row = yy * pd.wp;
-            dst[row..row + w].copy_from_slice(&src[yy * w..(yy + 1) * w]);
             dst[row + w..row + pd.wp].fill(0.0);
         }
         dst[h * pd.wp..].fill(0.0);
@@ -197,24 +337,25 @@ unsafe fn wgrad_kernel(
     len: usize,
     c: usize,
     co: usize,
-    wp: usize,
+    offs: &[usize; 9],
     dw: &mut [f32],
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(len.is_multiple_of(16) && cstride >= len + 2 * wp + 2 + 16);
+    debug_assert!(len.is_multiple_of(16) && cstride >= len + offs.iter().max().unwrap() + 16);
     debug_assert!(xp.len() >= c * cstride && dyg.len() >= co * len && dw.len() >= co * c * 9);
     debug_assert!(co.is_multiple_of(OB));
     for ob in (0..co).step_by(OB) {
         let d = dyg.as_ptr().add(ob * len);
         for ci in 0..c {
             for i in 0..3 {
-                let xb = xp.as_ptr().add(ci * cstride + i * wp);
+                let xb = xp.as_ptr().add(ci * cstride);
+                let (o0, o1, o2) = (offs[3 * i], offs[3 * i + 1], offs[3 * i + 2]);
                 let mut acc = [[_mm512_setzero_ps(); 3]; OB];
                 let mut q = 0;
                 while q < len {
-                    let x0 = _mm512_loadu_ps(xb.add(q));
-                    let x1 = _mm512_loadu_ps(xb.add(q + 1));
-                    let x2 = _mm512_loadu_ps(xb.add(q + 2));
+                    let x0 = _mm512_loadu_ps(xb.add(q + o0));
+                    let x1 = _mm512_loadu_ps(xb.add(q + o1));
+                    let x2 = _mm512_loadu_ps(xb.add(q + o2));
                     for (o, a) in acc.iter_mut().enumerate() {
                         let g = _mm512_loadu_ps(d.add(o * len + q));
                         a[0] = _mm512_fmadd_ps(g, x0, a[0]);
@@ -243,7 +384,7 @@ unsafe fn wgrad_kernel(
     _: usize,
     _: usize,
     _: usize,
-    _: usize,
+    _: &[usize; 9],
     _: &mut [f32],
 ) {
     unreachable!("direct::applies is false off x86_64")
@@ -265,10 +406,10 @@ pub(super) fn pad_planes(
         let dst = &mut xp[ci * stride..ci * stride + pd.plane];
         let src = &x[ci * h * w..(ci + 1) * h * w];
         dst[..wp + 1].fill(0.0);
+        simd::copy_rows(&mut dst[wp + 1..], wp, src, w, h, w);
         for yy in 0..h {
-            let row = (yy + 1) * wp + 1;
-            dst[row..row + w].copy_from_slice(&src[yy * w..(yy + 1) * w]);
             // Right pad of this row and left pad of the next one.
+            let row = (yy + 1) * wp + 1;
             dst[row + w] = 0.0;
             dst[row + w + 1] = 0.0;
         }
@@ -276,23 +417,32 @@ pub(super) fn pad_planes(
     }
 }
 
-/// `tmp[o][q] = Σ_c Σ_t wb[c][t][o] · xp[c][q + (t / 3)·wp + t % 3]` for `q < pd.nq`.
+/// `tmp[o][q] = Σ_c Σ_t wb[c][t][o] · xp[c·cstride + q + offs[t]]` for `q < nq`.
 ///
 /// # Safety
-/// AVX-512F must be available; `xp.len() ≥ c·pd.plane`, `tmp.len() ≥ OB·pd.nq`,
-/// `wb.len() ≥ c·9·OB`.
+/// AVX-512F must be available; `xp.len() ≥ c·cstride` and `cstride ≥ nq + max(offs)`,
+/// `tmp.len() ≥ OB·nq`, `wb.len() ≥ c·9·OB`, `nq` a multiple of 48.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel(xp: &[f32], c: usize, pd: &Padded, wb: &[f32], tmp: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(
+    xp: &[f32],
+    c: usize,
+    cstride: usize,
+    offs: &[usize; 9],
+    nq: usize,
+    wb: &[f32],
+    tmp: &mut [f32],
+) {
     use std::arch::x86_64::*;
-    debug_assert!(xp.len() >= c * pd.plane && tmp.len() >= OB * pd.nq && wb.len() >= c * 9 * OB);
+    debug_assert!(xp.len() >= c * cstride && tmp.len() >= OB * nq && wb.len() >= c * 9 * OB);
+    debug_assert!(nq.is_multiple_of(QB) && cstride >= nq + offs.iter().max().unwrap());
     let (xp, wb, out) = (xp.as_ptr(), wb.as_ptr(), tmp.as_mut_ptr());
-    let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * pd.wp + t % 3);
     let mut q = 0;
-    while q < pd.nq {
+    while q < nq {
         let mut acc = [[_mm512_setzero_ps(); 3]; OB];
         for ci in 0..c {
-            let xb = xp.add(ci * pd.plane + q);
+            let xb = xp.add(ci * cstride + q);
             let wc = wb.add(ci * 9 * OB);
             for (t, &off) in offs.iter().enumerate() {
                 let x0 = _mm512_loadu_ps(xb.add(off));
@@ -308,7 +458,7 @@ unsafe fn kernel(xp: &[f32], c: usize, pd: &Padded, wb: &[f32], tmp: &mut [f32])
             }
         }
         for (o, a) in acc.iter().enumerate() {
-            let dst = out.add(o * pd.nq + q);
+            let dst = out.add(o * nq + q);
             _mm512_storeu_ps(dst, a[0]);
             _mm512_storeu_ps(dst.add(16), a[1]);
             _mm512_storeu_ps(dst.add(32), a[2]);
@@ -318,36 +468,66 @@ unsafe fn kernel(xp: &[f32], c: usize, pd: &Padded, wb: &[f32], tmp: &mut [f32])
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn kernel(_: &[f32], _: usize, _: &Padded, _: &[f32], _: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn kernel(_: &[f32], _: usize, _: usize, _: &[usize; 9], _: usize, _: &[f32], _: &mut [f32]) {
     unreachable!("direct::applies is false off x86_64")
 }
 
-/// Nested-loop f64 references for the tests of the direct kernels (3×3, stride 1, padding 1).
+/// Nested-loop f64 references for the tests of the direct kernels (3×3, padding 1, stride 1
+/// or 2).
 #[cfg(test)]
 pub(super) mod reference {
+    /// Output side of a 3×3, padding-1 convolution.
+    fn out(h: usize, s: usize) -> usize {
+        (h - 1) / s + 1
+    }
+
+    /// Input value under tap (i, j) of output (yy, xx), or None in the padding.
+    #[allow(clippy::too_many_arguments)]
+    fn at(
+        x: &[f32],
+        c: usize,
+        h: usize,
+        w: usize,
+        s: usize,
+        (img, ci): (usize, usize),
+        (yy, xx): (usize, usize),
+        (i, j): (usize, usize),
+    ) -> Option<f64> {
+        let (iy, ix) = ((yy * s + i) as isize - 1, (xx * s + j) as isize - 1);
+        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+            return None;
+        }
+        Some(x[((img * c + ci) * h + iy as usize) * w + ix as usize] as f64)
+    }
+
     /// Plain nested-loop reference convolution in f64.
     #[allow(clippy::too_many_arguments)]
-    pub fn forward(x: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
-        let mut y = vec![0f32; n * co * h * w];
+    pub fn forward(
+        x: &[f32],
+        wt: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        let (oh, ow) = (out(h, s), out(w, s));
+        let mut y = vec![0f32; n * co * oh * ow];
         for img in 0..n {
             for o in 0..co {
-                for yy in 0..h {
-                    for xx in 0..w {
-                        let mut s = 0f64;
+                for yy in 0..oh {
+                    for xx in 0..ow {
+                        let mut sum = 0f64;
                         for ci in 0..c {
-                            for i in 0..3 {
-                                for j in 0..3 {
-                                    let (iy, ix) =
-                                        (yy as isize + i as isize - 1, xx as isize + j as isize - 1);
-                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                        continue;
-                                    }
-                                    s += x[((img * c + ci) * h + iy as usize) * w + ix as usize] as f64
-                                        * wt[((o * c + ci) * 3 + i) * 3 + j] as f64;
+                            for t in 0..9 {
+                                if let Some(v) = at(x, c, h, w, s, (img, ci), (yy, xx), (t / 3, t % 3)) {
+                                    sum += v * wt[(o * c + ci) * 9 + t] as f64;
                                 }
                             }
                         }
-                        y[((img * co + o) * h + yy) * w + xx] = s as f32;
+                        y[((img * co + o) * oh + yy) * ow + xx] = sum as f32;
                     }
                 }
             }
@@ -356,21 +536,29 @@ pub(super) mod reference {
     }
 
     /// Plain nested-loop reference weight gradient in f64, `[co, c, 3, 3]`.
-    pub fn weight_grad(x: &[f32], dy: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f64> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn weight_grad(
+        x: &[f32],
+        dy: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f64> {
+        let (oh, ow) = (out(h, s), out(w, s));
         let mut want = vec![0f64; co * c * 9];
         for img in 0..n {
             for o in 0..co {
                 for ci in 0..c {
                     for t in 0..9 {
-                        let (i, j) = (t / 3, t % 3);
-                        for yy in 0..h {
-                            for xx in 0..w {
-                                let (iy, ix) = (yy as isize + i as isize - 1, xx as isize + j as isize - 1);
-                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                    continue;
+                        for yy in 0..oh {
+                            for xx in 0..ow {
+                                if let Some(v) = at(x, c, h, w, s, (img, ci), (yy, xx), (t / 3, t % 3)) {
+                                    want[(o * c + ci) * 9 + t] +=
+                                        dy[((img * co + o) * oh + yy) * ow + xx] as f64 * v;
                                 }
-                                want[(o * c + ci) * 9 + t] += dy[((img * co + o) * h + yy) * w + xx] as f64
-                                    * x[((img * c + ci) * h + iy as usize) * w + ix as usize] as f64;
                             }
                         }
                     }
@@ -380,8 +568,9 @@ pub(super) mod reference {
         want
     }
 
-    /// A convolution kernel's forward or weight-gradient entry point: (x, wt or dy, n, c, h, w, co).
-    pub type Kernel = fn(&[f32], &[f32], usize, usize, usize, usize, usize) -> Vec<f32>;
+    /// A convolution kernel's forward or weight-gradient entry point:
+    /// (x, wt or dy, n, c, h, w, co, stride).
+    pub type Kernel = fn(&[f32], &[f32], usize, usize, usize, usize, usize, usize) -> Vec<f32>;
 
     /// Deterministic test values in about ±1.7: `((v·a mod b) − b/2) / 30`.
     pub fn data(len: usize, a: usize, b: usize) -> Vec<f32> {
@@ -392,6 +581,7 @@ pub(super) mod reference {
 
     /// Largest |got − want| over the largest |want| (at least 1e-6).
     fn rel_err(got: &[f32], want: impl Iterator<Item = f64> + Clone) -> f64 {
+        assert_eq!(got.len(), want.clone().count());
         let scale = want.clone().fold(1e-6f64, |m, v| m.max(v.abs()));
         got.iter()
             .zip(want)
@@ -399,25 +589,34 @@ pub(super) mod reference {
             / scale
     }
 
-    /// Asserts that `forward` matches [`forward`] to 1e-5 relative error on shape (n, c, h, w, co).
-    pub fn check_forward(forward: Kernel, (n, c, h, w, co): (usize, usize, usize, usize, usize)) {
+    /// Asserts that `forward` matches [`forward`] to 1e-5 relative error on shape
+    /// (n, c, h, w, co) with stride `s`.
+    pub fn check_forward(forward: Kernel, (n, c, h, w, co): (usize, usize, usize, usize, usize), s: usize) {
         let (x, wt) = (data(n * c * h * w, 37, 101), data(co * c * 9, 53, 97));
-        let want = self::forward(&x, &wt, n, c, h, w, co);
-        let err = rel_err(&forward(&x, &wt, n, c, h, w, co), want.iter().map(|&v| v as f64));
+        let want = self::forward(&x, &wt, n, c, h, w, co, s);
+        let err = rel_err(
+            &forward(&x, &wt, n, c, h, w, co, s),
+            want.iter().map(|&v| v as f64),
+        );
         assert!(
             err < 1e-5,
-            "forward {n}x{c}x{h}x{w} co={co}: relative error {err}"
+            "forward {n}x{c}x{h}x{w} co={co} stride {s}: relative error {err}"
         );
     }
 
     /// Asserts that `weight_grad` matches [`weight_grad`] to 1e-5 relative error on the shape.
-    pub fn check_weight_grad(weight_grad: Kernel, (n, c, h, w, co): (usize, usize, usize, usize, usize)) {
-        let (x, dy) = (data(n * c * h * w, 37, 101), data(n * co * h * w, 29, 89));
-        let want = self::weight_grad(&x, &dy, n, c, h, w, co);
-        let err = rel_err(&weight_grad(&x, &dy, n, c, h, w, co), want.iter().copied());
+    pub fn check_weight_grad(
+        weight_grad: Kernel,
+        (n, c, h, w, co): (usize, usize, usize, usize, usize),
+        s: usize,
+    ) {
+        let p = out(h, s) * out(w, s);
+        let (x, dy) = (data(n * c * h * w, 37, 101), data(n * co * p, 29, 89));
+        let want = self::weight_grad(&x, &dy, n, c, h, w, co, s);
+        let err = rel_err(&weight_grad(&x, &dy, n, c, h, w, co, s), want.iter().copied());
         assert!(
             err < 1e-5,
-            "weight grad {n}x{c}x{h}x{w} co={co}: relative error {err}"
+            "weight grad {n}x{c}x{h}x{w} co={co} stride {s}: relative error {err}"
         );
     }
 
@@ -426,11 +625,13 @@ pub(super) mod reference {
         forward: Kernel,
         weight_grad: Kernel,
         (n, c, h, w, co): (usize, usize, usize, usize, usize),
+        s: usize,
     ) {
+        let p = out(h, s) * out(w, s);
         let (x, wt, dy) = (
             data(n * c * h * w, 37, 101),
             data(co * c * 9, 53, 97),
-            data(n * co * h * w, 29, 89),
+            data(n * co * p, 29, 89),
         );
         let run = |t: usize| {
             rayon::ThreadPoolBuilder::new()
@@ -439,8 +640,8 @@ pub(super) mod reference {
                 .unwrap()
                 .install(|| {
                     (
-                        forward(&x, &wt, n, c, h, w, co),
-                        weight_grad(&x, &dy, n, c, h, w, co),
+                        forward(&x, &wt, n, c, h, w, co, s),
+                        weight_grad(&x, &dy, n, c, h, w, co, s),
                     )
                 })
         };
@@ -469,7 +670,18 @@ mod tests {
         ] {
             let (_, c, h, w, co) = shape;
             assert!(applies(c, co, h, w, 3, 1, 1));
-            reference::check_forward(forward, shape);
+            reference::check_forward(forward, shape, 1);
+        }
+        // Stride 2 (polyphase): even, odd and non-square inputs with ≥ 64 output positions.
+        for shape in [
+            (2, 3, 16, 16, 8),
+            (1, 5, 17, 15, 16),
+            (2, 2, 32, 32, 8),
+            (1, 1, 31, 16, 8),
+        ] {
+            let (_, c, h, w, co) = shape;
+            assert!(applies(c, co, h, w, 3, 2, 1));
+            reference::check_forward(forward, shape, 2);
         }
     }
 
@@ -488,14 +700,23 @@ mod tests {
             (40, 3, 8, 8, 8),
             (17, 2, 17, 15, 8),
         ] {
-            reference::check_weight_grad(weight_grad, shape);
+            reference::check_weight_grad(weight_grad, shape, 1);
+        }
+        for shape in [
+            (3, 3, 16, 16, 8),
+            (11, 2, 17, 17, 16),
+            (1, 4, 31, 15, 8),
+            (40, 2, 16, 16, 8),
+        ] {
+            reference::check_weight_grad(weight_grad, shape, 2);
         }
     }
 
     #[test]
     fn same_results_with_one_or_two_threads() {
         if has_avx512() {
-            reference::check_thread_independence(forward, weight_grad, (21, 4, 10, 9, 16));
+            reference::check_thread_independence(forward, weight_grad, (21, 4, 10, 9, 16), 1);
+            reference::check_thread_independence(forward, weight_grad, (21, 4, 17, 16, 16), 2);
         }
     }
 
@@ -503,7 +724,9 @@ mod tests {
     fn applies_only_where_it_is_correct_and_worth_it() {
         let avx = has_avx512();
         assert_eq!(applies(16, 16, 32, 32, 3, 1, 1), avx);
-        assert!(!applies(16, 16, 32, 32, 3, 2, 1), "stride 2");
+        assert_eq!(applies(16, 32, 32, 32, 3, 2, 1), avx, "stride 2");
+        assert!(!applies(16, 32, 16, 14, 3, 2, 1), "stride 2 to 8×7 positions");
+        assert!(!applies(16, 32, 32, 32, 3, 3, 1), "stride 3");
         assert!(!applies(16, 16, 32, 32, 3, 1, 0), "no padding");
         assert!(!applies(16, 16, 32, 32, 1, 1, 0), "1×1");
         assert!(!applies(16, 12, 32, 32, 3, 1, 1), "co not a multiple of 8");

@@ -1,4 +1,4 @@
-//! Direct 3×3, stride-1, padding-1 convolution for small planes (8×8 and 4×4 in the CIFAR
+//! Direct 3×3, padding-1 convolution (stride 1 or 2) for small planes (8×8 and 4×4 in the CIFAR
 //! ResNets' last stages), vectorised over output channels instead of positions.
 //!
 //! On a plane of 4×4 positions a 16-float vector along the positions of [`super::direct`]
@@ -12,7 +12,7 @@
 //! or into a fixed number of image groups reduced in order (weight gradient), so results do not
 //! depend on the thread count.
 
-use super::direct::{has_avx512, pad_planes, Padded};
+use super::direct::{has_avx512, Padded};
 use super::{output_vec, sum_over_image_groups, with_scratch};
 use rayon::prelude::*;
 
@@ -21,19 +21,20 @@ const OC: usize = 64;
 /// Output positions a forward tile; (input channel, tap) pairs a weight-gradient tile.
 const T: usize = 6;
 
-/// Whether this module handles the convolution: 3×3, stride 1, padding 1, output channels a
-/// multiple of 64, planes of at most 64 positions, on a CPU with AVX-512F — and at most 128
+/// Whether this module handles the convolution: 3×3, stride 1 or 2 (polyphase, see
+/// [`Padded`]), padding 1, output channels a multiple of 64, output planes of at most 64
+/// positions, on a CPU with AVX-512F — and at most 128
 /// input and output channels: a tile streams 9·c·64 weights (and the weight gradient sums into
 /// 9·c·co floats), which past 128 channels no longer stay in L2, and im2col + gemm, blocked for
 /// the cache, was faster there (full-width ResNet-18: 30–31 against 37–42 img/s).
 pub fn applies(c: usize, co: usize, h: usize, w: usize, k: usize, stride: usize, pad: usize) -> bool {
     k == 3
-        && stride == 1
+        && (stride == 1 || stride == 2)
         && pad == 1
         && (1..=128).contains(&c)
         && co.is_multiple_of(OC)
         && co <= 128
-        && h * w <= 64
+        && h.div_ceil(stride) * w.div_ceil(stride) <= 64
         && has_avx512()
 }
 
@@ -50,13 +51,24 @@ fn addresses(h: usize, w: usize, wp: usize) -> Vec<usize> {
 }
 
 /// `y = conv(x, wt)` for `x [n, c, h, w]`, `wt [co, c, 3, 3]`; only where [`applies`] is true.
-pub fn forward(x: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
+#[allow(clippy::too_many_arguments)]
+pub fn forward(
+    x: &[f32],
+    wt: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    stride: usize,
+) -> Vec<f32> {
     assert!(
-        applies(c, co, h, w, 3, 1, 1),
+        applies(c, co, h, w, 3, stride, 1),
         "direct_small::forward on an unsupported convolution"
     );
-    let pd = Padded::new(h, w);
-    let addr = addresses(h, w, pd.wp);
+    let pd = Padded::new(h, w, stride);
+    let addr = addresses(pd.oh, pd.ow, pd.wp);
+    let (cstride, offs) = (pd.block(), pd.offs(pd.plane));
     // Weights channels-last: wk[c][t][co].
     let mut wk = vec![0f32; c * 9 * co];
     for o in 0..co {
@@ -66,12 +78,20 @@ pub fn forward(x: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co
             }
         }
     }
-    let p = h * w;
+    let (p, pin) = (pd.p(), h * w);
     // Writes every element of every image's block (the transposition below).
     let fill = |y: &mut [std::mem::MaybeUninit<f32>]| {
         y.par_chunks_mut(co * p).enumerate().for_each(|(img, yimg)| {
-            with_scratch(c * pd.plane, |xp| {
-                pad_planes(&x[img * c * p..(img + 1) * c * p], c, h, w, &pd, xp, pd.plane);
+            with_scratch(c * cstride, |xp| {
+                pd.fill(
+                    &x[img * c * pin..(img + 1) * c * pin],
+                    c,
+                    h,
+                    w,
+                    xp,
+                    cstride,
+                    pd.plane,
+                );
                 with_scratch(addr.len() * co, |ycl| {
                     for ob in (0..co).step_by(OC) {
                         for (ti, tile) in addr.chunks_exact(T).enumerate() {
@@ -79,7 +99,9 @@ pub fn forward(x: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co
                             // SAFETY: `applies` checked AVX-512F; every address + tap offset lies in
                             // its padded plane (addresses() and Padded::new); wk holds c·9·co and
                             // ycl addr.len()·co floats; ob + 64 ≤ co.
-                            unsafe { fwd_kernel(xp, c, &pd, &wk, co, ob, tile, &mut ycl[q0 * co..]) };
+                            unsafe {
+                                fwd_kernel(xp, c, cstride, &offs, &wk, co, ob, tile, &mut ycl[q0 * co..])
+                            };
                         }
                     }
                     // Channels-last tile rows → NCHW.
@@ -100,7 +122,7 @@ pub fn forward(x: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co
 /// the [`T`] positions of `tile` and 64 channels from `ob`.
 ///
 /// # Safety
-/// AVX-512F must be available; `tile[k] + 2·wp + 2 < pd.plane`; `xp.len() ≥ c·pd.plane`;
+/// AVX-512F must be available; `tile[k] + offs[t] < cstride`; `xp.len() ≥ c·cstride`;
 /// `wk.len() ≥ c·9·co`; `ob + 64 ≤ co`; `out.len() ≥ (T − 1)·co + ob + 64`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
@@ -108,7 +130,8 @@ pub fn forward(x: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co
 unsafe fn fwd_kernel(
     xp: &[f32],
     c: usize,
-    pd: &Padded,
+    cstride: usize,
+    offs: &[usize; 9],
     wk: &[f32],
     co: usize,
     ob: usize,
@@ -117,10 +140,9 @@ unsafe fn fwd_kernel(
 ) {
     use std::arch::x86_64::*;
     debug_assert!(tile.len() == T && ob + OC <= co && out.len() >= (T - 1) * co + ob + OC);
-    let offs: [usize; 9] = std::array::from_fn(|t| (t / 3) * pd.wp + t % 3);
     let mut acc = [[_mm512_setzero_ps(); 4]; T];
     for ci in 0..c {
-        let xb = xp.as_ptr().add(ci * pd.plane);
+        let xb = xp.as_ptr().add(ci * cstride);
         let wc = wk.as_ptr().add(ci * 9 * co + ob);
         for (t, &off) in offs.iter().enumerate() {
             let wt = wc.add(t * co);
@@ -151,7 +173,8 @@ unsafe fn fwd_kernel(
 unsafe fn fwd_kernel(
     _: &[f32],
     _: usize,
-    _: &Padded,
+    _: usize,
+    _: &[usize; 9],
     _: &[f32],
     _: usize,
     _: usize,
@@ -164,14 +187,25 @@ unsafe fn fwd_kernel(
 /// `dW` (`[co, c, 3, 3]`) of [`forward`] from its input `x` and output gradient `dy`; only where
 /// [`applies`] is true. Images are split into at most 8 groups (fixed, whatever the thread
 /// count), summed per group in a channels-last buffer `[c·9][co]` and added in order.
-pub fn weight_grad(x: &[f32], dy: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
+#[allow(clippy::too_many_arguments)]
+pub fn weight_grad(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    stride: usize,
+) -> Vec<f32> {
     assert!(
-        applies(c, co, h, w, 3, 1, 1),
+        applies(c, co, h, w, 3, stride, 1),
         "direct_small::weight_grad on an unsupported convolution"
     );
-    let pd = Padded::new(h, w);
-    let p = h * w;
-    let addr = addresses(h, w, pd.wp);
+    let pd = Padded::new(h, w, stride);
+    let (p, pin) = (pd.p(), h * w);
+    let addr = addresses(pd.oh, pd.ow, pd.wp);
+    let (cstride, tap) = (pd.block(), pd.offs(pd.plane));
     // (input channel, tap) pairs as plane offsets, padded to a multiple of T with a dummy pair
     // whose results land in the spare rows of the accumulator.
     let pairs = c * 9;
@@ -179,15 +213,23 @@ pub fn weight_grad(x: &[f32], dy: &[f32], n: usize, c: usize, h: usize, w: usize
         .map(|k| {
             let k = k.min(pairs - 1);
             let (ci, t) = (k / 9, k % 9);
-            ci * pd.plane + (t / 3) * pd.wp + t % 3
+            ci * cstride + tap[t]
         })
         .collect();
     // Summed channels-last, [pair][co], with the dummy pairs' rows at the end.
     let acc = sum_over_image_groups(n, offs.len() * co, |imgs| {
         let mut acc = vec![0f32; offs.len() * co];
         for img in imgs {
-            with_scratch(c * pd.plane, |xp| {
-                pad_planes(&x[img * c * p..(img + 1) * c * p], c, h, w, &pd, xp, pd.plane);
+            with_scratch(c * cstride, |xp| {
+                pd.fill(
+                    &x[img * c * pin..(img + 1) * c * pin],
+                    c,
+                    h,
+                    w,
+                    xp,
+                    cstride,
+                    pd.plane,
+                );
                 with_scratch(p * co, |dycl| {
                     let d = &dy[img * co * p..(img + 1) * co * p];
                     for o in 0..co {
@@ -291,15 +333,29 @@ mod tests {
         ] {
             let (_, c, h, w, co) = shape;
             assert!(applies(c, co, h, w, 3, 1, 1));
-            reference::check_forward(forward, shape);
-            reference::check_weight_grad(weight_grad, shape);
+            reference::check_forward(forward, shape, 1);
+            reference::check_weight_grad(weight_grad, shape, 1);
+        }
+        // Stride 2 (polyphase): 8×8 → 4×4 and 16×16 → 8×8 as in the ResNets, odd and tiny inputs.
+        for shape in [
+            (2, 3, 8, 8, 64),
+            (3, 8, 16, 16, 128),
+            (1, 1, 1, 1, 64),
+            (5, 4, 7, 9, 64),
+            (2, 2, 2, 3, 64),
+        ] {
+            let (_, c, h, w, co) = shape;
+            assert!(applies(c, co, h, w, 3, 2, 1));
+            reference::check_forward(forward, shape, 2);
+            reference::check_weight_grad(weight_grad, shape, 2);
         }
     }
 
     #[test]
     fn same_results_with_one_or_two_threads() {
         if has_avx512() {
-            reference::check_thread_independence(forward, weight_grad, (19, 6, 4, 4, 64));
+            reference::check_thread_independence(forward, weight_grad, (19, 6, 4, 4, 64), 1);
+            reference::check_thread_independence(forward, weight_grad, (19, 6, 8, 7, 64), 2);
         }
     }
 
@@ -310,7 +366,8 @@ mod tests {
         assert_eq!(applies(64, 64, 8, 8, 3, 1, 1), avx);
         assert!(!applies(64, 64, 9, 8, 3, 1, 1), "plane over 64 positions");
         assert!(!applies(64, 32, 4, 4, 3, 1, 1), "co not a multiple of 64");
-        assert!(!applies(64, 64, 4, 4, 3, 2, 1), "stride 2");
+        assert_eq!(applies(64, 128, 8, 8, 3, 2, 1), avx, "stride 2");
+        assert!(!applies(64, 128, 17, 16, 3, 2, 1), "stride 2 to 9×8 positions");
         assert!(!applies(256, 256, 8, 8, 3, 1, 1), "more than 128 channels");
     }
 }

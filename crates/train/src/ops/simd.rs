@@ -146,6 +146,38 @@ pub fn input_grad(
     }
 }
 
+/// Copies `rows` rows of `w` floats: row `r` of `src` (at `r·src_stride`) to `r·dst_stride`
+/// of `dst`. The convolution kernels' padding and unpadding copies rows of 4 to 32 floats, where
+/// a `memcpy` call per row cost more than the copy (5 % of a training step).
+pub fn copy_rows(dst: &mut [f32], dst_stride: usize, src: &[f32], src_stride: usize, rows: usize, w: usize) {
+    // SAFETY: an f32 slice is a valid MaybeUninit<f32> slice, and `copy_rows_uninit` only writes.
+    let dst = unsafe { &mut *(dst as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    copy_rows_uninit(dst, dst_stride, src, src_stride, rows, w);
+}
+
+/// [`copy_rows`] into memory not yet initialised.
+pub fn copy_rows_uninit(
+    dst: &mut [MaybeUninit<f32>],
+    dst_stride: usize,
+    src: &[f32],
+    src_stride: usize,
+    rows: usize,
+    w: usize,
+) {
+    if rows == 0 || w == 0 {
+        return;
+    }
+    assert!(dst.len() >= (rows - 1) * dst_stride + w && src.len() >= (rows - 1) * src_stride + w);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512F checked; the slices cover every row (asserted above).
+        return unsafe { avx512::copy_rows(dst, dst_stride, src, src_stride, rows, w) };
+    }
+    for r in 0..rows {
+        dst[r * dst_stride..r * dst_stride + w].write_copy_of_slice(&src[r * src_stride..r * src_stride + w]);
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{lanes_f64, Planes, L};
@@ -182,6 +214,29 @@ mod avx512 {
             }
         }
         (ta, tb)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn copy_rows(
+        dst: &mut [MaybeUninit<f32>],
+        dst_stride: usize,
+        src: &[f32],
+        src_stride: usize,
+        rows: usize,
+        w: usize,
+    ) {
+        let full = w / L * L;
+        let (pd, ps) = (dst.as_mut_ptr() as *mut f32, src.as_ptr());
+        for r in 0..rows {
+            let (d, s) = (pd.add(r * dst_stride), ps.add(r * src_stride));
+            for k in (0..full).step_by(L) {
+                _mm512_storeu_ps(d.add(k), _mm512_loadu_ps(s.add(k)));
+            }
+            if full < w {
+                let h = head(w - full);
+                _mm512_mask_storeu_ps(d.add(full), h, _mm512_maskz_loadu_ps(h, s.add(full)));
+            }
+        }
     }
 
     #[target_feature(enable = "avx512f")]
@@ -371,6 +426,31 @@ mod tests {
             aff,
             dx,
         )
+    }
+
+    #[test]
+    fn copy_rows_copies_exactly_the_rows() {
+        for (rows, w, ss, ds) in [
+            (3, 5, 7, 6),
+            (2, 16, 16, 18),
+            (4, 33, 40, 35),
+            (1, 1, 1, 1),
+            (0, 4, 4, 4),
+        ] {
+            let src = data(rows.max(1) * ss, 9);
+            let run = || {
+                let mut dst = vec![-7f32; rows.max(1) * ds];
+                copy_rows(&mut dst, ds, &src, ss, rows, w);
+                dst
+            };
+            let (fast, slow) = (run(), portable(run));
+            assert_eq!(fast, slow);
+            for (i, &v) in fast.iter().enumerate() {
+                let (r, k) = (i / ds, i % ds);
+                let want = if r < rows && k < w { src[r * ss + k] } else { -7.0 };
+                assert_eq!(v, want, "rows {rows} w {w} at {i}");
+            }
+        }
     }
 
     #[test]
