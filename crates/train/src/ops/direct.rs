@@ -1,7 +1,6 @@
-//! Direct 3×3, padding-1 convolution (stride 1, or 2 by polyphase planes) with AVX-512
-//! micro-kernels (no im2col, no gemm
-//! packing), for the large planes of the CIFAR ResNets where im2col + gemm spent most of its time
-//! copying.
+//! Direct 3×3, padding-1 convolution (stride 1, or 2 by polyphase planes: see [`Padded`]) with
+//! AVX-512 micro-kernels (no im2col, no gemm packing), for the large planes of the CIFAR ResNets
+//! where im2col + gemm spent most of its time copying.
 //!
 //! Each image's channels are copied once into zero-padded planes `xp[c][(h + 2)·(w + 2)]`. On the
 //! padded grid, output position `q = y·wp + x` (wp = w + 2) is
