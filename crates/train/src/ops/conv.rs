@@ -63,8 +63,11 @@ impl Geom {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
     }
     /// Images per chunk: enough columns for an efficient gemm; independent of the thread count.
+    /// A 1×1 convolution (the stride-2 shortcuts) has a short K = C, so its chunks take more
+    /// columns: one 32 × 256 × 16 gemm per image was mostly call overhead.
     fn chunk(&self) -> usize {
-        (256usize).div_ceil(self.p()).clamp(1, self.n.max(1))
+        let cols: usize = if self.kh * self.kw == 1 { 2048 } else { 256 };
+        cols.div_ceil(self.p()).clamp(1, self.n.max(1))
     }
 }
 
@@ -341,8 +344,22 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> (Vec<f32>, Ve
         let dx = conv_forward(dy, &flipped_transposed(wt, geo), &g2);
         return (dx, conv_weight_grad(x, wt, dy, geo));
     }
+    let (n, c, h, w, co) = (geo.n, geo.c, geo.h, geo.w, geo.co);
+    if geo.stride == 2 && geo.kh == 3 && geo.kw == 3 && geo.pad == 1 {
+        // Polyphase input gradient (see direct::dx_phases).
+        let dx = if super::direct_small::dx_applies(c, co, h, w) {
+            Some(super::direct_small::input_grad_stride2(dy, wt, n, c, h, w, co))
+        } else if super::direct::dx_applies(c, co, h, w) {
+            Some(super::direct::input_grad_stride2(dy, wt, n, c, h, w, co))
+        } else {
+            None
+        };
+        if let Some(dx) = dx {
+            return (dx, conv_weight_grad(x, wt, dy, geo));
+        }
+    }
     if geo.kernels() != Kernels::Gemm {
-        // Stride 2 on the direct kernels: dW there, dx = col2im(Wᵀ·dY) without the im2col.
+        // dW on the direct kernels, dx = col2im(Wᵀ·dY) without the im2col.
         let dx = conv_backward_impl(x, wt, dy, geo, true, false).0;
         return (dx, conv_weight_grad(x, wt, dy, geo));
     }
@@ -594,7 +611,8 @@ mod tests {
             (2, 2, 7, 6, 3, 5, 1, 2),    // 5×5 "same"
             (2, 8, 9, 8, 16, 3, 1, 1),   // direct kernel forward and dx (AVX-512 machines)
             (2, 64, 4, 4, 64, 3, 1, 1),  // small-plane direct kernels
-            (2, 8, 16, 16, 16, 3, 2, 1), // stride-2 direct kernels (dx by col2im)
+            (2, 8, 16, 16, 16, 3, 2, 1), // stride-2 direct kernels, polyphase dx
+            (2, 4, 16, 16, 16, 3, 2, 1), // stride-2 direct kernels, dx by col2im (c % 8 ≠ 0)
             (3, 8, 8, 8, 64, 3, 2, 1),   // stride-2 small-plane direct kernels
         ];
         for (n, c, h, w, co, k, s, p) in cases {

@@ -300,10 +300,147 @@ pub fn weight_grad(
     })
 }
 
+/// One phase of a stride-2 input gradient: row parity, column parity, `(tap, offset)` pairs.
+pub(super) type Phase = (usize, usize, Vec<(usize, usize)>);
+
+/// The four phases of a stride-2 input gradient: for input parity (r, s) — input pixels
+/// `(2a + r, 2b + s)` — the taps `t = 3i + j` that read them and where each finds its output
+/// gradient on the grid [`grid_planes`] lays out (row length `wp`, `dy[y][x]` at `y·wp + x`).
+/// Tap i reads input row `2y + i − 1`, so row parity r = 0 comes from tap 1 at `y = a`, and
+/// r = 1 from tap 0 at `y = a + 1` and tap 2 at `y = a`; columns likewise. Each phase is thus a
+/// small forward convolution of dY (1, 2, 2 and 4 taps: 9 in all, no multiply by a zero).
+pub(super) fn dx_phases(wp: usize) -> [Phase; 4] {
+    let side = |r: usize| {
+        if r == 0 {
+            vec![(1, 0)]
+        } else {
+            vec![(0, 1), (2, 0)]
+        }
+    };
+    std::array::from_fn(|ph| {
+        let (r, s) = (ph / 2, ph % 2);
+        let taps = side(r)
+            .into_iter()
+            .flat_map(|(i, di)| side(s).into_iter().map(move |(j, dj)| (3 * i + j, di * wp + dj)))
+            .collect();
+        (r, s, taps)
+    })
+}
+
+/// Whether [`input_grad_stride2`] handles the input gradient of a 3×3, stride-2, padding-1
+/// convolution: input channels `c` a multiple of 8, output planes of at least 64 positions,
+/// AVX-512F.
+pub fn dx_applies(c: usize, co: usize, h: usize, w: usize) -> bool {
+    c.is_multiple_of(OB) && c > 0 && co > 0 && h.div_ceil(2) * w.div_ceil(2) >= 64 && has_avx512()
+}
+
+/// dx (`[n, c, h, w]`) of a 3×3, stride-2, padding-1 convolution from its output gradient
+/// `dy [n, co, ⌈h/2⌉, ⌈w/2⌉]`: per image, dY goes onto the grid once and each phase of
+/// [`dx_phases`] runs the forward micro-kernel with its own taps (dY's channels as the inputs,
+/// dx's as the outputs), its results written to every other row and column of dx. Replaces
+/// `col2im(Wᵀ·dY)`. Only where [`dx_applies`] is true.
+#[allow(clippy::too_many_arguments)]
+pub fn input_grad_stride2(
+    dy: &[f32],
+    wt: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+) -> Vec<f32> {
+    assert!(
+        dx_applies(c, co, h, w),
+        "direct::input_grad_stride2 on an unsupported convolution"
+    );
+    let pd = Padded::new(h, w, 2);
+    let phases = dx_phases(pd.wp);
+    // Per phase, weights as [c/8][co][taps][8]: dx's 8 channels of a block side by side.
+    let wph: Vec<Vec<f32>> = phases
+        .iter()
+        .map(|(_, _, taps)| {
+            let nt = taps.len();
+            let mut v = vec![0f32; c * co * nt];
+            for cb in 0..c / OB {
+                for o in 0..co {
+                    for (k, &(t, _)) in taps.iter().enumerate() {
+                        for l in 0..OB {
+                            v[((cb * co + o) * nt + k) * OB + l] = wt[(o * c + cb * OB + l) * 9 + t];
+                        }
+                    }
+                }
+            }
+            v
+        })
+        .collect();
+    let (p, pin) = (pd.p(), h * w);
+    // Writes every element: each input pixel has exactly one parity phase, and each phase
+    // writes all its ⌈(h − r)/2⌉ × ⌈(w − s)/2⌉ pixels for every channel block.
+    let fill = |dx: &mut [std::mem::MaybeUninit<f32>]| {
+        dx.par_chunks_mut(c * pin).enumerate().for_each(|(img, dximg)| {
+            with_scratch(co * pd.plane, |dyp| {
+                grid_planes(&dy[img * co * p..(img + 1) * co * p], co, &pd, dyp, pd.plane);
+                with_scratch(OB * pd.nq, |tmp| {
+                    for ((r, s, taps), wp_) in phases.iter().zip(&wph) {
+                        let (hr, ws) = ((h - r).div_ceil(2), (w - s).div_ceil(2));
+                        let nq = (hr * pd.wp).div_ceil(QB) * QB;
+                        let nt = taps.len();
+                        for cb in 0..c / OB {
+                            let wb = &wp_[cb * co * nt * OB..(cb + 1) * co * nt * OB];
+                            // SAFETY: `dx_applies` checked AVX-512F; dyp holds co planes of
+                            // `pd.plane` ≥ pd.nq + wp + 1 ≥ nq + max offset floats; tmp holds
+                            // OB rows of nq ≤ pd.nq; wb holds co·nt·OB weights.
+                            unsafe { phase_kernel(dyp, co, pd.plane, taps, nq, wb, tmp) };
+                            for l in 0..OB {
+                                let plane = &mut dximg[(cb * OB + l) * pin..(cb * OB + l + 1) * pin];
+                                let src = &tmp[l * nq..(l + 1) * nq];
+                                for a in 0..hr {
+                                    let row = &mut plane[(2 * a + r) * w..(2 * a + r + 1) * w];
+                                    let vals = &src[a * pd.wp..a * pd.wp + ws];
+                                    for (d, &v) in row[*s..].iter_mut().step_by(2).zip(vals) {
+                                        d.write(v);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                });
+            });
+        })
+    };
+    // SAFETY: see `fill`.
+    unsafe { output_vec(n * c * pin, fill) }
+}
+
+/// [`kernel`] with a phase's taps (1, 2 or 4; offsets from the `(tap, offset)` pairs).
+///
+/// # Safety
+/// As [`kernel`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn phase_kernel(
+    xp: &[f32],
+    c: usize,
+    cstride: usize,
+    taps: &[(usize, usize)],
+    nq: usize,
+    wb: &[f32],
+    tmp: &mut [f32],
+) {
+    fn offs<const N: usize>(taps: &[(usize, usize)]) -> [usize; N] {
+        std::array::from_fn(|k| taps[k].1)
+    }
+    match taps.len() {
+        1 => kernel::<1>(xp, c, cstride, &offs(taps), nq, wb, tmp),
+        2 => kernel::<2>(xp, c, cstride, &offs(taps), nq, wb, tmp),
+        4 => kernel::<4>(xp, c, cstride, &offs(taps), nq, wb, tmp),
+        k => unreachable!("a stride-2 phase has 1, 2 or 4 taps, not {k}"),
+    }
+}
+
 /// Lays the `co` output-gradient planes `dy [co, oh, ow]` out on the output grid, plane `o` at
 /// `dyg[o·stride..]`: `[y·wp + x] = dy[o][y][x]` for `x < ow`, zero elsewhere (the thrown-away
 /// columns and the rest of the plane's `pd.plane` floats).
-fn grid_planes(dy: &[f32], co: usize, pd: &Padded, dyg: &mut [f32], stride: usize) {
+pub(super) fn grid_planes(dy: &[f32], co: usize, pd: &Padded, dyg: &mut [f32], stride: usize) {
     let (h, w) = (pd.oh, pd.ow);
     for o in 0..co {
         let dst = &mut dyg[o * stride..o * stride + pd.plane];
@@ -416,25 +553,26 @@ pub(super) fn pad_planes(
     }
 }
 
-/// `tmp[o][q] = Σ_c Σ_t wb[c][t][o] · xp[c·cstride + q + offs[t]]` for `q < nq`.
+/// `tmp[o][q] = Σ_c Σ_t wb[c][t][o] · xp[c·cstride + q + offs[t]]` for `q < nq`, over `NT`
+/// taps (9 for a 3×3 convolution; 1, 2 or 4 for a phase of a stride-2 input gradient).
 ///
 /// # Safety
 /// AVX-512F must be available; `xp.len() ≥ c·cstride` and `cstride ≥ nq + max(offs)`,
-/// `tmp.len() ≥ OB·nq`, `wb.len() ≥ c·9·OB`, `nq` a multiple of 48.
+/// `tmp.len() ≥ OB·nq`, `wb.len() ≥ c·NT·OB`, `nq` a multiple of 48.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel(
+unsafe fn kernel<const NT: usize>(
     xp: &[f32],
     c: usize,
     cstride: usize,
-    offs: &[usize; 9],
+    offs: &[usize; NT],
     nq: usize,
     wb: &[f32],
     tmp: &mut [f32],
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(xp.len() >= c * cstride && tmp.len() >= OB * nq && wb.len() >= c * 9 * OB);
+    debug_assert!(xp.len() >= c * cstride && tmp.len() >= OB * nq && wb.len() >= c * NT * OB);
     debug_assert!(nq.is_multiple_of(QB) && cstride >= nq + offs.iter().max().unwrap());
     let (xp, wb, out) = (xp.as_ptr(), wb.as_ptr(), tmp.as_mut_ptr());
     let mut q = 0;
@@ -442,7 +580,7 @@ unsafe fn kernel(
         let mut acc = [[_mm512_setzero_ps(); 3]; OB];
         for ci in 0..c {
             let xb = xp.add(ci * cstride + q);
-            let wc = wb.add(ci * 9 * OB);
+            let wc = wb.add(ci * NT * OB);
             for (t, &off) in offs.iter().enumerate() {
                 let x0 = _mm512_loadu_ps(xb.add(off));
                 let x1 = _mm512_loadu_ps(xb.add(off + 16));
@@ -468,7 +606,15 @@ unsafe fn kernel(
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn kernel(_: &[f32], _: usize, _: usize, _: &[usize; 9], _: usize, _: &[f32], _: &mut [f32]) {
+unsafe fn kernel<const NT: usize>(
+    _: &[f32],
+    _: usize,
+    _: usize,
+    _: &[usize; NT],
+    _: usize,
+    _: &[f32],
+    _: &mut [f32],
+) {
     unreachable!("direct::applies is false off x86_64")
 }
 
@@ -566,6 +712,59 @@ pub(super) mod reference {
         }
         want
     }
+
+    /// Plain nested-loop reference input gradient in f64, `[n, c, h, w]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn input_grad(
+        dy: &[f32],
+        wt: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f64> {
+        let (oh, ow) = (out(h, s), out(w, s));
+        let mut dx = vec![0f64; n * c * h * w];
+        for img in 0..n {
+            for o in 0..co {
+                for ci in 0..c {
+                    for t in 0..9 {
+                        let (i, j) = (t / 3, t % 3);
+                        for yy in 0..oh {
+                            for xx in 0..ow {
+                                let (iy, ix) = ((yy * s + i) as isize - 1, (xx * s + j) as isize - 1);
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                    continue;
+                                }
+                                dx[((img * c + ci) * h + iy as usize) * w + ix as usize] +=
+                                    wt[(o * c + ci) * 9 + t] as f64
+                                        * dy[((img * co + o) * oh + yy) * ow + xx] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    /// Asserts that a stride-2 input gradient `f(dy, wt, n, c, h, w, co)` matches
+    /// [`input_grad`] to 1e-5 relative error on the shape.
+    pub fn check_input_grad_stride2(f: DxKernel, (n, c, h, w, co): (usize, usize, usize, usize, usize)) {
+        let p = out(h, 2) * out(w, 2);
+        let (dy, wt) = (data(n * co * p, 29, 89), data(co * c * 9, 53, 97));
+        let want = input_grad(&dy, &wt, n, c, h, w, co, 2);
+        let err = rel_err(&f(&dy, &wt, n, c, h, w, co), want.iter().copied());
+        assert!(
+            err < 1e-5,
+            "stride-2 dx {n}x{c}x{h}x{w} co={co}: relative error {err}"
+        );
+    }
+
+    /// A stride-2 input-gradient entry point: (dy, wt, n, c, h, w, co).
+    pub type DxKernel = fn(&[f32], &[f32], usize, usize, usize, usize, usize) -> Vec<f32>;
 
     /// A convolution kernel's forward or weight-gradient entry point:
     /// (x, wt or dy, n, c, h, w, co, stride).
@@ -708,6 +907,24 @@ mod tests {
             (40, 2, 16, 16, 8),
         ] {
             reference::check_weight_grad(weight_grad, shape, 2);
+        }
+    }
+
+    #[test]
+    fn stride_2_input_gradient_matches_a_nested_loop_reference() {
+        if !has_avx512() {
+            return;
+        }
+        // (n, c, h, w, co): even, odd and non-square inputs; one and several channel blocks.
+        for shape in [
+            (2, 8, 16, 16, 4),
+            (1, 16, 17, 15, 8),
+            (2, 8, 32, 32, 16),
+            (1, 8, 31, 16, 3),
+        ] {
+            let (_, c, h, w, co) = shape;
+            assert!(dx_applies(c, co, h, w));
+            reference::check_input_grad_stride2(input_grad_stride2, shape);
         }
     }
 

@@ -12,7 +12,7 @@
 //! or into a fixed number of image groups reduced in order (weight gradient), so results do not
 //! depend on the thread count.
 
-use super::direct::{has_avx512, Padded};
+use super::direct::{dx_phases, grid_planes, has_avx512, Padded};
 use super::{output_vec, sum_over_image_groups, with_scratch};
 use rayon::prelude::*;
 
@@ -118,20 +118,153 @@ pub fn forward(
     unsafe { output_vec(n * co * p, fill) }
 }
 
-/// `out[k·co + ob + o] = Σ_c Σ_t wk[(c·9 + t)·co + ob + o] · xp[c·plane + tile[k] + off_t]` for
-/// the [`T`] positions of `tile` and 64 channels from `ob`.
+/// Whether [`input_grad_stride2`] handles the input gradient of a 3×3, stride-2, padding-1
+/// convolution: input channels `c` a multiple of 64 (at most 128), at most 256 output
+/// channels, output planes of at most 64 positions, AVX-512F.
+pub fn dx_applies(c: usize, co: usize, h: usize, w: usize) -> bool {
+    c.is_multiple_of(OC)
+        && (1..=128).contains(&c)
+        && (1..=256).contains(&co)
+        && h.div_ceil(2) * w.div_ceil(2) <= 64
+        && has_avx512()
+}
+
+/// dx (`[n, c, h, w]`) of a 3×3, stride-2, padding-1 convolution from its output gradient, the
+/// small-plane twin of [`super::direct::input_grad_stride2`]: the same four phases, each a small
+/// forward convolution of dY computed with [`fwd_kernel`] (tiles of 6 positions × 64 of dx's
+/// channels), its results written to every other row and column of dx. Only where
+/// [`dx_applies`] is true.
+pub fn input_grad_stride2(
+    dy: &[f32],
+    wt: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+) -> Vec<f32> {
+    assert!(
+        dx_applies(c, co, h, w),
+        "direct_small::input_grad_stride2 on an unsupported convolution"
+    );
+    let pd = Padded::new(h, w, 2);
+    let phases = dx_phases(pd.wp);
+    // Per phase: weights channels-last [co][taps][c]; the grid address of each of its pixels
+    // (a, b), repeated up to a multiple of T.
+    let plan: Vec<(Vec<f32>, Vec<usize>)> = phases
+        .iter()
+        .map(|(r, s, taps)| {
+            let nt = taps.len();
+            let mut wk = vec![0f32; co * nt * c];
+            for o in 0..co {
+                for (k, &(t, _)) in taps.iter().enumerate() {
+                    for ci in 0..c {
+                        wk[(o * nt + k) * c + ci] = wt[(o * c + ci) * 9 + t];
+                    }
+                }
+            }
+            let (hr, ws) = ((h - r).div_ceil(2), (w - s).div_ceil(2));
+            let m = hr * ws;
+            let addr = (0..m.div_ceil(T) * T)
+                .map(|q| {
+                    let q = q.min(m.max(1) - 1);
+                    (q / ws.max(1)) * pd.wp + q % ws.max(1)
+                })
+                .collect();
+            (wk, addr)
+        })
+        .collect();
+    let (p, pin) = (pd.p(), h * w);
+    // Writes every element: each input pixel has exactly one parity phase, and each phase
+    // writes all its pixels for all c channels.
+    let fill = |dx: &mut [std::mem::MaybeUninit<f32>]| {
+        dx.par_chunks_mut(c * pin).enumerate().for_each(|(img, dximg)| {
+            with_scratch(co * pd.plane, |dyp| {
+                grid_planes(&dy[img * co * p..(img + 1) * co * p], co, &pd, dyp, pd.plane);
+                for ((r, s, taps), (wk, addr)) in phases.iter().zip(&plan) {
+                    let ws = (w - s).div_ceil(2);
+                    let m = (h - r).div_ceil(2) * ws;
+                    if m == 0 {
+                        continue;
+                    }
+                    with_scratch(addr.len() * c, |ycl| {
+                        for ob in (0..c).step_by(OC) {
+                            for (ti, tile) in addr.chunks_exact(T).enumerate() {
+                                // SAFETY: `dx_applies` checked AVX-512F; every address plus tap
+                                // offset (≤ wp + 1) lies in a plane of `pd.plane` floats; wk
+                                // holds co·taps·c, ycl addr.len()·c floats; ob + 64 ≤ c.
+                                unsafe {
+                                    phase_kernel(
+                                        dyp,
+                                        co,
+                                        pd.plane,
+                                        taps,
+                                        wk,
+                                        c,
+                                        ob,
+                                        tile,
+                                        &mut ycl[ti * T * c..],
+                                    )
+                                };
+                            }
+                        }
+                        for q in 0..m {
+                            let (a, b) = (q / ws, q % ws);
+                            let at = (2 * a + r) * w + 2 * b + s;
+                            for ci in 0..c {
+                                dximg[ci * pin + at].write(ycl[q * c + ci]);
+                            }
+                        }
+                    });
+                }
+            });
+        })
+    };
+    // SAFETY: see `fill`.
+    unsafe { output_vec(n * c * pin, fill) }
+}
+
+/// [`fwd_kernel`] with a phase's taps (1, 2 or 4; offsets from the `(tap, offset)` pairs).
 ///
 /// # Safety
-/// AVX-512F must be available; `tile[k] + offs[t] < cstride`; `xp.len() ≥ c·cstride`;
-/// `wk.len() ≥ c·9·co`; `ob + 64 ≤ co`; `out.len() ≥ (T − 1)·co + ob + 64`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+/// As [`fwd_kernel`].
 #[allow(clippy::too_many_arguments)]
-unsafe fn fwd_kernel(
+unsafe fn phase_kernel(
     xp: &[f32],
     c: usize,
     cstride: usize,
-    offs: &[usize; 9],
+    taps: &[(usize, usize)],
+    wk: &[f32],
+    co: usize,
+    ob: usize,
+    tile: &[usize],
+    out: &mut [f32],
+) {
+    fn offs<const N: usize>(taps: &[(usize, usize)]) -> [usize; N] {
+        std::array::from_fn(|k| taps[k].1)
+    }
+    match taps.len() {
+        1 => fwd_kernel::<1>(xp, c, cstride, &offs(taps), wk, co, ob, tile, out),
+        2 => fwd_kernel::<2>(xp, c, cstride, &offs(taps), wk, co, ob, tile, out),
+        4 => fwd_kernel::<4>(xp, c, cstride, &offs(taps), wk, co, ob, tile, out),
+        k => unreachable!("a stride-2 phase has 1, 2 or 4 taps, not {k}"),
+    }
+}
+
+/// `out[k·co + ob + o] = Σ_c Σ_t wk[(c·NT + t)·co + ob + o] · xp[c·cstride + tile[k] + offs[t]]`
+/// for the [`T`] positions of `tile` and 64 channels from `ob`, over `NT` taps.
+///
+/// # Safety
+/// AVX-512F must be available; `tile[k] + offs[t] < cstride`; `xp.len() ≥ c·cstride`;
+/// `wk.len() ≥ c·NT·co`; `ob + 64 ≤ co`; `out.len() ≥ (T − 1)·co + ob + 64`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn fwd_kernel<const NT: usize>(
+    xp: &[f32],
+    c: usize,
+    cstride: usize,
+    offs: &[usize; NT],
     wk: &[f32],
     co: usize,
     ob: usize,
@@ -143,7 +276,7 @@ unsafe fn fwd_kernel(
     let mut acc = [[_mm512_setzero_ps(); 4]; T];
     for ci in 0..c {
         let xb = xp.as_ptr().add(ci * cstride);
-        let wc = wk.as_ptr().add(ci * 9 * co + ob);
+        let wc = wk.as_ptr().add(ci * NT * co + ob);
         for (t, &off) in offs.iter().enumerate() {
             let wt = wc.add(t * co);
             let wv = [
@@ -170,11 +303,11 @@ unsafe fn fwd_kernel(
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn fwd_kernel(
+unsafe fn fwd_kernel<const NT: usize>(
     _: &[f32],
     _: usize,
     _: usize,
-    _: &[usize; 9],
+    _: &[usize; NT],
     _: &[f32],
     _: usize,
     _: usize,
@@ -348,6 +481,25 @@ mod tests {
             assert!(applies(c, co, h, w, 3, 2, 1));
             reference::check_forward(forward, shape, 2);
             reference::check_weight_grad(weight_grad, shape, 2);
+        }
+    }
+
+    #[test]
+    fn stride_2_input_gradient_matches_a_nested_loop_reference() {
+        if !has_avx512() {
+            return;
+        }
+        // (n, c, h, w, co): 8×8 → 4×4 as in the ResNets, odd, tiny and one-pixel inputs.
+        for shape in [
+            (2, 64, 8, 8, 128),
+            (1, 128, 9, 7, 16),
+            (2, 64, 1, 1, 3),
+            (1, 64, 2, 3, 64),
+            (3, 64, 16, 16, 8),
+        ] {
+            let (_, c, h, w, co) = shape;
+            assert!(dx_applies(c, co, h, w));
+            reference::check_input_grad_stride2(input_grad_stride2, shape);
         }
     }
 
