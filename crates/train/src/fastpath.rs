@@ -67,12 +67,23 @@ fn unit_forward(u: &Unit, x: Act) -> Result<(Act, UnitTape)> {
         stride: u.conv.stride,
         pad: u.conv.pad,
     };
-    let conv_out = with_data(&u.conv.w, "fastpath", |w| conv::forward_raw(&x.data, w, &shape))?;
+    let (conv_out, moments) = with_data(&u.conv.w, "fastpath", |w| {
+        conv::forward_raw_moments(&x.data, w, &shape)
+    })?;
     let (oh, ow) = shape.out_hw();
     let gamma = data_of(&u.bn.gamma)?;
     let beta = data_of(&u.bn.beta)?;
-    let (y, saved, stats) =
-        batchnorm::train_forward_raw(&conv_out, x.n, shape.co, oh * ow, &gamma, &beta, BN_EPS, u.relu);
+    let (y, saved, stats) = batchnorm::train_forward_raw(
+        &conv_out,
+        x.n,
+        shape.co,
+        oh * ow,
+        &gamma,
+        &beta,
+        BN_EPS,
+        u.relu,
+        moments.as_deref(),
+    );
     u.bn.update_running(&stats.mean, &stats.var_unbiased);
     let y = Rc::new(y);
     let out = Act {

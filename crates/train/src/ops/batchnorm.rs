@@ -8,7 +8,7 @@
 //! Backward with `g = dy·[y > 0]` (or `dy` without ReLU), M = N·S:
 //! `dβ = Σg`, `dγ = Σg·x̂`, `dx = γ/(M·√(σ²+ε)) · (M·g − dβ − x̂·dγ)`.
 
-use super::{cpu_slice, output_vec, simd, with_data};
+use super::{cpu_slice, output_vec, simd, with_data, PlaneMoments};
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
@@ -27,6 +27,23 @@ fn dims3(d: &[usize]) -> Result<(usize, usize, usize)> {
         )));
     }
     Ok((d[0], d[1], d[2..].iter().product()))
+}
+
+/// Per-channel (mean, 1/√(var+ε), var) from the planes' [`PlaneMoments`] (`[n][c]`, planes of
+/// `s` values), merged exactly (Chan et al.): `M2 = Σ_p (M2_p + s·(x̄_p − x̄)²)`.
+fn merged_stats(mom: &[PlaneMoments], n: usize, c: usize, s: usize, eps: f64) -> Vec<(f32, f32, f64)> {
+    let m = (n * s) as f64;
+    (0..c)
+        .map(|ch| {
+            let planes = || (0..n).map(|img| mom[img * c + ch]);
+            let mean = planes().map(|p| p.0).sum::<f64>() / m;
+            let m2: f64 = planes()
+                .map(|(sum, m2)| m2 + s as f64 * (sum / s as f64 - mean).powi(2))
+                .sum();
+            let var = m2 / m;
+            (mean as f32, (1.0 / (var + eps).sqrt()) as f32, var)
+        })
+        .collect()
 }
 
 /// Per-channel (mean, 1/√(var+ε), var) of a `[n, c, s]` batch: f32 lanes within an image's
@@ -92,7 +109,7 @@ impl CustomOp3 for BnTrain {
                 beta.len()
             )));
         }
-        let (y, saved, stats) = train_forward_raw(x, n, c, s, gamma, beta, self.eps, self.relu);
+        let (y, saved, stats) = train_forward_raw(x, n, c, s, gamma, beta, self.eps, self.relu, None);
         *self.stats.lock().unwrap() = stats;
         *self.saved.lock().unwrap() = saved;
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -176,6 +193,8 @@ pub fn backward_raw(
 }
 
 /// Training-mode forward on raw `[n, c, s]` buffers: (y, per-channel (mean, 1/σ), batch stats).
+/// `planes`: the input planes' [`PlaneMoments`] (`[n][c]`) if the convolution that produced `x`
+/// computed them, saving two passes over `x`.
 #[allow(clippy::too_many_arguments)]
 pub fn train_forward_raw(
     x: &[f32],
@@ -186,8 +205,15 @@ pub fn train_forward_raw(
     beta: &[f32],
     eps: f64,
     relu: bool,
+    planes: Option<&[PlaneMoments]>,
 ) -> (Vec<f32>, Vec<(f32, f32)>, BatchStats) {
-    let st = channel_stats(x, n, c, s, eps);
+    let st = match planes {
+        Some(mom) => {
+            assert_eq!(mom.len(), n * c, "batch norm: plane moments for {n}×{c} planes");
+            merged_stats(mom, n, c, s, eps)
+        }
+        None => channel_stats(x, n, c, s, eps),
+    };
     let scale: Vec<f32> = (0..c).map(|i| gamma[i] * st[i].1).collect();
     let shift: Vec<f32> = (0..c).map(|i| beta[i] - st[i].0 * scale[i]).collect();
     let y = affine(x, c, s, &scale, &shift, relu);
@@ -334,6 +360,42 @@ mod tests {
             check(&[1, 2, 7, 3], relu); // batch 1, odd sizes
             check(&[16, 8], relu); // BatchNorm1d in the projection head
         }
+    }
+
+    #[test]
+    fn plane_moments_give_the_same_statistics_as_the_passes_over_x() {
+        let (n, c, s) = (5, 3, 37);
+        // Offset channels (mean ≫ spread) to exercise the merge's cancellation.
+        let x: Vec<f32> = randn(&[n, c, s], 31)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| v + 10.0 * ((i / s) % c) as f32)
+            .collect();
+        let mom: Vec<PlaneMoments> = x
+            .chunks(s)
+            .map(|p| {
+                let sum: f64 = p.iter().map(|&v| v as f64).sum();
+                let mean = sum / s as f64;
+                (sum, p.iter().map(|&v| (v as f64 - mean).powi(2)).sum())
+            })
+            .collect();
+        let (g, b) = (vec![1.5f32; c], vec![0.25f32; c]);
+        let a = train_forward_raw(&x, n, c, s, &g, &b, 1e-5, true, None);
+        let m = train_forward_raw(&x, n, c, s, &g, &b, 1e-5, true, Some(&mom));
+        for ch in 0..c {
+            assert!((a.2.mean[ch] - m.2.mean[ch]).abs() <= 1e-6 * (1.0 + a.2.mean[ch].abs()));
+            let (va, vm) = (a.2.var_unbiased[ch], m.2.var_unbiased[ch]);
+            assert!(
+                (va - vm).abs() <= 1e-5 * va,
+                "channel {ch}: variance {va} vs {vm}"
+            );
+        }
+        let e = a.0.iter().zip(&m.0).fold(0f32, |e, (p, q)| e.max((p - q).abs()));
+        assert!(e < 1e-5, "outputs differ by {e}");
     }
 
     #[test]

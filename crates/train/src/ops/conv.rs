@@ -6,7 +6,7 @@
 //! `dx = col2im(Wᵀ · dY)`. A 1×1, stride-1, unpadded convolution of one image per chunk skips
 //! im2col altogether (x already is `col`).
 
-use super::{cpu_slice, sgemm, with_data, with_scratch};
+use super::{cpu_slice, sgemm, with_data, with_scratch, PlaneMoments};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -263,11 +263,27 @@ impl Geom {
 }
 
 fn conv_forward(x: &[f32], wt: &[f32], geo: &Geom) -> Vec<f32> {
+    conv_forward_moments(x, wt, geo, false).0
+}
+
+/// [`conv_forward`], and with `moments` the output planes' [`PlaneMoments`] where the kernel
+/// computes them on the way (the direct kernels; `None` from im2col + gemm).
+fn conv_forward_moments(
+    x: &[f32],
+    wt: &[f32],
+    geo: &Geom,
+    moments: bool,
+) -> (Vec<f32>, Option<Vec<PlaneMoments>>) {
     let (n, c, h, w, co) = (geo.n, geo.c, geo.h, geo.w, geo.co);
+    let some = |(y, m): (Vec<f32>, Vec<PlaneMoments>)| (y, moments.then_some(m));
     match geo.kernels() {
-        Kernels::DirectSmall => super::direct_small::forward(x, wt, n, c, h, w, co, geo.stride),
-        Kernels::Direct => super::direct::forward(x, wt, n, c, h, w, co, geo.stride),
-        Kernels::Gemm => conv_forward_gemm(x, wt, geo),
+        Kernels::DirectSmall => some(super::direct_small::forward_moments(
+            x, wt, n, c, h, w, co, geo.stride, moments,
+        )),
+        Kernels::Direct => some(super::direct::forward_moments(
+            x, wt, n, c, h, w, co, geo.stride, moments,
+        )),
+        Kernels::Gemm => (conv_forward_gemm(x, wt, geo), None),
     }
 }
 
@@ -542,6 +558,12 @@ impl ConvShape {
 /// Forward convolution on raw buffers (the kernel behind [`conv2d`]).
 pub fn forward_raw(x: &[f32], wt: &[f32], s: &ConvShape) -> Vec<f32> {
     conv_forward(x, wt, &s.geom())
+}
+
+/// [`forward_raw`], also returning the output planes' [`PlaneMoments`] (`[n][co]`) when the
+/// kernel that ran computes them (for the batch norm that follows).
+pub fn forward_raw_moments(x: &[f32], wt: &[f32], s: &ConvShape) -> (Vec<f32>, Option<Vec<PlaneMoments>>) {
+    conv_forward_moments(x, wt, &s.geom(), true)
 }
 
 /// Gradients (dx, dw) on raw buffers (the kernel behind [`conv2d`]'s backward).

@@ -19,7 +19,7 @@
 //! im2col + `gemm` for these layers it took the width-16 training step from about 280 to 350
 //! images/s (README, Performance).
 
-use super::{output_vec, simd, sum_over_image_groups, with_scratch};
+use super::{output_vec, simd, sum_over_image_groups, with_scratch, PlaneMoments};
 use rayon::prelude::*;
 
 /// Output channels per micro-kernel call.
@@ -192,6 +192,23 @@ pub fn forward(
     co: usize,
     stride: usize,
 ) -> Vec<f32> {
+    forward_moments(x, wt, n, c, h, w, co, stride, false).0
+}
+
+/// [`forward`], and with `moments` the [`PlaneMoments`] of every output plane (`[n][co]`,
+/// computed from the output rows while they are in L1; empty without).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_moments(
+    x: &[f32],
+    wt: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    stride: usize,
+    moments: bool,
+) -> (Vec<f32>, Vec<PlaneMoments>) {
     assert!(
         applies(c, co, h, w, 3, stride, 1),
         "direct::forward on an unsupported convolution"
@@ -210,30 +227,50 @@ pub fn forward(
     let (p, pin) = (pd.p(), h * w);
     // Writes every image's block whole: all `co / OB` channel blocks (co is a
     // multiple of OB, `applies`), every row of each plane.
+    let mut mom = vec![(0f64, 0f64); if moments { n * co } else { 0 }];
+    let rows = simd::Planes {
+        s: pd.ow,
+        stride: pd.wp,
+        n: pd.oh,
+    };
     let fill = |y: &mut [std::mem::MaybeUninit<f32>]| {
-        y.par_chunks_mut(co * p).enumerate().for_each(|(img, yimg)| {
-            let ximg = &x[img * c * pin..(img + 1) * c * pin];
-            with_scratch(c * cstride, |xp| {
-                pd.fill(ximg, c, h, w, xp, cstride, pd.plane);
-                with_scratch(OB * pd.nq, |tmp| {
-                    for ob in 0..co / OB {
-                        let wb = &wk[ob * c * 9 * OB..(ob + 1) * c * 9 * OB];
-                        // SAFETY: `applies` checked AVX-512F; xp holds c blocks of `cstride`
-                        // floats, and every read of the nq positions stays in its (phase) plane
-                        // (Padded::new); tmp holds OB rows of nq; wb holds c·9·OB weights.
-                        unsafe { kernel(xp, c, cstride, &offs, pd.nq, wb, tmp) };
-                        for o in 0..OB {
-                            let dst = &mut yimg[(ob * OB + o) * p..(ob * OB + o + 1) * p];
-                            let src = &tmp[o * pd.nq..(o + 1) * pd.nq];
-                            simd::copy_rows_uninit(dst, pd.ow, src, pd.wp, pd.oh, pd.ow);
+        let mom_chunks: Vec<&mut [PlaneMoments]> = if moments {
+            mom.chunks_mut(co).collect()
+        } else {
+            (0..n).map(|_| <&mut [PlaneMoments]>::default()).collect()
+        };
+        y.par_chunks_mut(co * p)
+            .zip(mom_chunks)
+            .enumerate()
+            .for_each(|(img, (yimg, mimg))| {
+                let ximg = &x[img * c * pin..(img + 1) * c * pin];
+                with_scratch(c * cstride, |xp| {
+                    pd.fill(ximg, c, h, w, xp, cstride, pd.plane);
+                    with_scratch(OB * pd.nq, |tmp| {
+                        for ob in 0..co / OB {
+                            let wb = &wk[ob * c * 9 * OB..(ob + 1) * c * 9 * OB];
+                            // SAFETY: `applies` checked AVX-512F; xp holds c blocks of `cstride`
+                            // floats, and every read of the nq positions stays in its (phase) plane
+                            // (Padded::new); tmp holds OB rows of nq; wb holds c·9·OB weights.
+                            unsafe { kernel(xp, c, cstride, &offs, pd.nq, wb, tmp) };
+                            for o in 0..OB {
+                                let dst = &mut yimg[(ob * OB + o) * p..(ob * OB + o + 1) * p];
+                                let src = &tmp[o * pd.nq..(o + 1) * pd.nq];
+                                simd::copy_rows_uninit(dst, pd.ow, src, pd.wp, pd.oh, pd.ow);
+                                if moments {
+                                    let sum = simd::moments(src, rows, 0.0).0;
+                                    let mean = (sum / p as f64) as f32;
+                                    mimg[ob * OB + o] = (sum, simd::moments(src, rows, mean).1);
+                                }
+                            }
                         }
-                    }
+                    });
                 });
-            });
-        })
+            })
     };
     // SAFETY: see `fill`.
-    unsafe { output_vec(n * co * p, fill) }
+    let y = unsafe { output_vec(n * co * p, fill) };
+    (y, mom)
 }
 
 /// `dW = ∂L/∂W` (`[co, c, 3, 3]`) of the convolution [`forward`] computes, from its input `x`
@@ -763,6 +800,48 @@ pub(super) mod reference {
         );
     }
 
+    /// A forward entry point that also returns plane moments.
+    pub type MomentsKernel = fn(
+        &[f32],
+        &[f32],
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        bool,
+    ) -> (Vec<f32>, Vec<crate::ops::PlaneMoments>);
+
+    /// Asserts that `f`'s plane moments are those of its own output planes (f64 reference) and
+    /// that its output is the plain forward's.
+    pub fn check_moments(
+        f: MomentsKernel,
+        plain: Kernel,
+        (n, c, h, w, co): (usize, usize, usize, usize, usize),
+        s: usize,
+    ) {
+        let (x, wt) = (data(n * c * h * w, 37, 101), data(co * c * 9, 53, 97));
+        let (y, mom) = f(&x, &wt, n, c, h, w, co, s, true);
+        assert_eq!(y, plain(&x, &wt, n, c, h, w, co, s));
+        let p = out(h, s) * out(w, s);
+        assert_eq!(mom.len(), n * co);
+        for (plane, &(sum, m2)) in y.chunks(p).zip(&mom) {
+            let want: f64 = plane.iter().map(|&v| v as f64).sum();
+            let mean = want / p as f64;
+            let want_m2: f64 = plane.iter().map(|&v| (v as f64 - mean).powi(2)).sum();
+            assert!(
+                (sum - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                "sum {sum} vs {want}"
+            );
+            assert!(
+                (m2 - want_m2).abs() <= 1e-4 * (1.0 + want_m2),
+                "M2 {m2} vs {want_m2}"
+            );
+        }
+        assert!(f(&x, &wt, n, c, h, w, co, s, false).1.is_empty());
+    }
+
     /// A stride-2 input-gradient entry point: (dy, wt, n, c, h, w, co).
     pub type DxKernel = fn(&[f32], &[f32], usize, usize, usize, usize, usize) -> Vec<f32>;
 
@@ -907,6 +986,14 @@ mod tests {
             (40, 2, 16, 16, 8),
         ] {
             reference::check_weight_grad(weight_grad, shape, 2);
+        }
+    }
+
+    #[test]
+    fn plane_moments_are_those_of_the_output() {
+        if has_avx512() {
+            reference::check_moments(forward_moments, forward, (3, 4, 9, 11, 16), 1);
+            reference::check_moments(forward_moments, forward, (2, 3, 17, 16, 8), 2);
         }
     }
 

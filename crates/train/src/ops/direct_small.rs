@@ -13,7 +13,7 @@
 //! depend on the thread count.
 
 use super::direct::{dx_phases, grid_planes, has_avx512, Padded};
-use super::{output_vec, sum_over_image_groups, with_scratch};
+use super::{output_vec, sum_over_image_groups, with_scratch, PlaneMoments};
 use rayon::prelude::*;
 
 /// Output channels a tile (four 16-float vectors).
@@ -62,6 +62,23 @@ pub fn forward(
     co: usize,
     stride: usize,
 ) -> Vec<f32> {
+    forward_moments(x, wt, n, c, h, w, co, stride, false).0
+}
+
+/// [`forward`], and with `moments` the [`PlaneMoments`] of every output plane (`[n][co]`,
+/// from the channels-last tile buffer while it is in cache; empty without).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_moments(
+    x: &[f32],
+    wt: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    stride: usize,
+    moments: bool,
+) -> (Vec<f32>, Vec<PlaneMoments>) {
     assert!(
         applies(c, co, h, w, 3, stride, 1),
         "direct_small::forward on an unsupported convolution"
@@ -80,42 +97,78 @@ pub fn forward(
     }
     let (p, pin) = (pd.p(), h * w);
     // Writes every element of every image's block (the transposition below).
+    let mut mom = vec![(0f64, 0f64); if moments { n * co } else { 0 }];
     let fill = |y: &mut [std::mem::MaybeUninit<f32>]| {
-        y.par_chunks_mut(co * p).enumerate().for_each(|(img, yimg)| {
-            with_scratch(c * cstride, |xp| {
-                pd.fill(
-                    &x[img * c * pin..(img + 1) * c * pin],
-                    c,
-                    h,
-                    w,
-                    xp,
-                    cstride,
-                    pd.plane,
-                );
-                with_scratch(addr.len() * co, |ycl| {
-                    for ob in (0..co).step_by(OC) {
-                        for (ti, tile) in addr.chunks_exact(T).enumerate() {
-                            let q0 = ti * T;
-                            // SAFETY: `applies` checked AVX-512F; every address + tap offset lies in
-                            // its padded plane (addresses() and Padded::new); wk holds c·9·co and
-                            // ycl addr.len()·co floats; ob + 64 ≤ co.
-                            unsafe {
-                                fwd_kernel(xp, c, cstride, &offs, &wk, co, ob, tile, &mut ycl[q0 * co..])
-                            };
+        let mom_chunks: Vec<&mut [PlaneMoments]> = if moments {
+            mom.chunks_mut(co).collect()
+        } else {
+            (0..n).map(|_| <&mut [PlaneMoments]>::default()).collect()
+        };
+        y.par_chunks_mut(co * p)
+            .zip(mom_chunks)
+            .enumerate()
+            .for_each(|(img, (yimg, mimg))| {
+                with_scratch(c * cstride, |xp| {
+                    pd.fill(
+                        &x[img * c * pin..(img + 1) * c * pin],
+                        c,
+                        h,
+                        w,
+                        xp,
+                        cstride,
+                        pd.plane,
+                    );
+                    with_scratch(addr.len() * co, |ycl| {
+                        for ob in (0..co).step_by(OC) {
+                            for (ti, tile) in addr.chunks_exact(T).enumerate() {
+                                let q0 = ti * T;
+                                // SAFETY: `applies` checked AVX-512F; every address + tap offset lies in
+                                // its padded plane (addresses() and Padded::new); wk holds c·9·co and
+                                // ycl addr.len()·co floats; ob + 64 ≤ co.
+                                unsafe {
+                                    fwd_kernel(xp, c, cstride, &offs, &wk, co, ob, tile, &mut ycl[q0 * co..])
+                                };
+                            }
                         }
-                    }
-                    // Channels-last tile rows → NCHW.
-                    for q in 0..p {
-                        for o in 0..co {
-                            yimg[o * p + q].write(ycl[q * co + o]);
+                        // Channels-last tile rows → NCHW.
+                        for q in 0..p {
+                            for o in 0..co {
+                                yimg[o * p + q].write(ycl[q * co + o]);
+                            }
                         }
-                    }
+                        if moments {
+                            channels_last_moments(&ycl[..p * co], co, mimg);
+                        }
+                    });
                 });
-            });
-        })
+            })
     };
     // SAFETY: see `fill`.
-    unsafe { output_vec(n * co * p, fill) }
+    let y = unsafe { output_vec(n * co * p, fill) };
+    (y, mom)
+}
+
+/// [`PlaneMoments`] per channel of a channels-last `[p][co]` block: f32 sums over the ≤ 64
+/// positions (vectorised across channels), then the squared deviations from each channel's
+/// mean.
+fn channels_last_moments(ycl: &[f32], co: usize, out: &mut [PlaneMoments]) {
+    let p = ycl.len() / co;
+    let mut sum = vec![0f32; co];
+    for row in ycl.chunks_exact(co) {
+        for (s, &v) in sum.iter_mut().zip(row) {
+            *s += v;
+        }
+    }
+    let mean: Vec<f32> = sum.iter().map(|&s| s / p as f32).collect();
+    let mut m2 = vec![0f32; co];
+    for row in ycl.chunks_exact(co) {
+        for ((q, &v), &m) in m2.iter_mut().zip(row).zip(&mean) {
+            *q += (v - m) * (v - m);
+        }
+    }
+    for (o, slot) in out.iter_mut().enumerate() {
+        *slot = (sum[o] as f64, m2[o] as f64);
+    }
 }
 
 /// Whether [`input_grad_stride2`] handles the input gradient of a 3×3, stride-2, padding-1
@@ -481,6 +534,14 @@ mod tests {
             assert!(applies(c, co, h, w, 3, 2, 1));
             reference::check_forward(forward, shape, 2);
             reference::check_weight_grad(weight_grad, shape, 2);
+        }
+    }
+
+    #[test]
+    fn plane_moments_are_those_of_the_output() {
+        if has_avx512() {
+            reference::check_moments(forward_moments, forward, (3, 5, 4, 4, 64), 1);
+            reference::check_moments(forward_moments, forward, (2, 8, 7, 8, 128), 2);
         }
     }
 

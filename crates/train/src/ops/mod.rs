@@ -62,6 +62,11 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
     r
 }
 
+/// `(Σ v, Σ (v − v̄)²)` over one (image, channel) plane of a convolution's output, v̄ the plane's
+/// own mean: what the direct convolution kernels hand batch norm so that it need not read the
+/// output twice more for its statistics (merged per channel with Chan's formula, exactly).
+pub type PlaneMoments = (f64, f64);
+
 /// A vector of `len` floats initialised by `fill`, without zeroing it first: outputs that a
 /// kernel overwrites entirely paid a `memset` each (5 % of a training step). `fill` sees the
 /// elements as `MaybeUninit`, so it can only write them.
