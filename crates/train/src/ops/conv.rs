@@ -667,28 +667,39 @@ mod tests {
     }
 
     /// Where a width-16 ResNet-18 step spends its convolution time, layer by layer (forward and
-    /// backward of each distinct shape at batch 256). A measurement, not a test:
+    /// backward of each distinct shape at batch 256; `LAYER_WIDTH=64` for the full width at
+    /// 128). A measurement, not a test:
     /// `cargo test -p protoclr-train --lib layer_timings -- --ignored --nocapture`.
     #[test]
     #[ignore]
     fn layer_timings() {
         // (c, co, h, k, stride, pad, layers of this shape in the network)
+        // First-stage width (LAYER_WIDTH=64: the full ResNet-18, at its bench batch of 2×64);
+        // LAYER_ONLY=i times the i-th shape alone (e.g. under perf).
+        let wd: usize = std::env::var("LAYER_WIDTH")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16);
+        let only: Option<usize> = std::env::var("LAYER_ONLY").ok().and_then(|v| v.parse().ok());
         let shapes = [
-            (3, 16, 32, 3, 1, 1, 1),
-            (16, 16, 32, 3, 1, 1, 4),
-            (16, 32, 32, 3, 2, 1, 1),
-            (16, 32, 32, 1, 2, 0, 1),
-            (32, 32, 16, 3, 1, 1, 3),
-            (32, 64, 16, 3, 2, 1, 1),
-            (32, 64, 16, 1, 2, 0, 1),
-            (64, 64, 8, 3, 1, 1, 3),
-            (64, 128, 8, 3, 2, 1, 1),
-            (64, 128, 8, 1, 2, 0, 1),
-            (128, 128, 4, 3, 1, 1, 3),
+            (3, wd, 32, 3, 1, 1, 1),
+            (wd, wd, 32, 3, 1, 1, 4),
+            (wd, 2 * wd, 32, 3, 2, 1, 1),
+            (wd, 2 * wd, 32, 1, 2, 0, 1),
+            (2 * wd, 2 * wd, 16, 3, 1, 1, 3),
+            (2 * wd, 4 * wd, 16, 3, 2, 1, 1),
+            (2 * wd, 4 * wd, 16, 1, 2, 0, 1),
+            (4 * wd, 4 * wd, 8, 3, 1, 1, 3),
+            (4 * wd, 8 * wd, 8, 3, 2, 1, 1),
+            (4 * wd, 8 * wd, 8, 1, 2, 0, 1),
+            (8 * wd, 8 * wd, 4, 3, 1, 1, 3),
         ];
-        let n = 256;
+        let n = if wd > 16 { 128 } else { 256 };
         let mut total = 0.0;
-        for (c, co, h, k, stride, pad, count) in shapes {
+        for (i, (c, co, h, k, stride, pad, count)) in shapes.into_iter().enumerate() {
+            if only.is_some_and(|o| o != i) {
+                continue;
+            }
             let s = ConvShape {
                 n,
                 c,

@@ -2,10 +2,11 @@
 //! AVX-512 micro-kernels (no im2col, no gemm packing), for the large planes of the CIFAR ResNets
 //! where im2col + gemm spent most of its time copying.
 //!
-//! Each image's channels are copied once into zero-padded planes `xp[c][(h + 2)·(w + 2)]`. On the
-//! padded grid, output position `q = y·wp + x` (wp = w + 2) is
+//! Each image's channels are copied once into zero-padded planes `xp[c][(h + 2)·(w + 1)]` (one
+//! pad column per row serves as the right pad of a row and the left pad of the next). On the
+//! padded grid, output position `q = y·wp + x` (wp = w + 1) is
 //! `Σ_c Σ_{i,j} W[o][c][i][j] · xp[c][q + i·wp + j]`: every tap is a contiguous, unaligned load at
-//! a fixed offset, and positions with `x ≥ w` are computed and thrown away (2 of every `wp`). The
+//! a fixed offset, and positions with `x ≥ w` are computed and thrown away (1 of every `wp`). The
 //! micro-kernel keeps 8 output channels × 48 positions in 24 zmm accumulators and, per input
 //! channel and tap, does 3 loads, 8 broadcasts and 24 FMAs. The weight gradient
 //! ([`weight_grad`]) is the same sum read the other way (a reduction over positions). The
@@ -52,7 +53,8 @@ pub(super) fn has_avx512() -> bool {
 
 /// Geometry of the zero-padded input planes and of the output grid (3×3 kernel, padding 1).
 ///
-/// Stride 1: one plane per channel, `xp[(y + 1)·wp + x + 1] = x[y][x]`, `wp = w + 2`; tap (i, j)
+/// Stride 1: one plane per channel, `xp[(y + 1)·wp + x + 1] = x[y][x]`, `wp = w + 1` (the pad
+/// column after a row is the next row's left pad); tap (i, j)
 /// of output grid position `q = y·wp + x` reads `xp[q + i·wp + j]`.
 ///
 /// Stride 2 (polyphase): four planes per channel, one per (row, column) parity (r, s), with
@@ -79,7 +81,8 @@ impl Padded {
     pub(super) fn new(h: usize, w: usize, stride: usize) -> Self {
         assert!(stride == 1 || stride == 2, "direct kernels: stride {stride}");
         let (oh, ow) = (h.div_ceil(stride), w.div_ceil(stride));
-        let wp = if stride == 1 { w + 2 } else { ow + 1 };
+        // One pad column per row: a row's right neighbour column is the next row's left one.
+        let wp = if stride == 1 { w + 1 } else { ow + 1 };
         let nq = (oh * wp).div_ceil(QB) * QB;
         let rows = if stride == 1 { h + 2 } else { oh + 1 };
         let plane = (rows * wp + 1).max(nq + Self::max_reach(stride, wp)).div_ceil(16) * 16;
@@ -98,6 +101,17 @@ impl Padded {
             2 * wp + 2
         } else {
             wp + 1
+        }
+    }
+    /// Floats per image in the weight gradient's batched layout: stride 1, exactly the padded
+    /// grid's `(h + 2)·wp` (the reads past it, from thrown-away positions or the last row's
+    /// corner tap, land on the next image's zero top row or the zeroed tail); stride 2, a phase
+    /// plane.
+    fn packed(&self) -> usize {
+        if self.stride == 1 {
+            (self.oh + 2) * self.wp
+        } else {
+            self.plane
         }
     }
     /// Planes per channel (1, or 4 phases).
@@ -138,7 +152,7 @@ impl Padded {
         phase_stride: usize,
     ) {
         if self.stride == 1 {
-            pad_planes(x, c, h, w, self, xp, cstride);
+            pad_planes(x, c, h, w, self, xp, cstride, self.plane);
         } else {
             phase_planes(x, c, h, w, self, xp, cstride, phase_stride);
         }
@@ -277,9 +291,10 @@ pub fn forward_moments(
 /// and the output gradient `dy`, only where [`applies`] is true. On the padded grid,
 /// `dW[o][c][i][j] = Σ_img Σ_q dyg[o][q] · xp[c][q + i·wp + j]`, where `dyg` is `dy` laid out
 /// on the grid with zeros in the thrown-away columns (and up to the plane's end), so they add
-/// nothing. A batch of images is laid out back to back, one plane of `pd.plane` floats each, in
-/// both `xp` and `dyg`, so one pass of the kernel sums over all of them and its horizontal
-/// reductions are paid once a batch (they dominated on 8×8 planes otherwise). Images are split
+/// nothing. A batch of images is laid out back to back in both `xp` and `dyg`, each image in
+/// exactly its padded grid (`Padded::packed`: with no rounding, 8×8 planes waste 29 % of the
+/// positions instead of 50 %), so one pass of the kernel sums over all of them and its
+/// horizontal reductions are paid once a batch (they dominated on 8×8 planes otherwise). Images are split
 /// into at most 8 groups (a fixed split, whatever the thread count); each group sums its images
 /// in its own buffer and the groups are added in order, so results are deterministic.
 #[allow(clippy::too_many_arguments)]
@@ -303,11 +318,13 @@ pub fn weight_grad(
         let mut dw = vec![0f32; co * c * 9];
         let (first, last) = (imgs.start, imgs.end);
         // Images a batch: about 8k grid positions (a few hundred KB of planes).
-        let batch = (8192 / pd.block()).max(1);
+        let pk = pd.packed();
+        let batch = (8192 / (pd.phases() * pk)).max(1);
         let mut img = first;
         while img < last {
             let b = batch.min(last - img);
-            let len = b * pd.plane;
+            // Per channel (and phase): b images `pk` apart, rounded up to whole vectors.
+            let len = (b * pk).div_ceil(16) * 16;
             // Per channel and phase: b planes (phase regions `len` apart), then the slack the
             // last plane's shifted reads need.
             let cstride = pd.phases() * len + Padded::max_reach(stride, pd.wp) + 16;
@@ -317,12 +334,25 @@ pub fn weight_grad(
                     for k in 0..b {
                         let i = img + k;
                         let xk = &x[i * c * pin..(i + 1) * c * pin];
-                        pd.fill(xk, c, h, w, &mut xp[k * pd.plane..], cstride, len);
+                        if stride == 1 {
+                            pad_planes(xk, c, h, w, &pd, &mut xp[k * pk..], cstride, pk);
+                        } else {
+                            pd.fill(xk, c, h, w, &mut xp[k * pk..], cstride, len);
+                        }
                         let dk = &dy[i * co * p..(i + 1) * co * p];
-                        grid_planes(dk, co, &pd, &mut dyg[k * pd.plane..], len);
+                        grid_planes(dk, co, &pd, &mut dyg[k * pk..], len, pk);
                     }
+                    // Zero what no image covers (read by thrown-away positions only, but
+                    // scratch may hold NaNs, and 0·NaN is not 0).
                     for ci in 0..c {
-                        xp[ci * cstride + pd.phases() * len..(ci + 1) * cstride].fill(0.0);
+                        let ch = &mut xp[ci * cstride..(ci + 1) * cstride];
+                        for r in 0..pd.phases() {
+                            ch[r * len + b * pk..(r + 1) * len].fill(0.0);
+                        }
+                        ch[pd.phases() * len..].fill(0.0);
+                    }
+                    for o in 0..co {
+                        dyg[o * len + b * pk..(o + 1) * len].fill(0.0);
                     }
                     // SAFETY: `applies` checked AVX-512F; every read of the kernel, at
                     // q + offset + 15 < (phases − 1)·len + len + max_reach + 16, is inside a
@@ -416,7 +446,14 @@ pub fn input_grad_stride2(
     let fill = |dx: &mut [std::mem::MaybeUninit<f32>]| {
         dx.par_chunks_mut(c * pin).enumerate().for_each(|(img, dximg)| {
             with_scratch(co * pd.plane, |dyp| {
-                grid_planes(&dy[img * co * p..(img + 1) * co * p], co, &pd, dyp, pd.plane);
+                grid_planes(
+                    &dy[img * co * p..(img + 1) * co * p],
+                    co,
+                    &pd,
+                    dyp,
+                    pd.plane,
+                    pd.plane,
+                );
                 with_scratch(OB * pd.nq, |tmp| {
                     for ((r, s, taps), wp_) in phases.iter().zip(&wph) {
                         let (hr, ws) = ((h - r).div_ceil(2), (w - s).div_ceil(2));
@@ -476,11 +513,11 @@ unsafe fn phase_kernel(
 
 /// Lays the `co` output-gradient planes `dy [co, oh, ow]` out on the output grid, plane `o` at
 /// `dyg[o·stride..]`: `[y·wp + x] = dy[o][y][x]` for `x < ow`, zero elsewhere (the thrown-away
-/// columns and the rest of the plane's `pd.plane` floats).
-pub(super) fn grid_planes(dy: &[f32], co: usize, pd: &Padded, dyg: &mut [f32], stride: usize) {
+/// columns and the rest of the plane's `len ≥ oh·wp` floats).
+pub(super) fn grid_planes(dy: &[f32], co: usize, pd: &Padded, dyg: &mut [f32], stride: usize, len: usize) {
     let (h, w) = (pd.oh, pd.ow);
     for o in 0..co {
-        let dst = &mut dyg[o * stride..o * stride + pd.plane];
+        let dst = &mut dyg[o * stride..o * stride + len];
         let src = &dy[o * h * w..(o + 1) * h * w];
         simd::copy_rows(dst, pd.wp, src, w, h, w);
         for yy in 0..h {
@@ -563,8 +600,9 @@ unsafe fn wgrad_kernel(
     unreachable!("direct::applies is false off x86_64")
 }
 
-/// Copies the `c` planes of one image into zero-padded planes of `pd.plane` floats, plane `ci`
-/// at `xp[ci·stride..]`.
+/// Copies the `c` planes of one image into zero-padded planes of `len` floats (at least
+/// `(h + 2)·wp`), plane `ci` at `xp[ci·stride..]`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn pad_planes(
     x: &[f32],
     c: usize,
@@ -573,18 +611,18 @@ pub(super) fn pad_planes(
     pd: &Padded,
     xp: &mut [f32],
     stride: usize,
+    len: usize,
 ) {
     let wp = pd.wp;
     for ci in 0..c {
-        let dst = &mut xp[ci * stride..ci * stride + pd.plane];
+        let dst = &mut xp[ci * stride..ci * stride + len];
         let src = &x[ci * h * w..(ci + 1) * h * w];
         dst[..wp + 1].fill(0.0);
         simd::copy_rows(&mut dst[wp + 1..], wp, src, w, h, w);
         for yy in 0..h {
-            // Right pad of this row and left pad of the next one.
+            // From the end of this row to the start of the next: the pad column.
             let row = (yy + 1) * wp + 1;
-            dst[row + w] = 0.0;
-            dst[row + w + 1] = 0.0;
+            dst[row + w..row + wp].fill(0.0);
         }
         dst[(h + 1) * wp + 1..].fill(0.0);
     }

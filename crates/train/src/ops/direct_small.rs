@@ -233,7 +233,14 @@ pub fn input_grad_stride2(
     let fill = |dx: &mut [std::mem::MaybeUninit<f32>]| {
         dx.par_chunks_mut(c * pin).enumerate().for_each(|(img, dximg)| {
             with_scratch(co * pd.plane, |dyp| {
-                grid_planes(&dy[img * co * p..(img + 1) * co * p], co, &pd, dyp, pd.plane);
+                grid_planes(
+                    &dy[img * co * p..(img + 1) * co * p],
+                    co,
+                    &pd,
+                    dyp,
+                    pd.plane,
+                    pd.plane,
+                );
                 for ((r, s, taps), (wk, addr)) in phases.iter().zip(&plan) {
                     let ws = (w - s).div_ceil(2);
                     let m = (h - r).div_ceil(2) * ws;
