@@ -694,10 +694,20 @@ mod tests {
 
     #[test]
     fn train_step_without_graph_matches_candle_autograd() {
-        for (arch, stem) in [("resnet18", "cifar"), ("resnet50", "imagenet")] {
-            let a = SimClrModel::new(&cfg(arch, stem, "custom"), 3).unwrap();
-            let b = SimClrModel::new(&cfg(arch, stem, "stock"), 3).unwrap();
-            let x = randn(&[6, 3, 32, 32], 4);
+        // Width 4 runs the large-plane direct kernels (stride 1 and 2, polyphase dx) and gemm;
+        // width 16 adds the small-plane ones of the last two stages (64 and 128 channels).
+        for (arch, stem, width, n) in [
+            ("resnet18", "cifar", 4, 6),
+            ("resnet50", "imagenet", 4, 6),
+            ("resnet18", "cifar", 16, 2),
+        ] {
+            let with_width = |ops| ModelConfig {
+                width,
+                ..cfg(arch, stem, ops)
+            };
+            let a = SimClrModel::new(&with_width("custom"), 3).unwrap();
+            let b = SimClrModel::new(&with_width("stock"), 3).unwrap();
+            let x = randn(&[n, 3, 32, 32], 4);
             let oa = a.train_step(&x, |z| crate::loss::ntxent(z, 0.5)).unwrap();
             let ob = b.train_step(&x, |z| crate::loss::ntxent(z, 0.5)).unwrap();
             assert!(
