@@ -319,7 +319,8 @@ pub fn encoder_backward(enc: &ResNet, tape: &Tape, dfeat: &[f32]) -> Result<Grad
         d = block_backward(b, t, &d, &mut grads)?;
     }
     if let Some((arg, shape)) = &tape.pool {
-        let mut dx = vec![0f32; shape.data.len()];
+        // Accumulated into: zeros written, not allocated zeroed (see `ops::zeros`).
+        let mut dx = crate::ops::zeros(shape.data.len());
         for (i, &g) in d.iter().enumerate() {
             dx[arg[i] as usize] += g;
         }

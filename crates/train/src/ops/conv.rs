@@ -6,7 +6,7 @@
 //! `dx = col2im(Wᵀ · dY)`. A 1×1, stride-1, unpadded convolution of one image per chunk skips
 //! im2col altogether (x already is `col`).
 
-use super::{cpu_slice, sgemm, with_data, with_scratch, PlaneMoments};
+use super::{cpu_slice, sgemm, with_data, with_scratch, zeros, PlaneMoments};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -410,7 +410,8 @@ fn conv_backward_impl(
     let inner = inner_threads(groups);
     let x_img = geo.c * geo.h * geo.w;
     let y_img = co * p;
-    let mut dx = vec![0f32; if want_dx { geo.n * x_img } else { geo.n }];
+    // Accumulated into by col2im: zeros written, not allocated zeroed (see `zeros`).
+    let mut dx = zeros(if want_dx { geo.n * x_img } else { geo.n });
     let dx_per_img = dx.len() / geo.n;
     let partials: Vec<Vec<f32>> = dx
         .par_chunks_mut(per_group * g * dx_per_img)

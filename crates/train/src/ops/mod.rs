@@ -84,6 +84,20 @@ pub(crate) unsafe fn output_vec(
     v
 }
 
+/// `len` zeros, written explicitly (in parallel) rather than allocated zeroed, for buffers that
+/// are then accumulated into (`+=`). Zeroed allocations map the kernel's shared zero page, so
+/// the first `+=` into each page reads it and then takes a copy-on-write fault whose TLB
+/// shootdown interrupts the other worker's CPU (a VM exit each on this machine): a 32 MiB
+/// col2im target cost 50 ms that way, against a few ms for writing it.
+pub(crate) fn zeros(len: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let fill = |v: &mut [std::mem::MaybeUninit<f32>]| {
+        v.par_chunks_mut(1 << 16).for_each(|c| c.fill(std::mem::MaybeUninit::new(0.0)));
+    };
+    // SAFETY: `fill` writes every element.
+    unsafe { output_vec(len, fill) }
+}
+
 /// A sum over `n` images computed deterministically in parallel: the images are split into at
 /// most 8 contiguous groups (a fixed split, whatever the thread count), `group` returns the sum
 /// (`len` floats) over one group's images, and the group sums are added in group order.
