@@ -3,7 +3,8 @@
 //! candle's backward pass gives every node its gradient as `zeros_like + add` and runs each
 //! elementwise op as its own parallel pass; on this 2-core CPU that bookkeeping cost a fifth of a
 //! ResNet step (profile in the README). Here the encoder's forward pass keeps exactly what its
-//! backward pass needs (unit inputs, convolution outputs, batch-norm outputs and statistics) and
+//! backward pass needs (unit inputs, convolution outputs, batch-norm statistics; a ReLU mask is
+//! recomputed from the convolution output, and block outputs are kept for theirs) and
 //! the backward pass calls the same kernels as the custom ops ([`crate::ops`]) directly, writing
 //! parameter gradients by name. The projection head and the loss stay on candle's autograd.
 //! Tests check the result against candle's autograd through the stock ops.
@@ -31,7 +32,6 @@ pub struct Act {
 struct UnitTape {
     x: Act,
     conv_out: Vec<f32>,
-    y: Rc<Vec<f32>>,
     saved: Vec<(f32, f32)>,
     shape: conv::ConvShape,
 }
@@ -85,9 +85,8 @@ fn unit_forward(u: &Unit, x: Act) -> Result<(Act, UnitTape)> {
         moments.as_deref(),
     );
     u.bn.update_running(&stats.mean, &stats.var_unbiased);
-    let y = Rc::new(y);
     let out = Act {
-        data: y.clone(),
+        data: Rc::new(y),
         n: x.n,
         c: shape.co,
         h: oh,
@@ -98,7 +97,6 @@ fn unit_forward(u: &Unit, x: Act) -> Result<(Act, UnitTape)> {
         UnitTape {
             x,
             conv_out,
-            y,
             saved,
             shape,
         },
@@ -126,15 +124,17 @@ fn unit_backward_opt(
     let s = &t.shape;
     let (oh, ow) = s.out_hw();
     let gamma = data_of(&u.bn.gamma)?;
-    let (mask, relu) = match gate {
+    let beta = data_of(&u.bn.beta)?;
+    let mask = match gate {
         Some(out) => {
             assert!(!u.relu, "a gated unit's batch norm must not have its own ReLU");
-            (out, true)
+            batchnorm::Mask::Output(out)
         }
-        None => (&t.y[..], u.relu),
+        None if u.relu => batchnorm::Mask::Own { beta: &beta },
+        None => batchnorm::Mask::None,
     };
     let (dconv, dgamma, dbeta) =
-        batchnorm::backward_raw(&t.conv_out, &gamma, mask, dy, &t.saved, s.n, s.co, oh * ow, relu);
+        batchnorm::backward_raw(&t.conv_out, &gamma, mask, dy, &t.saved, s.n, s.co, oh * ow);
     grads.insert(format!("{}.gamma", u.bn.name), dgamma);
     grads.insert(format!("{}.beta", u.bn.name), dbeta);
     let (dx, dw) = with_data(&u.conv.w, "fastpath", |w| {

@@ -130,7 +130,8 @@ impl CustomOp3 for BnTrain {
             with_data(gamma, self.name(), |gs| {
                 with_data(res, self.name(), |ys| {
                     with_data(grad, self.name(), |dys| {
-                        backward_raw(xs, gs, ys, dys, &saved, n, c, s, relu)
+                        let mask = if relu { Mask::Output(ys) } else { Mask::None };
+                        backward_raw(xs, gs, mask, dys, &saved, n, c, s)
                     })
                 })
             })
@@ -143,27 +144,54 @@ impl CustomOp3 for BnTrain {
     }
 }
 
-/// Backward on raw buffers: (dx, dγ, dβ) from the input, γ, the output and its gradient.
+/// The ReLU that the gradient reaching a batch norm went through, if any.
+#[derive(Debug, Clone, Copy)]
+pub enum Mask<'a> {
+    /// None: the gradient is the output gradient.
+    None,
+    /// A ReLU whose output is given (laid out as x): the gradient passes where it is positive.
+    Output(&'a [f32]),
+    /// The batch norm's own fused ReLU, recomputed from x and β (`x·scale + shift > 0` with the
+    /// forward pass's own scale and shift, so bit-identical to `y > 0`) without reading y.
+    Own { beta: &'a [f32] },
+}
+
+/// Backward on raw buffers: (dx, dγ, dβ) from the input, γ, the ReLU mask and the output
+/// gradient.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_raw(
     x: &[f32],
     gamma: &[f32],
-    y: &[f32],
+    mask: Mask,
     dy: &[f32],
     saved: &[(f32, f32)],
     n: usize,
     c: usize,
     s: usize,
-    relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    // Per channel: Σg and Σg·x̂, g = dy·[y > 0] (f32 lanes, flushed into f64; see simd).
+    // The forward pass's folded scale and shift (same f32 operations), for `Mask::Own`.
+    let ab: Vec<(f32, f32)> = match mask {
+        Mask::Own { beta } => (0..c)
+            .map(|ch| {
+                let scale = gamma[ch] * saved[ch].1;
+                (scale, beta[ch] - saved[ch].0 * scale)
+            })
+            .collect(),
+        _ => vec![],
+    };
+    // Per channel: Σg and Σg·x̂, g the masked output gradient (f32 lanes, flushed into f64).
     let planes = simd::Planes { s, stride: c * s, n };
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
         .map(|ch| {
             let (mean, inv) = saved[ch];
             let o = (ch * s).min(x.len());
-            let (sg, sgxc) = simd::grad_sums(&x[o..], &y[o..], &dy[o..], planes, mean, relu);
+            let gate = match mask {
+                Mask::None => simd::Gate::Open,
+                Mask::Output(y) => simd::Gate::Output(&y[o..]),
+                Mask::Own { .. } => simd::Gate::Affine(&ab[ch..ch + 1]),
+            };
+            let (sg, sgxc) = simd::grad_sums(&x[o..], &dy[o..], gate, planes, mean);
             (sg, sgxc * inv as f64)
         })
         .collect();
@@ -183,7 +211,12 @@ pub fn backward_raw(
         output_vec(x.len(), |dx| {
             dx.par_chunks_mut(stride).enumerate().for_each(|(img, dxi)| {
                 let r = img * stride..img * stride + dxi.len();
-                simd::input_grad(dxi, &x[r.clone()], &y[r.clone()], &dy[r], s, &coef, relu);
+                let gate = match mask {
+                    Mask::None => simd::Gate::Open,
+                    Mask::Output(y) => simd::Gate::Output(&y[r.clone()]),
+                    Mask::Own { .. } => simd::Gate::Affine(&ab),
+                };
+                simd::input_grad(dxi, &x[r.clone()], &dy[r], gate, s, &coef);
             })
         })
     };

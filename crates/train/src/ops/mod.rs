@@ -92,7 +92,8 @@ pub(crate) unsafe fn output_vec(
 pub(crate) fn zeros(len: usize) -> Vec<f32> {
     use rayon::prelude::*;
     let fill = |v: &mut [std::mem::MaybeUninit<f32>]| {
-        v.par_chunks_mut(1 << 16).for_each(|c| c.fill(std::mem::MaybeUninit::new(0.0)));
+        v.par_chunks_mut(1 << 16)
+            .for_each(|c| c.fill(std::mem::MaybeUninit::new(0.0)));
     };
     // SAFETY: `fill` writes every element.
     unsafe { output_vec(len, fill) }

@@ -85,18 +85,55 @@ pub fn moments(xs: &[f32], p: Planes, mean: f32) -> (f64, f64) {
     })
 }
 
-/// `(Σ g, Σ g·(x − mean))` over the planes, `g = dy·[y > 0]` when `relu`, else `dy`.
-pub fn grad_sums(xs: &[f32], ys: &[f32], ds: &[f32], p: Planes, mean: f32, relu: bool) -> (f64, f64) {
-    assert!(xs.len() >= p.extent() && ys.len() >= p.extent() && ds.len() >= p.extent());
+/// Which ReLU mask gates batch norm's output gradient: `g = dy·[…]`.
+#[derive(Debug, Clone, Copy)]
+pub enum Gate<'a> {
+    /// No ReLU: `g = dy`.
+    Open,
+    /// `g = dy·[y > 0]` for a ReLU output `y`, laid out as `dy`.
+    Output(&'a [f32]),
+    /// `g = dy·[x·a + b > 0]`: the ReLU's input recomputed from `x` with the batch norm's
+    /// folded per-channel scale and shift `(a, b)` (one pair per channel of the block; one
+    /// pair in all for [`grad_sums`]). Computed as the forward [`affine`] does (a product, then
+    /// a sum), so the mask is bit-identical to `y > 0` — and `y` need not be read.
+    Affine(&'a [(f32, f32)]),
+}
+
+impl Gate<'_> {
+    /// The portable gate of element `i` (channel `ch`, input `x`, gradient `d`).
+    #[inline]
+    fn apply(&self, i: usize, ch: usize, x: f32, d: f32) -> f32 {
+        let open = match self {
+            Gate::Open => true,
+            Gate::Output(y) => y[i] > 0.0,
+            Gate::Affine(ab) => x * ab[ch].0 + ab[ch].1 > 0.0,
+        };
+        if open {
+            d
+        } else {
+            0.0
+        }
+    }
+}
+
+/// `(Σ g, Σ g·(x − mean))` over one channel's planes, `g` as `gate` says (an `Output` slice
+/// indexed as `xs`).
+pub fn grad_sums(xs: &[f32], ds: &[f32], gate: Gate, p: Planes, mean: f32) -> (f64, f64) {
+    assert!(xs.len() >= p.extent() && ds.len() >= p.extent());
+    match gate {
+        Gate::Output(y) => assert!(y.len() >= p.extent()),
+        Gate::Affine(ab) => assert!(!ab.is_empty()),
+        Gate::Open => {}
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
         // SAFETY: AVX-512F checked; the slices cover the planes.
-        return unsafe { avx512::grad_sums(xs, ys, ds, p, mean, relu) };
+        return unsafe { avx512::grad_sums(xs, ds, gate, p, mean) };
     }
     fold_planes(p, |o, a, b| {
         for k in 0..p.s {
-            let (x, y, d) = (xs[o + k], ys[o + k], ds[o + k]);
-            let g = if relu && y <= 0.0 { 0.0 } else { d };
+            let (x, d) = (xs[o + k], ds[o + k]);
+            let g = gate.apply(o + k, 0, x, d);
             a[k % L] += g;
             b[k % L] += g * (x - mean);
         }
@@ -120,27 +157,31 @@ pub fn affine(out: &mut [MaybeUninit<f32>], xs: &[f32], s: usize, a: &[f32], b: 
 }
 
 /// One image's `[c, s]` block of batch norm's input gradient:
-/// `out[ch] = (a[ch]·g + bx[ch]·x) + c0[ch]`, `g` as in [`grad_sums`].
-#[allow(clippy::too_many_arguments)]
+/// `out[ch] = (a[ch]·g + bx[ch]·x) + c0[ch]`, `g` as `gate` says (per block: an `Output` slice
+/// of the block, or one `Affine` pair per channel).
 pub fn input_grad(
     out: &mut [MaybeUninit<f32>],
     xs: &[f32],
-    ys: &[f32],
     ds: &[f32],
+    gate: Gate,
     s: usize,
     coef: &[[f32; 3]],
-    relu: bool,
 ) {
     let len = coef.len() * s;
-    assert!(out.len() == len && xs.len() == len && ys.len() == len && ds.len() == len);
+    assert!(out.len() == len && xs.len() == len && ds.len() == len);
+    match gate {
+        Gate::Output(y) => assert_eq!(y.len(), len),
+        Gate::Affine(ab) => assert_eq!(ab.len(), coef.len()),
+        Gate::Open => {}
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
         // SAFETY: AVX-512F checked; lengths checked.
-        return unsafe { avx512::input_grad(out, xs, ys, ds, s, coef, relu) };
+        return unsafe { avx512::input_grad(out, xs, ds, gate, s, coef) };
     }
     for (ch, &[a, bx, c0]) in coef.iter().enumerate() {
         for k in ch * s..(ch + 1) * s {
-            let g = if relu && ys[k] <= 0.0 { 0.0 } else { ds[k] };
+            let g = gate.apply(k, ch, xs[k], ds[k]);
             out[k].write((a * g + bx * xs[k]) + c0);
         }
     }
@@ -180,7 +221,7 @@ pub fn copy_rows_uninit(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{lanes_f64, Planes, L};
+    use super::{lanes_f64, Gate, Planes, L};
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
@@ -259,36 +300,37 @@ mod avx512 {
         })
     }
 
-    /// `dy` where `y > 0` (or everywhere without ReLU), else 0, in the lanes of `h`.
+    /// `dy` in the lanes of `h` that `gate` opens (element `i` of the block, channel `ch`,
+    /// inputs `x` loaded), 0 elsewhere.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn gate(h: __mmask16, y: *const f32, d: *const f32, relu: bool) -> __m512 {
-        let dv = _mm512_maskz_loadu_ps(h, d);
-        if relu {
-            let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_maskz_loadu_ps(h, y), _mm512_setzero_ps());
-            _mm512_maskz_mov_ps(pos, dv)
-        } else {
-            dv
-        }
+    unsafe fn gated(h: __mmask16, gate: Gate, i: usize, ch: usize, x: __m512, d: *const f32) -> __m512 {
+        let z = _mm512_setzero_ps();
+        let open = match gate {
+            Gate::Open => h,
+            Gate::Output(y) => {
+                _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(h, _mm512_maskz_loadu_ps(h, y.as_ptr().add(i)), z)
+            }
+            Gate::Affine(ab) => {
+                let (a, b) = *ab.get_unchecked(ch);
+                let t = _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(a)), _mm512_set1_ps(b));
+                _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(h, t, z)
+            }
+        };
+        _mm512_maskz_loadu_ps(open, d)
     }
 
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn grad_sums(
-        xs: &[f32],
-        ys: &[f32],
-        ds: &[f32],
-        p: Planes,
-        mean: f32,
-        relu: bool,
-    ) -> (f64, f64) {
+    pub unsafe fn grad_sums(xs: &[f32], ds: &[f32], gate: Gate, p: Planes, mean: f32) -> (f64, f64) {
         let m = _mm512_set1_ps(mean);
         let full = p.s / L * L;
-        let (px, py, pd) = (xs.as_ptr(), ys.as_ptr(), ds.as_ptr());
+        let (px, pd) = (xs.as_ptr(), ds.as_ptr());
         fold_planes(p, |o, a, b| {
             let mut add = |h: __mmask16, k: usize| {
-                let g = gate(h, py.add(o + k), pd.add(o + k), relu);
+                let x = _mm512_maskz_loadu_ps(h, px.add(o + k));
+                let g = gated(h, gate, o + k, 0, x, pd.add(o + k));
                 *a = _mm512_add_ps(*a, g);
-                let xc = _mm512_maskz_sub_ps(h, _mm512_maskz_loadu_ps(h, px.add(o + k)), m);
+                let xc = _mm512_maskz_sub_ps(h, x, m);
                 *b = _mm512_add_ps(*b, _mm512_mul_ps(g, xc));
             };
             for k in (0..full).step_by(L) {
@@ -334,24 +376,18 @@ mod avx512 {
     pub unsafe fn input_grad(
         out: &mut [MaybeUninit<f32>],
         xs: &[f32],
-        ys: &[f32],
         ds: &[f32],
+        gate: Gate,
         s: usize,
         coef: &[[f32; 3]],
-        relu: bool,
     ) {
         let full = s / L * L;
-        let (px, py, pd, po) = (
-            xs.as_ptr(),
-            ys.as_ptr(),
-            ds.as_ptr(),
-            out.as_mut_ptr() as *mut f32,
-        );
+        let (px, pd, po) = (xs.as_ptr(), ds.as_ptr(), out.as_mut_ptr() as *mut f32);
         for (ch, &[a, bx, c0]) in coef.iter().enumerate() {
             let (va, vb, vc) = (_mm512_set1_ps(a), _mm512_set1_ps(bx), _mm512_set1_ps(c0));
             let one = |h: __mmask16, k: usize| {
-                let g = gate(h, py.add(k), pd.add(k), relu);
                 let x = _mm512_maskz_loadu_ps(h, px.add(k));
+                let g = gated(h, gate, k, ch, x, pd.add(k));
                 let t = _mm512_add_ps(_mm512_mul_ps(va, g), _mm512_mul_ps(vb, x));
                 _mm512_mask_storeu_ps(po.add(k), h, _mm512_add_ps(t, vc));
             };
@@ -416,14 +452,59 @@ mod tests {
                 })
             }
         };
+        let gate = |r: std::ops::Range<usize>| if relu { Gate::Output(&y[r]) } else { Gate::Open };
         let aff = per_image(&|o, r| affine(o, &x[r], s, &a, &b, relu));
-        let dx = per_image(&|o, r| input_grad(o, &x[r.clone()], &y[r.clone()], &d[r], s, &coef, relu));
+        let dx = per_image(&|o, r| input_grad(o, &x[r.clone()], &d[r.clone()], gate(r), s, &coef));
         (
             moments(&x[ch1.clone()], p, 0.25),
-            grad_sums(&x[ch1.clone()], &y[ch1.clone()], &d[ch1], p, 0.25, relu),
+            grad_sums(&x[ch1.clone()], &d[ch1.clone()], gate(ch1), p, 0.25),
             aff,
             dx,
         )
+    }
+
+    #[test]
+    fn the_affine_gate_is_the_relu_output_mask() {
+        // (n, c, s) as below; the gate from (x, a, b) must equal the one from y = relu(x·a + b)
+        // element for element, on both code paths.
+        for (n, c, s) in [(3, 2, 16), (2, 3, 37), (4, 2, 5)] {
+            let len = n * c * s;
+            let (x, d) = (data(len, 1), data(len, 3));
+            let ab: Vec<(f32, f32)> = (0..c).map(|i| (1.5 - i as f32, 0.3 * i as f32 - 0.2)).collect();
+            let (a, b): (Vec<f32>, Vec<f32>) = ab.iter().copied().unzip();
+            let coef: Vec<[f32; 3]> = (0..c).map(|i| [0.7, -0.3 * i as f32, 0.1]).collect();
+            let run = || {
+                let block = |f: Block| {
+                    // SAFETY: the images' blocks cover the vector and `f` writes each whole.
+                    unsafe {
+                        crate::ops::output_vec(len, |o| {
+                            for img in 0..n {
+                                let r = img * c * s..(img + 1) * c * s;
+                                f(&mut o[r.clone()], r);
+                            }
+                        })
+                    }
+                };
+                let y = block(&|o, r| affine(o, &x[r], s, &a, &b, true));
+                let by_y =
+                    block(&|o, r| input_grad(o, &x[r.clone()], &d[r.clone()], Gate::Output(&y[r]), s, &coef));
+                let by_ab = block(&|o, r| input_grad(o, &x[r.clone()], &d[r], Gate::Affine(&ab), s, &coef));
+                assert_eq!(by_y, by_ab, "input gradient, n {n} c {c} s {s}");
+                let p = Planes { s, stride: c * s, n };
+                let ch1 = s..len;
+                let sy = grad_sums(
+                    &x[ch1.clone()],
+                    &d[ch1.clone()],
+                    Gate::Output(&y[ch1.clone()]),
+                    p,
+                    0.1,
+                );
+                let sab = grad_sums(&x[ch1.clone()], &d[ch1], Gate::Affine(&ab[1..2]), p, 0.1);
+                assert_eq!(sy, sab, "gradient sums, n {n} c {c} s {s}");
+                (by_ab, sab)
+            };
+            assert_eq!(run(), portable(run));
+        }
     }
 
     #[test]
