@@ -24,7 +24,7 @@
 //! entry, the label is the replacement's.
 //!
 //! # Throughput
-//! [`bench`] measures decoded and augmented images per second (`protoclr bench input`).
+//! [`bench`](fn@bench) measures decoded and augmented images per second (`protoclr bench input`).
 //! Decoding calls zune-jpeg directly ([`crate::data::folder::decode_jpeg`]). The `image`
 //! crate's JPEG support is a wrapper of the same decoder: on one core, to planar RGB, both decode
 //! ≈650 ImageNet-sized photos/s (500×375, quality 90; 123 vs 120 MP/s), a 512² baseline photo
@@ -446,7 +446,7 @@ impl Drop for InputStream {
     }
 }
 
-/// Result of [`bench`].
+/// Result of [`bench`](fn@bench).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct InputBench {
     /// Images decoded and turned into two augmented views, per second (after one warm-up batch).

@@ -5,7 +5,7 @@
 //! ([`model`]) on our custom convolution and batch-norm kernels ([`ops`]), the balanced
 //! contrastive and supervised prototype objectives ([`loss`]), optimisers ([`optim`]),
 //! evaluation ([`eval`]), the prototype representation bias ([`bias`]), and the run itself with
-//! checkpoints and `metrics.json` ([`run`]). [`bench`] measures training and inference speed.
+//! checkpoints and `metrics.json` ([`run`]). [`bench`](mod@bench) measures training and inference speed.
 //! Image-folder datasets (ImageNet, ImageNet-LT) are listed by [`data::folder`] and streamed by
 //! the JPEG input pipeline ([`input`]); [`source`] gives the run either kind of training data.
 //!

@@ -346,7 +346,7 @@ impl AxisWeights {
 }
 
 /// Crops rows `top..top+h`, columns `left..left+w` and resizes to `size`×`size` (torchvision
-/// `resized_crop`, bilinear, antialias=True; see [`AxisWeights`]). Panics if the crop leaves the
+/// `resized_crop`, bilinear, antialias=True; see `AxisWeights`). Panics if the crop leaves the
 /// image or is empty.
 pub fn resized_crop(img: &Image, top: usize, left: usize, h: usize, w: usize, size: usize) -> Image {
     assert!(h > 0 && w > 0 && size > 0, "empty crop or output");
@@ -473,7 +473,7 @@ pub fn cutout(img: &mut Image, cy: usize, cx: usize, side: usize) {
     fill_square(&mut img.data, img.h, img.w, cy, cx, side, 0.0);
 }
 
-/// (x − mean[ch]) / std[ch] into `out` (torchvision `Normalize`).
+/// `(x − mean[ch]) / std[ch]` into `out` (torchvision `Normalize`).
 pub fn normalize(img: &Image, mean: [f32; 3], std: [f32; 3], out: &mut [f32]) {
     assert_eq!(img.c, 3, "normalisation needs 3 channels");
     assert_eq!(out.len(), img.data.len(), "output length must be 3·h·w");

@@ -4,7 +4,8 @@
 //! (K = C·kh·kw, P = OH·OW) and `y = W · col` one gemm. Backward recomputes `col` chunk by chunk
 //! (nothing is kept alive across the graph) and computes `dW += dY · colᵀ` and
 //! `dx = col2im(Wᵀ · dY)`. A 1×1, stride-1, unpadded convolution of one image per chunk skips
-//! im2col altogether (x already is `col`).
+//! im2col altogether (x already is `col`). 3×3 layers with padding 1 and stride 1 or 2 go to the
+//! direct kernels instead where they apply (`Geom::kernels`).
 
 use super::{cpu_slice, sgemm, with_data, with_scratch, zeros, PlaneMoments};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -238,9 +239,9 @@ fn inner_threads(tasks: usize) -> usize {
 /// The kernels that compute a convolution and its weight gradient.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kernels {
-    /// [`super::direct_small`]: 3×3 stride 1 on small planes, vectorised over channels.
+    /// [`super::direct_small`]: 3×3 stride 1 or 2 on small planes, vectorised over channels.
     DirectSmall,
-    /// [`super::direct`]: 3×3 stride 1 on large planes, vectorised over positions.
+    /// [`super::direct`]: 3×3 stride 1 or 2 on large planes, vectorised over positions.
     Direct,
     /// im2col + gemm: any geometry.
     Gemm,
@@ -345,7 +346,8 @@ fn flipped_transposed(wt: &[f32], geo: &Geom) -> Vec<f32> {
 ///
 /// Stride 1: dx is itself a convolution of dY with the flipped, transposed kernel and padding
 /// k − 1 − pad, computed by the forward path (a gemm with k = Co·kh·kw instead of a thin
-/// Wᵀ·dY followed by a scatter-add); dw as below. Other strides: per chunk,
+/// Wᵀ·dY followed by a scatter-add); dw as below. 3×3 stride 2, padding 1: dx by the direct
+/// kernels' polyphase path where it applies (`direct::dx_phases`). Otherwise, per chunk,
 /// `dW += dY·colᵀ` and `dx = col2im(Wᵀ·dY)`.
 fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> (Vec<f32>, Vec<f32>) {
     if geo.stride == 1 && !geo.is_pointwise() && geo.pad < geo.kh && geo.pad < geo.kw && geo.kh == geo.kw {

@@ -1,4 +1,4 @@
-//! Direct 3×3, padding-1 convolution (stride 1, or 2 by polyphase planes: see [`Padded`]) with
+//! Direct 3×3, padding-1 convolution (stride 1, or 2 by polyphase planes: see `Padded`) with
 //! AVX-512 micro-kernels (no im2col, no gemm packing), for the large planes of the CIFAR ResNets
 //! where im2col + gemm spent most of its time copying.
 //!
@@ -403,7 +403,7 @@ pub fn dx_applies(c: usize, co: usize, h: usize, w: usize) -> bool {
 
 /// dx (`[n, c, h, w]`) of a 3×3, stride-2, padding-1 convolution from its output gradient
 /// `dy [n, co, ⌈h/2⌉, ⌈w/2⌉]`: per image, dY goes onto the grid once and each phase of
-/// [`dx_phases`] runs the forward micro-kernel with its own taps (dY's channels as the inputs,
+/// `dx_phases` runs the forward micro-kernel with its own taps (dY's channels as the inputs,
 /// dx's as the outputs), its results written to every other row and column of dx. Replaces
 /// `col2im(Wᵀ·dY)`. Only where [`dx_applies`] is true.
 #[allow(clippy::too_many_arguments)]

@@ -22,7 +22,7 @@ const OC: usize = 64;
 const T: usize = 6;
 
 /// Whether this module handles the convolution: 3×3, stride 1 or 2 (polyphase, see
-/// [`Padded`]), padding 1, output channels a multiple of 64, output planes of at most 64
+/// `Padded`), padding 1, output channels a multiple of 64, output planes of at most 64
 /// positions, on a CPU with AVX-512F — and at most 128
 /// input and output channels: a tile streams 9·c·64 weights (and the weight gradient sums into
 /// 9·c·co floats), which past 128 channels no longer stay in L2, and im2col + gemm, blocked for
@@ -184,7 +184,7 @@ pub fn dx_applies(c: usize, co: usize, h: usize, w: usize) -> bool {
 
 /// dx (`[n, c, h, w]`) of a 3×3, stride-2, padding-1 convolution from its output gradient, the
 /// small-plane twin of [`super::direct::input_grad_stride2`]: the same four phases, each a small
-/// forward convolution of dY computed with [`fwd_kernel`] (tiles of 6 positions × 64 of dx's
+/// forward convolution of dY computed with `fwd_kernel` (tiles of 6 positions × 64 of dx's
 /// channels), its results written to every other row and column of dx. Only where
 /// [`dx_applies`] is true.
 pub fn input_grad_stride2(

@@ -1,7 +1,7 @@
 //! CPU kernels as candle `CustomOp`s: convolution (im2col + gemm, forward and backward, with
-//! direct AVX-512 kernels for 3×3 stride-1 layers: [`direct`] for large planes, [`direct_small`]
-//! for small ones) and batch norm fused with an optional ReLU (forward and backward as one op
-//! each).
+//! direct AVX-512 kernels for 3×3 stride-1 and stride-2 layers: [`direct`] for large planes,
+//! [`direct_small`] for small ones) and batch norm fused with an optional ReLU (forward and
+//! backward as one op each, its per-channel loops in [`simd`], AVX-512 chosen at run time).
 //!
 //! candle's stock conv2d differentiates through conv_transpose2d and its batch norm is a chain
 //! of small ops that each allocate; these ops compute the same values (checked against the stock

@@ -4,7 +4,7 @@
 //! The crate is compiled for baseline x86-64 (SSE2), where these loops were scalar or 4-wide
 //! with bounds checks and spills: the batch-norm backward sums alone were 14 % of a width-16
 //! training step. Sums run over one channel's planes (one per image) in 16 f32 lanes — a
-//! plane's remainder goes to lanes 0, 1, … — flushed into f64 every [`FLUSH`] values per lane
+//! plane's remainder goes to lanes 0, 1, … — flushed into f64 every `FLUSH` (1024) values per lane
 //! and at the end, so 4×4 planes do not pay a 16-lane reduction each. Each AVX-512 function
 //! computes exactly what its portable twin computes, in the same order, without fused
 //! multiply-adds, so results are bit-identical whichever runs (tested).
