@@ -429,6 +429,19 @@ mod tests {
             .collect()
     }
 
+    /// A vector of `n` image blocks of `len` floats, each written whole by `f(block, range)`.
+    fn per_image(n: usize, len: usize, f: Block) -> Vec<f32> {
+        // SAFETY: the blocks cover the vector and `f` writes each whole.
+        unsafe {
+            crate::ops::output_vec(n * len, |o| {
+                for img in 0..n {
+                    let r = img * len..(img + 1) * len;
+                    f(&mut o[r.clone()], r);
+                }
+            })
+        }
+    }
+
     type Outputs = ((f64, f64), (f64, f64), Vec<f32>, Vec<f32>);
     /// Writes one image's block (given as the output block and its index range).
     type Block<'a> = &'a dyn Fn(&mut [MaybeUninit<f32>], std::ops::Range<usize>);
@@ -441,17 +454,7 @@ mod tests {
         let ch1 = if n == 0 { 0..0 } else { s..len };
         let (a, b): (Vec<f32>, Vec<f32>) = (0..c).map(|i| (1.5 - i as f32, i as f32 - 0.5)).unzip();
         let coef: Vec<[f32; 3]> = (0..c).map(|i| [0.7, -0.3 * i as f32, 0.1]).collect();
-        let per_image = |f: Block| {
-            // SAFETY: the images' blocks cover the vector and `f` writes each block whole.
-            unsafe {
-                crate::ops::output_vec(len, |o| {
-                    for img in 0..n {
-                        let r = img * c * s..(img + 1) * c * s;
-                        f(&mut o[r.clone()], r);
-                    }
-                })
-            }
-        };
+        let per_image = |f: Block| per_image(n, c * s, f);
         let gate = |r: std::ops::Range<usize>| if relu { Gate::Output(&y[r]) } else { Gate::Open };
         let aff = per_image(&|o, r| affine(o, &x[r], s, &a, &b, relu));
         let dx = per_image(&|o, r| input_grad(o, &x[r.clone()], &d[r.clone()], gate(r), s, &coef));
@@ -474,17 +477,7 @@ mod tests {
             let (a, b): (Vec<f32>, Vec<f32>) = ab.iter().copied().unzip();
             let coef: Vec<[f32; 3]> = (0..c).map(|i| [0.7, -0.3 * i as f32, 0.1]).collect();
             let run = || {
-                let block = |f: Block| {
-                    // SAFETY: the images' blocks cover the vector and `f` writes each whole.
-                    unsafe {
-                        crate::ops::output_vec(len, |o| {
-                            for img in 0..n {
-                                let r = img * c * s..(img + 1) * c * s;
-                                f(&mut o[r.clone()], r);
-                            }
-                        })
-                    }
-                };
+                let block = |f: Block| per_image(n, c * s, f);
                 let y = block(&|o, r| affine(o, &x[r], s, &a, &b, true));
                 let by_y =
                     block(&|o, r| input_grad(o, &x[r.clone()], &d[r.clone()], Gate::Output(&y[r]), s, &coef));
