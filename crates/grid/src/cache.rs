@@ -6,47 +6,13 @@ use crate::plan::Plan;
 use crate::value::flow;
 use crate::CELL_FORMAT_VERSION;
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use protoclr_formats::CellRecord;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Final outcome of a cell run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Done,
-    Failed,
-    Diverged,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Done => "done",
-            Outcome::Failed => "failed",
-            Outcome::Diverged => "diverged",
-        }
-    }
-}
-
-/// `cells/<id>/status.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatusFile {
-    pub status: Outcome,
-    /// SHA-256 of `metrics.json` (None for failed cells).
-    pub metrics_sha256: Option<String>,
-    /// SHA-256 of `config.yaml`.
-    pub config_sha256: Option<String>,
-    pub cell_format_version: u32,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    /// Last lines of the log for failed cells.
-    pub error: Option<String>,
-    /// Wall time of the attempt as seen by the runner.
-    pub runner_wall_s: Option<f64>,
-    pub finished_unix: u64,
-    pub host: String,
-}
+/// `status.json` and its outcome are defined in `protoclr_formats` (shared with the report);
+/// re-exported here so that `protoclr_grid::cache::{Outcome, StatusFile}` keep working.
+pub use protoclr_formats::{Outcome, StatusFile};
 
 /// Why a cell is pending.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,44 +93,18 @@ impl Results {
         self.recorded_state(id)
     }
 
-    /// The state recorded in the cell folder, ignoring locks.
+    /// The state recorded in the cell folder, ignoring locks: the shared definition of "done and
+    /// intact" ([`CellRecord::read`]), which the report applies too.
     pub fn recorded_state(&self, id: &str) -> CellState {
-        let dir = self.cell_dir(id);
-        let status_path = dir.join("status.json");
-        let bytes = match fs::read(&status_path) {
-            Ok(b) => b,
-            Err(_) if dir.join("config.yaml").exists() => return CellState::Pending(Pending::Interrupted),
-            Err(_) => return CellState::Pending(Pending::New),
-        };
-        let status: StatusFile = match serde_json::from_slice(&bytes) {
-            Ok(s) => s,
-            Err(e) => return CellState::Pending(Pending::Corrupt(format!("status.json unreadable: {e}"))),
-        };
-        if let Some(want) = &status.config_sha256 {
-            if sha256_file(&dir.join("config.yaml")).as_deref() != Some(want.as_str()) {
-                return CellState::Pending(Pending::Corrupt(
-                    "config.yaml does not match its checksum".into(),
-                ));
-            }
-        }
-        match status.status {
-            Outcome::Failed => CellState::Failed(status),
-            Outcome::Done | Outcome::Diverged => {
-                let got = sha256_file(&dir.join("metrics.json"));
-                match (&status.metrics_sha256, got) {
-                    (Some(want), Some(got)) if *want == got => {
-                        if status.status == Outcome::Done {
-                            CellState::Done(status)
-                        } else {
-                            CellState::Diverged(status)
-                        }
-                    }
-                    (_, None) => CellState::Pending(Pending::Corrupt("metrics.json is missing".into())),
-                    _ => CellState::Pending(Pending::Corrupt(
-                        "metrics.json does not match its checksum".into(),
-                    )),
-                }
-            }
+        match CellRecord::read(&self.cell_dir(id)) {
+            CellRecord::New => CellState::Pending(Pending::New),
+            CellRecord::Interrupted => CellState::Pending(Pending::Interrupted),
+            CellRecord::Corrupt(why) => CellState::Pending(Pending::Corrupt(why)),
+            CellRecord::Finished(f) => match f.status.status {
+                Outcome::Done => CellState::Done(f.status),
+                Outcome::Diverged => CellState::Diverged(f.status),
+                Outcome::Failed => CellState::Failed(f.status),
+            },
         }
     }
 

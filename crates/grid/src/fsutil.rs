@@ -1,7 +1,6 @@
 //! Atomic file writes, checksums and small facts about this process.
 
 use anyhow::{Context, Result};
-use sha2::{Digest, Sha256};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
@@ -45,15 +44,8 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
-/// SHA-256 (hex) of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-/// SHA-256 (hex) of a file's content; None when it cannot be read.
-pub fn sha256_file(path: &Path) -> Option<String> {
-    fs::read(path).ok().map(|b| sha256_hex(&b))
-}
+/// SHA-256 helpers: one definition, shared with the report (`protoclr_formats`).
+pub use protoclr_formats::{sha256_file, sha256_hex};
 
 /// This machine's host name.
 pub fn hostname() -> String {
