@@ -13,6 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
+/// `--profile`: a plain name (it becomes part of file names in the results folder), checked with
+/// the rule experiment files use (`protoclr_formats::check_plain_name`).
+pub fn profile_name(s: &str) -> std::result::Result<String, String> {
+    protoclr_formats::check_plain_name("profile", s)
+        .map(|()| s.to_string())
+        .map_err(|e| e.to_string())
+}
+
 /// Where results and data are.
 #[derive(Args, Debug, Clone)]
 pub struct Folders {
@@ -31,7 +39,7 @@ pub enum GridCommand {
     Plan {
         /// Experiment file (experiments/*.yaml).
         file: PathBuf,
-        #[arg(long, default_value = "cpu")]
+        #[arg(long, default_value = "cpu", value_parser = profile_name)]
         profile: String,
         /// Workers the estimate assumes.
         #[arg(long, default_value_t = 1)]
@@ -42,7 +50,7 @@ pub enum GridCommand {
     /// Run the pending cells on local workers (rerun to resume after a stop or a crash).
     Run {
         file: PathBuf,
-        #[arg(long, default_value = "cpu")]
+        #[arg(long, default_value = "cpu", value_parser = profile_name)]
         profile: String,
         /// Cells trained at the same time.
         #[arg(long, default_value_t = 1)]
@@ -62,7 +70,7 @@ pub enum GridCommand {
     /// Run one cell (what a Slurm array task runs).
     RunCell {
         file: PathBuf,
-        #[arg(long, default_value = "cpu")]
+        #[arg(long, default_value = "cpu", value_parser = profile_name)]
         profile: String,
         /// Index into --list (a Slurm job's frozen list of pending cells), else into the
         /// experiment's cells in plan order.
@@ -83,7 +91,7 @@ pub enum GridCommand {
     Status {
         file: PathBuf,
         /// One profile (default: every profile of the file).
-        #[arg(long)]
+        #[arg(long, value_parser = profile_name)]
         profile: Option<String>,
         #[command(flatten)]
         folders: Folders,
@@ -92,7 +100,7 @@ pub enum GridCommand {
     Clean {
         file: PathBuf,
         /// One profile (default: every profile of the file).
-        #[arg(long)]
+        #[arg(long, value_parser = profile_name)]
         profile: Option<String>,
         /// Failed cells (entry and checkpoints).
         #[arg(long)]
@@ -112,7 +120,7 @@ pub enum GridCommand {
     /// Write an sbatch job-array script with one task per pending cell, and optionally submit it.
     Slurm {
         file: PathBuf,
-        #[arg(long, default_value = "cpu")]
+        #[arg(long, default_value = "cpu", value_parser = profile_name)]
         profile: String,
         #[arg(long)]
         partition: Option<String>,

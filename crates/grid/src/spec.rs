@@ -284,12 +284,9 @@ impl Experiment {
         let err = |segs: &[Seg], msg: String| at(path, &text, segs, msg);
         let mut includes = Vec::new();
 
-        if raw.name.trim().is_empty() || raw.name.contains(['/', '\\']) || raw.name.starts_with('.') {
-            return Err(err(
-                &["name".into()],
-                format!("`name` must be a plain file-name stem, got {:?}", raw.name),
-            ));
-        }
+        // Names become file names in the results folder: one rule for both (`protoclr_formats`).
+        protoclr_formats::check_plain_name("`name`", &raw.name)
+            .map_err(|e| err(&["name".into()], format!("{e}")))?;
 
         // Base layers.
         let mut base = Value::Mapping(Mapping::new());
@@ -317,6 +314,8 @@ impl Experiment {
         let mut profiles = Vec::new();
         for (name, map) in &raw.profiles.0 {
             let segs: Vec<Seg> = vec!["profiles".into(), name.as_str().into()];
+            protoclr_formats::check_plain_name("a profile name", name)
+                .map_err(|e| err(&segs, format!("{e}")))?;
             let mut overlay = Value::Mapping(Mapping::new());
             let mut rest = map.clone();
             if let Some(b) = rest.remove("base") {
@@ -642,5 +641,31 @@ report: {kind: table, title: T, rows: [label], metrics: [linear_top1]}
         );
         let msg = err_of(&OK.replace("metrics: [linear_top1]", "metrics: [top1]"));
         assert!(msg.starts_with("exp.yaml:13:") && msg.contains("top1"), "{msg}");
+    }
+
+    #[test]
+    fn names_that_would_leave_the_results_folder_are_refused() {
+        // Profile names become `results/<experiment>.<profile>.csv` and Slurm folder names.
+        for bad in ["/../../../escaped2", "../up", "a/b", ".hidden", "a\\b"] {
+            let text = OK.replace("  paper: {}", &format!("  paper: {{}}\n  {bad:?}: {{}}"));
+            let msg = err_of(&text);
+            // Located at the key where the locator finds it, else at `profiles`.
+            let at = if bad.contains('\\') {
+                "exp.yaml:4:1: "
+            } else {
+                "exp.yaml:7:3: "
+            };
+            assert!(
+                msg.starts_with(at) && msg.contains("profile name"),
+                "{bad}: {msg}"
+            );
+        }
+        let msg = err_of(&OK.replace("  paper: {}", "  paper: {}\n  \"debug\\necho INJECTED\": {}"));
+        assert!(msg.contains("control character"), "{msg}");
+        let msg = err_of(&OK.replace("name: t", "name: ../t"));
+        assert!(
+            msg.starts_with("exp.yaml:1:1: ") && msg.contains("`name`"),
+            "{msg}"
+        );
     }
 }
