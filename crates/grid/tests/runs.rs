@@ -536,3 +536,193 @@ fn slurm_job_freezes_the_pending_cells_and_tasks_run_them() {
     // Nothing pending: no job.
     assert!(write_job(&p, &results, &o).unwrap().is_none());
 }
+
+/// The arguments sbatch reads from a script's `#SBATCH` lines, tokenized as sbatch does
+/// (`_opt_batch_script` / `_get_argument` in Slurm's `src/sbatch/opt.c`): the first line is
+/// skipped, blank and comment lines are skipped, the first other line ends the options; in an
+/// `#SBATCH` line arguments are split at white space, `"…"` and `'…'` group, `\` escapes the next
+/// character, and an unquoted `#` starts a comment. Returns the arguments and the number of
+/// `#SBATCH` lines sbatch read.
+fn sbatch_args(script: &str) -> (Vec<String>, usize) {
+    let mut args = Vec::new();
+    let mut read = 0;
+    for line in script.lines().skip(1) {
+        let Some(rest) = line.strip_prefix("#SBATCH") else {
+            if line.trim().is_empty() || line.trim_start().starts_with('#') {
+                continue;
+            }
+            break;
+        };
+        read += 1;
+        let mut chars = rest.chars().peekable();
+        loop {
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                chars.next();
+            }
+            let (mut arg, mut quote, mut any) = (String::new(), None::<char>, false);
+            while let Some(&c) = chars.peek() {
+                if quote.is_none() && c.is_whitespace() {
+                    break;
+                }
+                chars.next();
+                match (c, quote) {
+                    ('\\', _) => arg.extend(chars.next()),
+                    (q, Some(open)) if q == open => quote = None,
+                    ('"' | '\'', None) => quote = Some(c),
+                    ('#', None) => {
+                        chars.by_ref().for_each(drop);
+                        break;
+                    }
+                    _ => arg.push(c),
+                }
+                any = true;
+            }
+            assert!(quote.is_none(), "unmatched quote in {line:?}");
+            if !any {
+                break;
+            }
+            if !arg.is_empty() {
+                args.push(arg);
+            }
+        }
+    }
+    (args, read)
+}
+
+#[test]
+fn slurm_script_quotes_every_value_for_its_reader_and_refuses_control_characters() {
+    use protoclr_grid::slurm::{write_job, SlurmOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("my dir");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = Fake::new(&dir);
+    let results = Results::new(dir.join("my results"));
+    std::fs::create_dir_all(&results.root).unwrap();
+    let results = Results::new(results.root.canonicalize().unwrap());
+    let e = write_exp(&dir, "sl", "grid:\n  x: [1, 2]\n");
+    let p = plan(&e, &fake);
+    // A stand-in protoclr binary that prints its arguments, one a line.
+    let echo = dir.join("print args.sh");
+    std::fs::write(&echo, "#!/bin/bash\nprintf '%s\\n' \"$@\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&echo, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let comment = r#"--comment=two words # not a comment, "quoted" \ back"#;
+    let o = SlurmOptions {
+        protoclr: echo.clone(),
+        file: e.clone(),
+        profile: "cpu".into(),
+        results: results.root.clone(),
+        data_root: Some(dir.join("data root")),
+        partition: Some("gpu".into()),
+        gpus: 0,
+        cpus: 2,
+        time: "01:00:00".into(),
+        mem: "1G".into(),
+        max_parallel: None,
+        retry_failed: false,
+        extra: vec!["--account=abc".into(), comment.into()],
+        device: Some("cuda:0".into()),
+    };
+    let job = write_job(&p, &results, &o).unwrap().unwrap();
+    let script = std::fs::read_to_string(&job.script).unwrap();
+    let (args, read) = sbatch_args(&script);
+    assert_eq!(
+        read,
+        script.lines().filter(|l| l.starts_with("#SBATCH")).count(),
+        "{script}"
+    );
+    let out = format!("--output={}/logs/%A_%a.out", job.dir.display());
+    assert!(out.contains("my results"));
+    for want in [
+        "--job-name=protoclr-sl-cpu",
+        "--array=0-1",
+        "--partition=gpu",
+        "--time=01:00:00",
+        "--mem=1G",
+        out.as_str(),
+        "--account=abc",
+        comment,
+    ] {
+        assert!(
+            args.iter().any(|a| a == want),
+            "{want:?} not in {args:?}\n{script}"
+        );
+    }
+    // The shell line, run by bash, passes each value as one word.
+    let run = Command::new("bash")
+        .arg(&job.script)
+        .env("SLURM_ARRAY_TASK_ID", "1")
+        .env("SLURM_CPUS_PER_TASK", "3")
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let words: Vec<String> = String::from_utf8(run.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let s = |p: &Path| p.display().to_string();
+    assert_eq!(
+        words,
+        [
+            "grid",
+            "run-cell",
+            &s(&e),
+            "--profile",
+            "cpu",
+            "--results",
+            &s(&results.root),
+            "--list",
+            &s(&job.list),
+            "--index",
+            "1",
+            "--cell-threads",
+            "3",
+            "--data-root",
+            &s(&dir.join("data root")),
+            "--device",
+            "cuda:0"
+        ]
+    );
+
+    // Injection attempts: refused naming the option, and no job folder is written.
+    std::fs::remove_dir_all(results.root.join("slurm")).unwrap();
+    let attempts: Vec<(SlurmOptions, &str)> = vec![
+        (
+            SlurmOptions {
+                partition: Some("debug\necho INJECTED".into()),
+                ..o.clone()
+            },
+            "--partition",
+        ),
+        (
+            SlurmOptions {
+                extra: vec!["--account=x\ntouch /tmp/protoclr-injected".into()],
+                ..o.clone()
+            },
+            "--sbatch-arg",
+        ),
+        (
+            SlurmOptions {
+                mem: "1G\r".into(),
+                ..o.clone()
+            },
+            "--mem",
+        ),
+        (
+            SlurmOptions {
+                data_root: Some(dir.join("a\nb")),
+                ..o.clone()
+            },
+            "--data-root",
+        ),
+    ];
+    for (bad, what) in attempts {
+        let err = format!("{:#}", write_job(&p, &results, &bad).unwrap_err());
+        assert!(
+            err.starts_with(what) && err.contains("control character"),
+            "{err}"
+        );
+        assert!(!results.root.join("slurm").exists());
+    }
+}
