@@ -49,8 +49,12 @@ pub struct ReportArgs {
     #[arg(long, default_value = "figures")]
     pub out: PathBuf,
     /// Profile of the index files to read (`results/<experiment>.<profile>.csv`).
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", value_parser = crate::grid_cmd::profile_name)]
     pub profile: String,
+    /// Draw figures and tables whose cells were trained by different numerics versions (refused
+    /// by default); their titles and notes then say "mixed numerics".
+    #[arg(long)]
+    pub allow_mixed_numerics: bool,
 }
 
 /// Runs `protoclr report`. `ntxent_deviation` is the measured max |balanced(1, 1) − NT-Xent|
@@ -60,6 +64,7 @@ pub fn run(args: ReportArgs, ntxent_deviation: f64) -> anyhow::Result<()> {
         results: args.results,
         out: args.out,
         profile: args.profile,
+        allow_mixed_numerics: args.allow_mixed_numerics,
     };
     let report = protoclr_report::run(args.what.into(), &opts, ntxent_deviation)?;
     for notice in &report.notices {

@@ -80,7 +80,7 @@ impl Fig3 {
             title,
             points,
             without_data,
-            exp.partial_tag(),
+            exp.title_tag(),
             (exp.with_metrics(), exp.total()),
         ))
     }

@@ -111,7 +111,7 @@ impl Heatmap {
             alphas,
             lambdas,
             cells: grid,
-            partial: exp.partial_tag(),
+            partial: exp.title_tag(),
             counts: (exp.with_metrics(), exp.total()),
             pooled_axes,
         })

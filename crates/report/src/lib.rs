@@ -14,8 +14,13 @@
 //! - [`stats`]: the statistics, each tested against known answers; [`style`]: the bundled font
 //!   (DejaVu Sans, registered with plotters' `ab_glyph` renderer) and colour maps.
 //!
-//! A figure whose cells are partly missing is drawn from what exists, its title says
-//! "partial: k of n cells", and `<figure>.notes.md` lists the missing cells.
+//! Only cells the grid would call done and intact are read (`status.json` and its checksums,
+//! [`protoclr_formats::CellRecord`]); a `metrics.json` with an impossible value is an error
+//! naming it. A figure whose cells are partly missing is drawn from what exists, its title says
+//! "partial: k of n cells", and `<figure>.notes.md` lists the missing cells. The notes and
+//! `claims.md` state the numerics versions and git commits of the cells; a figure or table whose
+//! cells span several numerics versions is refused unless [`Options::allow_mixed_numerics`], and
+//! then its title and notes say "mixed numerics".
 
 pub mod claims;
 pub mod fig3;
@@ -78,6 +83,29 @@ pub struct Options {
     pub out: PathBuf,
     /// Profile of the index files (`cpu`, `paper`).
     pub profile: String,
+    /// Draw a figure or table whose cells span several numerics versions (labelled "mixed
+    /// numerics"); by default it is refused ([`Experiment::check_numerics`]).
+    pub allow_mixed_numerics: bool,
+}
+
+impl Options {
+    /// Options with the defaults (mixed numerics refused).
+    pub fn new(results: impl Into<PathBuf>, out: impl Into<PathBuf>, profile: impl Into<String>) -> Self {
+        Self {
+            results: results.into(),
+            out: out.into(),
+            profile: profile.into(),
+            allow_mixed_numerics: false,
+        }
+    }
+}
+
+/// Loads an experiment for a figure, table or claim: its done and intact cells, refused when
+/// they mix numerics versions and `opts` does not allow it.
+pub fn load_experiment(opts: &Options, experiment: &str) -> Result<Experiment> {
+    let exp = Experiment::load(&opts.results, experiment, &opts.profile)?;
+    exp.check_numerics(opts.allow_mixed_numerics)?;
+    Ok(exp)
 }
 
 /// What a run wrote, and what it wants the user to know.
@@ -119,7 +147,7 @@ fn partial_notice(stem: &str, exp: &Experiment, out: &Path) -> Vec<String> {
 
 /// Fig. 3: `fig3.png`, `fig3.svg`, `fig3.notes.md`.
 pub fn build_fig3(opts: &Options) -> Result<Report> {
-    let exp = Experiment::load(&opts.results, FIG3, &opts.profile)?;
+    let exp = load_experiment(opts, FIG3)?;
     let fig = Fig3::from_experiment(&exp)?;
     let mut written = style::save(&fig, &opts.out, FIG3)?;
     let extra = if fig.without_data.is_empty() {
@@ -147,7 +175,7 @@ fn heatmap_title(experiment: &str) -> &'static str {
 
 /// Fig. 4 or Fig. 5 (`experiment` = `fig4` / `fig5`): PNG, SVG and notes.
 pub fn build_heatmap(opts: &Options, experiment: &str) -> Result<Report> {
-    let exp = Experiment::load(&opts.results, experiment, &opts.profile)?;
+    let exp = load_experiment(opts, experiment)?;
     let map = Heatmap::from_experiment(&exp, heatmap_title(experiment))?;
     let mut written = style::save(&map, &opts.out, experiment)?;
     let empty = map.empty_cells();
@@ -179,7 +207,7 @@ pub fn build_heatmap(opts: &Options, experiment: &str) -> Result<Report> {
 }
 
 fn build_table(opts: &Options, experiment: &str, title: &str) -> Result<Report> {
-    let exp = Experiment::load(&opts.results, experiment, &opts.profile)?;
+    let exp = load_experiment(opts, experiment)?;
     let stem = if experiment.starts_with("table_") {
         experiment.to_string()
     } else {
@@ -226,7 +254,7 @@ pub fn build_tables(opts: &Options) -> Result<Report> {
 /// Loads an experiment for the claims: a missing index is "no data" (`Ok(Err(why))`), any other
 /// problem is an error.
 fn load_for_claims(opts: &Options, experiment: &str) -> Result<std::result::Result<Experiment, String>> {
-    match Experiment::load(&opts.results, experiment, &opts.profile) {
+    match load_experiment(opts, experiment) {
         Ok(e) => Ok(Ok(e)),
         Err(e) => match e.downcast_ref::<MissingIndex>() {
             Some(m) => Ok(Err(format!("missing index {}", m.path.display()))),

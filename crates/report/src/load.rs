@@ -1,9 +1,18 @@
 //! Loading a results folder (docs/formats.md) into polars DataFrames, and aggregating over seeds.
 //!
 //! The per-experiment index `results/<experiment>.<profile>.csv` says which cells belong to the
-//! experiment and their axis values; each cell's own `results/cells/<id>/metrics.json` (found by
-//! walking `results/cells`) is the source of its metrics. A cell whose index row says `done` but
-//! whose metrics.json is absent falls back to the index's headline columns (noted as such).
+//! experiment and their axis values (a row repeated with the same cell id counts once; a repeat
+//! with different content is an error). The metrics come only from cells the grid would call done
+//! and intact — `status.json` says done and the checksums of `metrics.json` and `config.yaml`
+//! match, the one definition in [`protoclr_formats::CellRecord`] — never from the index's
+//! headline columns. Every other cell is listed as missing, with the reason. A `metrics.json`
+//! with an impossible value (an accuracy outside [0, 100], a negative bias, a non-finite number)
+//! is an error naming the file.
+//!
+//! Each cell's provenance (`numerics_version`, absent in old files: "unversioned"; `git_commit`)
+//! is kept: [`Experiment::provenance`] summarises it for the notes, and
+//! [`Experiment::check_numerics`] refuses an experiment whose cells span several numerics
+//! versions unless mixing is allowed explicitly.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -11,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use polars::prelude::*;
-use walkdir::WalkDir;
+use protoclr_formats::{check_plain_name, CellRecord, Finished, Outcome};
 
 use crate::stats::{t_quantile, Summary};
 
@@ -39,6 +48,20 @@ const FIXED_COLUMNS: [&str; 13] = [
 pub const CONFIG: &str = "config";
 /// Column of the loaded cell frame: whether the cell has usable metrics.
 pub const HAS_METRICS: &str = "has_metrics";
+/// Column of the loaded cell frame: the cell's numerics version as [`numerics_label`] writes it
+/// (empty for cells without metrics).
+pub const NUMERICS: &str = "numerics";
+/// Column of the loaded cell frame: the cell's `git_commit` (empty when unknown or no metrics).
+pub const GIT_COMMIT: &str = "git_commit";
+
+/// How a cell's numerics version is written: `v<N>`, or `unversioned` for a `metrics.json`
+/// written before the field existed.
+pub fn numerics_label(version: Option<u32>) -> String {
+    match version {
+        Some(v) => format!("v{v}"),
+        None => "unversioned".into(),
+    }
+}
 
 /// The index of an experiment is missing: nothing has been run (or the profile is wrong).
 #[derive(Debug, Clone)]
@@ -88,16 +111,89 @@ pub struct Experiment {
     pub index_path: PathBuf,
     /// Varied dotted keys, in index column order (e.g. `loss.alpha`).
     pub axes: Vec<String>,
-    /// One row per index row: `cell_id, status, label, seed, <axes…>, config, has_metrics,
-    /// <METRICS…>, source` (metrics null where absent; `source` is `metrics.json`, `index` or
-    /// empty).
+    /// One row per distinct cell of the index: `cell_id, status, label, seed, <axes…>, config,
+    /// has_metrics, <METRICS…>, source, numerics, git_commit` (metrics null where absent;
+    /// `source` is `metrics.json` or empty; `status` is the index's word, the cell folder decides
+    /// `has_metrics`).
     pub cells: DataFrame,
     pub missing: Vec<MissingCell>,
+    /// Numerics versions and commits of the cells with metrics.
+    pub provenance: Provenance,
+}
+
+/// Numerics versions and git commits of an experiment's cells with metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Provenance {
+    /// Numerics version (None: unversioned) → commit (`unknown` when absent) → cells.
+    pub versions: BTreeMap<Option<u32>, BTreeMap<String, usize>>,
+}
+
+impl Provenance {
+    fn add(&mut self, version: Option<u32>, commit: Option<&str>) {
+        let commit = commit.filter(|c| !c.is_empty()).unwrap_or("unknown");
+        *self
+            .versions
+            .entry(version)
+            .or_default()
+            .entry(commit.to_string())
+            .or_default() += 1;
+    }
+
+    /// Whether the cells span more than one numerics version (unversioned counts as one).
+    pub fn is_mixed(&self) -> bool {
+        self.versions.len() > 1
+    }
+
+    /// `v2 (24 cells), unversioned (3 cells)`, or `no cells` when empty.
+    pub fn versions_text(&self) -> String {
+        if self.versions.is_empty() {
+            return "no cells".into();
+        }
+        // Newest first; unversioned last.
+        self.versions
+            .iter()
+            .rev()
+            .map(|(v, commits)| {
+                format!(
+                    "{} ({} cells)",
+                    numerics_label(*v),
+                    commits.values().sum::<usize>()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Markdown lines: each numerics version with its cells and commits (12 hex digits).
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        if self.is_mixed() {
+            s.push_str(&format!(
+                "  - **mixed numerics**: these cells were trained by {} numerics versions\n",
+                self.versions.len()
+            ));
+        }
+        for (v, commits) in self.versions.iter().rev() {
+            let n: usize = commits.values().sum();
+            let list: Vec<String> = commits
+                .iter()
+                .map(|(c, k)| format!("`{}` ({k})", &c[..c.len().min(12)]))
+                .collect();
+            s.push_str(&format!(
+                "  - numerics {}: {n} cells; commits {}\n",
+                numerics_label(*v),
+                list.join(", ")
+            ));
+        }
+        s
+    }
 }
 
 impl Experiment {
-    /// Reads `results/<name>.<profile>.csv` and the metrics of its cells.
+    /// Reads `results/<name>.<profile>.csv` and the metrics of its done and intact cells.
     pub fn load(results: &Path, name: &str, profile: &str) -> Result<Self> {
+        check_plain_name("experiment name", name)?;
+        check_plain_name("profile", profile)?;
         let path = index_path(results, name, profile);
         if !path.is_file() {
             return Err(MissingIndex {
@@ -107,10 +203,39 @@ impl Experiment {
             }
             .into());
         }
-        let index = read_index(&path)?;
-        let metric_files = find_metric_files(&results.join("cells"))?;
-        build(name, profile, &path, &index, &metric_files)
+        let index = dedup_rows(&path, read_index(&path)?)?;
+        build(name, profile, &path, &index, &results.join("cells"))
             .with_context(|| format!("reading {}", path.display()))
+    }
+
+    /// Refuses (an error naming the index) an experiment whose cells with metrics span more
+    /// than one numerics version, unless `allow_mixed`; then the figure's title says "mixed
+    /// numerics" ([`Experiment::title_tag`]) and its notes list the versions.
+    pub fn check_numerics(&self, allow_mixed: bool) -> Result<()> {
+        if self.provenance.is_mixed() && !allow_mixed {
+            bail!(
+                "{}: the cells of `{}` (profile {}) were trained by different numerics versions: {}. \
+                 A figure or table mixes them only with --allow-mixed-numerics (it is then labelled \
+                 \"mixed numerics\"); or retrain the old cells with one binary",
+                self.index_path.display(),
+                self.name,
+                self.profile,
+                self.provenance.versions_text()
+            );
+        }
+        Ok(())
+    }
+
+    /// What a figure or table title adds: "partial: k of n cells" and/or "mixed numerics: …".
+    pub fn title_tag(&self) -> Option<String> {
+        let mixed = self
+            .provenance
+            .is_mixed()
+            .then(|| format!("mixed numerics: {}", self.provenance.versions_text()));
+        match (self.partial_tag(), mixed) {
+            (Some(p), Some(m)) => Some(format!("{p}; {m}")),
+            (p, m) => p.or(m),
+        }
     }
 
     /// Number of cells in the index.
@@ -152,6 +277,7 @@ impl Experiment {
                 format!(" (**{}**)", self.partial_tag().unwrap_or_default())
             }
         );
+        s.push_str(&self.provenance.markdown());
         for m in &self.missing {
             let seed = m.seed.map(|v| v.to_string()).unwrap_or_else(|| "?".into());
             s.push_str(&format!(
@@ -195,38 +321,115 @@ pub fn read_index(path: &Path) -> Result<DataFrame> {
     Ok(df)
 }
 
-/// `cell id → results/cells/<id>/metrics.json`, walking `cells_dir` (absent folder: empty map).
-pub fn find_metric_files(cells_dir: &Path) -> Result<HashMap<String, PathBuf>> {
-    let mut out = HashMap::new();
-    if !cells_dir.is_dir() {
-        return Ok(out);
-    }
-    for entry in WalkDir::new(cells_dir).min_depth(2).max_depth(2) {
-        let entry = entry.with_context(|| format!("walking {}", cells_dir.display()))?;
-        if entry.file_type().is_file() && entry.file_name() == "metrics.json" {
-            if let Some(id) = entry
-                .path()
-                .parent()
-                .and_then(|p| p.file_name())
-                .and_then(|s| s.to_str())
-            {
-                out.insert(id.to_string(), entry.path().to_path_buf());
+/// Checks every row's cell id (a plain name: it names a folder under `cells/`) and drops rows
+/// that repeat an earlier row's cell id with the same content (a cell counts once); a repeat
+/// with different content is an error naming the index file and both lines.
+/// Line numbers assume no field spans lines (the grid never writes one that does).
+pub fn dedup_rows(path: &Path, df: DataFrame) -> Result<DataFrame> {
+    let names: Vec<String> = df.get_column_names().iter().map(|s| s.to_string()).collect();
+    let cols: Vec<Vec<Option<&str>>> = names.iter().map(|n| str_col(&df, n)).collect::<Result<_>>()?;
+    let id_col = names
+        .iter()
+        .position(|n| n == "cell_id")
+        .expect("checked by read_index");
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    let mut keep = Vec::with_capacity(df.height());
+    for i in 0..df.height() {
+        let id = cols[id_col][i].unwrap_or("");
+        // Cell ids name folders: an id that is not a plain name would leave `cells/`.
+        check_plain_name("cell_id", id).with_context(|| format!("{}: line {}", path.display(), i + 2))?;
+        match first.get(id) {
+            None => {
+                first.insert(id, i);
+                keep.push(true);
+            }
+            Some(&j) => {
+                if let Some(c) = (0..names.len()).find(|&c| cols[c][i] != cols[c][j]) {
+                    bail!(
+                        "{}: line {}: cell {} is also on line {} with a different `{}` ({:?} vs {:?}); \
+                         an index lists each cell once (rewrite it with `protoclr grid status`)",
+                        path.display(),
+                        i + 2,
+                        short_id(id),
+                        j + 2,
+                        names[c],
+                        cols[c][i].unwrap_or(""),
+                        cols[c][j].unwrap_or("")
+                    );
+                }
+                keep.push(false);
             }
         }
     }
-    Ok(out)
+    let mask = BooleanChunked::from_slice("keep".into(), &keep);
+    Ok(df.filter(&mask)?)
 }
 
 /// Metrics of one cell, or why there are none.
 enum CellMetrics {
-    Values(BTreeMap<&'static str, Option<f64>>, &'static str),
+    Values(CellValues),
     Missing(String),
 }
 
-fn read_metrics_json(path: &Path) -> Result<CellMetrics> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+/// What the report takes from a done and intact cell's `metrics.json`.
+struct CellValues {
+    metrics: BTreeMap<&'static str, Option<f64>>,
+    numerics_version: Option<u32>,
+    git_commit: Option<String>,
+}
+
+/// A number as an error message writes it (no 300-digit expansions of 1e300).
+fn show_num(x: f64) -> String {
+    if x != 0.0 && !(1e-4..1e6).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// Keys of `eval` (and `reference`) holding accuracies in percent: every `*_top1`/`*_top5`
+/// (test and validation, linear and kNN) and the long-tail per-group accuracies.
+fn is_accuracy_key(k: &str) -> bool {
+    k.ends_with("_top1")
+        || k.ends_with("_top5")
+        || matches!(k, "linear_many" | "linear_medium" | "linear_few")
+}
+
+/// Checks the values of an `eval`-shaped object: numbers finite, accuracies in [0, 100], the
+/// L2 bias and its interval non-negative. `at` is `eval` or `reference`.
+fn check_eval(path: &Path, at: &str, eval: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
+    for (k, v) in eval {
+        let nums: Vec<f64> = match v {
+            serde_json::Value::Number(n) => n.as_f64().into_iter().collect(),
+            serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_f64()).collect(),
+            _ => Vec::new(),
+        };
+        for x in nums {
+            let bad = if !x.is_finite() {
+                Some("not a finite number")
+            } else if is_accuracy_key(k) && !(0.0..=100.0).contains(&x) {
+                Some("outside [0, 100] (an accuracy in percent)")
+            } else if k.starts_with("bias_l2") && x < 0.0 {
+                Some("negative (a distance)")
+            } else {
+                None
+            };
+            if let Some(why) = bad {
+                bail!(
+                    "{}: `{at}.{k}` is {}: {why}; this metrics.json is not a possible result",
+                    path.display(),
+                    show_num(x)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses the checked bytes of a cell's `metrics.json` (`path` names it in errors).
+fn read_metrics_json(path: &Path, bytes: &[u8]) -> Result<CellMetrics> {
     let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        serde_json::from_slice(bytes).with_context(|| format!("parsing {}", path.display()))?;
     let status = v.get("status").and_then(|s| s.as_str()).unwrap_or("");
     if status != "completed" {
         let why = match v.get("diverged").and_then(|d| d.as_object()) {
@@ -242,6 +445,20 @@ fn read_metrics_json(path: &Path) -> Result<CellMetrics> {
     let Some(eval) = v.get("eval").and_then(|e| e.as_object()) else {
         return Ok(CellMetrics::Missing("metrics.json has no eval".into()));
     };
+    check_eval(path, "eval", eval)?;
+    if let Some(r) = v.get("reference").and_then(|e| e.as_object()) {
+        check_eval(path, "reference", r)?;
+    }
+    let numerics_version = match v.get("numerics_version") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(n) => Some(n.as_u64().and_then(|n| u32::try_from(n).ok()).with_context(|| {
+            format!(
+                "{}: `numerics_version` is {n}, not a version number",
+                path.display()
+            )
+        })?),
+    };
+    let git_commit = v.get("git_commit").and_then(|c| c.as_str()).map(str::to_string);
     let mut m = BTreeMap::new();
     for k in METRICS {
         m.insert(k, eval.get(k).and_then(|x| x.as_f64()));
@@ -251,7 +468,31 @@ fn read_metrics_json(path: &Path) -> Result<CellMetrics> {
             "metrics.json eval has no linear_top1".into(),
         ));
     }
-    Ok(CellMetrics::Values(m, "metrics.json"))
+    Ok(CellMetrics::Values(CellValues {
+        metrics: m,
+        numerics_version,
+        git_commit,
+    }))
+}
+
+/// The metrics of the cell folder `dir` when the grid would call it done and intact
+/// ([`CellRecord::read`]), else why not.
+fn read_cell(dir: &Path) -> Result<CellMetrics> {
+    let path = dir.join("metrics.json");
+    Ok(match CellRecord::read(dir) {
+        CellRecord::Finished(Finished {
+            status,
+            metrics: Some(bytes),
+        }) => match status.status {
+            Outcome::Done => read_metrics_json(&path, &bytes)?,
+            // Diverged: say where, from the (checked) metrics.json.
+            _ => match read_metrics_json(&path, &bytes) {
+                Ok(CellMetrics::Missing(why)) => CellMetrics::Missing(why),
+                _ => CellMetrics::Missing(status.status.as_str().into()),
+            },
+        },
+        other => CellMetrics::Missing(other.why_not_done()),
+    })
 }
 
 fn str_col<'a>(df: &'a DataFrame, name: &str) -> Result<Vec<Option<&'a str>>> {
@@ -265,13 +506,7 @@ fn parse_opt_f64(s: Option<&str>) -> Option<f64> {
         .filter(|v| v.is_finite())
 }
 
-fn build(
-    name: &str,
-    profile: &str,
-    path: &Path,
-    index: &DataFrame,
-    metric_files: &HashMap<String, PathBuf>,
-) -> Result<Experiment> {
+fn build(name: &str, profile: &str, path: &Path, index: &DataFrame, cells_dir: &Path) -> Result<Experiment> {
     let names: Vec<String> = index.get_column_names().iter().map(|s| s.to_string()).collect();
     let axes: Vec<String> = names
         .iter()
@@ -290,29 +525,17 @@ fn build(
         .map(|s| s.and_then(|s| s.trim().parse().ok()))
         .collect();
     let axis_vals: Vec<Vec<Option<&str>>> = axes.iter().map(|a| str_col(index, a)).collect::<Result<_>>()?;
-    let index_metrics: BTreeMap<&str, Vec<Option<f64>>> = METRICS
-        .iter()
-        .map(|&m| {
-            let v = if names.iter().any(|c| c == m) {
-                str_col(index, m)?.into_iter().map(parse_opt_f64).collect()
-            } else {
-                vec![None; n]
-            };
-            Ok((m, v))
-        })
-        .collect::<Result<_>>()?;
-
     let mut configs = Vec::with_capacity(n);
     let mut has = Vec::with_capacity(n);
     let mut source = Vec::with_capacity(n);
+    let mut numerics: Vec<String> = Vec::with_capacity(n);
+    let mut commits: Vec<String> = Vec::with_capacity(n);
+    let mut provenance = Provenance::default();
     let mut metric_cols: BTreeMap<&str, Vec<Option<f64>>> =
         METRICS.iter().map(|&m| (m, Vec::with_capacity(n))).collect();
     let mut missing = Vec::new();
     for i in 0..n {
         let id = ids[i].unwrap_or("").to_string();
-        if id.is_empty() {
-            bail!("row {} of {} has an empty cell_id", i + 2, path.display());
-        }
         let label = labels[i].unwrap_or("").trim();
         let config = if !label.is_empty() {
             label.to_string()
@@ -325,30 +548,22 @@ fn build(
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let st = status[i].unwrap_or("").trim();
-        let got = match metric_files.get(&id) {
-            Some(p) => read_metrics_json(p)?,
-            None if st == "done" && index_metrics["linear_top1"][i].is_some() => CellMetrics::Values(
-                METRICS.iter().map(|&m| (m, index_metrics[m][i])).collect(),
-                "index",
-            ),
-            None => CellMetrics::Missing(if st.is_empty() {
-                "no status".into()
-            } else {
-                st.to_string()
-            }),
-        };
-        match got {
-            CellMetrics::Values(m, src) => {
+        match read_cell(&cells_dir.join(&id))? {
+            CellMetrics::Values(v) => {
                 has.push(true);
-                source.push(src);
+                source.push("metrics.json");
                 for k in METRICS {
-                    metric_cols.get_mut(k).expect("metric").push(m[k]);
+                    metric_cols.get_mut(k).expect("metric").push(v.metrics[k]);
                 }
+                provenance.add(v.numerics_version, v.git_commit.as_deref());
+                numerics.push(numerics_label(v.numerics_version));
+                commits.push(v.git_commit.unwrap_or_default());
             }
             CellMetrics::Missing(reason) => {
                 has.push(false);
                 source.push("");
+                numerics.push(String::new());
+                commits.push(String::new());
                 for k in METRICS {
                     metric_cols.get_mut(k).expect("metric").push(None);
                 }
@@ -384,6 +599,8 @@ fn build(
         cols.push(Column::new(k.into(), metric_cols.remove(k).expect("metric")));
     }
     cols.push(Column::new("source".into(), source));
+    cols.push(Column::new(NUMERICS.into(), numerics));
+    cols.push(Column::new(GIT_COMMIT.into(), commits));
     let cells = DataFrame::new_infer_height(cols)?;
     Ok(Experiment {
         name: name.into(),
@@ -392,6 +609,7 @@ fn build(
         axes,
         cells,
         missing,
+        provenance,
     })
 }
 

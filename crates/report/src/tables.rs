@@ -120,7 +120,7 @@ impl Table {
             stem: stem.into(),
             title: format!("{title} ({}, profile {})", exp.name, exp.profile),
             rows,
-            partial: exp.partial_tag(),
+            partial: exp.title_tag(),
         })
     }
 

@@ -15,11 +15,7 @@ use protoclr_report::{run, Options, Target};
 const PROFILE: &str = "cpu";
 
 fn opts(root: &Path) -> Options {
-    Options {
-        results: root.join("results"),
-        out: root.join("figures"),
-        profile: PROFILE.into(),
-    }
+    Options::new(root.join("results"), root.join("figures"), PROFILE)
 }
 
 fn write_fig3(results: &Path, points: &[(&str, &str, f64, f64)]) {
@@ -105,12 +101,12 @@ fn aggregates_over_seeds() {
 }
 
 #[test]
-fn metrics_json_is_preferred_and_index_is_the_fallback() {
+fn metrics_come_from_intact_cell_folders_never_from_the_index() {
     let dir = tempfile::tempdir().unwrap();
     let results = dir.path().join("results");
     let mut cells = fig3_cells(&fig3_monotone()[..2]);
     // Cell 0: index says 999 but metrics.json says the real number → metrics.json wins.
-    // Cell 1: no metrics.json → index values used.
+    // Cell 1: no metrics.json (the index row says done, with numbers) → missing.
     cells[1].write_json = false;
     write_experiment(&results, "fig3", PROFILE, &["augment.ops"], &cells);
     let idx = results.join("fig3.cpu.csv");
@@ -128,17 +124,10 @@ fn metrics_json_is_preferred_and_index_is_the_fallback() {
         .iter()
         .collect();
     assert_eq!(lin[0], Some(64.0));
-    assert_eq!(lin[1], Some(65.0));
-    let src: Vec<&str> = exp
-        .cells
-        .column("source")
-        .unwrap()
-        .str()
-        .unwrap()
-        .iter()
-        .flatten()
-        .collect();
-    assert_eq!(&src[..2], &["metrics.json", "index"]);
+    assert_eq!(lin[1], None);
+    assert_eq!(exp.missing.len(), 1);
+    assert_eq!(exp.missing[0].cell_id, cells[1].id);
+    assert!(exp.missing[0].reason.contains("pending"), "{:?}", exp.missing);
 }
 
 #[test]

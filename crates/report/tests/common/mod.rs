@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use protoclr_formats::{sha256_file, Outcome, StatusFile};
 use serde_json::json;
 
 /// One cell of an index.
@@ -101,9 +102,60 @@ pub fn write_experiment(results: &Path, experiment: &str, profile: &str, axes: &
                 serde_json::to_string_pretty(&m).unwrap(),
             )
             .unwrap();
+            let outcome = if c.status == "diverged" {
+                Outcome::Diverged
+            } else {
+                Outcome::Done
+            };
+            seal(&dir, outcome);
+        } else if c.status == "failed" {
+            seal(&dir, Outcome::Failed);
         }
     }
     std::fs::write(results.join(format!("{experiment}.{profile}.csv")), csv).unwrap();
+}
+
+/// Records a cell folder's outcome as the grid does: writes `config.yaml` if absent, then
+/// `status.json` with the checksums of the files as they are now.
+pub fn seal(dir: &Path, outcome: Outcome) {
+    if !dir.join("config.yaml").exists() {
+        std::fs::write(dir.join("config.yaml"), "seed: 0\n").unwrap();
+    }
+    let status = StatusFile {
+        status: outcome,
+        metrics_sha256: match outcome {
+            Outcome::Failed => None,
+            _ => sha256_file(&dir.join("metrics.json")),
+        },
+        config_sha256: sha256_file(&dir.join("config.yaml")),
+        cell_format_version: 1,
+        exit_code: Some(if outcome == Outcome::Failed { 1 } else { 0 }),
+        signal: None,
+        error: None,
+        runner_wall_s: Some(1.0),
+        finished_unix: 0,
+        host: "test".into(),
+    };
+    std::fs::write(
+        dir.join("status.json"),
+        serde_json::to_vec_pretty(&status).unwrap(),
+    )
+    .unwrap();
+}
+
+/// Edits `results/cells/<id>/metrics.json` with `f`; with `reseal` the status file is rewritten
+/// to match (the cell stays intact), else the edit is a corruption the checksum catches.
+pub fn edit_metrics(results: &Path, id: &str, reseal: bool, f: impl FnOnce(&mut serde_json::Value)) {
+    let dir = results.join("cells").join(id);
+    let path = dir.join("metrics.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    if reseal {
+        let st: StatusFile =
+            serde_json::from_slice(&std::fs::read(dir.join("status.json")).unwrap()).unwrap();
+        seal(&dir, st.status);
+    }
 }
 
 /// A fake 64-hex-digit cell id from a name.
