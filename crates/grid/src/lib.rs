@@ -59,6 +59,7 @@
 //! rerun resumes mid-cell.
 
 pub mod cache;
+pub mod confirm;
 pub mod display;
 pub mod expand;
 pub mod fsutil;
@@ -75,7 +76,7 @@ use std::path::Path;
 use std::process::Command;
 
 pub use cache::{CellState, Results};
-pub use plan::{Cell, Plan};
+pub use plan::{Arm, Cell, Plan, Stage};
 pub use runner::{RunOptions, RunSummary};
 
 /// Bumped whenever the meaning of a resolved config changes (training semantics, metrics), so
