@@ -598,6 +598,323 @@ pub fn waiting_line(plan: &Plan, unfinished: usize, failed: usize, stale: Option
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::{Outcome, StatusFile};
+    use crate::spec::Experiment;
+
+    /// Resolution is the identity; one dataset.
+    struct Ident;
+
+    impl Backend for Ident {
+        fn resolve(&self, partial: Value, _origin: &str) -> Result<Value> {
+            Ok(partial)
+        }
+        fn fingerprint(&self, _resolved: &Value) -> Result<String> {
+            Ok("fp".into())
+        }
+        fn train_command(&self, _c: &Path, _k: &Path, _t: usize) -> std::process::Command {
+            std::process::Command::new("false")
+        }
+    }
+
+    const TEXT: &str = "\
+name: t
+description: test
+profiles: {cpu: {}, paper: {}}
+grid:
+  a: [0.5, 1, 1.5]
+  l: [0.5, 1]
+seeds: [0, 1]
+report: {kind: heatmap, title: T, x: a, y: l, value: linear_top1}
+confirm:
+  select:
+    metric: val_linear_top1
+  reference: {a: 1, l: 1}
+  seeds: [10, 11, 12]
+";
+
+    fn plan_of(text: &str) -> Plan {
+        let e = Experiment::parse(Path::new("e.yaml"), text.to_string()).unwrap();
+        Plan::build(&e, "cpu", &Ident).unwrap()
+    }
+
+    /// Records a finished cell with `eval` (None: diverged).
+    fn finish(r: &Results, cell: &Cell, eval: Option<serde_json::Value>) {
+        let dir = r.cell_dir(&cell.id);
+        atomic_write(&dir.join("config.yaml"), b"x: 1\n").unwrap();
+        let (status, outcome) = match &eval {
+            Some(_) => ("completed", Outcome::Done),
+            None => ("diverged", Outcome::Diverged),
+        };
+        let m = serde_json::json!({"status": status, "eval": eval});
+        atomic_write(&dir.join("metrics.json"), m.to_string().as_bytes()).unwrap();
+        let st = StatusFile {
+            status: outcome,
+            metrics_sha256: None,
+            config_sha256: None,
+            cell_format_version: 0,
+            exit_code: Some(0),
+            signal: None,
+            error: None,
+            runner_wall_s: None,
+            finished_unix: 0,
+            host: String::new(),
+        };
+        r.write_status(&cell.id, st).unwrap();
+    }
+
+    fn val(a: f64, l: f64, seed: u64) -> f64 {
+        // 60 + 5a, + 2 when l < 1, ± 0.5 by seed: (1.5, 0.5) is the best, mean 69.5.
+        let base = 60.0 + 5.0 * a + if l < 1.0 { 2.0 } else { 0.0 };
+        base + if seed == 0 { 0.5 } else { -0.5 }
+    }
+
+    fn finish_grid(r: &Results, plan: &Plan, f: impl Fn(f64, f64, u64) -> Option<f64>) {
+        for c in &plan.cells {
+            let num = |k: &str| {
+                crate::value::get_dotted(&c.spec.partial, k)
+                    .and_then(Value::as_f64)
+                    .unwrap()
+            };
+            let v = f(num("a"), num("l"), c.spec.seed.unwrap());
+            let eval = v.map(|v| serde_json::json!({"val_linear_top1": v, "linear_top1": v - 1.0}));
+            finish(r, c, eval);
+        }
+    }
+
+    #[test]
+    fn selects_the_best_mean_and_never_the_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Results::new(dir.path());
+        // The reference is by far the best on the grid: it must not be selected.
+        let plan = plan_of(TEXT);
+        finish_grid(&r, &plan, |a, l, s| {
+            Some(if a == 1.0 && l == 1.0 { 99.0 } else { val(a, l, s) })
+        });
+        let sel = select(&plan, &r, plan.experiment.confirm.as_ref().unwrap()).unwrap();
+        assert_eq!(sel.candidate.describe, "a=1.5 l=0.5");
+        assert_eq!(sel.candidate.mean, Some(69.5));
+        assert_eq!(sel.reference.describe, "a=1 l=1");
+        assert_eq!(sel.reference.mean, Some(99.0));
+        assert_eq!(sel.ranking.len(), 5);
+        let means: Vec<f64> = sel.ranking.iter().map(|c| c.mean.unwrap()).collect();
+        assert!(means.windows(2).all(|w| w[0] >= w[1]), "{means:?}");
+        assert_eq!(sel.candidate.cells.len(), 2);
+        assert_eq!(sel.candidate.cells[0].value, Some(70.0));
+        assert_eq!(sel.grid_cells.len(), 12);
+        // Lower is better.
+        let min = plan_of(&TEXT.replace(
+            "metric: val_linear_top1",
+            "metric: val_linear_top1\n    maximize: false",
+        ));
+        let sel = select(&min, &r, min.experiment.confirm.as_ref().unwrap()).unwrap();
+        assert_eq!(sel.candidate.describe, "a=0.5 l=1");
+    }
+
+    #[test]
+    fn ties_exclusions_and_divergence() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Results::new(dir.path());
+        let text = TEXT.replace(
+            "    metric: val_linear_top1\n",
+            "    metric: val_linear_top1\n    exclude:\n      - {a: 1.5, l: 0.5}\n",
+        );
+        let plan = plan_of(&text);
+        // Every configuration ties at 50 except the excluded one (90) and a diverged one (95 on
+        // seed 0, diverged on seed 1).
+        finish_grid(&r, &plan, |a, l, s| match (a, l, s) {
+            (1.5, 0.5, _) => Some(90.0),
+            (1.5, 1.0, 0) => Some(95.0),
+            (1.5, 1.0, _) => None,
+            _ => Some(50.0),
+        });
+        let sel = select(&plan, &r, plan.experiment.confirm.as_ref().unwrap()).unwrap();
+        // The first configuration in expansion order wins the tie.
+        assert_eq!(sel.candidate.describe, "a=0.5 l=0.5");
+        assert_eq!(sel.ranking.len(), 3);
+        let why: Vec<(&str, &str)> = sel
+            .ineligible
+            .iter()
+            .map(|c| (c.describe.as_str(), c.why.as_deref().unwrap()))
+            .collect();
+        assert_eq!(why.len(), 2);
+        assert_eq!(
+            why[0],
+            ("a=1.5 l=0.5", "excluded by `confirm.select.exclude` entry 0")
+        );
+        assert!(
+            why[1].0 == "a=1.5 l=1" && why[1].1.starts_with("diverged on seed 1"),
+            "{why:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_metric_is_a_located_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Results::new(dir.path());
+        let plan = plan_of(TEXT);
+        finish_grid(&r, &plan, |a, l, s| Some(val(a, l, s)));
+        let victim = &plan.cells[3];
+        finish(&r, victim, Some(serde_json::json!({"linear_top1": 50.0})));
+        let err = format!(
+            "{:#}",
+            select(&plan, &r, plan.experiment.confirm.as_ref().unwrap()).unwrap_err()
+        );
+        assert!(err.starts_with("e.yaml:11:5: "), "{err}");
+        assert!(
+            err.contains(&victim.id) && err.contains("eval.val_linear_top1"),
+            "{err}"
+        );
+        // An unfinished cell is an error too (stage() checks first and waits instead).
+        std::fs::remove_dir_all(r.cell_dir(&victim.id)).unwrap();
+        let err = format!(
+            "{:#}",
+            select(&plan, &r, plan.experiment.confirm.as_ref().unwrap()).unwrap_err()
+        );
+        assert!(err.contains("is pending"), "{err}");
+    }
+
+    #[test]
+    fn the_reference_and_exclusions_must_name_configurations() {
+        let build = |t: &str| {
+            let e = Experiment::parse(Path::new("e.yaml"), t.to_string()).unwrap();
+            format!("{:#}", Plan::build(&e, "cpu", &Ident).unwrap_err())
+        };
+        let err = build(&TEXT.replace("reference: {a: 1, l: 1}", "reference: {a: 2, l: 1}"));
+        assert!(
+            err.starts_with("e.yaml:12:3: ") && err.contains("matches no configuration"),
+            "{err}"
+        );
+        let err = build(&TEXT.replace("reference: {a: 1, l: 1}", "reference: {a: 1}"));
+        assert!(
+            err.starts_with("e.yaml:12:3: ") && err.contains("matches 2 configurations"),
+            "{err}"
+        );
+        let err = build(&TEXT.replace(
+            "    metric: val_linear_top1\n",
+            "    metric: val_linear_top1\n    exclude:\n      - {a: 7}\n",
+        ));
+        assert!(
+            err.starts_with("e.yaml:13:7: ") && err.contains("matches no configuration"),
+            "{err}"
+        );
+        let err = build(&TEXT.replace(
+            "    metric: val_linear_top1\n",
+            "    metric: val_linear_top1\n    exclude:\n      - {l: 0.5}\n      - {a: 0.5}\n      - {a: 1.5}\n",
+        ));
+        assert!(err.contains("no configuration is left"), "{err}");
+    }
+
+    #[test]
+    fn the_stage_appears_once_the_grid_is_finished_and_its_selection_is_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Results::new(dir.path());
+        let plan = plan_of(TEXT);
+        let path = r.selection_path("t", "cpu");
+        // Part of the grid finished: the stage waits and writes nothing.
+        for c in &plan.cells[..5] {
+            finish(&r, c, Some(serde_json::json!({"val_linear_top1": 1.0})));
+        }
+        match stage(&plan, &r, &Ident, true).unwrap().unwrap() {
+            StageState::Waiting {
+                unfinished, failed, ..
+            } => assert_eq!((unfinished, failed), (7, 0)),
+            other => panic!("{other:?}"),
+        }
+        assert!(!path.exists());
+        finish_grid(&r, &plan, |a, l, s| Some(val(a, l, s)));
+        // `grid plan` (write = false) shows the stage without writing the file.
+        assert!(matches!(
+            stage(&plan, &r, &Ident, false).unwrap().unwrap(),
+            StageState::Ready { made: Made::New, .. }
+        ));
+        assert!(!path.exists());
+        let StageState::Ready { plan: cp, made, .. } = stage(&plan, &r, &Ident, true).unwrap().unwrap()
+        else {
+            panic!("not ready")
+        };
+        assert_eq!(made, Made::New);
+        assert!(path.exists());
+        assert_eq!(cp.stage, Stage::Confirm);
+        // Seed-major pairs, numbered after the grid's cells, only the seed differs from the grid.
+        let arms: Vec<(Option<Arm>, Option<u64>, usize)> =
+            cp.cells.iter().map(|c| (c.arm, c.spec.seed, c.index)).collect();
+        assert_eq!(
+            arms,
+            vec![
+                (Some(Arm::Candidate), Some(10), 12),
+                (Some(Arm::Reference), Some(10), 13),
+                (Some(Arm::Candidate), Some(11), 14),
+                (Some(Arm::Reference), Some(11), 15),
+                (Some(Arm::Candidate), Some(12), 16),
+                (Some(Arm::Reference), Some(12), 17),
+            ]
+        );
+        let grid_twin = plan
+            .cells
+            .iter()
+            .find(|c| c.spec.assignments == cp.cells[0].spec.assignments)
+            .unwrap();
+        let mut twin = grid_twin.spec.partial.clone();
+        crate::value::set_dotted(&mut twin, "seed", Value::Number(10.into())).unwrap();
+        assert_eq!(cp.cells[0].spec.partial, twin);
+        assert!(cp.cells.iter().all(|c| !plan.cells.iter().any(|g| g.id == c.id)));
+
+        // Reused as written, even when a grid metric changes afterwards.
+        let before = std::fs::read(&path).unwrap();
+        finish(&r, grid_twin, Some(serde_json::json!({"val_linear_top1": 0.0})));
+        let StageState::Ready {
+            plan: again, made, ..
+        } = stage(&plan, &r, &Ident, true).unwrap().unwrap()
+        else {
+            panic!("not ready")
+        };
+        assert_eq!(made, Made::Reused);
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert_eq!(cell_ids(&again), cell_ids(&cp));
+
+        // Another grid (a new value of `l`): the selection is stale; the stage waits for the new
+        // cells, then selects again and replaces the file.
+        let bigger = plan_of(&TEXT.replace("l: [0.5, 1]", "l: [0.5, 1, 2]"));
+        match stage(&bigger, &r, &Ident, true).unwrap().unwrap() {
+            StageState::Waiting {
+                unfinished, stale, ..
+            } => {
+                assert_eq!(unfinished, 6);
+                assert!(stale.unwrap().contains("other grid cells"));
+            }
+            other => panic!("{other:?}"),
+        }
+        finish_grid(&r, &bigger, |a, l, s| {
+            Some(val(a, l, s) + if l == 2.0 { 10.0 } else { 0.0 })
+        });
+        let StageState::Ready { selection, made, .. } = stage(&bigger, &r, &Ident, true).unwrap().unwrap()
+        else {
+            panic!("not ready")
+        };
+        assert!(matches!(made, Made::Replaced(_)), "{made:?}");
+        assert_eq!(selection.candidate.describe, "a=1.5 l=2");
+        assert_eq!(read_selection(&path).unwrap().unwrap(), *selection);
+        // A changed rule is stale too.
+        let other_rule = plan_of(
+            &TEXT
+                .replace("l: [0.5, 1]", "l: [0.5, 1, 2]")
+                .replace("val_linear_top1", "linear_top1"),
+        );
+        assert!(stale_reason(
+            &selection,
+            &other_rule,
+            other_rule.experiment.confirm.as_ref().unwrap()
+        )
+        .unwrap()
+        .contains("another rule"));
+        // An unreadable selection file is an error naming it.
+        std::fs::write(&path, b"{").unwrap();
+        let err = format!("{:#}", stage(&bigger, &r, &Ident, true).unwrap_err());
+        assert!(
+            err.contains("t.cpu.selection.json") && err.contains("not a selection file"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn rank_breaks_ties_by_expansion_order() {

@@ -786,4 +786,77 @@ report: {kind: table, title: T, rows: [label], metrics: [linear_top1]}
         let msg = err_of(&OK.replace("metrics: [linear_top1]", "metrics: [top1]"));
         assert!(msg.starts_with("exp.yaml:13:") && msg.contains("top1"), "{msg}");
     }
+
+    const CONFIRM: &str =
+        "confirm:\n  select:\n    metric: val_linear_top1\n  reference: {loss.alpha: 1}\n  seeds: [10, 11]\n";
+
+    #[test]
+    fn confirm_section_parses_with_defaults() {
+        let e = parse(&format!("{OK}{CONFIRM}")).unwrap();
+        let c = e.confirm.unwrap();
+        assert_eq!(c.metric, "val_linear_top1");
+        assert!(c.maximize);
+        assert!(c.exclude.is_empty());
+        assert_eq!(c.seeds, vec![10, 11]);
+        assert_eq!(c.reference.len(), 1);
+        assert!(parse(OK).unwrap().confirm.is_none());
+    }
+
+    #[test]
+    fn confirm_seeds_must_be_fresh_and_located() {
+        // Line 18 is `  seeds: …` of the confirm section (OK has 13 lines, 14 is `confirm:`).
+        let msg = err_of(&format!("{OK}{}", CONFIRM.replace("[10, 11]", "[10, 1]")));
+        assert!(msg.starts_with("exp.yaml:18:3: "), "{msg}");
+        assert!(msg.contains("fresh") && msg.contains("seed(s) 1 "), "{msg}");
+        let msg = err_of(&format!("{OK}{}", CONFIRM.replace("[10, 11]", "[10, 10]")));
+        assert!(
+            msg.starts_with("exp.yaml:18:3: ") && msg.contains("twice"),
+            "{msg}"
+        );
+        let msg = err_of(&format!("{OK}{}", CONFIRM.replace("[10, 11]", "[10]")));
+        assert!(
+            msg.starts_with("exp.yaml:18:3: ") && msg.contains("at least 2"),
+            "{msg}"
+        );
+        let msg = err_of(&format!("{}{CONFIRM}", OK.replace("seeds: [0, 1]\n", "")));
+        assert!(msg.contains("needs the grid's `seeds`"), "{msg}");
+    }
+
+    #[test]
+    fn confirm_keys_are_checked() {
+        let msg = err_of(&format!(
+            "{OK}{}",
+            CONFIRM.replace("{loss.alpha: 1}", "{loss.beta: 1}")
+        ));
+        assert!(
+            msg.starts_with("exp.yaml:17:3: ") && msg.contains("loss.beta"),
+            "{msg}"
+        );
+        let msg = err_of(&format!(
+            "{OK}{}",
+            CONFIRM.replace("{loss.alpha: 1}", "{seed: 1}")
+        ));
+        assert!(msg.contains("`seed` is not varied"), "{msg}");
+        let msg = err_of(&format!(
+            "{OK}{}",
+            CONFIRM.replace("metric: val_linear_top1", "metric: eval.val")
+        ));
+        assert!(
+            msg.starts_with("exp.yaml:16:5: ") && msg.contains("flat key"),
+            "{msg}"
+        );
+        let msg = err_of(&format!("{OK}{}", CONFIRM.replace("  seeds", "  sedes")));
+        assert!(msg.contains("sedes"), "{msg}");
+        let msg = err_of(&format!(
+            "{OK}{}",
+            CONFIRM.replace(
+                "val_linear_top1\n",
+                "val_linear_top1\n    exclude:\n      - {loss.gamma: 1}\n"
+            )
+        ));
+        assert!(
+            msg.starts_with("exp.yaml:18:7: ") && msg.contains("loss.gamma"),
+            "{msg}"
+        );
+    }
 }
