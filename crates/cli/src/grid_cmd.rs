@@ -278,6 +278,21 @@ fn confirm_stage(
     }
 }
 
+/// [`confirm_stage`] for commands that only show or clean: an error (e.g. a grid cell without the
+/// selection metric) is said, not fatal.
+fn confirm_stage_or_say(
+    plan: &Plan,
+    results: &Results,
+    backend: &dyn Backend,
+    write: bool,
+    say: &dyn Fn(String),
+) -> Option<Plan> {
+    confirm_stage(plan, results, backend, write, say).unwrap_or_else(|e| {
+        say(format!("confirmation stage: {e:#}"));
+        None
+    })
+}
+
 fn load_plan(file: &Path, profile: &str, backend: &dyn Backend) -> Result<Plan> {
     let exp = Experiment::load(file)?;
     Plan::build(&exp, profile, backend)
@@ -301,7 +316,8 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
             print!("{}", display::cell_table(&plan, &results));
             println!("{}", display::counts_line(&plan, &c));
             println!("{}", display::eta_line(&c, workers));
-            if let Some(stage) = confirm_stage(&plan, &results, &backend, false, &|l| println!("{l}"))? {
+            if let Some(stage) = confirm_stage_or_say(&plan, &results, &backend, false, &|l| println!("{l}"))
+            {
                 let c = display::counts(&stage, &results);
                 print!("{}", display::cell_table(&stage, &results));
                 println!("{}", display::counts_line(&stage, &c));
@@ -488,7 +504,7 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
                             println!("index: {}", path.display());
                         }
                         if let Some(stage) =
-                            confirm_stage(&plan, &results, &backend, true, &|l| println!("{l}"))?
+                            confirm_stage_or_say(&plan, &results, &backend, true, &|l| println!("{l}"))
                         {
                             let c = display::counts(&stage, &results);
                             if detailed {
@@ -538,7 +554,7 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
                         continue;
                     }
                 };
-                let stage = confirm_stage(&plan, &results, &backend, false, &|_| {})?;
+                let stage = confirm_stage_or_say(&plan, &results, &backend, false, &|l| eprintln!("{l}"));
                 let mut cells = plan.unique();
                 cells.extend(stage.iter().flat_map(|s| s.unique()));
                 for cell in cells {

@@ -281,8 +281,8 @@ fn metric_of(plan: &Plan, results: &Results, cell: &Cell, metric: &str) -> Resul
             &["confirm".into(), "select".into(), "metric".into()],
             format!(
                 "cell {} ({}): {} has no finite `eval.{metric}`; the selection needs it on every \
-                 eligible grid cell (a cell trained by an older protoclr lacks new metrics: rerun \
-                 it, or choose another metric)",
+                 eligible grid cell (a cell trained by an older protoclr lacks new metrics: remove its folder \
+                 to train it again, or choose another metric)",
                 cell.id,
                 cell.describe(),
                 path.display()
