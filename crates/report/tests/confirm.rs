@@ -81,6 +81,12 @@ fn claim_from_files_supported_not_supported_partial_and_stale() {
     assert!(c.interval.contains("provisional"));
     assert!(c.details.contains("missing: candidate"), "{}", c.details);
 
+    // A selection without its confirmation index (the stage not expanded yet): no data.
+    std::fs::remove_file(results.join("fig5.cpu.confirm.csv")).unwrap();
+    let c = claim_from(&results);
+    assert_eq!(c.verdict, Verdict::Inconclusive);
+    assert!(c.reason.contains("not been expanded"), "{}", c.reason);
+
     // The grid's index lists other cells than the selection was made from: stale.
     write_confirmation(&results, "fig5", PROFILE, &cand, &refr);
     let g = grid3(|_, _| (59.0, 1.0));
