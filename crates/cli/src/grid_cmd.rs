@@ -3,10 +3,11 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use protoclr_grid::cache::{CellState, Results};
+use protoclr_grid::confirm::{self, Made, StageState};
 use protoclr_grid::runner::{self, RunOptions};
 use protoclr_grid::slurm::{self, SlurmOptions};
 use protoclr_grid::spec::Experiment;
-use protoclr_grid::{display, Backend, Plan};
+use protoclr_grid::{display, Backend, Plan, Stage};
 use serde_norway::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -246,6 +247,60 @@ fn cores() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
+/// The confirmation stage of a grid plan, when the experiment has one and its selection exists
+/// (or can be made now: with `write`, it is written). Says where the stage stands with `say`.
+fn confirm_stage(
+    plan: &Plan,
+    results: &Results,
+    backend: &dyn Backend,
+    write: bool,
+    say: &dyn Fn(String),
+) -> Result<Option<Plan>> {
+    let path = results.selection_path(&plan.experiment.name, &plan.profile);
+    match confirm::stage(plan, results, backend, write)? {
+        None => Ok(None),
+        Some(StageState::Waiting {
+            unfinished,
+            failed,
+            stale,
+        }) => {
+            say(confirm::waiting_line(plan, unfinished, failed, stale.as_deref()));
+            Ok(None)
+        }
+        Some(StageState::Ready {
+            plan: stage,
+            selection,
+            made,
+        }) => {
+            let how = match made {
+                Made::Reused => format!("selection {}", path.display()),
+                Made::New if write => format!("selected now, written to {}", path.display()),
+                Made::New => "selected now from the finished grid (written by `grid run`)".to_string(),
+                Made::Replaced(why) => {
+                    format!("selected again, replacing the stale {} ({why})", path.display())
+                }
+            };
+            say(format!("{} — {how}", confirm::selection_line(&selection)));
+            Ok(Some(*stage))
+        }
+    }
+}
+
+/// [`confirm_stage`] for commands that only show or clean: an error (e.g. a grid cell without the
+/// selection metric) is said, not fatal.
+fn confirm_stage_or_say(
+    plan: &Plan,
+    results: &Results,
+    backend: &dyn Backend,
+    write: bool,
+    say: &dyn Fn(String),
+) -> Option<Plan> {
+    confirm_stage(plan, results, backend, write, say).unwrap_or_else(|e| {
+        say(format!("confirmation stage: {e:#}"));
+        None
+    })
+}
+
 fn load_plan(file: &Path, profile: &str, backend: &dyn Backend) -> Result<Plan> {
     let exp = Experiment::load(file)?;
     Plan::build(&exp, profile, backend)
@@ -269,6 +324,20 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
             print!("{}", display::cell_table(&plan, &results));
             println!("{}", display::counts_line(&plan, &c));
             println!("{}", display::eta_line(&c, workers));
+            if let Some(stage) = confirm_stage_or_say(&plan, &results, &backend, false, &|l| println!("{l}"))
+            {
+                let c = display::counts(&stage, &results);
+                print!("{}", display::cell_table(&stage, &results));
+                println!("{}", display::counts_line(&stage, &c));
+                println!("{}", display::eta_line(&c, workers));
+            } else if let Some(spec) = &plan.experiment.confirm {
+                println!(
+                    "confirmation stage: after the grid, the best configuration on `{}` and the reference, on seeds {:?} ({} cells)",
+                    spec.metric,
+                    spec.seeds,
+                    2 * spec.seeds.len()
+                );
+            }
             Ok(())
         }
         GridCommand::Run {
@@ -288,30 +357,44 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
             opts.retry_failed = retry_failed;
             opts.progress = !no_progress;
             protoclr_grid::install_stop_handler(opts.stop.clone())?;
-            let s = runner::run(&plan, &results, &backend, &opts)?;
-            eprintln!(
-                "{}.{}: {} cells — {} finished before, {} done, {} diverged, {} failed, {} interrupted, {} finished by another runner; index {}",
-                plan.experiment.name,
-                profile,
-                s.cells,
-                s.cached,
-                s.done,
-                s.diverged,
-                s.failed,
-                s.interrupted,
-                s.elsewhere,
-                s.index.display()
-            );
-            if s.stopped {
-                eprintln!("stopped: rerun the same command to resume (checkpoints are kept)");
-                std::process::exit(130);
+            let mut failures = Vec::new();
+            let mut current = Some(plan.clone());
+            // The grid, then (once its selection exists) the confirmation stage.
+            while let Some(p) = current.take() {
+                let s = runner::run(&p, &results, &backend, &opts)?;
+                let stage = if p.stage == Stage::Confirm {
+                    " (confirmation stage)"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "{}.{}{stage}: {} cells — {} finished before, {} done, {} diverged, {} failed, {} interrupted, {} finished by another runner; index {}",
+                    p.experiment.name,
+                    profile,
+                    s.cells,
+                    s.cached,
+                    s.done,
+                    s.diverged,
+                    s.failed,
+                    s.interrupted,
+                    s.elsewhere,
+                    s.index.display()
+                );
+                if s.stopped {
+                    eprintln!("stopped: rerun the same command to resume (checkpoints are kept)");
+                    std::process::exit(130);
+                }
+                failures.extend(s.failures);
+                if p.stage == Stage::Grid {
+                    current = confirm_stage(&p, &results, &backend, true, &|l| eprintln!("{l}"))?;
+                }
             }
-            if s.failed > 0 {
+            if !failures.is_empty() {
                 bail!(
                     "{} cell(s) failed (logs in {}/cells/<id>/train.log; `--retry-failed` runs them again):\n  {}",
-                    s.failed,
+                    failures.len(),
                     folders.results.display(),
-                    s.failures.join("\n  ")
+                    failures.join("\n  ")
                 );
             }
             Ok(())
@@ -328,10 +411,30 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
             let backend = TrainBackend::new(folders.data_root, device.clone())?;
             let plan = load_plan(&file, &profile, &backend)?;
             let results = Results::new(&folders.results);
+            // Confirmation cells come after the grid's (ids in a job's list, or indices).
+            let stage = match &list {
+                Some(list)
+                    if !plan
+                        .cells
+                        .iter()
+                        .any(|c| Some(&c.id) == slurm::list_entry(list, index).ok().as_ref()) =>
+                {
+                    confirm_stage(&plan, &results, &backend, true, &|l| eprintln!("{l}"))?
+                }
+                None if index >= plan.cells.len() => {
+                    confirm_stage(&plan, &results, &backend, true, &|l| eprintln!("{l}"))?
+                }
+                _ => None,
+            };
+            let all: Vec<&protoclr_grid::Cell> = plan
+                .cells
+                .iter()
+                .chain(stage.iter().flat_map(|s| s.cells.iter()))
+                .collect();
             let cell = match &list {
                 Some(list) => {
                     let id = slurm::list_entry(list, index)?;
-                    plan.cells.iter().find(|c| c.id == id).with_context(|| {
+                    all.iter().copied().find(|c| c.id == id).with_context(|| {
                         format!(
                             "cell {id} (line {index} of {}) is not a cell of {} profile {profile} any more: \
                              the experiment, the code's cell format or the dataset changed since the job was written",
@@ -340,13 +443,22 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
                         )
                     })?
                 }
-                None => plan.cells.get(index).with_context(|| {
+                None => all.get(index).copied().with_context(|| {
                     format!(
-                        "{} profile {profile} has {} cells; no index {index}",
+                        "{} profile {profile} has {} cells{}; no index {index}",
                         file.display(),
-                        plan.cells.len()
+                        all.len(),
+                        if plan.experiment.confirm.is_some() && stage.is_none() {
+                            " (the confirmation stage's cells are numbered after the grid's once its selection exists)"
+                        } else {
+                            ""
+                        }
                     )
                 })?,
+            };
+            let plan = match &stage {
+                Some(s) if cell.arm.is_some() => s,
+                _ => &plan,
             };
             let threads = cell_threads
                 .or_else(|| {
@@ -359,7 +471,7 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
             opts.retry_failed = retry_failed;
             opts.progress = false;
             protoclr_grid::install_stop_handler(opts.stop.clone())?;
-            match runner::run_cell(&plan, cell, &results, &backend, &opts)? {
+            match runner::run_cell(plan, cell, &results, &backend, &opts)? {
                 CellState::Done(_) | CellState::Diverged(_) => Ok(()),
                 CellState::Failed(st) => bail!("cell {} failed: {}", cell.id, st.error.unwrap_or_default()),
                 other => {
@@ -397,6 +509,17 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
                             || results.index_path(&exp.name, p).exists()
                         {
                             let path = results.write_index(&plan)?;
+                            println!("index: {}", path.display());
+                        }
+                        if let Some(stage) =
+                            confirm_stage_or_say(&plan, &results, &backend, true, &|l| println!("{l}"))
+                        {
+                            let c = display::counts(&stage, &results);
+                            if detailed {
+                                print!("{}", display::cell_table(&stage, &results));
+                            }
+                            println!("{}", display::counts_line(&stage, &c));
+                            let path = results.write_index(&stage)?;
                             println!("index: {}", path.display());
                         }
                     }
@@ -439,7 +562,10 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
                         continue;
                     }
                 };
-                for cell in plan.unique() {
+                let stage = confirm_stage_or_say(&plan, &results, &backend, false, &|l| eprintln!("{l}"));
+                let mut cells = plan.unique();
+                cells.extend(stage.iter().flat_map(|s| s.unique()));
+                for cell in cells {
                     let state = results.state(&cell.id);
                     if let CellState::Running(_) = state {
                         busy += 1;
@@ -464,6 +590,11 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
                 }
                 if results.index_path(&exp.name, p).exists() {
                     results.write_index(&plan)?;
+                }
+                if let Some(stage) = &stage {
+                    if results.plan_index_path(stage).exists() {
+                        results.write_index(stage)?;
+                    }
                 }
             }
             println!("removed {entries} cell entries and {ckpts} checkpoint folders; {busy} running cells left alone");
@@ -508,7 +639,25 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
                 device: device.clone(),
             };
             results.write_index(&plan)?;
-            let Some(job) = slurm::write_job(&plan, &results, &opts)? else {
+            // One stage a job: the grid while it has pending cells, then the confirmation stage
+            // (its cells exist only once the grid is finished and the selection is made).
+            let mut job = slurm::write_job(&plan, &results, &opts)?;
+            if job.is_some() {
+                if let Some(spec) = &plan.experiment.confirm {
+                    println!(
+                        "{}.{profile}: this job runs the grid; its confirmation stage ({} cells on seeds {:?}) \
+                         can be submitted once the grid is finished: rerun this `grid slurm` command then",
+                        plan.experiment.name,
+                        2 * spec.seeds.len(),
+                        spec.seeds
+                    );
+                }
+            } else if let Some(stage) = confirm_stage(&plan, &results, &backend, true, &|l| println!("{l}"))?
+            {
+                results.write_index(&stage)?;
+                job = slurm::write_job(&stage, &results, &opts)?;
+            }
+            let Some(job) = job else {
                 println!(
                     "{}.{profile}: no pending cell, nothing to submit",
                     plan.experiment.name

@@ -2,7 +2,7 @@
 
 use crate::fsutil::{atomic_write, hostname, now_unix, sha256_file};
 use crate::lock::{peek, LockInfo};
-use crate::plan::Plan;
+use crate::plan::{Plan, Stage};
 use crate::value::flow;
 use crate::CELL_FORMAT_VERSION;
 use anyhow::{Context, Result};
@@ -83,6 +83,24 @@ impl Results {
         self.root.join(format!("{experiment}.{profile}.csv"))
     }
 
+    /// The index of the confirmation stage (`docs/formats.md`).
+    pub fn confirm_index_path(&self, experiment: &str, profile: &str) -> PathBuf {
+        self.root.join(format!("{experiment}.{profile}.confirm.csv"))
+    }
+
+    /// The selection of the confirmation stage (`docs/formats.md`).
+    pub fn selection_path(&self, experiment: &str, profile: &str) -> PathBuf {
+        self.root.join(format!("{experiment}.{profile}.selection.json"))
+    }
+
+    /// The index file of a plan: the grid's or the confirmation stage's.
+    pub fn plan_index_path(&self, plan: &Plan) -> PathBuf {
+        match plan.stage {
+            Stage::Grid => self.index_path(&plan.experiment.name, &plan.profile),
+            Stage::Confirm => self.confirm_index_path(&plan.experiment.name, &plan.profile),
+        }
+    }
+
     /// The state of a cell: a live lock means running; else the verified status file.
     pub fn state(&self, id: &str) -> CellState {
         if let Some((info, age)) = peek(&self.lock_path(id)) {
@@ -131,32 +149,32 @@ impl Results {
 
     /// Writes the index CSV of a plan (`docs/formats.md`), atomically.
     pub fn write_index(&self, plan: &Plan) -> Result<PathBuf> {
-        let path = self.index_path(&plan.experiment.name, &plan.profile);
+        let path = self.plan_index_path(plan);
         atomic_write(&path, self.index_csv(plan).as_bytes())?;
         Ok(path)
     }
 
-    /// The index CSV text of a plan.
+    /// The index CSV text of a plan (the confirmation stage's has an `arm` column after
+    /// `status`).
     pub fn index_csv(&self, plan: &Plan) -> String {
         let mut out = String::new();
-        let mut header = vec![
-            "cell_id".to_string(),
-            "status".into(),
-            "label".into(),
-            "seed".into(),
-        ];
+        let confirm = plan.stage == Stage::Confirm;
+        let mut header = vec!["cell_id".to_string(), "status".into()];
+        if confirm {
+            header.push("arm".into());
+        }
+        header.extend(["label".to_string(), "seed".into()]);
         header.extend(plan.experiment.columns.iter().cloned());
         header.extend(crate::spec::METRIC_COLUMNS.iter().map(|s| s.to_string()));
         out.push_str(&csv_row(&header));
         for cell in &plan.cells {
             let state = self.state(&cell.id);
             let seed = cell.seed_text();
-            let mut row = vec![
-                cell.id.clone(),
-                state.word().to_string(),
-                cell.spec.label.clone().unwrap_or_default(),
-                seed,
-            ];
+            let mut row = vec![cell.id.clone(), state.word().to_string()];
+            if confirm {
+                row.push(cell.arm.map(|a| a.as_str().to_string()).unwrap_or_default());
+            }
+            row.extend([cell.spec.label.clone().unwrap_or_default(), seed]);
             for col in &plan.experiment.columns {
                 let v = cell
                     .spec

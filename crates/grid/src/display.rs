@@ -83,8 +83,12 @@ pub fn eta_line(c: &Counts, workers: usize) -> String {
 
 /// The summary line.
 pub fn counts_line(plan: &Plan, c: &Counts) -> String {
+    let stage = match plan.stage {
+        crate::plan::Stage::Grid => "",
+        crate::plan::Stage::Confirm => ", confirmation stage",
+    };
     format!(
-        "{} (profile {}): {} cells — {} done, {} diverged, {} failed, {} running, {} pending",
+        "{} (profile {}{stage}): {} cells — {} done, {} diverged, {} failed, {} running, {} pending",
         plan.experiment.name, plan.profile, c.total, c.done, c.diverged, c.failed, c.running, c.pending
     )
 }
@@ -111,6 +115,10 @@ pub fn cell_table(plan: &Plan, results: &Results) -> String {
         "label".into(),
         "seed".into(),
     ];
+    let confirm = plan.stage == crate::plan::Stage::Confirm;
+    if confirm {
+        header.insert(3, "arm".into());
+    }
     header.extend(plan.experiment.columns.iter().cloned());
     rows.push(header);
     for cell in &plan.cells {
@@ -121,6 +129,9 @@ pub fn cell_table(plan: &Plan, results: &Results) -> String {
             cell.spec.label.clone().unwrap_or_default(),
             cell.seed_text(),
         ];
+        if confirm {
+            row.insert(3, cell.arm.map(|a| a.as_str()).unwrap_or("").to_string());
+        }
         for col in &plan.experiment.columns {
             row.push(
                 cell.spec

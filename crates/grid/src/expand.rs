@@ -21,7 +21,7 @@ pub struct CellSpec {
 
 impl CellSpec {
     /// The value of an index column (`label`, `seed` or a varied key) for `exclude` matching.
-    fn column(&self, key: &str) -> Option<Value> {
+    pub fn column(&self, key: &str) -> Option<Value> {
         match key {
             "label" => self.label.clone().map(Value::String),
             "seed" => self.seed.map(|s| Value::Number(s.into())),
@@ -53,10 +53,7 @@ fn odometer(radices: &[usize]) -> Vec<Vec<usize>> {
 /// Expands the experiment for `profile`, in order (grid keys slowest first, then zip groups, then
 /// seeds), without the excluded cells.
 pub fn expand(exp: &Experiment, profile: &str) -> Result<Vec<CellSpec>> {
-    let prof = exp.profile(profile)?;
-    let mut start = exp.base.clone();
-    merge(&mut start, &prof.overlay)
-        .map_err(|e| exp.error_at(&["profiles".into(), profile.into()], format!("{e:#}")))?;
+    let start = profile_start(exp, profile)?;
 
     let mut radices: Vec<usize> = exp.grid.iter().map(|a| a.values.len()).collect();
     radices.extend(exp.zip.iter().map(|g| g.len));
@@ -80,24 +77,9 @@ pub fn expand(exp: &Experiment, profile: &str) -> Result<Vec<CellSpec>> {
                 labels.push(ls[d].clone());
             }
         }
+        let label = (!labels.is_empty()).then(|| labels.join(", "));
         for &seed in &seeds {
-            let mut partial = start.clone();
-            for (gi, (k, v)) in assignments.iter().enumerate() {
-                set_dotted(&mut partial, k, v.clone()).map_err(|e| {
-                    let segs = locate_key(exp, k).unwrap_or_else(|| vec!["grid".into(), gi.into()]);
-                    exp.error_at(&segs, format!("{e:#}"))
-                })?;
-            }
-            if let Some(s) = seed {
-                set_dotted(&mut partial, "seed", Value::Number(s.into()))
-                    .map_err(|e| exp.error_at(&["seeds".into()], format!("{e:#}")))?;
-            }
-            cells.push(CellSpec {
-                assignments: assignments.clone(),
-                label: (!labels.is_empty()).then(|| labels.join(", ")),
-                seed,
-                partial,
-            });
+            cells.push(cell_spec(exp, &start, &assignments, label.clone(), seed)?);
         }
     }
 
@@ -123,6 +105,44 @@ pub fn expand(exp: &Experiment, profile: &str) -> Result<Vec<CellSpec>> {
         ));
     }
     Ok(cells)
+}
+
+/// base ⊕ profile overlay: the start of every cell of `profile`.
+pub fn profile_start(exp: &Experiment, profile: &str) -> Result<Value> {
+    let prof = exp.profile(profile)?;
+    let mut start = exp.base.clone();
+    merge(&mut start, &prof.overlay)
+        .map_err(|e| exp.error_at(&["profiles".into(), profile.into()], format!("{e:#}")))?;
+    Ok(start)
+}
+
+/// One cell: `start` (see [`profile_start`]) ⊕ the assignments ⊕ the seed (when given). Used by
+/// the expansion and by the confirmation stage, so that a configuration on a fresh seed is built
+/// exactly as on a grid seed.
+pub fn cell_spec(
+    exp: &Experiment,
+    start: &Value,
+    assignments: &[(String, Value)],
+    label: Option<String>,
+    seed: Option<u64>,
+) -> Result<CellSpec> {
+    let mut partial = start.clone();
+    for (gi, (k, v)) in assignments.iter().enumerate() {
+        set_dotted(&mut partial, k, v.clone()).map_err(|e| {
+            let segs = locate_key(exp, k).unwrap_or_else(|| vec!["grid".into(), gi.into()]);
+            exp.error_at(&segs, format!("{e:#}"))
+        })?;
+    }
+    if let Some(s) = seed {
+        set_dotted(&mut partial, "seed", Value::Number(s.into()))
+            .map_err(|e| exp.error_at(&["seeds".into()], format!("{e:#}")))?;
+    }
+    Ok(CellSpec {
+        assignments: assignments.to_vec(),
+        label,
+        seed,
+        partial,
+    })
 }
 
 /// The path of a varied key in the experiment file (`grid.KEY` or `zip[i].KEY`).

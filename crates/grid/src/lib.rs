@@ -19,11 +19,33 @@
 //! | `seeds` | non-empty list of integers | sets the top-level `seed` key; innermost loop |
 //! | `exclude` | list of mappings | a cell whose values equal every entry of one mapping is skipped (keys: varied keys, `label`, `seed`); an entry matching no cell is an error |
 //! | `report` | mapping | what `protoclr report` builds from the experiment, see [`spec::ReportSpec`] |
+//! | `confirm` | mapping | optional pre-registered confirmation stage, see below and [`confirm`] |
 //!
 //! Keys anywhere in a config mapping may be dotted (`loss.alpha: 0.5`) or nested. Unknown keys,
 //! wrong types, empty lists, zip groups of unequal lengths, a missing `paper`/`cpu` profile and
 //! keys varied twice are errors. Cells are produced in a fixed order: grid keys in file order
 //! (first key slowest), then zip groups, then seeds.
+//!
+//! # Confirmation stage
+//! ```yaml
+//! confirm:
+//!   select:
+//!     metric: val_linear_top1     # flat key of metrics.json `eval`
+//!     maximize: true              # default; false: lowest is best
+//!     exclude: [{loss.alpha: 1}]  # optional: configurations that may not be selected
+//!   reference: {loss.alpha: 1, loss.lambda: 1}  # exactly one configuration, never a candidate
+//!   seeds: [100, 101, 102, 103, 104, 105, 106, 107]  # ≥ 2, distinct, disjoint from `seeds`
+//! ```
+//! Once every grid cell is finished, the grid selects the configuration with the best mean of
+//! `eval.<metric>` over the grid's seeds (ties: first in expansion order), writes
+//! `results/<name>.<profile>.selection.json`, and expands the candidate and the reference on the
+//! fresh seeds into ordinary cached cells, listed in `results/<name>.<profile>.confirm.csv` and
+//! run by the same `grid run` after the grid. `grid plan`/`status` show them; `grid slurm`
+//! submits the grid while it has pending cells and the confirmation cells on the next call once
+//! it is finished. A written selection is reused; if the grid's cell ids or the rule change it is
+//! stale and made again once the new grid is finished. The reference and the exclusions are
+//! checked against the grid when the plan is built; seeds shared with the grid, a missing metric
+//! and the like are errors at their line. Details in [`confirm`].
 //!
 //! # Cells
 //! A cell is a fully resolved training config (the [`Backend`] fills in every default). Its id is
@@ -60,6 +82,7 @@
 //! rerun resumes mid-cell.
 
 pub mod cache;
+pub mod confirm;
 pub mod display;
 pub mod expand;
 pub mod fsutil;
@@ -76,7 +99,7 @@ use std::path::Path;
 use std::process::Command;
 
 pub use cache::{CellState, Results};
-pub use plan::{Cell, Plan};
+pub use plan::{Arm, Cell, Plan, Stage};
 pub use runner::{RunOptions, RunSummary};
 
 /// Bumped whenever the meaning of a resolved config changes (training semantics, metrics), so

@@ -31,6 +31,36 @@ pub struct Cell {
     pub id: String,
     pub spec: CellSpec,
     pub resolved: Value,
+    /// The arm of a confirmation cell (None for the grid's cells).
+    pub arm: Option<Arm>,
+}
+
+/// The two arms of the confirmation stage (see [`crate::confirm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arm {
+    /// The configuration selected on the grid.
+    Candidate,
+    /// The configuration it is compared with (`confirm.reference`).
+    Reference,
+}
+
+impl Arm {
+    /// The word of the confirmation index's `arm` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arm::Candidate => "candidate",
+            Arm::Reference => "reference",
+        }
+    }
+}
+
+/// Which cells a plan holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The experiment's grid (index `<name>.<profile>.csv`).
+    Grid,
+    /// The confirmation stage (index `<name>.<profile>.confirm.csv`).
+    Confirm,
 }
 
 impl Cell {
@@ -60,6 +90,9 @@ impl Cell {
         if let Some(s) = self.spec.seed {
             parts.push(format!("seed={s}"));
         }
+        if let Some(a) = self.arm {
+            parts.insert(0, format!("confirm {}", a.as_str()));
+        }
         if parts.is_empty() {
             self.short().to_string()
         } else {
@@ -74,6 +107,7 @@ pub struct Plan {
     pub experiment: Experiment,
     pub profile: String,
     pub cells: Vec<Cell>,
+    pub stage: Stage,
 }
 
 impl Plan {
@@ -81,32 +115,19 @@ impl Plan {
     /// varied key or profile key the error names, else the profile).
     pub fn build(exp: &Experiment, profile: &str, backend: &dyn Backend) -> Result<Plan> {
         let specs = expand(exp, profile)?;
-        let mut cells = Vec::with_capacity(specs.len());
-        for (index, spec) in specs.into_iter().enumerate() {
-            let origin = format!(
-                "{} (profile {profile}, cell {index}: {})",
-                exp.path.display(),
-                describe_spec(&spec)
-            );
-            let resolved = backend
-                .resolve(spec.partial.clone(), &origin)
-                .map_err(|e| locate_resolve_error(exp, profile, e))?;
-            let fp = backend
-                .fingerprint(&resolved)
-                .map_err(|e| anyhow::anyhow!("{origin}: dataset fingerprint: {e:#}"))?;
-            let id = cell_id(&resolved, &fp);
-            cells.push(Cell {
-                index,
-                id,
-                spec,
-                resolved,
-            });
-        }
-        Ok(Plan {
+        let cells = resolve_cells(exp, profile, backend, specs.into_iter().map(|s| (s, None)), 0)?;
+        let plan = Plan {
             experiment: exp.clone(),
             profile: profile.to_string(),
             cells,
-        })
+            stage: Stage::Grid,
+        };
+        if let Some(c) = &exp.confirm {
+            // Checked now, not after the grid has run: the reference and the exclusions must name
+            // configurations of this grid.
+            crate::confirm::check(&plan, c)?;
+        }
+        Ok(plan)
     }
 
     /// The cells without repetitions of an id (first occurrence kept).
@@ -114,6 +135,40 @@ impl Plan {
         let mut seen = std::collections::HashSet::new();
         self.cells.iter().filter(|c| seen.insert(c.id.as_str())).collect()
     }
+}
+
+/// Resolves cell specs (with their confirmation arm) into cells numbered from `first_index`.
+pub fn resolve_cells(
+    exp: &Experiment,
+    profile: &str,
+    backend: &dyn Backend,
+    specs: impl IntoIterator<Item = (CellSpec, Option<Arm>)>,
+    first_index: usize,
+) -> Result<Vec<Cell>> {
+    let mut cells = Vec::new();
+    for (i, (spec, arm)) in specs.into_iter().enumerate() {
+        let index = first_index + i;
+        let origin = format!(
+            "{} (profile {profile}, cell {index}: {})",
+            exp.path.display(),
+            describe_spec(&spec)
+        );
+        let resolved = backend
+            .resolve(spec.partial.clone(), &origin)
+            .map_err(|e| locate_resolve_error(exp, profile, e))?;
+        let fp = backend
+            .fingerprint(&resolved)
+            .map_err(|e| anyhow::anyhow!("{origin}: dataset fingerprint: {e:#}"))?;
+        let id = cell_id(&resolved, &fp);
+        cells.push(Cell {
+            index,
+            id,
+            spec,
+            resolved,
+            arm,
+        });
+    }
+    Ok(cells)
 }
 
 fn describe_spec(spec: &CellSpec) -> String {

@@ -192,6 +192,48 @@ struct Raw {
     #[serde(default)]
     exclude: Option<NonEmpty<OrderedMap<Value>>>,
     report: ReportSpec,
+    #[serde(default)]
+    confirm: Option<RawConfirm>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfirm {
+    select: RawSelect,
+    reference: OrderedMap<Value>,
+    seeds: NonEmpty<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSelect {
+    metric: String,
+    #[serde(default = "yes")]
+    maximize: bool,
+    #[serde(default)]
+    exclude: Option<NonEmpty<OrderedMap<Value>>>,
+}
+
+/// The `confirm:` section: a pre-registered confirmation stage (see [`crate::confirm`]). Once
+/// every grid cell is finished, the configuration with the best mean of `metric` over the grid's
+/// seeds (`eval.<metric>` of metrics.json), the `reference` and the `exclude`d ones left out, is
+/// run again beside the reference on the fresh `seeds`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfirmSpec {
+    /// Flat key of metrics.json `eval` the candidate is selected on (e.g. `val_linear_top1`).
+    pub metric: String,
+    /// Higher is better (default); `false`: lower is better.
+    pub maximize: bool,
+    /// Configurations that may not be selected (each entry: varied keys and/or `label`).
+    pub exclude: Vec<Vec<(String, Value)>>,
+    /// The configuration the candidate is compared with (never a candidate itself).
+    pub reference: Vec<(String, Value)>,
+    /// Fresh seeds of the confirmation cells: distinct, at least 2, disjoint from `seeds`.
+    pub seeds: Vec<u64>,
 }
 
 /// A grid axis: a dotted key and its values.
@@ -231,6 +273,8 @@ pub struct Experiment {
     pub seeds: Option<Vec<u64>>,
     pub exclude: Vec<Vec<(String, Value)>>,
     pub report: ReportSpec,
+    /// The confirmation stage, when the file has a `confirm:` section.
+    pub confirm: Option<ConfirmSpec>,
     /// The varied keys, in column order: grid keys, then zip keys (without `label`).
     pub columns: Vec<String>,
     /// Files merged into the base or a profile, with their text (for locating errors).
@@ -266,6 +310,99 @@ pub fn read_layer_file(path: &Path) -> Result<(Value, String)> {
             path.display()
         )),
     }
+}
+
+/// Validates the `confirm:` section against the grid's seeds and varied keys.
+fn confirm_spec(
+    c: &RawConfirm,
+    grid_seeds: Option<&[u64]>,
+    columns: &[String],
+    err: &dyn Fn(&[Seg], String) -> anyhow::Error,
+) -> Result<ConfirmSpec> {
+    let metric = &c.select.metric;
+    if metric.is_empty()
+        || !metric
+            .chars()
+            .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_')
+    {
+        return Err(err(
+            &["confirm".into(), "select".into(), "metric".into()],
+            format!("`confirm.select.metric` must be a flat key of metrics.json `eval` (e.g. val_linear_top1), got {metric:?}"),
+        ));
+    }
+    let check_entry = |segs: Vec<Seg>, entry: &OrderedMap<Value>| -> Result<Vec<(String, Value)>> {
+        if entry.0.is_empty() {
+            return Err(err(
+                &segs,
+                "empty configuration: name varied keys and/or `label`".into(),
+            ));
+        }
+        for (key, _) in &entry.0 {
+            if key != "label" && !columns.contains(key) {
+                let mut s = segs.clone();
+                s.push(key.as_str().into());
+                return Err(err(
+                    &s,
+                    format!(
+                        "`{key}` is not varied by this experiment (a configuration is named by `label` and the varied keys: {}; seeds are chosen by `confirm.seeds`)",
+                        columns.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(entry.0.clone())
+    };
+    let reference = check_entry(vec!["confirm".into(), "reference".into()], &c.reference)?;
+    let mut exclude = Vec::new();
+    for (i, entry) in c.select.exclude.iter().flat_map(|e| e.0.iter()).enumerate() {
+        exclude.push(check_entry(
+            vec!["confirm".into(), "select".into(), "exclude".into(), i.into()],
+            entry,
+        )?);
+    }
+    let seeds = c.seeds.0.clone();
+    let at_seeds: Vec<Seg> = vec!["confirm".into(), "seeds".into()];
+    let Some(grid_seeds) = grid_seeds else {
+        return Err(err(
+            &at_seeds,
+            "a confirmation stage needs the grid's `seeds` (the candidate is selected on their mean)".into(),
+        ));
+    };
+    if seeds.len() < 2 {
+        return Err(err(
+            &at_seeds,
+            "`confirm.seeds` needs at least 2 seeds (the paired test estimates the spread of the differences)".into(),
+        ));
+    }
+    for (i, s) in seeds.iter().enumerate() {
+        if seeds[..i].contains(s) {
+            return Err(err(
+                &at_seeds,
+                format!("seed {s} is listed twice in `confirm.seeds`"),
+            ));
+        }
+    }
+    let shared: Vec<String> = seeds
+        .iter()
+        .filter(|s| grid_seeds.contains(s))
+        .map(u64::to_string)
+        .collect();
+    if !shared.is_empty() {
+        return Err(err(
+            &at_seeds,
+            format!(
+                "`confirm.seeds` must be fresh: seed(s) {} are also grid seeds (`seeds`), on which the candidate was selected",
+                shared.join(", ")
+            ),
+        ));
+    }
+    Ok(ConfirmSpec {
+        metric: metric.clone(),
+        maximize: c.select.maximize,
+        exclude,
+        reference,
+        seeds,
+    })
 }
 
 impl Experiment {
@@ -468,6 +605,11 @@ impl Experiment {
             }
         }
 
+        let confirm = match &raw.confirm {
+            Some(c) => Some(confirm_spec(c, seeds.as_deref(), &columns, &err)?),
+            None => None,
+        };
+
         // Report: the named columns must exist.
         let r = &raw.report;
         let known_col = |c: &str| {
@@ -531,6 +673,7 @@ impl Experiment {
             seeds,
             exclude,
             report: raw.report,
+            confirm,
             columns,
             includes,
             text,
@@ -665,6 +808,79 @@ report: {kind: table, title: T, rows: [label], metrics: [linear_top1]}
         let msg = err_of(&OK.replace("name: t", "name: ../t"));
         assert!(
             msg.starts_with("exp.yaml:1:1: ") && msg.contains("`name`"),
+            "{msg}"
+        );
+    }
+
+    const CONFIRM: &str =
+        "confirm:\n  select:\n    metric: val_linear_top1\n  reference: {loss.alpha: 1}\n  seeds: [10, 11]\n";
+
+    #[test]
+    fn confirm_section_parses_with_defaults() {
+        let e = parse(&format!("{OK}{CONFIRM}")).unwrap();
+        let c = e.confirm.unwrap();
+        assert_eq!(c.metric, "val_linear_top1");
+        assert!(c.maximize);
+        assert!(c.exclude.is_empty());
+        assert_eq!(c.seeds, vec![10, 11]);
+        assert_eq!(c.reference.len(), 1);
+        assert!(parse(OK).unwrap().confirm.is_none());
+    }
+
+    #[test]
+    fn confirm_seeds_must_be_fresh_and_located() {
+        // Line 18 is `  seeds: …` of the confirm section (OK has 13 lines, 14 is `confirm:`).
+        let msg = err_of(&format!("{OK}{}", CONFIRM.replace("[10, 11]", "[10, 1]")));
+        assert!(msg.starts_with("exp.yaml:18:3: "), "{msg}");
+        assert!(msg.contains("fresh") && msg.contains("seed(s) 1 "), "{msg}");
+        let msg = err_of(&format!("{OK}{}", CONFIRM.replace("[10, 11]", "[10, 10]")));
+        assert!(
+            msg.starts_with("exp.yaml:18:3: ") && msg.contains("twice"),
+            "{msg}"
+        );
+        let msg = err_of(&format!("{OK}{}", CONFIRM.replace("[10, 11]", "[10]")));
+        assert!(
+            msg.starts_with("exp.yaml:18:3: ") && msg.contains("at least 2"),
+            "{msg}"
+        );
+        let msg = err_of(&format!("{}{CONFIRM}", OK.replace("seeds: [0, 1]\n", "")));
+        assert!(msg.contains("needs the grid's `seeds`"), "{msg}");
+    }
+
+    #[test]
+    fn confirm_keys_are_checked() {
+        let msg = err_of(&format!(
+            "{OK}{}",
+            CONFIRM.replace("{loss.alpha: 1}", "{loss.beta: 1}")
+        ));
+        assert!(
+            msg.starts_with("exp.yaml:17:3: ") && msg.contains("loss.beta"),
+            "{msg}"
+        );
+        let msg = err_of(&format!(
+            "{OK}{}",
+            CONFIRM.replace("{loss.alpha: 1}", "{seed: 1}")
+        ));
+        assert!(msg.contains("`seed` is not varied"), "{msg}");
+        let msg = err_of(&format!(
+            "{OK}{}",
+            CONFIRM.replace("metric: val_linear_top1", "metric: eval.val")
+        ));
+        assert!(
+            msg.starts_with("exp.yaml:16:5: ") && msg.contains("flat key"),
+            "{msg}"
+        );
+        let msg = err_of(&format!("{OK}{}", CONFIRM.replace("  seeds", "  sedes")));
+        assert!(msg.contains("sedes"), "{msg}");
+        let msg = err_of(&format!(
+            "{OK}{}",
+            CONFIRM.replace(
+                "val_linear_top1\n",
+                "val_linear_top1\n    exclude:\n      - {loss.gamma: 1}\n"
+            )
+        ));
+        assert!(
+            msg.starts_with("exp.yaml:18:7: ") && msg.contains("loss.gamma"),
             "{msg}"
         );
     }

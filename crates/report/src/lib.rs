@@ -11,6 +11,8 @@
 //! - [`tables`]: CIFAR-10 / CIFAR-100 (and long-tail) tables in Markdown, LaTeX and CSV; the paper
 //!   column says "not recoverable", never a number.
 //! - [`claims`]: `claims.md`, each claim with statistic, interval, n, rule and computed verdict.
+//! - [`confirm`]: claim (b) decided by the pre-registered confirmation stage (candidate selected
+//!   on validation, paired t-interval over fresh seeds, minimum detectable difference).
 //! - [`stats`]: the statistics, each tested against known answers; [`style`]: the bundled font
 //!   (DejaVu Sans, registered with plotters' `ab_glyph` renderer) and colour maps.
 //!
@@ -23,6 +25,7 @@
 //! then its title and notes say "mixed numerics".
 
 pub mod claims;
+pub mod confirm;
 pub mod fig3;
 pub mod heatmap;
 pub mod load;
@@ -297,7 +300,16 @@ pub fn build_claims(opts: &Options, ntxent_deviation: f64) -> Result<Report> {
                 Err(why)
             }
         };
-        claims_out.push(claims::claim_b(id, what, map.as_ref().map_err(String::as_str)));
+        // Decided by the confirmation stage; the grid-wide comparison stays as exploration.
+        let grid = claims::claim_b(id, what, map.as_ref().map_err(String::as_str));
+        let stage = confirm::load(&opts.results, experiment, &opts.profile)?;
+        let none = format!(
+            "no confirmation stage yet ({} is written by `protoclr grid run` once the grid is finished)",
+            opts.results
+                .join(format!("{experiment}.{}.selection.json", opts.profile))
+                .display()
+        );
+        claims_out.push(confirm::claim(grid, stage.as_ref().ok_or(none.as_str())));
     }
     claims_out.push(claims::claim_c(ntxent_deviation));
 

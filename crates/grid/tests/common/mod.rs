@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The fake `protoclr train CELL CKPT THREADS`. Config keys (flat): epochs, sleep (seconds per
-/// step, two steps an epoch), fail, diverge, x. Appends `start ID`, `epoch ID N` and `complete ID`
+/// step, two steps an epoch), fail, diverge, x (the linear accuracy, test and validation). Appends `start ID`, `epoch ID N` and `complete ID`
 /// lines to `$FAKE_LOG`.
 pub const FAKE_TRAIN: &str = r#"#!/bin/bash
 set -euo pipefail
@@ -37,7 +37,7 @@ for ((e = start + 1; e <= epochs; e++)); do
   echo "{\"event\":\"epoch\",\"epoch\":$e,\"epochs\":$epochs,\"loss\":1.4,\"images_per_sec\":100.0}"
 done
 if [ "$fail" = "true" ]; then echo "boom: this cell is configured to fail" >&2; exit 1; fi
-status=completed; code=0; eval_json="{\"linear_top1\": $x, \"linear_top5\": 90.0, \"knn_top1\": 40.5, \"knn_top5\": 88.0, \"bias_l2\": 0.4, \"bias_l2_ci95\": [0.35, 0.45], \"bias_cos\": 0.1, \"n_train\": 100, \"n_test\": 100}"
+status=completed; code=0; eval_json="{\"linear_top1\": $x, \"val_linear_top1\": $x, \"linear_top5\": 90.0, \"knn_top1\": 40.5, \"knn_top5\": 88.0, \"bias_l2\": 0.4, \"bias_l2_ci95\": [0.35, 0.45], \"bias_cos\": 0.1, \"n_train\": 100, \"n_test\": 100}"
 if [ "$diverge" = "true" ]; then status=diverged; code=3; eval_json=null; fi
 cat > "$cell/.metrics.tmp" <<JSON
 {"schema": 1, "status": "$status", "epochs_planned": $epochs, "epochs": [], "eval": $eval_json,

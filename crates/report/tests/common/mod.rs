@@ -286,3 +286,79 @@ pub fn png_size(path: &Path) -> (u32, u32) {
     let h = u32::from_be_bytes(b[20..24].try_into().unwrap());
     (w, h)
 }
+
+/// Writes a confirmation stage as `protoclr grid run` does (docs/formats.md): the selection file
+/// (made from the cells of the grid index already written), `<experiment>.<profile>.confirm.csv`
+/// and the cells' metrics.json, candidate (α = 1.5, λ = 1) and reference (1, 1) with the given
+/// test linear top-1 per fresh seed 100, 101, … (None: the cell is pending).
+pub fn write_confirmation(
+    results: &Path,
+    experiment: &str,
+    profile: &str,
+    candidate: &[Option<f64>],
+    reference: &[Option<f64>],
+) {
+    let index = std::fs::read_to_string(results.join(format!("{experiment}.{profile}.csv"))).unwrap();
+    let mut grid_cells: Vec<String> = index
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    grid_cells.sort();
+    grid_cells.dedup();
+    let choice = |d: &str, a: f64, l: f64, mean: f64| {
+        json!({"describe": d, "label": null, "values": {"loss.alpha": a, "loss.lambda": l},
+               "mean": mean, "cells": []})
+    };
+    let cand = choice("loss.alpha=1.5 loss.lambda=1", 1.5, 1.0, 66.5);
+    let sel = json!({
+        "format": 1, "experiment": experiment, "profile": profile,
+        "rule": "{}", "metric": "val_linear_top1", "maximize": true,
+        "grid_seeds": [0, 1, 2], "grid_cells": grid_cells,
+        "candidate": cand.clone(),
+        "reference": choice("loss.alpha=1 loss.lambda=1", 1.0, 1.0, 60.5),
+        "ranking": [cand.clone(), cand.clone(), cand],
+        "ineligible": []
+    });
+    std::fs::write(
+        results.join(format!("{experiment}.{profile}.selection.json")),
+        serde_json::to_string_pretty(&sel).unwrap(),
+    )
+    .unwrap();
+    let mut cells = Vec::new();
+    for (i, (c, r)) in candidate.iter().zip(reference).enumerate() {
+        let seed = 100 + i as u64;
+        for (arm, v, a) in [("candidate", c, 1.5), ("reference", r, 1.0)] {
+            let mut cell = Cell::done(
+                id(&format!("{experiment} confirm {arm} {seed}")),
+                arm,
+                seed,
+                vec![a.to_string(), "1".into()],
+                (v.unwrap_or(0.0), 50.0, 0.4),
+            );
+            if v.is_none() {
+                cell.status = "pending";
+                cell.metrics = None;
+            }
+            cells.push(cell);
+        }
+    }
+    // The confirmation index: the grid index's layout with an `arm` column after `status`
+    // (written here into the label position by `write_experiment`, then renamed).
+    let tmp = format!("{experiment}__confirm");
+    write_experiment(results, &tmp, profile, &["loss.alpha", "loss.lambda"], &cells);
+    let path = results.join(format!("{tmp}.{profile}.csv"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut f: Vec<&str> = line.split(',').collect();
+        if i == 0 {
+            f[2] = "arm";
+        }
+        f.insert(3, if i == 0 { "label" } else { "" });
+        out.push_str(&f.join(","));
+        out.push('\n');
+    }
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(results.join(format!("{experiment}.{profile}.confirm.csv")), out).unwrap();
+}
