@@ -19,14 +19,12 @@
 //! (rayon). A missing file, an empty file, a size that is not a multiple of the record length
 //! (a truncated download) or a label out of range is always an error naming the file (and the
 //! record for a bad label).
-//! - CIFAR-10: each file's MD5 is compared with the published one ([`CIFAR10_FILE_MD5`]). A
-//!   mismatch is an error unless `allow_unverified`, in which case the split is returned with
-//!   `verified = false` (recorded in a run's metrics as `dataset_verified`).
-//! - CIFAR-100: we do not know published MD5s of the unpacked binary files (only the archive's,
-//!   which [`fetch`] checks). `verified = true` therefore means: the files have the official
-//!   structure (50,000 / 10,000 records, coarse labels < 20, fine labels < 100). Their MD5s are
-//!   still recorded in the fingerprint, so runs on different copies never share a cell id.
-//!   A different record count is treated like a CIFAR-10 MD5 mismatch.
+//! Each file's MD5 is compared with the published one ([`CIFAR10_FILE_MD5`],
+//! [`CIFAR100_FILE_MD5`]: CIFAR-100's `train.bin` 6172c775…, `test.bin` 4499cfba…, the members of
+//! the official archive). A mismatch (one changed byte is enough) is an error unless
+//! `allow_unverified`, in which case the split is returned with `verified = false` (recorded in
+//! a run's metrics as `dataset_verified`); the message also names a record count that differs
+//! from the official one (50,000 / 10,000 for CIFAR-100).
 //!
 //! # Fingerprint
 //! [`Split::fingerprint`] is the SHA-256 (hex) of the UTF-8 text
@@ -55,8 +53,8 @@ pub mod subset;
 mod verify;
 
 pub use cifar::{
-    dataset_dir, fingerprint, load, load_cifar10, load_cifar100, FileCheck, FileStatus, CIFAR100_FOLDER,
-    CIFAR10_CLASSES, CIFAR10_FILE_MD5, CIFAR10_FOLDER, DATASETS, IMAGE_BYTES, SIDE,
+    dataset_dir, fingerprint, load, load_cifar10, load_cifar100, FileCheck, FileStatus, CIFAR100_FILE_MD5,
+    CIFAR100_FOLDER, CIFAR10_CLASSES, CIFAR10_FILE_MD5, CIFAR10_FOLDER, DATASETS, IMAGE_BYTES, SIDE,
 };
 pub use fetch::{
     archive_url, fetch, fetch_from, CIFAR100_ARCHIVE_MD5, CIFAR100_URL, CIFAR10_ARCHIVE_MD5, CIFAR10_URL,
@@ -197,7 +195,7 @@ pub struct Split {
     pub test: Dataset,
     /// SHA-256 hex over the dataset name and the per-file MD5s (format in the module doc).
     pub fingerprint: String,
-    /// Every file matched its published MD5 (CIFAR-10) or the official structure (CIFAR-100).
+    /// Every file matched its published MD5.
     pub verified: bool,
 }
 
