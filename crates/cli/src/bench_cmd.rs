@@ -174,15 +174,14 @@ pub fn run(cmd: BenchCommand, device: &candle_core::Device) -> Result<()> {
                 v["decoder"] = "zune-jpeg".into();
                 println!("{v}");
             } else {
-                let prep = match (resize_short, cache_images) {
-                    (None, false) => String::new(),
-                    (r, c) => format!(
-                        ", {}{}",
-                        r.map(|s| format!("resized to {s} px shorter side"))
-                            .unwrap_or_default(),
-                        if c { " cached" } else { "" }
-                    ),
-                };
+                let mut prep: Vec<String> = Vec::new();
+                if let Some(side) = resize_short {
+                    prep.push(format!("resized to a {side} px shorter side"));
+                }
+                if cache_images {
+                    prep.push("cached".into());
+                }
+                let prep: String = prep.iter().map(|p| format!(", {p}")).collect();
                 println!(
                     "input pipeline ({} decoding threads, zune-jpeg{prep}, 2 views of {size}×{size}): {:.1} images/s \
                      ({} images in {:.1} s)",

@@ -740,7 +740,10 @@ mod tests {
         std::fs::write(dir.join("test.bin"), &bytes).unwrap();
         let msg = err_text(load_cifar100(&dir, false));
         assert!(msg.contains("test.bin") && !msg.contains("train.bin"), "{msg}");
-        assert!(msg.contains("is not the published 4499cfba6c016c1be1438163640a0898"), "{msg}");
+        assert!(
+            msg.contains("is not the published 4499cfba6c016c1be1438163640a0898"),
+            "{msg}"
+        );
         assert!(msg.contains("--allow-unverified"), "{msg}");
         let report = verify(&dir).unwrap();
         assert!(!report.all_verified() && report.datasets[0].usable(), "{report}");
