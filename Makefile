@@ -18,7 +18,7 @@ test-slurm: build
 check-cuda:
 	bash tests/cuda/check.sh
 
-.PHONY: test-slurm check-cuda build demo test lint bench figures reproduce-fig3 reproduce-fig4 reproduce-fig5 reproduce-tables reproduce-all
+.PHONY: test-slurm check-cuda build demo test lint bench figures reproduce-fig3 reproduce-fig4 reproduce-fig5 reproduce-tables reproduce-all data-lt
 
 build:
 	cargo build --bin protoclr
@@ -54,7 +54,15 @@ reproduce-fig5: build
 	$(call GRID_RUN,fig5)
 	$(BIN) report fig5 --results results --out figures --profile $(PROFILE)
 
-reproduce-tables: build
+# The Imagenette-LT list files of `long_tail` (docs/formats.md, "make-lt"), written into the data
+# root beside imagenette2-224/; deterministic, and a no-op when they are already there.
+data-lt: build
+	for rho in 10 100; do \
+	  $(BIN) data make-lt --from $(PROTOCLR_DATA)/imagenette2-224 --imbalance $$rho \
+	    --out $(PROTOCLR_DATA)/imagenette2-lt$$rho || exit 1; \
+	done
+
+reproduce-tables: build data-lt
 	$(call GRID_RUN,table_cifar10)
 	$(call GRID_RUN,table_cifar100)
 	$(call GRID_RUN,long_tail)

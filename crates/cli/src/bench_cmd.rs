@@ -66,6 +66,12 @@ pub enum BenchCommand {
         /// Decoding threads (default: --threads).
         #[arg(long)]
         decode_threads: Option<usize>,
+        /// Resize each decoded image to this shorter side first (`data.resize_short`).
+        #[arg(long)]
+        resize_short: Option<usize>,
+        /// Keep decoded images in memory (`data.cache_images`); an untimed pass fills the cache.
+        #[arg(long)]
+        cache_images: bool,
         #[arg(long)]
         json: bool,
     },
@@ -139,6 +145,8 @@ pub fn run(cmd: BenchCommand, device: &candle_core::Device) -> Result<()> {
             batches,
             batch,
             decode_threads,
+            resize_short,
+            cache_images,
             json,
         } => {
             use protoclr_train::data::folder::{scan_part, PartSource};
@@ -156,6 +164,8 @@ pub fn run(cmd: BenchCommand, device: &candle_core::Device) -> Result<()> {
                 batch,
                 batches,
                 decode_threads,
+                resize_short,
+                cache_images,
             )?;
             if json {
                 let mut v = serde_json::to_value(&r)?;
@@ -164,8 +174,16 @@ pub fn run(cmd: BenchCommand, device: &candle_core::Device) -> Result<()> {
                 v["decoder"] = "zune-jpeg".into();
                 println!("{v}");
             } else {
+                let mut prep: Vec<String> = Vec::new();
+                if let Some(side) = resize_short {
+                    prep.push(format!("resized to a {side} px shorter side"));
+                }
+                if cache_images {
+                    prep.push("cached".into());
+                }
+                let prep: String = prep.iter().map(|p| format!(", {p}")).collect();
                 println!(
-                    "input pipeline ({} decoding threads, zune-jpeg, 2 views of {size}×{size}): {:.1} images/s \
+                    "input pipeline ({} decoding threads, zune-jpeg{prep}, 2 views of {size}×{size}): {:.1} images/s \
                      ({} images in {:.1} s)",
                     r.threads, r.images_per_sec, r.images, r.seconds
                 );

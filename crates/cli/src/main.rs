@@ -116,6 +116,32 @@ enum DataCommand {
         #[arg(long, env = "PROTOCLR_DATA")]
         data_root: Option<PathBuf>,
     },
+    /// Write an ImageNet-LT-style long-tailed version of a class-per-folder dataset: list files
+    /// `train.txt` (class c keeps floor(n_max·ρ^(−c/(C−1))) images), a balanced `val.txt` and
+    /// `classes.txt`, deterministic for a given --seed (docs/formats.md, "make-lt").
+    MakeLt {
+        /// The dataset folder holding `train/<class>/*.JPEG` and `val/<class>/*.JPEG`.
+        #[arg(long)]
+        from: PathBuf,
+        /// ρ: the largest class over the smallest (≥ 1).
+        #[arg(long)]
+        imbalance: f64,
+        /// Folder to create with the three list files.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the choice of images within each class.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Validation images per class (default: the smallest validation class).
+        #[arg(long)]
+        val_per_class: Option<usize>,
+        /// Training folder under --from.
+        #[arg(long, default_value = "train")]
+        train: String,
+        /// Validation folder under --from.
+        #[arg(long, default_value = "val")]
+        val: String,
+    },
 }
 
 /// The data root from the flag or `PROTOCLR_DATA`, or an error saying how to set it.
@@ -246,6 +272,33 @@ fn run_cli() -> Result<ExitCode> {
                     (None, Some(config)) => verify_folder(&config, &sets, data_root(root)?)?,
                     (None, None) => unreachable!("clap requires --dir or --config"),
                 },
+                DataCommand::MakeLt {
+                    from,
+                    imbalance,
+                    out,
+                    seed,
+                    val_per_class,
+                    train,
+                    val,
+                } => {
+                    let opts = data::LtOptions {
+                        imbalance,
+                        seed,
+                        val_per_class,
+                        train,
+                        val,
+                    };
+                    let lists = data::make_lt(&from, &opts)?;
+                    let wrote = data::write_lt(&lists, &out)?;
+                    println!(
+                        "{} {} (ρ = {imbalance}, seed {seed}): train {:?} = {} images, val {} per class",
+                        if wrote { "wrote" } else { "already up to date:" },
+                        out.display(),
+                        lists.train_counts,
+                        lists.train_counts.iter().sum::<usize>(),
+                        lists.val_per_class
+                    );
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

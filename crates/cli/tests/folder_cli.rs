@@ -196,3 +196,84 @@ fn device_is_checked_before_anything_runs() {
         );
     }
 }
+
+#[test]
+fn make_lt_writes_lists_once_reads_back_and_refuses_other_contents() {
+    let t = tempfile::tempdir().unwrap();
+    let from = t.path().join("nette");
+    let mut seed = 100;
+    for (part, sizes) in [("train", [6, 6, 6]), ("val", [2, 3, 2])] {
+        for (class, n) in ["a", "b", "c"].iter().zip(sizes) {
+            std::fs::create_dir_all(from.join(part).join(class)).unwrap();
+            for k in 0..n {
+                std::fs::write(from.join(format!("{part}/{class}/{k}.JPEG")), jpeg(16, seed)).unwrap();
+                seed += 1;
+            }
+        }
+    }
+    let make = |rho: &str| {
+        Command::new(bin())
+            .args(["data", "make-lt", "--from"])
+            .arg(&from)
+            .args(["--imbalance", rho, "--out"])
+            .arg(t.path().join("nette-lt4"))
+            .output()
+            .unwrap()
+    };
+    let text = |o: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    // ρ = 4 from n_max = 6: 6, floor(6 / 2) = 3, floor(6 / 4) = 1; 2 validation images a class.
+    let o = make("4");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("wrote") && text(&o).contains("[6, 3, 1] = 10 images, val 2 per class"),
+        "{}",
+        text(&o)
+    );
+    let train = std::fs::read_to_string(t.path().join("nette-lt4/train.txt")).unwrap();
+    assert_eq!(train.lines().count(), 10);
+    assert!(train.lines().all(|l| l.starts_with("train/")), "{train}");
+    let o = make("4");
+    assert!(
+        o.status.success() && text(&o).contains("already up to date"),
+        "{}",
+        text(&o)
+    );
+    let o = make("2");
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("already exists with other contents"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.path().join("nette-lt4/train.txt")).unwrap(),
+        train
+    );
+    // The lists read back through train_list / val_list / class_map, every image decoding.
+    let cfg = t.path().join("lt.yaml");
+    std::fs::write(
+        &cfg,
+        "data:\n  dataset: imagefolder\n  train_list: nette-lt4/train.txt\n  val_list: nette-lt4/val.txt\n  \
+         class_map: nette-lt4/classes.txt\n  list_root: nette\n",
+    )
+    .unwrap();
+    let o = Command::new(bin())
+        .args(["data", "verify", "--config"])
+        .arg(&cfg)
+        .arg("--data-root")
+        .arg(t.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("3 classes · train 10 images · val 6 images · 0 bad entries"),
+        "{}",
+        text(&o)
+    );
+}

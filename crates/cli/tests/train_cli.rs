@@ -194,3 +194,33 @@ fn diverging_run_ends_with_status_diverged() {
             || m["diverged"]["what"].as_str().unwrap().contains("loss")
     );
 }
+
+#[test]
+fn long_tailed_cifar_run_reports_class_groups() {
+    // per_class 40 then ρ = 100: 40, 23, 14, 8, 5, 3, 1, 1, 0, 0 images (95). With thresholds
+    // 40·100/1280 = 3.1 and 40·20/1280 = 0.6: five many-shot, three medium, two few-shot classes.
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("lt");
+    let extra = [
+        "data.imbalance_ratio=100",
+        "train.epochs=1",
+        "train.batch_size=50",
+        "eval.bias_views=0",
+        "eval.random_init_reference=true",
+    ];
+    let (ok, err) = stderr_of(train_cmd(&out, &extra));
+    assert!(ok, "{err}");
+    let m = comparable(&out);
+    assert_eq!(m["train_images"], 95);
+    let ev = &m["eval"];
+    assert_eq!(
+        (&ev["n_many"], &ev["n_medium"], &ev["n_few"]),
+        (&Value::from(5), &Value::from(3), &Value::from(2))
+    );
+    for k in ["linear_many", "linear_medium", "linear_few"] {
+        let v = ev[k].as_f64().unwrap_or_else(|| panic!("{k}: {ev}"));
+        assert!((0.0..=100.0).contains(&v), "{k} = {v}");
+    }
+    // The random-init reference is grouped by the same training counts.
+    assert_eq!(m["reference"]["n_many"], 5);
+}

@@ -17,7 +17,7 @@ fn every_experiment_file_expands() {
         ("fig5", 50),
         ("table_cifar10", 21),
         ("table_cifar100", 21),
-        ("long_tail", 18),
+        ("long_tail", 36),
         ("tiny", 3),
     ];
     for (name, n) in expected {
@@ -61,4 +61,63 @@ fn cpu_profiles_share_one_sizing_file() {
     assert_eq!(labels[0], "base");
     assert_eq!(labels[1], "base − crop");
     assert_eq!(labels[5], "base + blur");
+}
+
+#[test]
+fn fig4_cpu_is_imagenette_and_long_tail_adds_imagenette_lt() {
+    use serde_norway::Value;
+    let s = |v: &str| Value::String(v.into());
+    let fig4 = Experiment::load(&experiments().join("fig4.yaml")).unwrap();
+    let cells = expand(&fig4, "cpu").unwrap();
+    for c in &cells {
+        let p = &c.partial;
+        assert_eq!(get_dotted(p, "data.dataset"), Some(&s("imagefolder")));
+        assert_eq!(get_dotted(p, "data.train_dir"), Some(&s("imagenette2-224/train")));
+        assert_eq!(get_dotted(p, "data.val_dir"), Some(&s("imagenette2-224/val")));
+        // cpu.yaml's per_class (1,000, more than any Imagenette class holds) is unset.
+        assert_eq!(get_dotted(p, "data.per_class"), Some(&Value::Null));
+        assert_eq!(get_dotted(p, "model.stem"), Some(&s("imagenet")));
+        assert_eq!(get_dotted(p, "augment.size"), Some(&Value::from(64)));
+    }
+    // The paper profile stays the paper's ImageNet setting.
+    let paper = expand(&fig4, "paper").unwrap();
+    assert_eq!(
+        get_dotted(&paper[0].partial, "data.train_dir"),
+        Some(&s("imagenet/train"))
+    );
+    assert_eq!(
+        get_dotted(&paper[0].partial, "augment.size"),
+        Some(&Value::from(224))
+    );
+    assert_eq!(get_dotted(&paper[0].partial, "model.arch"), Some(&s("resnet50")));
+
+    let lt = Experiment::load(&experiments().join("long_tail.yaml")).unwrap();
+    let cells = expand(&lt, "cpu").unwrap();
+    let (nette, cifar): (Vec<_>, Vec<_>) = cells
+        .iter()
+        .partition(|c| c.label.as_deref().unwrap().contains("Imagenette-LT"));
+    assert_eq!((nette.len(), cifar.len()), (18, 18));
+    for c in &nette {
+        let p = &c.partial;
+        let rho = if c.label.as_deref().unwrap().contains("ρ = 100") {
+            100
+        } else {
+            10
+        };
+        assert_eq!(
+            get_dotted(p, "data.train_list"),
+            Some(&s(&format!("imagenette2-lt{rho}/train.txt")))
+        );
+        assert_eq!(get_dotted(p, "data.list_root"), Some(&s("imagenette2-224")));
+        assert_eq!(get_dotted(p, "data.per_class"), Some(&Value::Null));
+        assert_eq!(get_dotted(p, "data.imbalance_ratio"), Some(&Value::Null));
+        assert_eq!(get_dotted(p, "model.stem"), Some(&s("imagenet")));
+    }
+    for c in &cifar {
+        let p = &c.partial;
+        assert_eq!(get_dotted(p, "data.dataset"), Some(&s("cifar10")));
+        assert_eq!(get_dotted(p, "data.per_class"), Some(&Value::from(1000)));
+        assert_eq!(get_dotted(p, "data.train_list"), Some(&Value::Null));
+        assert_eq!(get_dotted(p, "model.stem"), Some(&s("cifar")));
+    }
 }

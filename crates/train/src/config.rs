@@ -80,6 +80,15 @@ pub struct DataConfig {
     /// datasets.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_crop: Option<f64>,
+    /// Resize every decoded image so that its shorter side is this many pixels before the
+    /// training crops and the evaluation centre crop (unset: full size). Changes the input
+    /// distribution (crops of a pre-shrunk image); see `crate::input`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resize_short: Option<usize>,
+    /// Keep each (resized) decoded image in memory after its first decode (unset: false; the
+    /// results are identical, only faster). For small datasets: ImageNet does not fit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_images: Option<bool>,
 }
 
 impl DataConfig {
@@ -118,6 +127,8 @@ impl DataConfig {
                 ("data.prefetch", self.prefetch.is_some()),
                 ("data.decode_threads", self.decode_threads.is_some()),
                 ("data.eval_crop", self.eval_crop.is_some()),
+                ("data.resize_short", self.resize_short.is_some()),
+                ("data.cache_images", self.cache_images.is_some()),
             ];
             let set = paths.iter().map(|(k, v)| (*k, v.is_some())).chain(knobs);
             for (key, is_set) in set {
@@ -146,8 +157,8 @@ impl DataConfig {
         if self.list_root.is_some() && self.train_list.is_none() && self.val_list.is_none() {
             bail!("`data.list_root` is only used with `data.train_list` / `data.val_list`");
         }
-        if self.prefetch == Some(0) || self.decode_threads == Some(0) {
-            bail!("`data.prefetch` and `data.decode_threads` must be ≥ 1");
+        if self.prefetch == Some(0) || self.decode_threads == Some(0) || self.resize_short == Some(0) {
+            bail!("`data.prefetch`, `data.decode_threads` and `data.resize_short` must be ≥ 1");
         }
         if let Some(c) = self.eval_crop {
             if !(c > 0.0 && c <= 1.0) {
@@ -176,6 +187,8 @@ impl Default for DataConfig {
             prefetch: None,
             decode_threads: None,
             eval_crop: None,
+            resize_short: None,
+            cache_images: None,
         }
     }
 }
@@ -831,6 +844,21 @@ mod tests {
         assert!(format!("{err:#}").contains("data.eval_crop"), "{err:#}");
         let err = load(None, &sets(&["data.prefetch=0"])).unwrap_err();
         assert!(format!("{err:#}").contains("data.prefetch"), "{err:#}");
+        let err = load(None, &sets(&["data.resize_short=0"])).unwrap_err();
+        assert!(format!("{err:#}").contains("data.resize_short"), "{err:#}");
+        let err = load(None, &["data.cache_images=true".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("data.cache_images"), "{err:#}");
+        // Unset, the two keys are not written (resolved configs, hence cell ids, unchanged).
+        assert!(
+            !yaml.contains("resize_short") && !yaml.contains("cache_images"),
+            "{yaml}"
+        );
+        let cfg = load(None, &sets(&["data.resize_short=72", "data.cache_images=true"])).unwrap();
+        assert_eq!(
+            (cfg.data.resize_short, cfg.data.cache_images),
+            (Some(72), Some(true))
+        );
+        assert_eq!(load_text(&cfg.to_yaml()), cfg);
         let err = load(
             None,
             &sets(&["data.list_root=x", "data.val_list=null", "data.val_dir=v"]),

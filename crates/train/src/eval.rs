@@ -135,6 +135,20 @@ pub fn linear_probe(
     classes: usize,
     cfg: &ProbeConfig,
 ) -> Result<Accuracy> {
+    Ok(linear_probe_fit(train, train_labels, test, test_labels, d, classes, cfg)?.0)
+}
+
+/// [`linear_probe`], also returning the probe's top-1 prediction of every test feature (the
+/// first class of highest score, as the accuracy counts it).
+pub fn linear_probe_fit(
+    train: &[f32],
+    train_labels: &[u16],
+    test: &[f32],
+    test_labels: &[u16],
+    d: usize,
+    classes: usize,
+    cfg: &ProbeConfig,
+) -> Result<(Accuracy, Vec<u16>)> {
     let dev = Device::Cpu;
     let (mean, std) = standardizer(train, d);
     let xtr = standardize(train, d, &mean, &std);
@@ -188,7 +202,107 @@ pub fn linear_probe(
         .broadcast_add(&b)?
         .flatten_all()?
         .to_vec1::<f32>()?;
-    Ok(accuracy(&scores, test_labels, classes))
+    Ok((
+        accuracy(&scores, test_labels, classes),
+        argmax_rows(&scores, classes),
+    ))
+}
+
+/// Per row of `classes` scores, the first index of the largest score.
+fn argmax_rows(scores: &[f32], classes: usize) -> Vec<u16> {
+    scores
+        .chunks(classes)
+        .map(|row| {
+            let mut best = 0;
+            for (c, &v) in row.iter().enumerate() {
+                if v > row[best] {
+                    best = c;
+                }
+            }
+            best as u16
+        })
+        .collect()
+}
+
+/// ImageNet-LT's many-shot threshold (a class with more than 100 training images, of at most
+/// 1,280) and few-shot threshold (fewer than 20), as counts out of [`LT_REFERENCE_MAX`].
+pub const LT_MANY_ABOVE: usize = 100;
+/// See [`LT_MANY_ABOVE`].
+pub const LT_FEW_BELOW: usize = 20;
+/// The largest class of ImageNet-LT's training set, the scale of the thresholds.
+pub const LT_REFERENCE_MAX: usize = 1280;
+
+/// Test top-1 accuracy of the many-, medium- and few-shot classes (ImageNet-LT's convention,
+/// scaled to the training set's largest class; see [`class_groups`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupAccuracy {
+    /// Percent; None when the group has no class with test images.
+    pub many: Option<f64>,
+    pub medium: Option<f64>,
+    pub few: Option<f64>,
+    /// Classes in each group.
+    pub n_many: usize,
+    pub n_medium: usize,
+    pub n_few: usize,
+}
+
+/// The group of each class (0 many, 1 medium, 2 few) from its training count n_c and the
+/// largest count n_max: many when n_c > n_max·100/1280, few when n_c < n_max·20/1280, medium
+/// otherwise — ImageNet-LT's >100 / 20–100 / <20 exactly when n_max = 1,280, the same fractions
+/// of n_max for any other training set. Compared in integers (n_c·1280 against n_max·100).
+pub fn class_groups(train_counts: &[usize]) -> Vec<u8> {
+    let n_max = train_counts.iter().copied().max().unwrap_or(0);
+    train_counts
+        .iter()
+        .map(|&n| {
+            if n * LT_REFERENCE_MAX > n_max * LT_MANY_ABOVE {
+                0
+            } else if n * LT_REFERENCE_MAX < n_max * LT_FEW_BELOW {
+                2
+            } else {
+                1
+            }
+        })
+        .collect()
+}
+
+/// Per-group test top-1 from the `predictions` of the test images with `labels`, the classes
+/// grouped by their self-supervised training counts `train_counts` ([`class_groups`]). A
+/// group's accuracy is the mean of its classes' accuracies (ImageNet-LT's `shot_acc`), over the
+/// classes with test images. None when the training set is balanced (every count equal: the
+/// groups would only repeat the overall accuracy).
+pub fn group_accuracy(predictions: &[u16], labels: &[u16], train_counts: &[usize]) -> Option<GroupAccuracy> {
+    assert_eq!(predictions.len(), labels.len(), "one prediction per test image");
+    let (lo, hi) = (train_counts.iter().min()?, train_counts.iter().max()?);
+    if lo == hi {
+        return None;
+    }
+    let k = train_counts.len();
+    let (mut hits, mut total) = (vec![0usize; k], vec![0usize; k]);
+    for (&p, &y) in predictions.iter().zip(labels) {
+        total[y as usize] += 1;
+        hits[y as usize] += usize::from(p == y);
+    }
+    let groups = class_groups(train_counts);
+    let mean_of = |g: u8| -> (Option<f64>, usize) {
+        let members: Vec<usize> = (0..k).filter(|&c| groups[c] == g).collect();
+        let accs: Vec<f64> = members
+            .iter()
+            .filter(|&&c| total[c] > 0)
+            .map(|&c| 100.0 * hits[c] as f64 / total[c] as f64)
+            .collect();
+        let mean = (!accs.is_empty()).then(|| accs.iter().sum::<f64>() / accs.len() as f64);
+        (mean, members.len())
+    };
+    let ((many, n_many), (medium, n_medium), (few, n_few)) = (mean_of(0), mean_of(1), mean_of(2));
+    Some(GroupAccuracy {
+        many,
+        medium,
+        few,
+        n_many,
+        n_medium,
+        n_few,
+    })
 }
 
 fn l2_rows(x: &[f32], d: usize) -> Vec<f32> {
@@ -293,6 +407,62 @@ mod tests {
         let acc = knn(&xtr, &ytr, &xte, &yte, 16, 10, 50, 0.1).unwrap();
         assert!((acc.top1 - 10.0).abs() < 4.0, "{}", acc.top1);
         assert!((acc.top5 - 50.0).abs() < 6.0, "{}", acc.top5);
+    }
+
+    #[test]
+    fn class_groups_follow_imagenet_lt_thresholds_scaled_to_n_max() {
+        // At ImageNet-LT's own scale (n_max = 1280): >100 many, 20–100 medium, <20 few.
+        assert_eq!(class_groups(&[1280, 101, 100, 20, 19, 5]), vec![0, 0, 1, 1, 2, 2]);
+        // CIFAR-10-LT at ρ = 100 (n_max 1000 after per_class = 1000): thresholds 78.125 and
+        // 15.625 images: 1000…129 many, 77…17 medium, 10 few.
+        let lt100 = [1000, 599, 359, 215, 129, 77, 46, 27, 16, 10];
+        assert_eq!(class_groups(&lt100), vec![0, 0, 0, 0, 0, 1, 1, 1, 1, 2]);
+        // ρ = 10: every class keeps more than 7.8 % of n_max, all many-shot.
+        assert_eq!(
+            class_groups(&[1000, 774, 599, 464, 359, 278, 215, 166, 129, 100]),
+            vec![0; 10]
+        );
+    }
+
+    #[test]
+    fn group_accuracy_of_constructed_predictions() {
+        // 4 classes: counts 1280 (many), 640 (many), 60 (medium), 10 (few).
+        let counts = [1280, 640, 60, 10];
+        // Class 0: 4 test images, 3 right (75 %); class 1: 2 images, 1 right (50 %);
+        // class 2: 5 images, 2 right (40 %); class 3: 2 images, none right (0 %).
+        let labels = [0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 3, 3];
+        let preds = [0, 0, 0, 1, 1, 0, 2, 2, 0, 1, 3, 0, 2];
+        let g = group_accuracy(&preds, &labels, &counts).unwrap();
+        // Many: mean of 75 and 50 (per-class mean, not 4 of 6 images = 66.7).
+        assert_eq!(g.many, Some(62.5));
+        assert_eq!(g.medium, Some(40.0));
+        assert_eq!(g.few, Some(0.0));
+        assert_eq!((g.n_many, g.n_medium, g.n_few), (2, 1, 1));
+        // A group without classes, and a class without test images, have no accuracy.
+        let g = group_accuracy(&[0, 1], &[0, 1], &[100, 90, 1]).unwrap();
+        assert_eq!((g.many, g.medium, g.few), (Some(100.0), None, None));
+        assert_eq!((g.n_many, g.n_medium, g.n_few), (2, 0, 1));
+        // A balanced training set: not computed.
+        assert_eq!(group_accuracy(&preds, &labels, &[5, 5, 5, 5]), None);
+    }
+
+    #[test]
+    fn probe_predictions_agree_with_its_accuracy() {
+        let (xtr, ytr) = clusters(30, 4, 8, 2.5, 5);
+        let (xte, yte) = clusters(25, 4, 8, 2.5, 6);
+        let cfg = ProbeConfig {
+            epochs: 5,
+            lr: 0.05,
+            batch: 32,
+            weight_decay: 0.0,
+            seed: 1,
+        };
+        let (acc, pred) = linear_probe_fit(&xtr, &ytr, &xte, &yte, 8, 4, &cfg).unwrap();
+        let right = pred.iter().zip(&yte).filter(|(p, y)| p == y).count();
+        assert_eq!(acc.top1, 100.0 * right as f64 / yte.len() as f64);
+        assert!(acc.top1 < 100.0 && acc.top1 > 25.0, "{}", acc.top1);
+        assert_eq!(acc, linear_probe(&xtr, &ytr, &xte, &yte, 8, 4, &cfg).unwrap());
+        assert_eq!(argmax_rows(&[0.5, 0.9, 0.9, 0.1, 0.0, 0.0], 3), vec![1, 0]);
     }
 
     #[test]

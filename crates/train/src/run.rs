@@ -76,6 +76,22 @@ pub struct EvalResult {
     pub bias_cos_ci95: Option<[f64; 2]>,
     pub n_train: usize,
     pub n_test: usize,
+    /// Long-tail groups ([`eval::group_accuracy`]): linear-probe test top-1 of the many-,
+    /// medium- and few-shot classes by their count in the self-supervised training set, and the
+    /// number of classes in each group. Null when that set is balanced (and in files written
+    /// before these keys existed).
+    #[serde(default)]
+    pub linear_many: Option<f64>,
+    #[serde(default)]
+    pub linear_medium: Option<f64>,
+    #[serde(default)]
+    pub linear_few: Option<f64>,
+    #[serde(default)]
+    pub n_many: Option<usize>,
+    #[serde(default)]
+    pub n_medium: Option<usize>,
+    #[serde(default)]
+    pub n_few: Option<usize>,
 }
 
 impl EvalResult {
@@ -98,7 +114,26 @@ impl EvalResult {
             bias_cos_ci95: bias.map(|b| b.cos_ci95),
             n_train,
             n_test,
+            linear_many: None,
+            linear_medium: None,
+            linear_few: None,
+            n_many: None,
+            n_medium: None,
+            n_few: None,
         }
+    }
+
+    /// Sets the long-tail group keys from `groups` (None leaves them null).
+    pub fn with_groups(mut self, groups: Option<eval::GroupAccuracy>) -> Self {
+        if let Some(g) = groups {
+            self.linear_many = g.many;
+            self.linear_medium = g.medium;
+            self.linear_few = g.few;
+            self.n_many = Some(g.n_many);
+            self.n_medium = Some(g.n_medium);
+            self.n_few = Some(g.n_few);
+        }
+        self
     }
 }
 
@@ -221,7 +256,7 @@ pub(crate) fn evaluate(
         weight_decay: e.linear_weight_decay,
         seed: cfg.seed,
     };
-    let lin = eval::linear_probe(&ftr, &tr.labels, &fte, &te.labels, d, classes, &probe)?;
+    let (lin, pred) = eval::linear_probe_fit(&ftr, &tr.labels, &fte, &te.labels, d, classes, &probe)?;
     emit(progress, serde_json::json!({"event": "eval", "what": "knn"}));
     let knn = eval::knn(
         &ftr,
@@ -249,7 +284,13 @@ pub(crate) fn evaluate(
     } else {
         None
     };
-    Ok(EvalResult::new(lin, knn, bias, tr.n, te.n))
+    // Long-tail groups by the class counts of the run's training subset (the same selection
+    // as `data::select_train`).
+    let ssl = crate::data::select_indices(&train.labels, classes, &cfg.data, cfg.seed)?;
+    let mut counts = vec![0usize; classes];
+    ssl.iter().for_each(|&i| counts[train.labels[i] as usize] += 1);
+    let groups = eval::group_accuracy(&pred, &te.labels, &counts);
+    Ok(EvalResult::new(lin, knn, bias, tr.n, te.n).with_groups(groups))
 }
 
 fn save_checkpoint(

@@ -20,7 +20,7 @@ use crate::config::{Config, DataConfig};
 use crate::data::folder::{self, FolderLayout, ImageList};
 use crate::data::{self, Dataset, Split};
 use crate::eval::{self, ProbeConfig};
-use crate::input::{InputStream, Mode, StreamOptions};
+use crate::input::{ImageStore, InputStream, Mode, StreamOptions};
 use crate::model::{ResNet, SimClrModel};
 use crate::run::{emit, evaluate, seeded_subset, EvalResult, ProgressMode};
 use anyhow::{anyhow, Result};
@@ -56,6 +56,8 @@ pub struct FolderSource {
     pub fingerprint: String,
     pub stream: StreamOptions,
     pub eval_crop: f64,
+    /// `data.resize_short` and `data.cache_images`, shared by every stream of the run.
+    pub store: Arc<ImageStore>,
 }
 
 impl FolderSource {
@@ -91,6 +93,10 @@ impl FolderSource {
                 seed,
             },
             eval_crop: data.eval_crop.unwrap_or(DataConfig::DEFAULT_EVAL_CROP),
+            store: Arc::new(ImageStore::new(
+                data.resize_short,
+                data.cache_images.unwrap_or(false),
+            )),
         })
     }
 
@@ -107,13 +113,14 @@ impl FolderSource {
         let size = pipeline.size();
         let mut feats = Vec::with_capacity(order.len() * mode.views() * encoder.feat_dim);
         let mut labels = Vec::with_capacity(order.len());
-        let stream = InputStream::new(
+        let stream = InputStream::with_store(
             list.clone(),
             order,
             batch,
             mode,
             Arc::new(pipeline.clone()),
             self.stream,
+            self.store.clone(),
         );
         for b in stream {
             let b = b?;
@@ -164,7 +171,7 @@ impl FolderSource {
             weight_decay: e.linear_weight_decay,
             seed: cfg.seed,
         };
-        let lin = eval::linear_probe(&ftr, &ytr, &fte, &yte, d, classes, &probe)?;
+        let (lin, pred) = eval::linear_probe_fit(&ftr, &ytr, &fte, &yte, d, classes, &probe)?;
         emit(progress, serde_json::json!({"event": "eval", "what": "knn"}));
         let knn = eval::knn(&ftr, &ytr, &fte, &yte, d, classes, e.knn_k, e.knn_temperature)?;
         let bias = if e.bias_views > 0 && e.bias_images > 0 {
@@ -183,7 +190,8 @@ impl FolderSource {
         } else {
             None
         };
-        Ok(EvalResult::new(lin, knn, bias, ytr.len(), yte.len()))
+        let groups = eval::group_accuracy(&pred, &yte, &self.train.class_counts());
+        Ok(EvalResult::new(lin, knn, bias, ytr.len(), yte.len()).with_groups(groups))
     }
 }
 
@@ -326,13 +334,14 @@ impl TrainSource {
                 order.truncate(steps * b);
                 let mode = Mode::Train { epoch: epoch as u64 };
                 let pipeline = Arc::new(pipeline.clone());
-                EpochBatches::Folder(InputStream::new(
+                EpochBatches::Folder(InputStream::with_store(
                     f.train.clone(),
                     order,
                     b,
                     mode,
                     pipeline,
                     f.stream,
+                    f.store.clone(),
                 ))
             }
         }
@@ -448,15 +457,51 @@ mod tests {
         let ev = m.eval.as_ref().unwrap();
         assert_eq!((ev.n_train, ev.n_test), (18, 6));
         assert!(ev.bias_l2.is_some_and(f64::is_finite));
-        // Same config and seed, other decode thread count → the same run.
+        // A balanced training set: no long-tail groups.
+        assert_eq!((ev.n_many, ev.linear_many), (None, None));
+        // Same config and seed, other decode thread count, decodes cached → the same run.
         let mut cfg3 = cfg.clone();
         cfg3.data.decode_threads = Some(3);
+        cfg3.data.cache_images = Some(true);
         let m3 = train(&cfg3, &opts("b")).unwrap();
         let losses = |m: &crate::run::Metrics| m.epochs.iter().map(|e| e.loss).collect::<Vec<_>>();
         assert_eq!(losses(&m), losses(m3.metrics()));
         assert_eq!(
             m.eval.as_ref().unwrap().linear_top1,
             m3.metrics().eval.as_ref().unwrap().linear_top1
+        );
+    }
+
+    #[test]
+    fn long_tailed_folder_runs_report_class_groups() {
+        let t = tempfile::tempdir().unwrap();
+        dataset(t.path());
+        let mut cfg = config();
+        // ρ = 100 on 6 images per class keeps 6, 0 and 0: one many-shot class, two few-shot.
+        cfg.data.imbalance_ratio = Some(100.0);
+        cfg.data.resize_short = Some(40);
+        cfg.train.steps_per_epoch = Some(1);
+        let opts = RunOptions {
+            out_dir: t.path().join("lt"),
+            checkpoint_dir: None,
+            data_root: t.path().to_path_buf(),
+            progress: ProgressMode::None,
+            device: candle_core::Device::Cpu,
+        };
+        let m = train(&cfg, &opts).unwrap();
+        let ev = m.metrics().eval.clone().unwrap();
+        assert_eq!(m.metrics().train_images, 6);
+        assert_eq!((ev.n_many, ev.n_medium, ev.n_few), (Some(1), Some(0), Some(2)));
+        assert_eq!(ev.linear_medium, None);
+        // The validation list is balanced (2 images a class): the overall top-1 is the
+        // class-weighted mean of the group accuracies.
+        let (many, few) = (ev.linear_many.unwrap(), ev.linear_few.unwrap());
+        assert!((ev.linear_top1 - (many + 2.0 * few) / 3.0).abs() < 1e-9, "{ev:?}");
+        // The keys are in metrics.json.
+        let text = std::fs::read_to_string(t.path().join("lt/metrics.json")).unwrap();
+        assert!(
+            text.contains("\"n_few\": 2") && text.contains("\"linear_medium\": null"),
+            "{text}"
         );
     }
 

@@ -64,7 +64,7 @@ mod tests;
 pub use ops::{
     adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, blur_kernel_size, center_resize,
     cutout, cutout_bounds, fill_square, gaussian_blur, gaussian_kernel, hflip, normalize, resized_crop,
-    rotate, sample_crop_params, solarize, to_grayscale, Image, LUMA,
+    resized_crop_hw, rotate, sample_crop_params, solarize, to_grayscale, Image, LUMA,
 };
 
 use crate::config::AugmentConfig;

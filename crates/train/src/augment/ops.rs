@@ -349,31 +349,44 @@ impl AxisWeights {
 /// `resized_crop`, bilinear, antialias=True; see `AxisWeights`). Panics if the crop leaves the
 /// image or is empty.
 pub fn resized_crop(img: &Image, top: usize, left: usize, h: usize, w: usize, size: usize) -> Image {
-    assert!(h > 0 && w > 0 && size > 0, "empty crop or output");
+    resized_crop_hw(img, top, left, h, w, size, size)
+}
+
+/// [`resized_crop`] to `out_h`×`out_w` (the same filter per axis).
+pub fn resized_crop_hw(
+    img: &Image,
+    top: usize,
+    left: usize,
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Image {
+    assert!(h > 0 && w > 0 && out_h > 0 && out_w > 0, "empty crop or output");
     assert!(top + h <= img.h && left + w <= img.w, "crop outside the image");
     let (c, iw) = (img.c, img.w);
-    let cols = AxisWeights::bilinear(w, size);
-    let rows = AxisWeights::bilinear(h, size);
-    // Horizontal pass: c × h × size.
-    let mut tmp = vec![0.0f32; c * h * size];
+    let cols = AxisWeights::bilinear(w, out_w);
+    let rows = AxisWeights::bilinear(h, out_h);
+    // Horizontal pass: c × h × out_w.
+    let mut tmp = vec![0.0f32; c * h * out_w];
     for ch in 0..c {
         for y in 0..h {
             let src = &img.data[(ch * img.h + top + y) * iw + left..][..w];
-            let dst = &mut tmp[(ch * h + y) * size..][..size];
+            let dst = &mut tmp[(ch * h + y) * out_w..][..out_w];
             for (x, d) in dst.iter_mut().enumerate() {
                 let (s, ws) = cols.taps(x);
                 *d = ws.iter().zip(&src[s..]).map(|(a, b)| a * b).sum();
             }
         }
     }
-    // Vertical pass: c × size × size.
-    let mut out = Image::zeros(c, size, size);
+    // Vertical pass: c × out_h × out_w.
+    let mut out = Image::zeros(c, out_h, out_w);
     for ch in 0..c {
-        for y in 0..size {
+        for y in 0..out_h {
             let (s, ws) = rows.taps(y);
-            let dst = &mut out.data[(ch * size + y) * size..][..size];
+            let dst = &mut out.data[(ch * out_h + y) * out_w..][..out_w];
             for (j, &wt) in ws.iter().enumerate() {
-                let src = &tmp[(ch * h + s + j) * size..][..size];
+                let src = &tmp[(ch * h + s + j) * out_w..][..out_w];
                 for (d, &v) in dst.iter_mut().zip(src) {
                     *d += wt * v;
                 }

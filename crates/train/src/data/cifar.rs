@@ -33,6 +33,13 @@ pub const CIFAR10_CLASSES: [&str; 10] = [
     "truck",
 ];
 
+/// Published MD5s of the files of the official CIFAR-100 binary release (the members of
+/// `cifar-100-binary.tar.gz`, whose own MD5 is [`super::CIFAR100_ARCHIVE_MD5`]).
+pub const CIFAR100_FILE_MD5: [(&str, &str); 2] = [
+    ("train.bin", "6172c7755cfe09b2fe270c85cebc1b15"),
+    ("test.bin", "4499cfba6c016c1be1438163640a0898"),
+];
+
 /// Published MD5s of the files of the official CIFAR-10 binary release.
 pub const CIFAR10_FILE_MD5: [(&str, &str); 6] = [
     ("data_batch_1.bin", "5dd7e06a14cb22eb9f671a540d1b7c25"),
@@ -49,8 +56,8 @@ pub(crate) struct FileSpec {
     pub name: &'static str,
     /// Records in the official file.
     pub records: usize,
-    /// Published MD5, when known.
-    pub md5: Option<&'static str>,
+    /// Published MD5.
+    pub md5: &'static str,
     /// Training file (else test).
     pub train: bool,
 }
@@ -91,7 +98,7 @@ const fn c10(name: &'static str, md5: &'static str, train: bool) -> FileSpec {
     FileSpec {
         name,
         records: 10_000,
-        md5: Some(md5),
+        md5,
         train,
     }
 }
@@ -123,15 +130,15 @@ pub(crate) static CIFAR100: Layout = Layout {
     class_label: 1,
     files: &[
         FileSpec {
-            name: "train.bin",
+            name: CIFAR100_FILE_MD5[0].0,
             records: 50_000,
-            md5: None,
+            md5: CIFAR100_FILE_MD5[0].1,
             train: true,
         },
         FileSpec {
-            name: "test.bin",
+            name: CIFAR100_FILE_MD5[1].0,
             records: 10_000,
-            md5: None,
+            md5: CIFAR100_FILE_MD5[1].1,
             train: false,
         },
     ],
@@ -161,8 +168,6 @@ pub(crate) fn layout(dataset: &str) -> Result<&'static Layout> {
 pub enum FileStatus {
     /// The MD5 equals the published one.
     Ok,
-    /// No published MD5 exists (CIFAR-100); record count and label ranges are the official ones.
-    StructureOk,
     /// Well-formed but not the official file (reason): usable with `allow_unverified`.
     Unverified(String),
     /// The file does not exist.
@@ -174,7 +179,7 @@ pub enum FileStatus {
 impl FileStatus {
     /// The file is the official one (as far as it can be checked).
     pub fn is_verified(&self) -> bool {
-        matches!(self, FileStatus::Ok | FileStatus::StructureOk)
+        matches!(self, FileStatus::Ok)
     }
 
     /// The file can be read (with `allow_unverified` if it is not verified).
@@ -187,7 +192,6 @@ impl fmt::Display for FileStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FileStatus::Ok => write!(f, "ok (published MD5)"),
-            FileStatus::StructureOk => write!(f, "ok (structure; no published MD5)"),
             FileStatus::Unverified(r) => write!(f, "MISMATCH: {r}"),
             FileStatus::Missing => write!(f, "MISSING"),
             FileStatus::Corrupt(r) => write!(f, "CORRUPT: {r}"),
@@ -207,7 +211,7 @@ pub struct FileCheck {
     pub records: Option<usize>,
     /// MD5 hex of the file's bytes (None when missing or unreadable).
     pub md5: Option<String>,
-    /// The published MD5, when known.
+    /// The published MD5.
     pub expected_md5: Option<String>,
     pub status: FileStatus,
 }
@@ -270,7 +274,7 @@ fn scan_file(layout: &Layout, spec: &FileSpec, dir: &Path, keep: bool) -> Scanne
         bytes: None,
         records: None,
         md5: None,
-        expected_md5: spec.md5.map(str::to_string),
+        expected_md5: Some(spec.md5.to_string()),
         status: FileStatus::Missing,
     };
     let bytes = match std::fs::read(&path) {
@@ -301,14 +305,14 @@ fn scan_file(layout: &Layout, spec: &FileSpec, dir: &Path, keep: bool) -> Scanne
             spec.records
         )
     });
-    check.status = match (spec.md5, count_note) {
-        (Some(expected), _) if expected == md5 => FileStatus::Ok,
-        (Some(expected), note) => FileStatus::Unverified(match note {
+    let expected = spec.md5;
+    check.status = if md5 == expected {
+        FileStatus::Ok
+    } else {
+        FileStatus::Unverified(match count_note {
             Some(note) => format!("MD5 {md5} is not the published {expected}; {note}"),
             None => format!("MD5 {md5} is not the published {expected}"),
-        }),
-        (None, Some(note)) => FileStatus::Unverified(note),
-        (None, None) => FileStatus::StructureOk,
+        })
     };
     Scanned { check, data }
 }
@@ -475,9 +479,8 @@ pub fn load_cifar10(dir: &Path, allow_unverified: bool) -> Result<Split> {
 }
 
 /// Loads the CIFAR-100 binary release from `dir` (the `cifar-100-binary` folder itself), with
-/// the fine labels (100 classes). No published MD5s of these files are known: `verified` means
-/// the official structure (record counts, label ranges); a different record count is an error
-/// unless `allow_unverified`. The files' MD5s still enter the fingerprint.
+/// the fine labels (100 classes). As for CIFAR-10, files whose MD5 differs from the published
+/// one ([`CIFAR100_FILE_MD5`]) are an error unless `allow_unverified` (then `verified = false`).
 pub fn load_cifar100(dir: &Path, allow_unverified: bool) -> Result<Split> {
     load_layout(&CIFAR100, dir, allow_unverified)
 }
@@ -530,7 +533,7 @@ pub(crate) fn check_folder(layout: &Layout, dir: &Path) -> Vec<FileCheck> {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;
-    use super::super::{channel_mean_std, verify, CIFAR10_MEAN, CIFAR10_STD};
+    use super::super::{channel_mean_std, verify, CIFAR100_MEAN, CIFAR100_STD, CIFAR10_MEAN, CIFAR10_STD};
     use super::*;
     use std::time::Instant;
 
@@ -690,6 +693,64 @@ mod tests {
             root.display()
         );
         root
+    }
+
+    /// The real CIFAR-100 release, when the data root holds it (CI has only CIFAR-10: then the
+    /// test says so and checks nothing): verified by the published MD5s, and one changed byte
+    /// makes a copy unverified — refused, or read with `verified = false` — as for CIFAR-10.
+    #[test]
+    fn real_cifar100_files_match_the_published_md5s() {
+        let root = real_root();
+        let real = root.join(CIFAR100_FOLDER);
+        if !real.is_dir() {
+            eprintln!("skipped: {} has no {CIFAR100_FOLDER}/", root.display());
+            return;
+        }
+        let split = load("cifar100", &root, false).unwrap();
+        assert!(split.verified);
+        assert_eq!((split.train.n, split.test.n), (50_000, 10_000));
+        assert_eq!(split.train.class_counts(), vec![500; 100]);
+        assert_eq!(split.test.class_counts(), vec![100; 100]);
+        let (mean, std) = channel_mean_std(&split.train);
+        eprintln!("CIFAR-100 train mean {mean:?} std {std:?}");
+        for c in 0..3 {
+            assert!((mean[c] - CIFAR100_MEAN[c]).abs() < 1e-6, "{mean:?}");
+            assert!((std[c] - CIFAR100_STD[c]).abs() < 1e-6, "{std:?}");
+        }
+        let report = verify(&real).unwrap();
+        assert!(report.all_verified(), "{report}");
+        assert!(report.datasets[0]
+            .files
+            .iter()
+            .all(|f| f.status == FileStatus::Ok && f.md5 == f.expected_md5));
+        assert_eq!(fingerprint("cifar100", &root).unwrap(), split.fingerprint);
+        let first_test_pixel = split.test.image(0)[0];
+        drop(split);
+
+        // A copy whose test.bin differs in one pixel byte of its first record.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(CIFAR100_FOLDER);
+        std::fs::create_dir_all(&dir).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(real.join("train.bin"), dir.join("train.bin")).unwrap();
+        #[cfg(not(unix))]
+        std::fs::copy(real.join("train.bin"), dir.join("train.bin")).unwrap();
+        let mut bytes = std::fs::read(real.join("test.bin")).unwrap();
+        bytes[2] ^= 1;
+        std::fs::write(dir.join("test.bin"), &bytes).unwrap();
+        let msg = err_text(load_cifar100(&dir, false));
+        assert!(msg.contains("test.bin") && !msg.contains("train.bin"), "{msg}");
+        assert!(
+            msg.contains("is not the published 4499cfba6c016c1be1438163640a0898"),
+            "{msg}"
+        );
+        assert!(msg.contains("--allow-unverified"), "{msg}");
+        let report = verify(&dir).unwrap();
+        assert!(!report.all_verified() && report.datasets[0].usable(), "{report}");
+        assert_eq!(report.datasets[0].files[0].status, FileStatus::Ok);
+        let split = load_cifar100(&dir, true).unwrap();
+        assert!(!split.verified);
+        assert_eq!(split.test.image(0)[0], first_test_pixel ^ 1);
     }
 
     #[test]

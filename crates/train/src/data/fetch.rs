@@ -60,8 +60,8 @@ pub fn fetch(dataset: &str, dir: &Path, base_url: Option<&str>, progress: bool) 
 /// or `cifar-100-binary.tar.gz`).
 ///
 /// `expected_md5` is the archive's MD5; `None` means the published one. When the expected MD5
-/// is the published one, the unpacked files must also be the official ones (CIFAR-10: published
-/// file MD5s; CIFAR-100: official structure). With any other expected MD5 (a test archive, a
+/// is the published one, the unpacked files must also be the official ones (their published
+/// MD5s). With any other expected MD5 (a test archive, a
 /// private re-pack) those file checks cannot apply, so only the structure is required (every
 /// file present, whole records, labels in range); loading such files then needs
 /// `allow_unverified`.

@@ -19,14 +19,12 @@
 //! (rayon). A missing file, an empty file, a size that is not a multiple of the record length
 //! (a truncated download) or a label out of range is always an error naming the file (and the
 //! record for a bad label).
-//! - CIFAR-10: each file's MD5 is compared with the published one ([`CIFAR10_FILE_MD5`]). A
-//!   mismatch is an error unless `allow_unverified`, in which case the split is returned with
-//!   `verified = false` (recorded in a run's metrics as `dataset_verified`).
-//! - CIFAR-100: we do not know published MD5s of the unpacked binary files (only the archive's,
-//!   which [`fetch`] checks). `verified = true` therefore means: the files have the official
-//!   structure (50,000 / 10,000 records, coarse labels < 20, fine labels < 100). Their MD5s are
-//!   still recorded in the fingerprint, so runs on different copies never share a cell id.
-//!   A different record count is treated like a CIFAR-10 MD5 mismatch.
+//! Each file's MD5 is compared with the published one ([`CIFAR10_FILE_MD5`],
+//! [`CIFAR100_FILE_MD5`]: CIFAR-100's `train.bin` 6172c775…, `test.bin` 4499cfba…, the members of
+//! the official archive). A mismatch (one changed byte is enough) is an error unless
+//! `allow_unverified`, in which case the split is returned with `verified = false` (recorded in
+//! a run's metrics as `dataset_verified`); the message also names a record count that differs
+//! from the official one (50,000 / 10,000 for CIFAR-100).
 //!
 //! # Fingerprint
 //! [`Split::fingerprint`] is the SHA-256 (hex) of the UTF-8 text
@@ -40,7 +38,8 @@
 //!
 //! # Image folders
 //! `data.dataset: imagefolder` reads ImageNet / ImageNet-LT style trees and list files of JPEGs,
-//! decoded lazily while training (see [`folder`] and [`crate::input`]).
+//! decoded lazily while training (see [`folder`] and [`crate::input`]). [`make_lt`] writes an
+//! ImageNet-LT-style long-tailed version of such a tree (`protoclr data make-lt`).
 //! [`dataset_fingerprint`] gives the fingerprint of either kind of dataset from its config.
 //!
 //! # Download
@@ -51,12 +50,13 @@
 mod cifar;
 mod fetch;
 pub mod folder;
+mod lt;
 pub mod subset;
 mod verify;
 
 pub use cifar::{
-    dataset_dir, fingerprint, load, load_cifar10, load_cifar100, FileCheck, FileStatus, CIFAR100_FOLDER,
-    CIFAR10_CLASSES, CIFAR10_FILE_MD5, CIFAR10_FOLDER, DATASETS, IMAGE_BYTES, SIDE,
+    dataset_dir, fingerprint, load, load_cifar10, load_cifar100, FileCheck, FileStatus, CIFAR100_FILE_MD5,
+    CIFAR100_FOLDER, CIFAR10_CLASSES, CIFAR10_FILE_MD5, CIFAR10_FOLDER, DATASETS, IMAGE_BYTES, SIDE,
 };
 pub use fetch::{
     archive_url, fetch, fetch_from, CIFAR100_ARCHIVE_MD5, CIFAR100_URL, CIFAR10_ARCHIVE_MD5, CIFAR10_URL,
@@ -66,6 +66,7 @@ pub use folder::{
     decode_jpeg, read_image, scan, BadEntry, DecodedImage, FolderLayout, FolderScan, ImageList, PartSource,
     Problem, FOLDER_DATASET, IMAGENET_MEAN, IMAGENET_STD,
 };
+pub use lt::{make_lt, write_lt, LtLists, LtOptions};
 pub use subset::{
     fraction_indices, long_tail_counts, long_tail_indices, per_class_indices, select_indices, select_train,
     step_seed,
@@ -81,7 +82,7 @@ pub const CIFAR10_MEAN: [f32; 3] = [0.491_399_7, 0.482_158_4, 0.446_530_9];
 /// quoted 0.2023/0.1994/0.2010, which averages per-image deviations).
 pub const CIFAR10_STD: [f32; 3] = [0.247_032_2, 0.243_485_1, 0.261_587_8];
 /// Per-channel mean of the CIFAR-100 training images (widely published values, same definition
-/// as [`CIFAR10_MEAN`]; CIFAR-100 is not at hand here to recompute them).
+/// as [`CIFAR10_MEAN`]; checked against the real files in the tests when they are at hand).
 pub const CIFAR100_MEAN: [f32; 3] = [0.507_075_2, 0.486_548_9, 0.440_917_8];
 /// Per-channel population standard deviation of the CIFAR-100 training pixels.
 pub const CIFAR100_STD: [f32; 3] = [0.267_334_3, 0.256_438_5, 0.276_150_5];
@@ -197,7 +198,7 @@ pub struct Split {
     pub test: Dataset,
     /// SHA-256 hex over the dataset name and the per-file MD5s (format in the module doc).
     pub fingerprint: String,
-    /// Every file matched its published MD5 (CIFAR-10) or the official structure (CIFAR-100).
+    /// Every file matched its published MD5.
     pub verified: bool,
 }
 
