@@ -208,6 +208,29 @@ mod tests {
     }
 
     #[test]
+    fn eval_results_written_before_the_new_keys_still_read() {
+        let old = r#"{"linear_top1": 61.3, "linear_top5": 95.0, "knn_top1": 55.0, "knn_top5": 93.0,
+            "bias_l2": 0.42, "bias_l2_ci95": [0.41, 0.43], "bias_cos": 0.09, "bias_cos_ci95": [0.08, 0.1],
+            "n_train": 50000, "n_test": 10000}"#;
+        let e: EvalResult = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (e.n_val, e.val_linear_top1, e.bias_rel, e.bound_n),
+            (None, None, None, None)
+        );
+        // Written back, every new key is there as null.
+        let text = serde_json::to_string(&e).unwrap();
+        for k in [
+            "val_linear_top1",
+            "val_knn_top5",
+            "n_val",
+            "bias_rel_ci95",
+            "bound_repel_slack",
+        ] {
+            assert!(text.contains(&format!("\"{k}\":null")), "{k}: {text}");
+        }
+    }
+
+    #[test]
     fn without_validation_the_sets_are_the_old_ones() {
         // eval.val_images = 0: bank, test and bias exactly as before the validation split existed.
         let cfg = Config {
