@@ -224,10 +224,15 @@ fn print_summary(m: &run::Metrics, out: &std::path::Path) {
         eprintln!("diverged at epoch {} step {}: {}", d.epoch, d.step, d.what);
     }
     let line = |name: &str, e: &run::EvalResult| {
-        let bias = e.bias_l2.map(|b| format!("{b:.4}")).unwrap_or_else(|| "—".into());
+        let opt =
+            |v: Option<f64>, digits: usize| v.map(|b| format!("{b:.digits$}")).unwrap_or_else(|| "—".into());
         println!(
-            "{name:<16} linear top-1 {:6.2} %   kNN top-1 {:6.2} %   prototype bias {bias}",
-            e.linear_top1, e.knn_top1
+            "{name:<16} linear top-1 {:6.2} % (val {})   kNN top-1 {:6.2} %   prototype bias {} (rel {})",
+            e.linear_top1,
+            opt(e.val_linear_top1, 2),
+            e.knn_top1,
+            opt(e.bias_l2, 4),
+            opt(e.bias_rel, 3)
         );
     };
     if let Some(e) = &m.eval {

@@ -467,6 +467,11 @@ pub struct EvalConfig {
     pub train_images: Option<usize>,
     /// Test images (None: the whole official test split).
     pub test_images: Option<usize>,
+    /// Validation split: images of the official training split held out of everything the run
+    /// trains on (the self-supervised subset and the probe/kNN bank), stratified by class and
+    /// seeded; the linear probe and kNN are also scored on them (`val_*` metrics). None: the
+    /// default min(5000, N/10) of the N training images (5,000 for CIFAR); 0: no validation split.
+    pub val_images: Option<usize>,
     /// Epochs of softmax regression on standardised frozen features.
     pub linear_epochs: usize,
     pub linear_lr: f64,
@@ -488,6 +493,7 @@ impl Default for EvalConfig {
         Self {
             train_images: None,
             test_images: None,
+            val_images: None,
             linear_epochs: 30,
             linear_lr: 1e-2,
             linear_batch: 256,

@@ -135,77 +135,110 @@ pub fn linear_probe(
     classes: usize,
     cfg: &ProbeConfig,
 ) -> Result<Accuracy> {
-    Ok(linear_probe_fit(train, train_labels, test, test_labels, d, classes, cfg)?.0)
+    LinearProbe::train(train, train_labels, d, classes, cfg)?.accuracy(test, test_labels)
 }
 
-/// [`linear_probe`], also returning the probe's top-1 prediction of every test feature (the
-/// first class of highest score, as the accuracy counts it).
-pub fn linear_probe_fit(
-    train: &[f32],
-    train_labels: &[u16],
-    test: &[f32],
-    test_labels: &[u16],
+/// A trained linear probe: the training features' standardisation and the softmax-regression
+/// weights, to score any number of evaluation sets (test, validation) with one training.
+pub struct LinearProbe {
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    w: Tensor,
+    b: Tensor,
     d: usize,
     classes: usize,
-    cfg: &ProbeConfig,
-) -> Result<(Accuracy, Vec<u16>)> {
-    let dev = Device::Cpu;
-    let (mean, std) = standardizer(train, d);
-    let xtr = standardize(train, d, &mean, &std);
-    let xte = standardize(test, d, &mean, &std);
-    let n = train_labels.len();
-    let mut w = Tensor::zeros((d, classes), candle_core::DType::F32, &dev)?;
-    let mut b = Tensor::zeros(classes, candle_core::DType::F32, &dev)?;
-    let (mut mw, mut vw) = (w.zeros_like()?, w.zeros_like()?);
-    let (mut mb, mut vb) = (b.zeros_like()?, b.zeros_like()?);
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0070_726f_6265);
-    let mut order: Vec<usize> = (0..n).collect();
-    let steps_per_epoch = n.div_ceil(cfg.batch);
-    let total = cfg.epochs * steps_per_epoch;
-    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
-    let mut t = 0usize;
-    for _ in 0..cfg.epochs {
-        order.shuffle(&mut rng);
-        for chunk in order.chunks(cfg.batch) {
-            let bs = chunk.len();
-            let mut xb = Vec::with_capacity(bs * d);
-            let mut yb = vec![0f32; bs * classes];
-            for (r, &i) in chunk.iter().enumerate() {
-                xb.extend_from_slice(&xtr[i * d..(i + 1) * d]);
-                yb[r * classes + train_labels[i] as usize] = 1.0;
+}
+
+impl LinearProbe {
+    /// Softmax regression on standardised `train` features (Adam, cosine schedule, seeded order).
+    pub fn train(
+        train: &[f32],
+        train_labels: &[u16],
+        d: usize,
+        classes: usize,
+        cfg: &ProbeConfig,
+    ) -> Result<Self> {
+        let dev = Device::Cpu;
+        let (mean, std) = standardizer(train, d);
+        let xtr = standardize(train, d, &mean, &std);
+        let n = train_labels.len();
+        let mut w = Tensor::zeros((d, classes), candle_core::DType::F32, &dev)?;
+        let mut b = Tensor::zeros(classes, candle_core::DType::F32, &dev)?;
+        let (mut mw, mut vw) = (w.zeros_like()?, w.zeros_like()?);
+        let (mut mb, mut vb) = (b.zeros_like()?, b.zeros_like()?);
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0070_726f_6265);
+        let mut order: Vec<usize> = (0..n).collect();
+        let steps_per_epoch = n.div_ceil(cfg.batch);
+        let total = cfg.epochs * steps_per_epoch;
+        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+        let mut t = 0usize;
+        for _ in 0..cfg.epochs {
+            order.shuffle(&mut rng);
+            for chunk in order.chunks(cfg.batch) {
+                let bs = chunk.len();
+                let mut xb = Vec::with_capacity(bs * d);
+                let mut yb = vec![0f32; bs * classes];
+                for (r, &i) in chunk.iter().enumerate() {
+                    xb.extend_from_slice(&xtr[i * d..(i + 1) * d]);
+                    yb[r * classes + train_labels[i] as usize] = 1.0;
+                }
+                let xb = Tensor::from_vec(xb, (bs, d), &dev)?;
+                let yb = Tensor::from_vec(yb, (bs, classes), &dev)?;
+                let logits = xb.matmul(&w)?.broadcast_add(&b)?;
+                let p = candle_core::Tensor::exp(&logits.broadcast_sub(&logits.max_keepdim(D::Minus1)?)?)?;
+                let p = p.broadcast_div(&p.sum_keepdim(D::Minus1)?)?;
+                let g = ((p - yb)? / bs as f64)?;
+                let gw = (xb.t()?.matmul(&g)? + (&w * cfg.weight_decay)?)?;
+                let gb = g.sum(0)?;
+                t += 1;
+                let lr = cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * t as f64 / total as f64).cos());
+                let bc1 = 1.0 - b1.powi(t as i32);
+                let bc2 = 1.0 - b2.powi(t as i32);
+                let adam = |p: &Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor| -> Result<Tensor> {
+                    *m = ((&*m * b1)? + (g * (1.0 - b1))?)?;
+                    *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+                    let step = ((&*m / bc1)? / ((&*v / bc2)?.sqrt()? + eps)?)?;
+                    Ok((p - (step * lr)?)?)
+                };
+                w = adam(&w, &gw, &mut mw, &mut vw)?;
+                b = adam(&b, &gb, &mut mb, &mut vb)?;
             }
-            let xb = Tensor::from_vec(xb, (bs, d), &dev)?;
-            let yb = Tensor::from_vec(yb, (bs, classes), &dev)?;
-            let logits = xb.matmul(&w)?.broadcast_add(&b)?;
-            let p = candle_core::Tensor::exp(&logits.broadcast_sub(&logits.max_keepdim(D::Minus1)?)?)?;
-            let p = p.broadcast_div(&p.sum_keepdim(D::Minus1)?)?;
-            let g = ((p - yb)? / bs as f64)?;
-            let gw = (xb.t()?.matmul(&g)? + (&w * cfg.weight_decay)?)?;
-            let gb = g.sum(0)?;
-            t += 1;
-            let lr = cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * t as f64 / total as f64).cos());
-            let bc1 = 1.0 - b1.powi(t as i32);
-            let bc2 = 1.0 - b2.powi(t as i32);
-            let adam = |p: &Tensor, g: &Tensor, m: &mut Tensor, v: &mut Tensor| -> Result<Tensor> {
-                *m = ((&*m * b1)? + (g * (1.0 - b1))?)?;
-                *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-                let step = ((&*m / bc1)? / ((&*v / bc2)?.sqrt()? + eps)?)?;
-                Ok((p - (step * lr)?)?)
-            };
-            w = adam(&w, &gw, &mut mw, &mut vw)?;
-            b = adam(&b, &gb, &mut mb, &mut vb)?;
         }
+        Ok(LinearProbe {
+            mean,
+            std,
+            w,
+            b,
+            d,
+            classes,
+        })
     }
-    let xte = Tensor::from_vec(xte, (test_labels.len(), d), &dev)?;
-    let scores = xte
-        .matmul(&w)?
-        .broadcast_add(&b)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    Ok((
-        accuracy(&scores, test_labels, classes),
-        argmax_rows(&scores, classes),
-    ))
+
+    /// Top-1 and top-5 accuracy of the probe on features `x` (`[n, d]`) with `labels`.
+    pub fn accuracy(&self, x: &[f32], labels: &[u16]) -> Result<Accuracy> {
+        let x = standardize(x, self.d, &self.mean, &self.std);
+        let x = Tensor::from_vec(x, (labels.len(), self.d), &Device::Cpu)?;
+        let scores = x
+            .matmul(&self.w)?
+            .broadcast_add(&self.b)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(accuracy(&scores, labels, self.classes))
+    }
+
+    /// The probe's top-1 prediction of every feature of `x` (`[n, d]`): the first class of
+    /// highest score, as [`LinearProbe::accuracy`] counts it.
+    pub fn predict(&self, x: &[f32]) -> Result<Vec<u16>> {
+        let n = x.len() / self.d;
+        let x = standardize(x, self.d, &self.mean, &self.std);
+        let x = Tensor::from_vec(x, (n, self.d), &Device::Cpu)?;
+        let scores = x
+            .matmul(&self.w)?
+            .broadcast_add(&self.b)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(argmax_rows(&scores, self.classes))
+    }
 }
 
 /// Per row of `classes` scores, the first index of the largest score.
@@ -457,7 +490,8 @@ mod tests {
             weight_decay: 0.0,
             seed: 1,
         };
-        let (acc, pred) = linear_probe_fit(&xtr, &ytr, &xte, &yte, 8, 4, &cfg).unwrap();
+        let probe = LinearProbe::train(&xtr, &ytr, 8, 4, &cfg).unwrap();
+        let (acc, pred) = (probe.accuracy(&xte, &yte).unwrap(), probe.predict(&xte).unwrap());
         let right = pred.iter().zip(&yte).filter(|(p, y)| p == y).count();
         assert_eq!(acc.top1, 100.0 * right as f64 / yte.len() as f64);
         assert!(acc.top1 < 100.0 && acc.top1 > 25.0, "{}", acc.top1);

@@ -82,7 +82,7 @@ pub enum Mode {
     },
     /// `views` augmented views per image, image-major (row `j·views + v`), view v of the image
     /// at position p of the stream's order seeded with `view_seed(seed, u64::MAX, p, v)`: the
-    /// protocol of [`crate::bias::prototype_bias`].
+    /// protocol of [`crate::bias::view_features`].
     Views { views: usize },
 }
 

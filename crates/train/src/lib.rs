@@ -4,7 +4,8 @@
 //! ([`data`]), the augmentation pipeline ([`augment`]), ResNet encoders and the projection head
 //! ([`model`]) on our custom convolution and batch-norm kernels ([`ops`]), the balanced
 //! contrastive and supervised prototype objectives ([`loss`]), optimisers ([`optim`]),
-//! evaluation ([`eval`]), the prototype representation bias ([`bias`]), and the run itself with
+//! evaluation ([`eval`]; the sets and scoring shared by every dataset in [`protocol`]), the
+//! prototype representation bias and the theorem bounds ([`bias`]), and the run itself with
 //! checkpoints and `metrics.json` ([`run`]). [`bench`](mod@bench) measures training and inference speed.
 //! Image-folder datasets (ImageNet, ImageNet-LT) are listed by [`data::folder`] and streamed by
 //! the JPEG input pipeline ([`input`]); [`source`] gives the run either kind of training data.
@@ -26,6 +27,7 @@ pub mod loss;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod protocol;
 pub mod run;
 pub mod runtime;
 pub mod source;

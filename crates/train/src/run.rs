@@ -8,14 +8,15 @@
 //! epoch k continues exactly as an uninterrupted one. Same config and seed → same metrics.
 
 use crate::augment::Pipeline;
-use crate::bias::{self, BiasStats};
+use crate::bias;
 use crate::config::Config;
 use crate::data::Dataset;
-use crate::eval::{self, ImageSet, ProbeConfig};
+use crate::eval::{self, ImageSet};
 use crate::fsutil::{atomic_write, sha256_file, sha256_hex};
 use crate::loss::{self, Prototypes};
 use crate::model::SimClrModel;
 use crate::optim::{lr_at, Optimizer};
+use crate::protocol::{self, EvalFeatures, EvalSets, Features};
 use crate::source::TrainSource;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -63,7 +64,8 @@ pub struct EpochRecord {
     pub wall_s: f64,
 }
 
-/// Evaluation of one encoder.
+/// Evaluation of one encoder (see [`crate::protocol`]; the keys in docs/formats.md). Every
+/// `Option` is null when not computed (and absent in files written before it existed).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EvalResult {
     pub linear_top1: f64,
@@ -74,12 +76,39 @@ pub struct EvalResult {
     pub bias_l2_ci95: Option<[f64; 2]>,
     pub bias_cos: Option<f64>,
     pub bias_cos_ci95: Option<[f64; 2]>,
+    /// Images of the probe/kNN bank.
     pub n_train: usize,
     pub n_test: usize,
+    /// Linear probe (trained on the bank) and kNN (bank as memory) on the validation split.
+    #[serde(default)]
+    pub val_linear_top1: Option<f64>,
+    #[serde(default)]
+    pub val_linear_top5: Option<f64>,
+    #[serde(default)]
+    pub val_knn_top1: Option<f64>,
+    #[serde(default)]
+    pub val_knn_top5: Option<f64>,
+    #[serde(default)]
+    pub n_val: Option<usize>,
+    /// Scale-free bias ([`crate::bias`]).
+    #[serde(default)]
+    pub bias_rel: Option<f64>,
+    #[serde(default)]
+    pub bias_rel_ci95: Option<[f64; 2]>,
+    /// Theorem bounds on the bias images: share in [0, 1] where each holds, mean slack, samples.
+    #[serde(default)]
+    pub bound_attract_holds: Option<f64>,
+    #[serde(default)]
+    pub bound_attract_slack: Option<f64>,
+    #[serde(default)]
+    pub bound_repel_holds: Option<f64>,
+    #[serde(default)]
+    pub bound_repel_slack: Option<f64>,
+    #[serde(default)]
+    pub bound_n: Option<usize>,
     /// Long-tail groups ([`eval::group_accuracy`]): linear-probe test top-1 of the many-,
     /// medium- and few-shot classes by their count in the self-supervised training set, and the
-    /// number of classes in each group. Null when that set is balanced (and in files written
-    /// before these keys existed).
+    /// number of classes in each group. Null when that set is balanced.
     #[serde(default)]
     pub linear_many: Option<f64>,
     #[serde(default)]
@@ -92,49 +121,6 @@ pub struct EvalResult {
     pub n_medium: Option<usize>,
     #[serde(default)]
     pub n_few: Option<usize>,
-}
-
-impl EvalResult {
-    /// Gathers the probe, kNN and (optional) bias results of one encoder.
-    pub fn new(
-        lin: eval::Accuracy,
-        knn: eval::Accuracy,
-        bias: Option<BiasStats>,
-        n_train: usize,
-        n_test: usize,
-    ) -> Self {
-        Self {
-            linear_top1: lin.top1,
-            linear_top5: lin.top5,
-            knn_top1: knn.top1,
-            knn_top5: knn.top5,
-            bias_l2: bias.map(|b| b.l2),
-            bias_l2_ci95: bias.map(|b| b.l2_ci95),
-            bias_cos: bias.map(|b| b.cos),
-            bias_cos_ci95: bias.map(|b| b.cos_ci95),
-            n_train,
-            n_test,
-            linear_many: None,
-            linear_medium: None,
-            linear_few: None,
-            n_many: None,
-            n_medium: None,
-            n_few: None,
-        }
-    }
-
-    /// Sets the long-tail group keys from `groups` (None leaves them null).
-    pub fn with_groups(mut self, groups: Option<eval::GroupAccuracy>) -> Self {
-        if let Some(g) = groups {
-            self.linear_many = g.many;
-            self.linear_medium = g.medium;
-            self.linear_few = g.few;
-            self.n_many = Some(g.n_many);
-            self.n_medium = Some(g.n_medium);
-            self.n_few = Some(g.n_few);
-        }
-        self
-    }
 }
 
 /// Where and why a run diverged.
@@ -226,13 +212,16 @@ fn images(ds: &Dataset) -> ImageSet<'_> {
     }
 }
 
-/// Evaluates `model`'s encoder: linear probe and kNN on the official splits (or seeded subsets of
-/// them), prototype bias on `eval.bias_images` test images.
+/// Evaluates `model`'s encoder on the in-memory CIFAR splits: the [`EvalSets`] of the official
+/// training split `train` (of which `heldout` is the validation split) and `test`, scored by
+/// [`protocol::score`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn evaluate(
     model: &SimClrModel,
     cfg: &Config,
     train: &Dataset,
+    heldout: &[usize],
+    train_counts: &[usize],
     test: &Dataset,
     pipeline: &Pipeline,
     mean: [f32; 3],
@@ -241,56 +230,41 @@ pub(crate) fn evaluate(
 ) -> Result<EvalResult> {
     let e = &cfg.eval;
     let size = cfg.augment.size;
-    let d = model.encoder.feat_dim;
-    let classes = train.num_classes;
+    let sets = EvalSets::new(cfg, train.n, heldout, test.n);
     emit(progress, serde_json::json!({"event": "eval", "what": "features"}));
-    let tr = train.subset(&seeded_subset(train.n, e.train_images, cfg.seed ^ 0x7472)); // "tr"
-    let te = test.subset(&seeded_subset(test.n, e.test_images, cfg.seed ^ 0x7465)); // "te"
-    let ftr = eval::extract_features(&model.encoder, &images(&tr), size, mean, std, 512)?;
-    let fte = eval::extract_features(&model.encoder, &images(&te), size, mean, std, 512)?;
-    emit(progress, serde_json::json!({"event": "eval", "what": "linear"}));
-    let probe = ProbeConfig {
-        epochs: e.linear_epochs,
-        lr: e.linear_lr,
-        batch: e.linear_batch,
-        weight_decay: e.linear_weight_decay,
-        seed: cfg.seed,
+    let feats = |ds: &Dataset, idx: &[usize]| -> Result<Features> {
+        let sub = ds.subset(idx);
+        let x = eval::extract_features(&model.encoder, &images(&sub), size, mean, std, 512)?;
+        Ok(Features {
+            x,
+            labels: sub.labels,
+        })
     };
-    let (lin, pred) = eval::linear_probe_fit(&ftr, &tr.labels, &fte, &te.labels, d, classes, &probe)?;
-    emit(progress, serde_json::json!({"event": "eval", "what": "knn"}));
-    let knn = eval::knn(
-        &ftr,
-        &tr.labels,
-        &fte,
-        &te.labels,
-        d,
-        classes,
-        e.knn_k,
-        e.knn_temperature,
-    )?;
-    let bias: Option<BiasStats> = if e.bias_views > 0 && e.bias_images > 0 {
-        emit(progress, serde_json::json!({"event": "eval", "what": "bias"}));
-        let bi = test.subset(&seeded_subset(test.n, Some(e.bias_images), cfg.seed ^ 0x6269)); // "bi"
-        Some(bias::prototype_bias(
+    let views = |idx: &[usize]| -> Result<Features> {
+        let sub = test.subset(idx);
+        let x = bias::view_features(
             &model.encoder,
-            &images(&bi),
-            &bi.labels,
-            classes,
+            &images(&sub),
             pipeline,
             size,
             e.bias_views,
             cfg.seed,
-        )?)
-    } else {
-        None
+        )?;
+        Ok(Features {
+            x,
+            labels: sub.labels,
+        })
     };
-    // Long-tail groups by the class counts of the run's training subset (the same selection
-    // as `data::select_train`).
-    let ssl = crate::data::select_indices(&train.labels, classes, &cfg.data, cfg.seed)?;
-    let mut counts = vec![0usize; classes];
-    ssl.iter().for_each(|&i| counts[train.labels[i] as usize] += 1);
-    let groups = eval::group_accuracy(&pred, &te.labels, &counts);
-    Ok(EvalResult::new(lin, knn, bias, tr.n, te.n).with_groups(groups))
+    let f = EvalFeatures {
+        bank: feats(train, &sets.bank)?,
+        test: feats(test, &sets.test)?,
+        val: (!sets.val.is_empty())
+            .then(|| feats(train, &sets.val))
+            .transpose()?,
+        views: (!sets.bias.is_empty()).then(|| views(&sets.bias)).transpose()?,
+        train_counts: train_counts.to_vec(),
+    };
+    protocol::score(&f, cfg, model.encoder.feat_dim, train.num_classes, progress)
 }
 
 fn save_checkpoint(

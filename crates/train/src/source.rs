@@ -9,20 +9,21 @@
 //!
 //! Folder datasets are listed and checked once at the start ([`crate::data::folder::scan`]
 //! without decoding; bad entries stop the run before training unless `data.skip_bad`), the
-//! training subset (`per_class`, `fraction`, `imbalance_ratio`) is chosen from the labels, and
-//! the evaluation streams the images too: features of the eval-time centre crop
-//! (`data.eval_crop`) for the linear probe and kNN, K augmented views for the prototype bias.
+//! validation split (`eval.val_images`) is held out and the training subset (`per_class`,
+//! `fraction`, `imbalance_ratio`) chosen among the other images from the labels
+//! ([`crate::data::holdout_and_select`], as for CIFAR), and the evaluation streams the images
+//! too: features of the eval-time centre crop (`data.eval_crop`) for the linear probe and kNN,
+//! K augmented views for the prototype bias — the sets and scoring of [`crate::protocol`].
 //! Folder datasets are normalised with the ImageNet mean and standard deviation.
 
 use crate::augment::{self, Pipeline};
-use crate::bias;
 use crate::config::{Config, DataConfig};
 use crate::data::folder::{self, FolderLayout, ImageList};
 use crate::data::{self, Dataset, Split};
-use crate::eval::{self, ProbeConfig};
 use crate::input::{ImageStore, InputStream, Mode, StreamOptions};
 use crate::model::{ResNet, SimClrModel};
-use crate::run::{emit, evaluate, seeded_subset, EvalResult, ProgressMode};
+use crate::protocol::{self, EvalFeatures, EvalSets, Features};
+use crate::run::{emit, evaluate, EvalResult, ProgressMode};
 use anyhow::{anyhow, Result};
 use candle_core::Tensor;
 use rand::seq::SliceRandom;
@@ -37,17 +38,25 @@ const FEATURE_BATCH: usize = 256;
 /// Where a run's images come from.
 #[allow(clippy::large_enum_variant)] // one value per run
 pub enum TrainSource {
-    /// CIFAR: the official split and the selected training subset, as bytes.
-    Memory { split: Split, train: Dataset },
+    /// CIFAR: the official split, the selected training subset (as bytes) and the validation
+    /// split held out of it (sorted indices into `split.train`).
+    Memory {
+        split: Split,
+        train: Dataset,
+        heldout: Vec<usize>,
+    },
     /// An image-folder dataset, decoded on the fly.
     Folder(FolderSource),
 }
 
 /// An image-folder dataset ready to stream.
 pub struct FolderSource {
-    /// The whole training list (linear probe and kNN bank).
+    /// The whole training list (validation split, linear probe and kNN bank).
     pub full_train: Arc<ImageList>,
-    /// The training images of the run (after `per_class`, `fraction`, `imbalance_ratio`).
+    /// The validation split: sorted indices into `full_train` held out of the run's training.
+    pub heldout: Vec<usize>,
+    /// The training images of the run (after `per_class`, `fraction`, `imbalance_ratio`, among
+    /// the images not held out).
     pub train: Arc<ImageList>,
     /// The validation list (the test set).
     pub val: Arc<ImageList>,
@@ -61,8 +70,14 @@ pub struct FolderSource {
 }
 
 impl FolderSource {
-    /// Lists and checks the dataset of `data` under `data_root` and selects the training subset.
-    pub fn open(data: &DataConfig, seed: u64, data_root: &Path) -> Result<FolderSource> {
+    /// Lists and checks the dataset of `data` under `data_root`, holds out the validation split
+    /// (`val_images`, the `eval.val_images` setting) and selects the training subset.
+    pub fn open(
+        data: &DataConfig,
+        val_images: Option<usize>,
+        seed: u64,
+        data_root: &Path,
+    ) -> Result<FolderSource> {
         let scan = folder::scan(&FolderLayout::from_config(data, data_root)?, false)?;
         let skip_bad = data.skip_bad.unwrap_or(false);
         scan.check(skip_bad)?;
@@ -74,7 +89,9 @@ impl FolderSource {
             );
         }
         let full_train = Arc::new(scan.train);
-        let keep = data::select_indices(&full_train.labels(), full_train.num_classes(), data, seed)?;
+        let val = val_images.unwrap_or_else(|| data::default_val_images(full_train.len()));
+        let (heldout, keep) =
+            data::holdout_and_select(&full_train.labels(), full_train.num_classes(), data, val, seed)?;
         let train = if keep.len() == full_train.len() {
             full_train.clone()
         } else {
@@ -82,6 +99,7 @@ impl FolderSource {
         };
         Ok(FolderSource {
             full_train,
+            heldout,
             train,
             val: Arc::new(scan.val),
             skipped: scan.bad.len(),
@@ -131,9 +149,9 @@ impl FolderSource {
         Ok((feats, labels))
     }
 
-    /// Linear probe and kNN on eval-time centre crops of (seeded subsets of) the training and
-    /// validation lists, and the prototype bias on `eval.bias_images` validation images — the
-    /// same protocol, subsets and seeds as the CIFAR evaluation.
+    /// The [`EvalSets`] of the training and validation (test) lists — eval-time centre crops
+    /// for the bank, validation and test images, K augmented views of the bias images —
+    /// scored by [`protocol::score`], as the CIFAR evaluation.
     pub fn evaluate(
         &self,
         model: &SimClrModel,
@@ -144,54 +162,47 @@ impl FolderSource {
         progress: ProgressMode,
     ) -> Result<EvalResult> {
         let e = &cfg.eval;
-        let d = model.encoder.feat_dim;
-        let classes = self.full_train.num_classes();
         let eval_mode = Mode::Eval {
             crop: self.eval_crop,
             mean,
             std,
         };
+        let sets = EvalSets::new(cfg, self.full_train.len(), &self.heldout, self.val.len());
         emit(progress, serde_json::json!({"event": "eval", "what": "features"}));
-        let tr = seeded_subset(self.full_train.len(), e.train_images, cfg.seed ^ 0x7472); // "tr"
-        let te = seeded_subset(self.val.len(), e.test_images, cfg.seed ^ 0x7465); // "te"
-        let (ftr, ytr) = self.features(
-            &model.encoder,
-            &self.full_train,
-            tr,
-            FEATURE_BATCH,
-            eval_mode,
-            pipeline,
-        )?;
-        let (fte, yte) = self.features(&model.encoder, &self.val, te, FEATURE_BATCH, eval_mode, pipeline)?;
-        emit(progress, serde_json::json!({"event": "eval", "what": "linear"}));
-        let probe = ProbeConfig {
-            epochs: e.linear_epochs,
-            lr: e.linear_lr,
-            batch: e.linear_batch,
-            weight_decay: e.linear_weight_decay,
-            seed: cfg.seed,
+        let feats = |list: &Arc<ImageList>, idx: &[usize]| -> Result<Features> {
+            let (x, labels) = self.features(
+                &model.encoder,
+                list,
+                idx.to_vec(),
+                FEATURE_BATCH,
+                eval_mode,
+                pipeline,
+            )?;
+            Ok(Features { x, labels })
         };
-        let (lin, pred) = eval::linear_probe_fit(&ftr, &ytr, &fte, &yte, d, classes, &probe)?;
-        emit(progress, serde_json::json!({"event": "eval", "what": "knn"}));
-        let knn = eval::knn(&ftr, &ytr, &fte, &yte, d, classes, e.knn_k, e.knn_temperature)?;
-        let bias = if e.bias_views > 0 && e.bias_images > 0 {
-            emit(progress, serde_json::json!({"event": "eval", "what": "bias"}));
-            let bi = seeded_subset(self.val.len(), Some(e.bias_images), cfg.seed ^ 0x6269); // "bi"
+        let views = |idx: &[usize]| -> Result<Features> {
             let mode = Mode::Views { views: e.bias_views };
             let per_batch = (512 / e.bias_views).max(1);
-            let (feats, labels) = self.features(&model.encoder, &self.val, bi, per_batch, mode, pipeline)?;
-            Some(bias::bias_from_features(
-                &feats,
-                &labels,
-                e.bias_views,
-                d,
-                classes,
-            )?)
-        } else {
-            None
+            let (x, labels) =
+                self.features(&model.encoder, &self.val, idx.to_vec(), per_batch, mode, pipeline)?;
+            Ok(Features { x, labels })
         };
-        let groups = eval::group_accuracy(&pred, &yte, &self.train.class_counts());
-        Ok(EvalResult::new(lin, knn, bias, ytr.len(), yte.len()).with_groups(groups))
+        let f = EvalFeatures {
+            bank: feats(&self.full_train, &sets.bank)?,
+            test: feats(&self.val, &sets.test)?,
+            val: (!sets.val.is_empty())
+                .then(|| feats(&self.full_train, &sets.val))
+                .transpose()?,
+            views: (!sets.bias.is_empty()).then(|| views(&sets.bias)).transpose()?,
+            train_counts: self.train.class_counts(),
+        };
+        protocol::score(
+            &f,
+            cfg,
+            model.encoder.feat_dim,
+            self.full_train.num_classes(),
+            progress,
+        )
     }
 }
 
@@ -255,12 +266,29 @@ impl TrainSource {
     pub fn open(cfg: &Config, data_root: &Path) -> Result<TrainSource> {
         if cfg.data.is_folder() {
             return Ok(TrainSource::Folder(FolderSource::open(
-                &cfg.data, cfg.seed, data_root,
+                &cfg.data,
+                cfg.eval.val_images,
+                cfg.seed,
+                data_root,
             )?));
         }
         let split = data::load(&cfg.data.dataset, data_root, cfg.data.allow_unverified)?;
-        let train = data::select_train(&split.train, &cfg.data, cfg.seed)?;
-        Ok(TrainSource::Memory { split, train })
+        let t = &split.train;
+        let val = cfg
+            .eval
+            .val_images
+            .unwrap_or_else(|| data::default_val_images(t.n));
+        let (heldout, keep) = data::holdout_and_select(&t.labels, t.num_classes, &cfg.data, val, cfg.seed)?;
+        let train = if keep.len() == t.n {
+            t.clone()
+        } else {
+            t.subset(&keep)
+        };
+        Ok(TrainSource::Memory {
+            split,
+            train,
+            heldout,
+        })
     }
 
     /// Training images of the run.
@@ -358,10 +386,16 @@ impl TrainSource {
         progress: ProgressMode,
     ) -> Result<EvalResult> {
         match self {
-            TrainSource::Memory { split, .. } => evaluate(
+            TrainSource::Memory {
+                split,
+                heldout,
+                train,
+            } => evaluate(
                 model,
                 cfg,
                 &split.train,
+                heldout,
+                &train.class_counts(),
                 &split.test,
                 pipeline,
                 mean,
@@ -455,10 +489,24 @@ mod tests {
             data::dataset_fingerprint(&cfg.data, t.path()).unwrap()
         );
         let ev = m.eval.as_ref().unwrap();
-        assert_eq!((ev.n_train, ev.n_test), (18, 6));
+        // The default validation split, round(18/10) = 2 images, is out of the bank.
+        assert_eq!((ev.n_train, ev.n_test, ev.n_val), (16, 6, Some(2)));
         assert!(ev.bias_l2.is_some_and(f64::is_finite));
-        // A balanced training set: no long-tail groups.
-        assert_eq!((ev.n_many, ev.linear_many), (None, None));
+        for v in [
+            ev.val_linear_top1,
+            ev.val_linear_top5,
+            ev.val_knn_top1,
+            ev.val_knn_top5,
+        ] {
+            assert!(v.is_some_and(|a| (0.0..=100.0).contains(&a)), "{v:?}");
+        }
+        assert!(ev.bias_rel.is_some_and(f64::is_finite));
+        assert_eq!(ev.bound_n, Some(4));
+        assert!(ev.bound_attract_holds.is_some_and(|h| (0.0..=1.0).contains(&h)));
+        assert_eq!(ev.bound_repel_holds, Some(1.0));
+        // The validation split leaves 6, 5 and 5 training images a class: not balanced, so the
+        // long-tail groups are computed, and every class is many-shot (within 100/1280 of n_max).
+        assert_eq!((ev.n_many, ev.n_medium, ev.n_few), (Some(3), Some(0), Some(0)));
         // Same config and seed, other decode thread count, decodes cached → the same run.
         let mut cfg3 = cfg.clone();
         cfg3.data.decode_threads = Some(3);
@@ -480,6 +528,8 @@ mod tests {
         // ρ = 100 on 6 images per class keeps 6, 0 and 0: one many-shot class, two few-shot.
         cfg.data.imbalance_ratio = Some(100.0);
         cfg.data.resize_short = Some(40);
+        // No validation split: the 6 kept images are all this class has.
+        cfg.eval.val_images = Some(0);
         cfg.train.steps_per_epoch = Some(1);
         let opts = RunOptions {
             out_dir: t.path().join("lt"),
@@ -540,7 +590,11 @@ mod tests {
             fingerprint: String::new(),
             verified: true,
         };
-        let memory = TrainSource::Memory { split, train: ds };
+        let memory = TrainSource::Memory {
+            split,
+            train: ds,
+            heldout: vec![],
+        };
         let pipeline = Pipeline::new(&cfg.augment, data::IMAGENET_MEAN, data::IMAGENET_STD).unwrap();
         for epoch in [0, 1] {
             let mut a = memory.epoch(&cfg, &pipeline, epoch, 2);
@@ -579,7 +633,10 @@ mod tests {
         let TrainSource::Folder(f) = TrainSource::open(&cfg, t.path()).unwrap() else {
             panic!("a folder source");
         };
-        assert_eq!((f.skipped, f.val.len(), f.train.len()), (2, 6, 18));
+        assert_eq!(
+            (f.skipped, f.val.len(), f.heldout.len(), f.train.len()),
+            (2, 6, 2, 16)
+        );
         // A subset by class works on folder datasets too.
         cfg.data.per_class = Some(2);
         let src = TrainSource::open(&cfg, t.path()).unwrap();

@@ -34,7 +34,9 @@
 //!
 //! # Training subsets
 //! [`select_train`] applies the config's `per_class`, then `fraction`, then `imbalance_ratio`
-//! (each step on the result of the previous one; any combination), see [`subset`].
+//! (each step on the result of the previous one; any combination), see [`subset`]. A run first
+//! holds out its validation split (`eval.val_images`, [`holdout_and_select`]) and chooses the
+//! training subset among the other images.
 //!
 //! # Image folders
 //! `data.dataset: imagefolder` reads ImageNet / ImageNet-LT style trees and list files of JPEGs,
@@ -68,8 +70,8 @@ pub use folder::{
 };
 pub use lt::{make_lt, write_lt, LtLists, LtOptions};
 pub use subset::{
-    fraction_indices, long_tail_counts, long_tail_indices, per_class_indices, select_indices, select_train,
-    step_seed,
+    complement, default_val_images, fraction_indices, holdout_and_select, long_tail_counts,
+    long_tail_indices, per_class_indices, select_indices, select_train, step_seed, validation_indices,
 };
 pub use verify::{verify, DatasetReport, VerifyReport};
 

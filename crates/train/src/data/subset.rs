@@ -12,7 +12,7 @@
 
 use super::Dataset;
 use crate::config::DataConfig;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -161,6 +161,78 @@ pub fn select_indices(labels: &[u16], num_classes: usize, cfg: &DataConfig, seed
     Ok(keep)
 }
 
+/// Default size of the validation split of a training split of `n` images: min(5000, round(n/10))
+/// with halves rounded up (5,000 for CIFAR-10 and CIFAR-100, 947 for Imagenette's 9,469).
+pub fn default_val_images(n: usize) -> usize {
+    (n.saturating_add(5) / 10).min(5000)
+}
+
+/// The validation split: `k` of the images with `labels`, stratified by class, chosen at random
+/// (seeded); sorted. Class c gives its proportional share `k·n_c/N` rounded by largest remainder
+/// (ties to the lower class), so a balanced split gives every class exactly `k/C` images when C
+/// divides k. `k` must be smaller than N (the rest is what a run trains on).
+pub fn validation_indices(labels: &[u16], num_classes: usize, k: usize, seed: u64) -> Result<Vec<usize>> {
+    let n = labels.len();
+    if k >= n {
+        bail!("eval.val_images = {k} must be smaller than the {n} images of the training split");
+    }
+    let counts = counts(labels, num_classes)?;
+    let mut take: Vec<usize> = counts.iter().map(|&c| k * c / n).collect();
+    let mut left = k - take.iter().sum::<usize>();
+    let mut by_remainder: Vec<usize> = (0..num_classes).collect();
+    by_remainder.sort_by_key(|&c| (std::cmp::Reverse((k * counts[c]) % n), c));
+    for &c in &by_remainder {
+        if left == 0 {
+            break;
+        }
+        if take[c] < counts[c] {
+            take[c] += 1;
+            left -= 1;
+        }
+    }
+    Ok(take_per_class(labels, &take, seed))
+}
+
+/// The sorted indices of `0..n` that are not in the sorted list `idx`.
+pub fn complement(n: usize, idx: &[usize]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(n.saturating_sub(idx.len()));
+    let mut it = idx.iter().peekable();
+    for i in 0..n {
+        if it.peek() == Some(&&i) {
+            it.next();
+        } else {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// A run's split of a training set with `labels`: the validation images held out (`val` of them,
+/// [`validation_indices`] with seed [`step_seed`]`(seed, 4)`; none when `val` is 0) and the
+/// training subset chosen by [`select_indices`] among the others. Both sorted, disjoint. With
+/// `val = 0` the training subset is exactly [`select_indices`] of all the images.
+pub fn holdout_and_select(
+    labels: &[u16],
+    num_classes: usize,
+    cfg: &DataConfig,
+    val: usize,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>)> {
+    if val == 0 {
+        return Ok((vec![], select_indices(labels, num_classes, cfg, seed)?));
+    }
+    let heldout = validation_indices(labels, num_classes, val, step_seed(seed, 4))?;
+    let rest = complement(labels.len(), &heldout);
+    let rest_labels: Vec<u16> = rest.iter().map(|&i| labels[i]).collect();
+    let keep = select_indices(&rest_labels, num_classes, cfg, seed).with_context(|| {
+        format!(
+            "choosing the training subset among the {} images left after holding out              eval.val_images = {val} validation images",
+            rest.len()
+        )
+    })?;
+    Ok((heldout, keep.into_iter().map(|p| rest[p]).collect()))
+}
+
 /// The training images a run uses: the config's `per_class`, then `fraction`, then
 /// `imbalance_ratio`, each applied to the result of the previous step with seed
 /// [`step_seed`]`(seed, step)`; steps not set in the config are skipped. An error if a step
@@ -255,6 +327,100 @@ mod tests {
         assert!(long_tail_counts(&[5, 0], 2.0).is_err());
         assert!(long_tail_counts(&[5], 2.0).is_err());
         assert!(long_tail_counts(&[5, 5], 0.5).is_err());
+    }
+
+    #[test]
+    fn default_validation_size() {
+        for (n, want) in [
+            (50_000, 5000),
+            (9469, 947),
+            (18, 2),
+            (15, 2),
+            (14, 1),
+            (0, 0),
+            (1_281_167, 5000),
+        ] {
+            assert_eq!(default_val_images(n), want, "n = {n}");
+        }
+    }
+
+    #[test]
+    fn validation_is_stratified_seeded_and_leaves_images_to_train_on() {
+        let labels = balanced(10, 5000);
+        let v = validation_indices(&labels, 10, 5000, 1).unwrap();
+        assert_eq!(class_counts(&labels, &v, 10), vec![500; 10]);
+        assert!(strictly_increasing(&v));
+        assert_eq!(v, validation_indices(&labels, 10, 5000, 1).unwrap());
+        assert_ne!(v, validation_indices(&labels, 10, 5000, 2).unwrap());
+        // Uneven classes 90/40/10: shares 9/4/1 of 14; of 15 the extra one goes to the largest
+        // remainder (class 0: 15·90/140 = 9.64).
+        let uneven: Vec<u16> = (0..140u16)
+            .map(|i| {
+                if i < 90 {
+                    0
+                } else if i < 130 {
+                    1
+                } else {
+                    2
+                }
+            })
+            .collect();
+        let v = validation_indices(&uneven, 3, 14, 0).unwrap();
+        assert_eq!(class_counts(&uneven, &v, 3), vec![9, 4, 1]);
+        let v = validation_indices(&uneven, 3, 15, 0).unwrap();
+        assert_eq!(class_counts(&uneven, &v, 3), vec![10, 4, 1]);
+        let err = validation_indices(&uneven, 3, 140, 0).unwrap_err().to_string();
+        assert!(
+            err.contains("eval.val_images = 140") && err.contains("140 images"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn complement_of_sorted_indices() {
+        assert_eq!(complement(6, &[1, 4]), vec![0, 2, 3, 5]);
+        assert_eq!(complement(3, &[]), vec![0, 1, 2]);
+        assert_eq!(complement(2, &[0, 1]), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn holdout_comes_before_the_training_subset() {
+        let labels = balanced(4, 100);
+        let cfg = DataConfig {
+            per_class: Some(50),
+            ..DataConfig::default()
+        };
+        // No validation split: exactly the old selection.
+        let (h, t) = holdout_and_select(&labels, 4, &cfg, 0, 9).unwrap();
+        assert!(h.is_empty());
+        assert_eq!(t, select_indices(&labels, 4, &cfg, 9).unwrap());
+        // 40 held out (10 a class), then 50 a class among the 90 a class left.
+        let (h, t) = holdout_and_select(&labels, 4, &cfg, 40, 9).unwrap();
+        assert_eq!(class_counts(&labels, &h, 4), vec![10; 4]);
+        assert_eq!(class_counts(&labels, &t, 4), vec![50; 4]);
+        assert!(strictly_increasing(&h) && strictly_increasing(&t));
+        assert!(
+            t.iter().all(|i| h.binary_search(i).is_err()),
+            "training subset overlaps validation"
+        );
+        assert_eq!(
+            (h.clone(), t.clone()),
+            holdout_and_select(&labels, 4, &cfg, 40, 9).unwrap()
+        );
+        // All of the rest when nothing is selected.
+        let (h, t) = holdout_and_select(&labels, 4, &DataConfig::default(), 40, 9).unwrap();
+        assert_eq!(t, complement(400, &h));
+        // A class too small for per_class once the validation split is out: the error says so.
+        let big = DataConfig {
+            per_class: Some(95),
+            ..DataConfig::default()
+        };
+        assert!(holdout_and_select(&labels, 4, &big, 0, 9).is_ok());
+        let err = format!("{:#}", holdout_and_select(&labels, 4, &big, 40, 9).unwrap_err());
+        assert!(
+            err.contains("eval.val_images = 40") && err.contains("only 90"),
+            "{err}"
+        );
     }
 
     #[test]
