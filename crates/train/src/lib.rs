@@ -33,7 +33,9 @@
 /// are retrained by the next grid run; they stay on disk under their old ids. The golden test
 /// (`cargo test -p protoclr-train --test golden_numerics`) fails when the numbers of its pinned
 /// run change while this constant does not; regenerate its file with `PROTOCLR_BLESS=1` after
-/// the bump.
+/// the bump. The golden run pins the training (per-step losses, final weights); a change to
+/// the evaluation's arithmetic bumps the version too but is not caught by it (a change to what
+/// the evaluation measures, e.g. another probe split, bumps the grid's `CELL_FORMAT_VERSION`).
 ///
 /// **Do not bump it** for changes that leave every computed number as it was: refactors,
 /// speed-ups that keep the summation order, reports, I/O, checkpoint or `metrics.json` layout,
