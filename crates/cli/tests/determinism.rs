@@ -81,8 +81,9 @@ fn masked(dir: &Path, keys: &[&str]) -> (String, usize) {
     (lines.join("\n"), hits)
 }
 
-/// The golden per-step losses (f32 bits) of this CPU path and numerics version.
-fn golden_loss_bits() -> Vec<u32> {
+/// The golden per-step losses (f32 bits) recorded for this CPU path, else those of every
+/// recorded path (a machine with another label may still compute the same numbers).
+fn golden_loss_bits() -> Vec<Vec<u32>> {
     let path = shared::golden_dir().join("numerics.json");
     let g: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(
@@ -91,24 +92,20 @@ fn golden_loss_bits() -> Vec<u32> {
         "{} is not for this NUMERICS_VERSION (the golden test says what to do)",
         path.display()
     );
-    let path_label = shared::cpu_path();
-    let rec = g["records"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["cpu_path"] == path_label.as_str())
-        .unwrap_or_else(|| {
-            panic!(
-                "{} has no record for CPU path `{path_label}` (see the golden test)",
-                path.display()
-            )
-        });
-    rec["loss_bits"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| u32::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
-        .collect()
+    let records = g["records"].as_array().unwrap();
+    let bits = |r: &Value| -> Vec<u32> {
+        r["loss_bits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| u32::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+            .collect()
+    };
+    let label = shared::cpu_path();
+    match records.iter().find(|r| r["cpu_path"] == label.as_str()) {
+        Some(r) => vec![bits(r)],
+        None => records.iter().map(bits).collect(),
+    }
 }
 
 #[test]
@@ -156,13 +153,15 @@ fn same_cell_twice_gives_byte_identical_metrics_apart_from_timings() {
         la.iter().all(|&l| l == f64::from(l as f32)),
         "losses are f32 values: {la:?}"
     );
-    assert_eq!(
-        bits,
-        golden_loss_bits(),
-        "`protoclr train` computes other per-step losses than the golden run of \
-         crates/train/tests/golden_numerics.rs: if run.rs changed what a step computes, bump \
-         NUMERICS_VERSION, update the golden test's loop to match run::train and regenerate with \
-         `{}`",
+    let golden = golden_loss_bits();
+    assert!(
+        golden.contains(&bits),
+        "`protoclr train` logs the per-step losses {bits:x?}, the golden run of \
+         crates/train/tests/golden_numerics.rs recorded {golden:x?} (CPU path `{}`): if run.rs \
+         changed what a step computes, bump NUMERICS_VERSION, update the golden test's loop to \
+         match run::train and regenerate with `{}`; if this machine's path is not recorded, the \
+         golden test says so",
+        shared::cpu_path(),
         shared::BLESS
     );
 }
