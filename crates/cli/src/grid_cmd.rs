@@ -217,6 +217,11 @@ impl Backend for TrainBackend {
         Ok(fp)
     }
 
+    fn numerics_version(&self) -> u32 {
+        // The binary that trains the cells is this one (`train_command`), so its constant.
+        protoclr_train::NUMERICS_VERSION
+    }
+
     fn train_command(&self, cell_dir: &Path, checkpoint_dir: &Path, threads: usize) -> Command {
         let mut c = Command::new(&self.exe);
         c.arg("--threads")

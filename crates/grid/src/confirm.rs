@@ -611,6 +611,9 @@ mod tests {
         fn fingerprint(&self, _resolved: &Value) -> Result<String> {
             Ok("fp".into())
         }
+        fn numerics_version(&self) -> u32 {
+            2
+        }
         fn train_command(&self, _c: &Path, _k: &Path, _t: usize) -> std::process::Command {
             std::process::Command::new("false")
         }

@@ -49,10 +49,14 @@
 //!
 //! # Cells
 //! A cell is a fully resolved training config (the [`Backend`] fills in every default). Its id is
-//! the SHA-256 of [`CELL_FORMAT_VERSION`], the canonical serialisation of the resolved config
+//! the SHA-256 of [`CELL_FORMAT_VERSION`], the numerics version of the training code
+//! ([`Backend::numerics_version`]), the canonical serialisation of the resolved config
 //! (sorted keys, numbers normalised so that `1`, `1.0` and `1e0` are equal, see
-//! [`value::canonical`]) and the dataset fingerprint. The same cell in two experiments is one
-//! cache entry.
+//! [`value::canonical`]) and the dataset fingerprint ([`plan::cell_id`]). The same cell in two
+//! experiments is one cache entry. A cache entry is tied to the numerics that trained it: after a
+//! change of the training numerics (a new kernel summation order, another initialiser, …) every
+//! id changes, the old cells are no longer found and the grid retrains them, so no figure mixes
+//! cells of two numerics.
 //!
 //! # Results folder
 //! `results/cells/<id>/` holds `config.yaml`, `metrics.json`, `train.log` and `status.json`
@@ -106,14 +110,18 @@ pub use runner::{RunOptions, RunSummary};
 /// that old cache entries are no longer found under the new ids.
 pub const CELL_FORMAT_VERSION: u32 = 1;
 
-/// What the grid needs from the training side: config resolution, the dataset fingerprint and
-/// the command that trains one cell.
+/// What the grid needs from the training side: config resolution, the dataset fingerprint, the
+/// numerics version and the command that trains one cell.
 pub trait Backend: Sync {
     /// Turns a partial config into the canonical, fully resolved and validated one; errors name
     /// the offending key. `origin` says where the partial config comes from.
     fn resolve(&self, partial: Value, origin: &str) -> anyhow::Result<Value>;
     /// A fingerprint (hex) of the dataset the resolved config trains on.
     fn fingerprint(&self, resolved: &Value) -> anyhow::Result<String>;
+    /// The version of the numerics the training command computes with (for protoclr,
+    /// `protoclr_train::NUMERICS_VERSION`): it enters every cell id, so that cells trained by
+    /// other numerics are not reused.
+    fn numerics_version(&self) -> u32;
     /// The text of `<cell>/config.yaml` (what the training command reads and may compare with
     /// its own serialisation of the config).
     fn config_text(&self, resolved: &Value) -> anyhow::Result<String> {

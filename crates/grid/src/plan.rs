@@ -9,11 +9,13 @@ use anyhow::Result;
 use serde_norway::Value;
 use sha2::{Digest, Sha256};
 
-/// The id of a cell: SHA-256 (hex) of the format version, the canonical resolved config and the
-/// dataset fingerprint.
-pub fn cell_id(resolved: &Value, fingerprint: &str) -> String {
+/// The id of a cell: SHA-256 (hex) of the format version, the numerics version of the training
+/// code, the canonical resolved config and the dataset fingerprint (the exact text hashed is in
+/// `docs/formats.md`).
+pub fn cell_id(resolved: &Value, fingerprint: &str, numerics_version: u32) -> String {
     let mut h = Sha256::new();
     h.update(format!("protoclr cell format {CELL_FORMAT_VERSION}\n"));
+    h.update(format!("numerics {numerics_version}\n"));
     h.update(b"config ");
     h.update(canonical(resolved).as_bytes());
     h.update(b"\ndataset ");
@@ -159,7 +161,7 @@ pub fn resolve_cells(
         let fp = backend
             .fingerprint(&resolved)
             .map_err(|e| anyhow::anyhow!("{origin}: dataset fingerprint: {e:#}"))?;
-        let id = cell_id(&resolved, &fp);
+        let id = cell_id(&resolved, &fp, backend.numerics_version());
         cells.push(Cell {
             index,
             id,
@@ -258,16 +260,27 @@ mod tests {
 
     #[test]
     fn ids_are_stable_across_key_order_and_number_spelling() {
-        let a = cell_id(&y("{loss: {alpha: 1, tau: 0.5}, seed: 0}"), "fp");
-        let b = cell_id(&y("{seed: 0.0, loss: {tau: 5e-1, alpha: 1.0}}"), "fp");
+        let id = |text: &str, fp: &str| cell_id(&y(text), fp, 2);
+        let a = id("{loss: {alpha: 1, tau: 0.5}, seed: 0}", "fp");
+        let b = id("{seed: 0.0, loss: {tau: 5e-1, alpha: 1.0}}", "fp");
         assert_eq!(a, b);
         assert_eq!(a.len(), 64);
-        assert_ne!(a, cell_id(&y("{loss: {alpha: 1.25, tau: 0.5}, seed: 0}"), "fp"));
-        assert_ne!(a, cell_id(&y("{loss: {alpha: 1, tau: 0.5}, seed: 1}"), "fp"));
-        assert_ne!(
-            a,
-            cell_id(&y("{loss: {alpha: 1, tau: 0.5}, seed: 0}"), "other dataset")
+        assert_ne!(a, id("{loss: {alpha: 1.25, tau: 0.5}, seed: 0}", "fp"));
+        assert_ne!(a, id("{loss: {alpha: 1, tau: 0.5}, seed: 1}", "fp"));
+        assert_ne!(a, id("{loss: {alpha: 1, tau: 0.5}, seed: 0}", "other dataset"));
+    }
+
+    #[test]
+    fn ids_hash_the_documented_text_and_change_with_the_numerics_version() {
+        // The text of docs/formats.md ("Results folder"), hashed independently here.
+        let v = y("{loss: {alpha: 1, tau: 0.5}, seed: 0}");
+        let text = format!(
+            "protoclr cell format {CELL_FORMAT_VERSION}\nnumerics 2\nconfig {}\ndataset fp\n",
+            canonical(&v)
         );
+        assert_eq!(cell_id(&v, "fp", 2), hex::encode(Sha256::digest(text.as_bytes())));
+        // Same config and data, other numerics: another cell.
+        assert_ne!(cell_id(&v, "fp", 2), cell_id(&v, "fp", 3));
     }
 
     #[test]

@@ -81,6 +81,34 @@ fn cache_hits_and_one_entry_for_a_cell_of_two_experiments() {
 }
 
 #[test]
+fn cells_of_other_numerics_are_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut fake = Fake::new(dir.path());
+    let results = Results::new(dir.path().join("results"));
+    let e = write_exp(dir.path(), "a", "grid:\n  x: [1, 2]\n");
+    let old = plan(&e, &fake);
+    let s = run(&old, &results, &fake, &opts(1)).unwrap();
+    assert_eq!((s.cells, s.done), (2, 2));
+    // The training code changes its numerics: the same experiment, new ids, nothing cached.
+    fake.numerics = 8;
+    let new = plan(&e, &fake);
+    for (a, b) in old.cells.iter().zip(&new.cells) {
+        assert_ne!(a.id, b.id, "{}", a.describe());
+        assert!(matches!(results.state(&b.id), CellState::Pending(Pending::New)));
+    }
+    let s = run(&new, &results, &fake, &opts(1)).unwrap();
+    assert_eq!(
+        (s.cached, s.done),
+        (0, 2),
+        "cells of numerics 7 reused under numerics 8"
+    );
+    // The old cells stay on disk under their old ids.
+    for c in &old.cells {
+        assert!(matches!(results.state(&c.id), CellState::Done(_)));
+    }
+}
+
+#[test]
 fn failures_are_isolated_recorded_and_retried_on_request() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::new(dir.path());

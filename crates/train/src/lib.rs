@@ -12,6 +12,46 @@
 //!
 //! The balanced contrastive loss and the bias metric are our reconstruction of the paper's
 //! definitions (B. Lee, TMLR 2025, arXiv 2510.10572); see `docs/paper.md` in the repository.
+//!
+//! # Numerics version
+//! [`NUMERICS_VERSION`] names what a run computes, bit for bit. It enters every grid cell's id
+//! (through the grid's `Backend::numerics_version`) and every `metrics.json`, so a cached cell
+//! is found only by the numerics that trained it. The golden test
+//! (`crates/train/tests/golden_numerics.rs`, data in `tests/golden/numerics.json`) fails when
+//! the numbers of a pinned tiny run change while the version does not.
+
+/// The version of the training numerics: what a run computes from its config, bit for bit.
+///
+/// It names the arithmetic of the kernels (convolution, batch norm, the custom CPU ops and the
+/// order in which they sum, including their thread partitioning), the augmentation arithmetic
+/// and the order of its random draws, the parameter initialisation, the RNG streams (sample
+/// order, view seeds, prototypes), the losses, the optimiser and the learning-rate schedule,
+/// and the evaluation that turns an encoder into metrics (probe, kNN, bias).
+///
+/// **Bump it** (by one) with any change that alters a number a run computes from the same
+/// config and seed, even by one ulp: a new summation order, a fused multiply-add, a different
+/// draw order, another initialiser. Cells trained by the old numerics then get other ids and
+/// are retrained by the next grid run; they stay on disk under their old ids. The golden test
+/// (`cargo test -p protoclr-train --test golden_numerics`) fails when the numbers of its pinned
+/// run change while this constant does not; regenerate its file with `PROTOCLR_BLESS=1` after
+/// the bump. The golden run pins the training (per-step losses, final weights); a change to
+/// the evaluation's arithmetic bumps the version too but is not caught by it (a change to what
+/// the evaluation measures, e.g. another probe split, bumps the grid's `CELL_FORMAT_VERSION`).
+///
+/// **Do not bump it** for changes that leave every computed number as it was: refactors,
+/// speed-ups that keep the summation order, reports, I/O, checkpoint or `metrics.json` layout,
+/// progress output, error messages. (A change to what a config key *means* bumps the grid's
+/// `CELL_FORMAT_VERSION` instead.)
+///
+/// Within one version the numbers also depend on the CPU path: the direct convolution kernels
+/// run only on CPUs with AVX-512F (elsewhere im2col + gemm sums in another order), and the
+/// `gemm` crate picks its micro-kernels by CPU feature. The golden file records the path its
+/// numbers were made on.
+///
+/// History: 1 = "unversioned", the cells of commits before this constant existed (their
+/// `metrics.json` has no `numerics_version`; they were trained by several numerics), which are
+/// no longer found under the new ids; 2 = the numerics of the commit that introduced it.
+pub const NUMERICS_VERSION: u32 = 2;
 
 pub mod augment;
 pub mod bench;

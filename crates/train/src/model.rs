@@ -404,7 +404,10 @@ impl ResNet {
                         u(ps, 2, planes, planes, 3, 1, 1, false)?,
                     ]
                 };
-                // Parameters are created in the order conv/bn of the chain, then the shortcut.
+                // Parameters are created (and draw from the seeded RNG) in the order: the
+                // shortcut's conv/bn (`down`, above) first, then the conv/bn units of the chain.
+                // The order fixes every initial value; changing it changes the numerics
+                // (`crate::NUMERICS_VERSION`).
                 blocks.push(Block { chain, down });
                 cin = cout;
             }
@@ -673,6 +676,25 @@ mod tests {
         let enc = ResNet::new(&mut ps, &r50).unwrap();
         assert_eq!(enc.feat_dim, 2048);
         assert_eq!(ps.count(), 23_508_032);
+    }
+
+    #[test]
+    fn a_blocks_shortcut_parameters_are_created_before_its_chain() {
+        // The creation order fixes which RNG draws each tensor gets (comment in ResNet::new).
+        let mut ps = ParamStore::new(0);
+        ResNet::new(&mut ps, &cfg("resnet18", "cifar", "custom")).unwrap();
+        let names: Vec<&str> = ps.vars.iter().map(|(n, _)| n.as_str()).collect();
+        let at = |n: &str| {
+            names
+                .iter()
+                .position(|&m| m == n)
+                .unwrap_or_else(|| panic!("{n}"))
+        };
+        let b = "encoder.layer2.0";
+        assert!(at(&format!("{b}.down.weight")) < at(&format!("{b}.down_bn.gamma")));
+        assert!(at(&format!("{b}.down_bn.beta")) < at(&format!("{b}.conv1.weight")));
+        assert!(at(&format!("{b}.conv1.weight")) < at(&format!("{b}.conv2.weight")));
+        assert!(at(&format!("{b}.conv2.weight")) < at("encoder.layer2.1.conv1.weight"));
     }
 
     #[test]

@@ -158,6 +158,10 @@ pub struct Metrics {
     pub dataset_verified: bool,
     pub config_sha256: String,
     pub protoclr_version: String,
+    /// [`crate::NUMERICS_VERSION`] of the binary that trained the run (absent in files written
+    /// before it existed: `None`, "unversioned").
+    #[serde(default)]
+    pub numerics_version: Option<u32>,
 }
 
 /// Checkpoint metadata (beside `state.safetensors`).
@@ -578,6 +582,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         dataset_verified: source.verified(),
         config_sha256: config_sha,
         protoclr_version: env!("CARGO_PKG_VERSION").into(),
+        numerics_version: Some(crate::NUMERICS_VERSION),
     };
     let outcome = if let Some(d) = diverged {
         metrics.status = "diverged".into();

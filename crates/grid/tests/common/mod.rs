@@ -55,6 +55,8 @@ exit $code
 pub struct Fake {
     pub script: PathBuf,
     pub log: PathBuf,
+    /// What [`Backend::numerics_version`] returns (7 unless changed).
+    pub numerics: u32,
 }
 
 const KEYS: &[&str] = &["seed", "x", "epochs", "sleep", "fail", "diverge", "group"];
@@ -67,6 +69,7 @@ impl Fake {
         Fake {
             script,
             log: dir.join("fake.log"),
+            numerics: 7,
         }
     }
 
@@ -106,6 +109,10 @@ impl Backend for Fake {
 
     fn fingerprint(&self, _resolved: &Value) -> Result<String> {
         Ok("fake-dataset".into())
+    }
+
+    fn numerics_version(&self) -> u32 {
+        self.numerics
     }
 
     fn train_command(&self, cell_dir: &Path, checkpoint_dir: &Path, threads: usize) -> Command {
