@@ -15,6 +15,7 @@
 pub mod augment;
 pub mod bench;
 pub mod bias;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
@@ -28,4 +29,5 @@ pub mod ops;
 pub mod optim;
 pub mod run;
 pub mod runtime;
+pub mod signals;
 pub mod source;
