@@ -282,7 +282,7 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
             protoclr_grid::install_stop_handler(opts.stop.clone())?;
             let s = runner::run(&plan, &results, &backend, &opts)?;
             eprintln!(
-                "{}.{}: {} cells — {} finished before, {} done, {} diverged, {} failed, {} interrupted, {} finished by another runner; index {}",
+                "{}.{}: {} cells — {} finished before, {} done, {} diverged, {} failed ({} of them in earlier runs), {} interrupted, {} finished by another runner; index {}",
                 plan.experiment.name,
                 profile,
                 s.cells,
@@ -290,6 +290,7 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
                 s.done,
                 s.diverged,
                 s.failed,
+                s.failed_earlier,
                 s.interrupted,
                 s.elsewhere,
                 s.index.display()

@@ -50,7 +50,10 @@ pub struct CheckpointMeta {
 
 /// File name of the checkpoint after `epoch` epochs of the config hashed `config_sha`.
 pub fn file_name(config_sha: &str, epoch: usize) -> String {
-    format!("ckpt-{}-e{epoch:05}.safetensors", &config_sha[..16.min(config_sha.len())])
+    format!(
+        "ckpt-{}-e{epoch:05}.safetensors",
+        &config_sha[..16.min(config_sha.len())]
+    )
 }
 
 /// This config's checkpoint files in `dir`, newest first, with their epoch.
@@ -92,11 +95,20 @@ fn hash_entries<'a>(mut entries: Vec<(&'a str, Dtype, &'a [usize], &'a [u8])>) -
 /// SHA-256 of the tensors of a safetensors file (what the metadata's `tensors_sha256` names).
 pub fn tensors_sha256(st: &SafeTensors<'_>) -> String {
     let views = st.tensors();
-    hash_entries(views.iter().map(|(n, t)| (n.as_str(), t.dtype(), t.shape(), t.data())).collect())
+    hash_entries(
+        views
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.dtype(), t.shape(), t.data()))
+            .collect(),
+    )
 }
 
 /// Everything a checkpoint holds, by name, on the host.
-fn gather(model: &SimClrModel, opt: &Optimizer, protos: Option<&Prototypes>) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+fn gather(
+    model: &SimClrModel,
+    opt: &Optimizer,
+    protos: Option<&Prototypes>,
+) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
     let mut out = Vec::new();
     for (name, t) in model.state()? {
         let t = t.to_dtype(DType::F32)?;
@@ -129,14 +141,22 @@ pub fn encode(
         .iter()
         .map(|(n, s, b)| Ok((n.as_str(), TensorView::new(Dtype::F32, s.clone(), b)?)))
         .collect::<Result<Vec<_>>>()?;
-    let sha = hash_entries(views.iter().map(|(n, v)| (*n, v.dtype(), v.shape(), v.data())).collect());
+    let sha = hash_entries(
+        views
+            .iter()
+            .map(|(n, v)| (*n, v.dtype(), v.shape(), v.data()))
+            .collect(),
+    );
     let mut meta = meta.clone();
     meta.tensors_sha256 = sha;
     let info = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("meta".to_string(), serde_json::to_string(&meta)?),
     ]);
-    Ok(safetensors::serialize(views.iter().map(|(n, v)| (*n, v)), Some(info))?)
+    Ok(safetensors::serialize(
+        views.iter().map(|(n, v)| (*n, v)),
+        Some(info),
+    )?)
 }
 
 /// Writes the checkpoint of `meta.epochs_done` epochs into `dir` (atomically), then deletes this
@@ -183,8 +203,8 @@ pub fn decode(bytes: &[u8], config_sha: &str) -> Result<(CheckpointMeta, HashMap
     if info.get("format").map(String::as_str) != Some(FORMAT) {
         bail!("not a {FORMAT} file");
     }
-    let meta: CheckpointMeta =
-        serde_json::from_str(info.get("meta").context("no `meta` in the header")?).context("metadata unreadable")?;
+    let meta: CheckpointMeta = serde_json::from_str(info.get("meta").context("no `meta` in the header")?)
+        .context("metadata unreadable")?;
     if meta.config_sha256 != config_sha {
         bail!("it belongs to another config (sha256 {})", meta.config_sha256);
     }
@@ -211,7 +231,8 @@ pub fn decode(bytes: &[u8], config_sha: &str) -> Result<(CheckpointMeta, HashMap
 /// Reads a legacy `state.json` + `state.safetensors` pair.
 fn decode_legacy(dir: &Path, config_sha: &str) -> Result<(CheckpointMeta, HashMap<String, Tensor>)> {
     let meta_path = dir.join("state.json");
-    let text = std::fs::read_to_string(&meta_path).with_context(|| format!("cannot read {}", meta_path.display()))?;
+    let text = std::fs::read_to_string(&meta_path)
+        .with_context(|| format!("cannot read {}", meta_path.display()))?;
     let meta: CheckpointMeta = serde_json::from_str(&text).context("metadata unreadable")?;
     if meta.config_sha256 != config_sha {
         bail!("it belongs to another config (sha256 {})", meta.config_sha256);
@@ -219,7 +240,11 @@ fn decode_legacy(dir: &Path, config_sha: &str) -> Result<(CheckpointMeta, HashMa
     let tpath = dir.join("state.safetensors");
     let got = sha256_file(&tpath)?;
     if got != meta.tensors_sha256 {
-        bail!("{} has sha256 {got}, state.json says {}", tpath.display(), meta.tensors_sha256);
+        bail!(
+            "{} has sha256 {got}, state.json says {}",
+            tpath.display(),
+            meta.tensors_sha256
+        );
     }
     let tensors = candle_core::safetensors::load(&tpath, &Device::Cpu)?;
     Ok((meta, tensors))
@@ -257,7 +282,9 @@ fn fits(
     for (name, t) in model.state()? {
         match shape_of(&name) {
             None => bail!("tensor `{name}` is missing"),
-            Some(s) if s != t.dims() => bail!("tensor `{name}` has shape {s:?}, the model's is {:?}", t.dims()),
+            Some(s) if s != t.dims() => {
+                bail!("tensor `{name}` has shape {s:?}, the model's is {:?}", t.dims())
+            }
             Some(_) => {}
         }
     }
@@ -277,7 +304,11 @@ fn fits(
     }
     if let Some(p) = protos {
         if shape_of("proto.mu") != Some(vec![p.num_classes, p.dim]) {
-            bail!("prototypes `proto.mu` missing or not [{}, {}]", p.num_classes, p.dim);
+            bail!(
+                "prototypes `proto.mu` missing or not [{}, {}]",
+                p.num_classes,
+                p.dim
+            );
         }
         if meta.proto_seen.as_ref().is_some_and(|s| s.len() != p.num_classes) {
             bail!("prototype flags do not fit {} classes", p.num_classes);
@@ -295,7 +326,8 @@ pub fn find(
     protos: Option<&Prototypes>,
     epochs_planned: usize,
 ) -> Option<Loaded> {
-    let mut candidates: Vec<(String, Result<(CheckpointMeta, HashMap<String, Tensor>)>, PathBuf)> = Vec::new();
+    let mut candidates: Vec<(String, Result<(CheckpointMeta, HashMap<String, Tensor>)>, PathBuf)> =
+        Vec::new();
     let listed = list(dir, config_sha);
     let mut bad = 0;
     for (_, path) in &listed {
@@ -310,7 +342,11 @@ pub fn find(
         .and_then(|t| serde_json::from_str::<CheckpointMeta>(&t).ok())
         .is_some_and(|m| m.config_sha256 != config_sha);
     if legacy.exists() && !legacy_other {
-        candidates.push((format!("{} (legacy)", legacy.display()), decode_legacy(dir, config_sha), legacy));
+        candidates.push((
+            format!("{} (legacy)", legacy.display()),
+            decode_legacy(dir, config_sha),
+            legacy,
+        ));
     }
     for (label, got, path) in candidates {
         let checked = got.and_then(|(meta, tensors)| {
@@ -331,7 +367,10 @@ pub fn find(
         }
     }
     if bad > 0 {
-        eprintln!("warning: no usable checkpoint in {}; starting from epoch 0", dir.display());
+        eprintln!(
+            "warning: no usable checkpoint in {}; starting from epoch 0",
+            dir.display()
+        );
     }
     None
 }
@@ -339,7 +378,12 @@ pub fn find(
 impl Loaded {
     /// Applies the checkpoint to the model, optimiser and prototypes ([`find`] checked that it
     /// fits, so this does not fail half-way on a bad file).
-    pub fn apply(self, model: &SimClrModel, opt: &mut Optimizer, protos: Option<&mut Prototypes>) -> Result<CheckpointMeta> {
+    pub fn apply(
+        self,
+        model: &SimClrModel,
+        opt: &mut Optimizer,
+        protos: Option<&mut Prototypes>,
+    ) -> Result<CheckpointMeta> {
         model.load_state(&self.tensors)?;
         opt.m.clear();
         opt.v.clear();
@@ -352,12 +396,116 @@ impl Loaded {
         }
         opt.t = self.meta.optimizer_t;
         if let Some(p) = protos {
-            let mu = self.tensors.get("proto.mu").context("checkpoint lacks the prototypes")?;
+            let mu = self
+                .tensors
+                .get("proto.mu")
+                .context("checkpoint lacks the prototypes")?;
             p.mu = mu.flatten_all()?.to_vec1::<f32>()?;
             if let Some(seen) = &self.meta.proto_seen {
                 p.seen = seen.clone();
             }
         }
         Ok(self.meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn model(width: usize) -> SimClrModel {
+        let mut cfg = Config::default();
+        cfg.model.width = width;
+        cfg.model.proj_hidden = 16;
+        cfg.model.proj_dim = 8;
+        SimClrModel::new_on(&cfg.model, 7, &Device::Cpu).unwrap()
+    }
+
+    fn meta(sha: &str, epochs_done: usize) -> CheckpointMeta {
+        CheckpointMeta {
+            config_sha256: sha.into(),
+            epochs_done,
+            epochs: (1..=epochs_done)
+                .map(|e| EpochRecord {
+                    epoch: e,
+                    loss: 1.0,
+                    lr: 0.1,
+                    images_per_sec: 1.0,
+                    wall_s: 1.0,
+                })
+                .collect(),
+            optimizer_t: 3,
+            proto_seen: None,
+            tensors_sha256: String::new(),
+            wall_time_s: 2.0,
+        }
+    }
+
+    #[test]
+    fn round_trip_keeps_every_tensor_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let sha = "ab".repeat(32);
+        let m = model(4);
+        let mut opt = Optimizer::new(&Config::default().optim);
+        let (name, var) = &m.params.vars[0];
+        opt.m.insert(name.clone(), vec![0.5; var.elem_count()]);
+        let path = save(dir.path(), &m, &opt, None, &meta(&sha, 2)).unwrap();
+        assert_eq!(
+            path.file_name().unwrap().to_string_lossy(),
+            format!("ckpt-{}-e00002.safetensors", &sha[..16])
+        );
+        let fresh = model(4);
+        // Another seed: different weights until the checkpoint is applied.
+        let other = {
+            let mut cfg = Config::default();
+            cfg.model.width = 4;
+            cfg.model.proj_hidden = 16;
+            cfg.model.proj_dim = 8;
+            SimClrModel::new_on(&cfg.model, 8, &Device::Cpu).unwrap()
+        };
+        let loaded = find(dir.path(), &sha, &other, None, 2).expect("a usable checkpoint");
+        let mut opt2 = Optimizer::new(&Config::default().optim);
+        let got = loaded.apply(&other, &mut opt2, None).unwrap();
+        assert_eq!(got.epochs_done, 2);
+        assert_eq!(opt2.t, 3);
+        assert_eq!(opt2.m, opt.m);
+        for ((_, a), (_, b)) in fresh.params.vars.iter().zip(&other.params.vars) {
+            let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        }
+    }
+
+    #[test]
+    fn wrong_shapes_epochs_or_config_are_not_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let sha = "cd".repeat(32);
+        let opt = Optimizer::new(&Config::default().optim);
+        save(dir.path(), &model(4), &opt, None, &meta(&sha, 1)).unwrap();
+        // A model of another width: tensors of the wrong shape → not used (epoch 0).
+        assert!(find(dir.path(), &sha, &model(8), None, 2).is_none());
+        // More epochs done than the run plans → not used; the older one is.
+        save(dir.path(), &model(4), &opt, None, &meta(&sha, 2)).unwrap();
+        assert_eq!(
+            find(dir.path(), &sha, &model(4), None, 1).map(|l| l.meta.epochs_done),
+            Some(1)
+        );
+        // The newest usable one wins; another config's files are ignored and left alone.
+        assert_eq!(
+            find(dir.path(), &sha, &model(4), None, 2).map(|l| l.meta.epochs_done),
+            Some(2)
+        );
+        let other = "ef".repeat(32);
+        assert!(find(dir.path(), &other, &model(4), None, 2).is_none());
+        save(dir.path(), &model(4), &opt, None, &meta(&other, 1)).unwrap();
+        assert_eq!(list(dir.path(), &sha).len(), 2);
+        // Metadata naming another config inside a file named for this one: refused.
+        let bytes = encode(&model(4), &opt, None, &meta(&other, 2)).unwrap();
+        std::fs::write(dir.path().join(file_name(&sha, 2)), bytes).unwrap();
+        assert_eq!(
+            find(dir.path(), &sha, &model(4), None, 2).map(|l| l.meta.epochs_done),
+            Some(1)
+        );
     }
 }

@@ -122,7 +122,10 @@ pub fn remove_stale_temps(dir: &Path) -> usize {
         else {
             continue;
         };
-        if !pid_alive(pid) && entry.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(entry.path()).is_ok() {
+        if !pid_alive(pid)
+            && entry.file_type().is_ok_and(|t| t.is_file())
+            && fs::remove_file(entry.path()).is_ok()
+        {
             removed += 1;
         }
     }
@@ -170,7 +173,10 @@ mod tests {
             return; // not Linux
         };
         let target = Path::new("/results/cells/x/metrics.json");
-        let e = format!("{:#}", write_synced(&mut f, &[7u8; 4096], target, "write").unwrap_err());
+        let e = format!(
+            "{:#}",
+            write_synced(&mut f, &[7u8; 4096], target, "write").unwrap_err()
+        );
         assert!(e.contains("cannot write /results/cells/x/metrics.json"), "{e}");
         assert_eq!(e.matches("No space left on device").count(), 1, "{e}");
     }
@@ -198,7 +204,14 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
             .collect();
         left.sort();
-        assert_eq!(left, [format!(".metrics.json.tmp-{live}"), ".notes.tmp-abc".into(), "metrics.json".to_string()]);
+        assert_eq!(
+            left,
+            [
+                format!(".metrics.json.tmp-{live}"),
+                ".notes.tmp-abc".into(),
+                "metrics.json".to_string()
+            ]
+        );
         assert_eq!(remove_stale_temps(&dir.path().join("missing")), 0);
     }
 }

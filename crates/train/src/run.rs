@@ -14,15 +14,15 @@
 
 use crate::augment::Pipeline;
 use crate::bias::{self, BiasStats};
+use crate::checkpoint::{self, CheckpointMeta};
 use crate::config::Config;
 use crate::data::Dataset;
 use crate::eval::{self, ImageSet, ProbeConfig};
-use crate::checkpoint::{self, CheckpointMeta};
 use crate::fsutil::{atomic_write, remove_stale_temps, sha256_hex};
-use crate::signals::{self, Interrupted};
 use crate::loss::{self, Prototypes};
 use crate::model::SimClrModel;
 use crate::optim::{lr_at, Optimizer};
+use crate::signals::{self, Interrupted};
 use crate::source::TrainSource;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};

@@ -43,7 +43,10 @@ pub fn install_stop_handler() -> anyhow::Result<()> {
             libc::sigaction(sig, &sa, std::ptr::null_mut()) == 0
         };
         if !ok {
-            anyhow::bail!("cannot install the handler of signal {sig}: {}", std::io::Error::last_os_error());
+            anyhow::bail!(
+                "cannot install the handler of signal {sig}: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
     Ok(())
@@ -86,7 +89,10 @@ pub fn stdout_line(line: &str) -> bool {
         Ok(()) => true,
         Err(e) => {
             if !STDOUT_GONE.swap(true, Ordering::Relaxed) {
-                let _ = writeln!(std::io::stderr(), "note: stdout is closed ({e}); no more output lines, the work goes on");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "note: stdout is closed ({e}); no more output lines, the work goes on"
+                );
             }
             false
         }
