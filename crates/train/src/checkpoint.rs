@@ -70,7 +70,7 @@ pub fn list(dir: &Path, config_sha: &str) -> Vec<(usize, PathBuf)> {
             Some((epoch.parse().ok()?, e.path()))
         })
         .collect();
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|e| std::cmp::Reverse(e.0));
     found
 }
 
@@ -103,12 +103,14 @@ pub fn tensors_sha256(st: &SafeTensors<'_>) -> String {
     )
 }
 
+/// A tensor on the host: name, shape, values.
+type HostTensor = (String, Vec<usize>, Vec<f32>);
+
+/// A decoded checkpoint: metadata and tensors by name.
+type Decoded = (CheckpointMeta, HashMap<String, Tensor>);
+
 /// Everything a checkpoint holds, by name, on the host.
-fn gather(
-    model: &SimClrModel,
-    opt: &Optimizer,
-    protos: Option<&Prototypes>,
-) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+fn gather(model: &SimClrModel, opt: &Optimizer, protos: Option<&Prototypes>) -> Result<Vec<HostTensor>> {
     let mut out = Vec::new();
     for (name, t) in model.state()? {
         let t = t.to_dtype(DType::F32)?;
@@ -197,7 +199,7 @@ pub struct Loaded {
 }
 
 /// Parses and checks the bytes of a checkpoint of the new kind.
-pub fn decode(bytes: &[u8], config_sha: &str) -> Result<(CheckpointMeta, HashMap<String, Tensor>)> {
+pub fn decode(bytes: &[u8], config_sha: &str) -> Result<Decoded> {
     let (_, header) = SafeTensors::read_metadata(bytes).context("not a safetensors file")?;
     let info = header.metadata().as_ref().context("no metadata in the header")?;
     if info.get("format").map(String::as_str) != Some(FORMAT) {
@@ -229,7 +231,7 @@ pub fn decode(bytes: &[u8], config_sha: &str) -> Result<(CheckpointMeta, HashMap
 }
 
 /// Reads a legacy `state.json` + `state.safetensors` pair.
-fn decode_legacy(dir: &Path, config_sha: &str) -> Result<(CheckpointMeta, HashMap<String, Tensor>)> {
+fn decode_legacy(dir: &Path, config_sha: &str) -> Result<Decoded> {
     let meta_path = dir.join("state.json");
     let text = std::fs::read_to_string(&meta_path)
         .with_context(|| format!("cannot read {}", meta_path.display()))?;
@@ -326,8 +328,7 @@ pub fn find(
     protos: Option<&Prototypes>,
     epochs_planned: usize,
 ) -> Option<Loaded> {
-    let mut candidates: Vec<(String, Result<(CheckpointMeta, HashMap<String, Tensor>)>, PathBuf)> =
-        Vec::new();
+    let mut candidates: Vec<(String, Result<Decoded>, PathBuf)> = Vec::new();
     let listed = list(dir, config_sha);
     let mut bad = 0;
     for (_, path) in &listed {

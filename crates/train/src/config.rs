@@ -642,7 +642,7 @@ impl Config {
             bail!("`train.steps_per_epoch` must be ≥ 1");
         }
         if let Some(g) = self.train.max_weight_growth {
-            if !(g > 1.0) {
+            if g.is_nan() || g <= 1.0 {
                 bail!("`train.max_weight_growth` must be > 1 (.inf: no limit), got {g}");
             }
         }

@@ -461,7 +461,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
                                "weight_growth": growth}),
         );
         records.push(rec);
-        if !(growth <= growth_limit) {
+        if growth.is_nan() || growth > growth_limit {
             diverged = Some(Diverged {
                 epoch: epoch + 1,
                 step: steps,
