@@ -295,7 +295,8 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
                 s.elsewhere,
                 s.index.display()
             );
-            if s.stopped {
+            if s.stopped || s.interrupted > 0 {
+                // Also cells whose training process alone was stopped (SIGTERM/SIGINT to it).
                 eprintln!("stopped: rerun the same command to resume (checkpoints are kept)");
                 std::process::exit(130);
             }

@@ -224,7 +224,6 @@ fn run_cli() -> Result<ExitCode> {
     let trains = matches!(
         &cli.cmd,
         Command::Train(_)
-            | Command::Bench { .. }
             | Command::Grid {
                 cmd: grid_cmd::GridCommand::Run { .. } | grid_cmd::GridCommand::RunCell { .. }
             }
