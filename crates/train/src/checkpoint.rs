@@ -509,4 +509,48 @@ mod tests {
             Some(1)
         );
     }
+
+    #[test]
+    fn a_legacy_pair_is_read_then_replaced() {
+        // The layout of earlier versions: state.safetensors + state.json naming the file's hash.
+        let dir = tempfile::tempdir().unwrap();
+        let sha = "12".repeat(32);
+        let m = model(4);
+        let tpath = dir.path().join("state.safetensors");
+        candle_core::safetensors::save(&m.state().unwrap(), &tpath).unwrap();
+        let mut old = meta(&sha, 1);
+        old.tensors_sha256 = sha256_file(&tpath).unwrap();
+        let json = serde_json::to_string(&old).unwrap();
+        std::fs::write(dir.path().join("state.json"), &json).unwrap();
+        let got = find(dir.path(), &sha, &model(4), None, 2).expect("the legacy pair");
+        assert_eq!(got.meta.epochs_done, 1);
+        // Another config's pair is neither loaded nor removed.
+        assert!(find(dir.path(), &"34".repeat(32), &model(4), None, 2).is_none());
+        save(
+            dir.path(),
+            &m,
+            &Optimizer::new(&Config::default().optim),
+            None,
+            &meta(&"34".repeat(32), 1),
+        )
+        .unwrap();
+        assert!(tpath.exists());
+        // A new checkpoint of its own config replaces it.
+        save(
+            dir.path(),
+            &m,
+            &Optimizer::new(&Config::default().optim),
+            None,
+            &meta(&sha, 2),
+        )
+        .unwrap();
+        assert!(!tpath.exists() && !dir.path().join("state.json").exists());
+        // A damaged pair is reported and skipped, not an error.
+        std::fs::write(&tpath, b"short").unwrap();
+        std::fs::write(dir.path().join("state.json"), &json).unwrap();
+        let d2 = tempfile::tempdir().unwrap();
+        std::fs::rename(&tpath, d2.path().join("state.safetensors")).unwrap();
+        std::fs::rename(dir.path().join("state.json"), d2.path().join("state.json")).unwrap();
+        assert!(find(d2.path(), &sha, &model(4), None, 2).is_none());
+    }
 }
