@@ -373,7 +373,7 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
                     ""
                 };
                 eprintln!(
-                    "{}.{}{stage}: {} cells — {} finished before, {} done, {} diverged, {} failed, {} interrupted, {} finished by another runner; index {}",
+                    "{}.{}{stage}: {} cells — {} finished before, {} done, {} diverged, {} failed ({} of them in earlier runs), {} interrupted, {} finished by another runner; index {}",
                     p.experiment.name,
                     profile,
                     s.cells,
@@ -381,11 +381,13 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
                     s.done,
                     s.diverged,
                     s.failed,
+                    s.failed_earlier,
                     s.interrupted,
                     s.elsewhere,
                     s.index.display()
                 );
-                if s.stopped {
+                if s.stopped || s.interrupted > 0 {
+                    // Also cells whose training process alone was stopped (SIGTERM/SIGINT to it).
                     eprintln!("stopped: rerun the same command to resume (checkpoints are kept)");
                     std::process::exit(130);
                 }

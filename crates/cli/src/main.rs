@@ -171,6 +171,7 @@ fn train(args: TrainArgs, device: Option<&str>) -> Result<ExitCode> {
         },
         device: protoclr_train::device::parse(device.unwrap_or("cpu"))?,
     };
+    protoclr_train::signals::install_stop_handler()?;
     let outcome = run::train(&cfg, &opts)?;
     let m = outcome.metrics();
     if args.progress != Progress::Jsonl {
@@ -226,14 +227,14 @@ fn print_summary(m: &run::Metrics, out: &std::path::Path) {
     let line = |name: &str, e: &run::EvalResult| {
         let opt =
             |v: Option<f64>, digits: usize| v.map(|b| format!("{b:.digits$}")).unwrap_or_else(|| "—".into());
-        println!(
+        protoclr_train::signals::stdout_line(&format!(
             "{name:<16} linear top-1 {:6.2} % (val {})   kNN top-1 {:6.2} %   prototype bias {} (rel {})",
             e.linear_top1,
             opt(e.val_linear_top1, 2),
             e.knn_top1,
             opt(e.bias_l2, 4),
             opt(e.bias_rel, 3)
-        );
+        ));
     };
     if let Some(e) = &m.eval {
         line("trained encoder", e);
@@ -249,6 +250,18 @@ fn run_cli() -> Result<ExitCode> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     protoclr_train::runtime::init(threads);
+    // Commands that train keep going when stdout closes (their progress lines stop); the others
+    // only print and end quietly when their reader goes away (`grid status | head`).
+    let trains = matches!(
+        &cli.cmd,
+        Command::Train(_)
+            | Command::Grid {
+                cmd: grid_cmd::GridCommand::Run { .. } | grid_cmd::GridCommand::RunCell { .. }
+            }
+    );
+    if !trains {
+        protoclr_train::signals::default_sigpipe();
+    }
     match cli.cmd {
         Command::Train(a) => train(a, cli.device.as_deref()),
         Command::Data { cmd } => {
@@ -324,7 +337,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<protoclr_train::signals::Interrupted>() {
+                Some(i) => ExitCode::from(i.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -80,8 +80,9 @@
 //! `protoclr train --config <cell>/config.yaml --out <cell> --checkpoint-dir
 //! results/checkpoints/<id> --threads T --progress jsonl`), each in its own process group and
 //! killed with the runner (`PR_SET_PDEATHSIG`). Their JSON progress lines drive the progress bars;
-//! their output goes to `train.log`. Exit code 0 is done, 3 diverged, anything else failed; a
-//! failed or diverged cell is recorded and the grid goes on. A stop request (Ctrl-C, SIGTERM)
+//! their output goes to `train.log`. Exit code 0 is done, 3 diverged, 130/143 (the child stopped by
+//! SIGINT/SIGTERM after checkpointing) interrupted, anything else failed; a failed or diverged
+//! cell is recorded and the grid goes on. A stop request (Ctrl-C, SIGTERM)
 //! sends SIGTERM to the children (SIGKILL after a grace period) and leaves their checkpoints, so a
 //! rerun resumes mid-cell.
 

@@ -55,12 +55,17 @@ pub struct RunSummary {
     pub cached: usize,
     pub done: usize,
     pub diverged: usize,
+    /// Cells recorded as failed when the run ends: those that failed in this run, those found
+    /// failed and not retried (`failed_earlier`), and those another runner recorded as failed.
+    /// Non-zero makes `grid run` exit non-zero.
     pub failed: usize,
+    /// Of `failed`: found failed in the results and left alone (no `--retry-failed`).
+    pub failed_earlier: usize,
     /// Stopped by a stop request (resumable).
     pub interrupted: usize,
     /// Cells finished by another runner while this one waited.
     pub elsewhere: usize,
-    /// Descriptions of the cells that failed in this run.
+    /// Descriptions of the failed cells (all of `failed`).
     pub failures: Vec<String>,
     /// The index CSV.
     pub index: PathBuf,
@@ -144,6 +149,11 @@ fn tail(path: &std::path::Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// Exit status of a training process stopped cleanly by SIGINT (128 + 2).
+pub const INTERRUPTED_SIGINT: i32 = 130;
+/// Exit status of a training process stopped cleanly by SIGTERM (128 + 15).
+pub const INTERRUPTED_SIGTERM: i32 = 143;
 
 fn signal_group(pid: u32, sig: libc::c_int) {
     // SAFETY: plain signal delivery to the child's process group (the child leads it).
@@ -307,6 +317,9 @@ pub fn attempt(
     let outcome = match (code, metrics_outcome) {
         (Some(0) | Some(3), Some(o)) => Some(o),
         _ if opts.stop.load(Ordering::SeqCst) => None,
+        // `protoclr train` stopped by SIGINT/SIGTERM (128 + signal) after checkpointing, e.g.
+        // a signal sent to the child alone: resumable, not a failure.
+        (Some(INTERRUPTED_SIGINT | INTERRUPTED_SIGTERM), None) => None,
         _ => Some(Outcome::Failed),
     };
     let Some(outcome) = outcome else {
@@ -374,7 +387,15 @@ pub fn run(plan: &Plan, results: &Results, backend: &dyn Backend, opts: &RunOpti
     for (i, c) in cells.iter().enumerate() {
         match results.state(&c.id) {
             CellState::Done(_) => summary.cached += 1,
-            CellState::Failed(_) | CellState::Diverged(_) if !opts.retry_failed => summary.cached += 1,
+            CellState::Failed(_) if !opts.retry_failed => {
+                summary.cached += 1;
+                summary.failed += 1;
+                summary.failed_earlier += 1;
+                summary
+                    .failures
+                    .push(format!("{} ({}; failed earlier)", c.id, c.describe()));
+            }
+            CellState::Diverged(_) if !opts.retry_failed => summary.cached += 1,
             _ => queue.push_back(i),
         }
     }
@@ -485,8 +506,16 @@ pub fn run(plan: &Plan, results: &Results, backend: &dyn Backend, opts: &RunOpti
                                 cell.describe()
                             ));
                         }
-                        Ok(Attempt::Skipped(_)) => {
+                        Ok(Attempt::Skipped(state)) => {
                             sum.elsewhere += 1;
+                            if let CellState::Failed(_) = state {
+                                sum.failed += 1;
+                                sum.failures.push(format!(
+                                    "{} ({}; failed in another runner)",
+                                    cell.id,
+                                    cell.describe()
+                                ));
+                            }
                             overall.inc(1);
                         }
                         Ok(Attempt::Ran(o) | Attempt::Adopted(o)) => {

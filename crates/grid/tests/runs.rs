@@ -146,9 +146,11 @@ fn failures_are_isolated_recorded_and_retried_on_request() {
         statuses,
         ["done", "done", "failed", "failed", "diverged", "diverged"]
     );
-    // Without --retry-failed nothing runs again; with it, failed and diverged cells do.
+    // Without --retry-failed nothing runs again, but the failed cells are still counted (the
+    // CLI exits non-zero on them); with it, failed and diverged cells run again.
     let s = run(&p, &results, &fake, &opts(2)).unwrap();
-    assert_eq!((s.cached, s.done + s.failed + s.diverged), (6, 0));
+    assert_eq!((s.cached, s.done + s.diverged), (6, 0));
+    assert_eq!((s.failed, s.failed_earlier, s.failures.len()), (2, 2, 2), "{s:?}");
     let mut o = opts(2);
     o.retry_failed = true;
     let s = run(&p, &results, &fake, &o).unwrap();

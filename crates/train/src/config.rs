@@ -447,6 +447,22 @@ pub struct TrainLoopConfig {
     pub batch_size: usize,
     /// Cap on steps per epoch (None: one pass over the training subset).
     pub steps_per_epoch: Option<usize>,
+    /// Divergence rule: the run is stopped as diverged when, at the end of an epoch, the L2 norm
+    /// of all trainable parameters exceeds this multiple of its value at initialisation (unset:
+    /// [`TrainLoopConfig::DEFAULT_MAX_WEIGHT_GROWTH`]; `.inf` turns the rule off). Unset keys
+    /// are not written to the resolved config, so cell ids did not change when it was added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_weight_growth: Option<f64>,
+}
+
+impl TrainLoopConfig {
+    /// Default of `train.max_weight_growth`.
+    pub const DEFAULT_MAX_WEIGHT_GROWTH: f64 = 100.0;
+
+    /// The divergence limit in effect.
+    pub fn weight_growth_limit(&self) -> f64 {
+        self.max_weight_growth.unwrap_or(Self::DEFAULT_MAX_WEIGHT_GROWTH)
+    }
 }
 
 impl Default for TrainLoopConfig {
@@ -455,6 +471,7 @@ impl Default for TrainLoopConfig {
             epochs: 100,
             batch_size: 256,
             steps_per_epoch: None,
+            max_weight_growth: None,
         }
     }
 }
@@ -642,6 +659,11 @@ impl Config {
         }
         if self.train.steps_per_epoch == Some(0) {
             bail!("`train.steps_per_epoch` must be ≥ 1");
+        }
+        if let Some(g) = self.train.max_weight_growth {
+            if g.is_nan() || g <= 1.0 {
+                bail!("`train.max_weight_growth` must be > 1 (.inf: no limit), got {g}");
+            }
         }
         if self.eval.knn_k == 0 || self.eval.linear_batch == 0 {
             bail!("`eval.knn_k` and `eval.linear_batch` must be ≥ 1");

@@ -8,7 +8,14 @@ use std::io::Write;
 use std::path::Path;
 
 /// Writes `bytes` to `path` so that readers see either the old file or the whole new one.
+/// An error names the file and says once what went wrong (e.g. a full disk); the temporary
+/// file is removed again.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_at(path, bytes, "write")
+}
+
+/// [`atomic_write`] whose steps are [`failpoint`]s named `tag`.
+pub fn atomic_write_at(path: &Path, bytes: &[u8], tag: &str) -> Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -19,18 +26,110 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    {
-        let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        f.sync_all()?;
+    let written = File::create(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))
+        .and_then(|mut f| write_synced(&mut f, bytes, path, tag));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    failpoint(tag);
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()));
+    }
+    failpoint(tag);
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Writes `bytes` into `f` and fsyncs it; errors name `path` (the file being written).
+/// Under the failpoint `tag` the process may die half-way through the bytes.
+pub fn write_synced(f: &mut File, bytes: &[u8], path: &Path, tag: &str) -> Result<()> {
+    let half = bytes.len() / 2;
+    let what = || format!("cannot write {}", path.display());
+    f.write_all(&bytes[..half]).with_context(what)?;
+    if failpoint_armed(tag) {
+        let _ = f.flush();
+        failpoint(tag);
+    }
+    f.write_all(&bytes[half..]).with_context(what)?;
+    f.sync_all().with_context(what)
+}
+
+fn failpoint_spec() -> Option<(String, usize)> {
+    let spec = std::env::var("PROTOCLR_FAILPOINT").ok()?;
+    let (tag, n) = spec.split_once(':')?;
+    Some((tag.to_string(), n.parse().ok()?))
+}
+
+fn failpoint_armed(tag: &str) -> bool {
+    failpoint_spec().is_some_and(|(t, _)| t == tag)
+}
+
+/// Test hook for crash safety: with `PROTOCLR_FAILPOINT=<tag>:<n>` in the environment, the
+/// `n`-th call of `failpoint(<tag>)` in this process kills it with SIGKILL (no unwinding, no
+/// flushing: a crash at that instruction). [`atomic_write_at`] has three points: half of the
+/// temporary file written, temporary complete and fsynced, renamed into place; the `ckpt` tag
+/// adds the checkpoint's own steps ([`crate::checkpoint::save`]): after the folder fsync and
+/// after each deletion of an older checkpoint. Plain [`atomic_write`]s use the tag `write`.
+pub fn failpoint(tag: &str) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static HITS: AtomicUsize = AtomicUsize::new(0);
+    let Some((t, n)) = failpoint_spec() else {
+        return;
+    };
+    if t != tag {
+        return;
+    }
+    if HITS.fetch_add(1, Ordering::SeqCst) + 1 == n {
+        eprintln!("failpoint {tag}:{n}: killing the process");
+        // SAFETY: plain signal delivery to ourselves.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
+/// Whether `pid` is a live process on this host (one we may not signal counts as alive).
+pub fn pid_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(p, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// Removes the temporary files of [`atomic_write`] (`.NAME.tmp-PID`) in `dir` whose writer is
+/// no longer alive, i.e. leftovers of a killed process; returns how many were removed. A missing
+/// folder is left missing.
+pub fn remove_stale_temps(dir: &Path) -> usize {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(pid) = name
+            .strip_prefix('.')
+            .and_then(|n| n.rsplit_once(".tmp-"))
+            .map(|(_, pid)| pid)
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !pid_alive(pid)
+            && entry.file_type().is_ok_and(|t| t.is_file())
+            && fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// SHA-256 of bytes, hex.
@@ -65,5 +164,54 @@ mod tests {
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn a_full_disk_error_names_the_file_once() {
+        // /dev/full fails every write with ENOSPC, like a full disk.
+        let Ok(mut f) = File::options().write(true).open("/dev/full") else {
+            return; // not Linux
+        };
+        let target = Path::new("/results/cells/x/metrics.json");
+        let e = format!(
+            "{:#}",
+            write_synced(&mut f, &[7u8; 4096], target, "write").unwrap_err()
+        );
+        assert!(e.contains("cannot write /results/cells/x/metrics.json"), "{e}");
+        assert_eq!(e.matches("No space left on device").count(), 1, "{e}");
+    }
+
+    #[test]
+    fn stale_temps_of_dead_writers_are_removed_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // A process that has exited: its pid is free (reaped), so it is dead.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let live = std::process::id();
+        for n in [
+            format!(".metrics.json.tmp-{dead}"),
+            format!(".ckpt-ab-e00001.safetensors.tmp-{dead}"),
+            format!(".metrics.json.tmp-{live}"),
+            "metrics.json".into(),
+            ".notes.tmp-abc".into(),
+        ] {
+            fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        assert_eq!(remove_stale_temps(dir.path()), 2);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                format!(".metrics.json.tmp-{live}"),
+                ".notes.tmp-abc".into(),
+                "metrics.json".to_string()
+            ]
+        );
+        assert_eq!(remove_stale_temps(&dir.path().join("missing")), 0);
     }
 }

@@ -2,6 +2,11 @@
 //! after every epoch, resumption from the last checkpoint, then evaluation (linear probe, kNN,
 //! prototype bias) and `metrics.json`.
 //!
+//! Crash safety: each epoch's checkpoint is one self-checking file written atomically
+//! ([`crate::checkpoint`]); an unusable one is reported and an older one (or epoch 0) used.
+//! SIGINT/SIGTERM stop the run between steps ([`crate::signals`]). Divergence: a non-finite loss
+//! or gradient, or parameters grown beyond `train.max_weight_growth` × their initial norm.
+//!
 //! Reproducibility: every random choice of epoch e (the sample order and each view's
 //! augmentation) is drawn from a stream seeded by (seed, e, image, view), and the checkpoint holds
 //! the parameters, batch-norm statistics, optimiser buffers and prototypes, so a run resumed from
@@ -9,14 +14,16 @@
 
 use crate::augment::Pipeline;
 use crate::bias;
+use crate::checkpoint::{self, CheckpointMeta};
 use crate::config::Config;
 use crate::data::Dataset;
 use crate::eval::{self, ImageSet};
-use crate::fsutil::{atomic_write, sha256_file, sha256_hex};
+use crate::fsutil::{atomic_write, remove_stale_temps, sha256_hex};
 use crate::loss::{self, Prototypes};
 use crate::model::SimClrModel;
 use crate::optim::{lr_at, Optimizer};
 use crate::protocol::{self, EvalFeatures, EvalSets, Features};
+use crate::signals::{self, Interrupted};
 use crate::source::TrainSource;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
@@ -25,8 +32,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// How progress is shown.
@@ -164,18 +170,6 @@ pub struct Metrics {
     pub numerics_version: Option<u32>,
 }
 
-/// Checkpoint metadata (beside `state.safetensors`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct CheckpointMeta {
-    config_sha256: String,
-    epochs_done: usize,
-    epochs: Vec<EpochRecord>,
-    optimizer_t: u64,
-    proto_seen: Option<Vec<bool>>,
-    tensors_sha256: String,
-    wall_time_s: f64,
-}
-
 /// The commit of the working tree (`PROTOCLR_GIT_COMMIT` overrides), or "unknown".
 pub fn git_commit() -> String {
     if let Ok(c) = std::env::var("PROTOCLR_GIT_COMMIT") {
@@ -190,10 +184,21 @@ pub fn git_commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Prints a progress line in `Jsonl` mode; a closed stdout stops the lines, not the run
+/// ([`signals::stdout_line`]).
 pub(crate) fn emit(mode: ProgressMode, v: serde_json::Value) {
     if mode == ProgressMode::Jsonl {
-        println!("{v}");
+        signals::stdout_line(&v.to_string());
     }
+}
+
+/// L2 norm of all trainable parameters.
+fn weight_norm(model: &SimClrModel) -> Result<f64> {
+    let mut sq = 0f64;
+    for (_, v) in &model.params.vars {
+        sq += v.as_tensor().sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    }
+    Ok(sq.sqrt())
 }
 
 /// Seeded subset of `n` indices of size `k` (all when `k` is None or ≥ n), sorted.
@@ -271,95 +276,6 @@ pub(crate) fn evaluate(
     protocol::score(&f, cfg, model.encoder.feat_dim, train.num_classes, progress)
 }
 
-fn save_checkpoint(
-    dir: &Path,
-    model: &SimClrModel,
-    opt: &Optimizer,
-    protos: Option<&Prototypes>,
-    meta: &mut CheckpointMeta,
-) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut tensors: HashMap<String, Tensor> = model.state()?;
-    for (name, buf) in &opt.m {
-        tensors.insert(
-            format!("optim.m.{name}"),
-            Tensor::from_vec(buf.clone(), buf.len(), &Device::Cpu)?,
-        );
-    }
-    for (name, buf) in &opt.v {
-        tensors.insert(
-            format!("optim.v.{name}"),
-            Tensor::from_vec(buf.clone(), buf.len(), &Device::Cpu)?,
-        );
-    }
-    if let Some(p) = protos {
-        tensors.insert("proto.mu".into(), p.tensor()?);
-    }
-    let tmp = dir.join(format!(".state.safetensors.tmp-{}", std::process::id()));
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    meta.tensors_sha256 = sha256_file(&tmp)?;
-    std::fs::rename(&tmp, dir.join("state.safetensors"))?;
-    atomic_write(
-        &dir.join("state.json"),
-        serde_json::to_string_pretty(meta)?.as_bytes(),
-    )
-}
-
-/// Loads the checkpoint in `dir` if there is a valid one for this config.
-fn load_checkpoint(
-    dir: &Path,
-    config_sha: &str,
-    model: &SimClrModel,
-    opt: &mut Optimizer,
-    protos: Option<&mut Prototypes>,
-) -> Result<Option<CheckpointMeta>> {
-    let meta_path = dir.join("state.json");
-    let Ok(text) = std::fs::read_to_string(&meta_path) else {
-        return Ok(None);
-    };
-    let meta: CheckpointMeta = serde_json::from_str(&text)
-        .with_context(|| format!("corrupt checkpoint metadata {}", meta_path.display()))?;
-    if meta.config_sha256 != config_sha {
-        bail!(
-            "checkpoint {} belongs to another config (sha256 {}); remove it or use another --checkpoint-dir",
-            meta_path.display(),
-            meta.config_sha256
-        );
-    }
-    let tpath = dir.join("state.safetensors");
-    let got = sha256_file(&tpath)?;
-    if got != meta.tensors_sha256 {
-        bail!(
-            "checkpoint {} is corrupt (sha256 {got}, expected {})",
-            tpath.display(),
-            meta.tensors_sha256
-        );
-    }
-    let tensors = candle_core::safetensors::load(&tpath, &Device::Cpu)?;
-    model.load_state(&tensors)?;
-    opt.m.clear();
-    opt.v.clear();
-    for (k, t) in &tensors {
-        if let Some(name) = k.strip_prefix("optim.m.") {
-            opt.m.insert(name.to_string(), t.to_vec1::<f32>()?);
-        } else if let Some(name) = k.strip_prefix("optim.v.") {
-            opt.v.insert(name.to_string(), t.to_vec1::<f32>()?);
-        }
-    }
-    opt.t = meta.optimizer_t;
-    if let Some(p) = protos {
-        let mu = tensors
-            .get("proto.mu")
-            .context("checkpoint lacks the prototypes")?;
-        p.mu = mu.flatten_all()?.to_vec1::<f32>()?;
-        if let Some(seen) = &meta.proto_seen {
-            p.seen = seen.clone();
-        }
-    }
-    Ok(Some(meta))
-}
-
 /// Outcome of [`train`].
 #[derive(Debug)]
 pub enum Outcome {
@@ -380,6 +296,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
     cfg.validate()?;
     let out = &opts.out_dir;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create run folder {}", out.display()))?;
+    remove_stale_temps(out);
     let yaml = cfg.to_yaml();
     let config_sha = sha256_hex(yaml.as_bytes());
     let cfg_path = out.join("config.yaml");
@@ -407,6 +324,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         .checkpoint_dir
         .clone()
         .unwrap_or_else(|| out.join("checkpoints"));
+    remove_stale_temps(&ckpt_dir);
 
     // CIFAR in memory, or an image-folder dataset streamed from disk (crate::source). Opened
     // before config.yaml is written, so that a dataset error leaves the run folder reusable
@@ -433,7 +351,13 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
             cfg.loss.ema as f32,
         ))
     };
-    let resumed = load_checkpoint(&ckpt_dir, &config_sha, &model, &mut opt, protos.as_mut())?;
+    let init_norm = weight_norm(&model)?;
+    let growth_limit = cfg.train.weight_growth_limit();
+    let found = checkpoint::find(&ckpt_dir, &config_sha, &model, protos.as_ref(), cfg.train.epochs);
+    let mut last_ckpt = found.as_ref().map(|l| l.path.clone());
+    let resumed = found
+        .map(|l| l.apply(&model, &mut opt, protos.as_mut()))
+        .transpose()?;
     let (start_epoch, mut records, prior_wall) = match resumed {
         Some(m) => (m.epochs_done, m.epochs, m.wall_time_s),
         None => (0, vec![], 0.0),
@@ -473,6 +397,18 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         let mut loss_sum = 0f64;
         let mut lr = 0.0;
         for step in 0..steps {
+            if let Some(signal) = signals::stop_requested() {
+                if let Some(pb) = &bar {
+                    pb.abandon();
+                }
+                return Err(Interrupted {
+                    signal,
+                    epochs_done: epoch,
+                    epochs_planned: cfg.train.epochs,
+                    checkpoint: last_ckpt,
+                }
+                .into());
+            }
             let (buf, batch_labels) = batches.next_batch()?;
             let x = Tensor::from_vec(buf, (2 * b, 3, size, size), &opts.device)?;
             let labels: Vec<u32> = batch_labels
@@ -536,13 +472,25 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
             images_per_sec: 2.0 * (b * steps) as f64 / wall,
             wall_s: wall,
         };
+        let growth = weight_norm(&model)? / init_norm;
         emit(
             opts.progress,
             serde_json::json!({"event": "epoch", "epoch": rec.epoch, "epochs": cfg.train.epochs,
-                               "loss": rec.loss, "images_per_sec": rec.images_per_sec}),
+                               "loss": rec.loss, "images_per_sec": rec.images_per_sec,
+                               "weight_growth": growth}),
         );
         records.push(rec);
-        let mut meta = CheckpointMeta {
+        if growth.is_nan() || growth > growth_limit {
+            diverged = Some(Diverged {
+                epoch: epoch + 1,
+                step: steps,
+                what: format!(
+                    "parameter norm {growth:.3e} × its initial value (limit train.max_weight_growth = {growth_limit})"
+                ),
+            });
+            break 'epochs;
+        }
+        let meta = CheckpointMeta {
             config_sha256: config_sha.clone(),
             epochs_done: epoch + 1,
             epochs: records.clone(),
@@ -551,7 +499,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
             tensors_sha256: String::new(),
             wall_time_s: prior_wall + run_start.elapsed().as_secs_f64(),
         };
-        save_checkpoint(&ckpt_dir, &model, &opt, protos.as_ref(), &mut meta)?;
+        last_ckpt = Some(checkpoint::save(&ckpt_dir, &model, &opt, protos.as_ref(), &meta)?);
     }
     if let Some(pb) = bar {
         pb.finish_and_clear();
@@ -594,8 +542,22 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         )?;
         Outcome::Diverged(metrics)
     } else {
+        let stop_check = |last_ckpt: &Option<PathBuf>| -> Result<()> {
+            match signals::stop_requested() {
+                Some(signal) => Err(Interrupted {
+                    signal,
+                    epochs_done: cfg.train.epochs,
+                    epochs_planned: cfg.train.epochs,
+                    checkpoint: last_ckpt.clone(),
+                }
+                .into()),
+                None => Ok(()),
+            }
+        };
+        stop_check(&last_ckpt)?;
         metrics.eval = Some(source.evaluate(&model, cfg, &pipeline, mean, std, opts.progress)?);
         if cfg.eval.random_init_reference {
+            stop_check(&last_ckpt)?;
             emit(
                 opts.progress,
                 serde_json::json!({"event": "eval", "what": "reference"}),
@@ -609,6 +571,10 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
             &out.join("metrics.json"),
             serde_json::to_string_pretty(&metrics)?.as_bytes(),
         )?;
+        // The run is finished: only the newest checkpoint is kept (the trained weights).
+        if let Some(latest) = checkpoint::list(&ckpt_dir, &metrics.config_sha256).first() {
+            checkpoint::prune(&ckpt_dir, &metrics.config_sha256, latest.0)?;
+        }
         Outcome::Completed(metrics)
     };
     emit(

@@ -442,6 +442,7 @@ mod tests {
                 epochs: 2,
                 batch_size: 4,
                 steps_per_epoch: Some(2),
+                ..TrainLoopConfig::default()
             },
             eval: EvalConfig {
                 linear_epochs: 2,
