@@ -51,6 +51,7 @@
 mod cifar;
 mod fetch;
 pub mod folder;
+mod jpeg;
 pub mod subset;
 mod verify;
 
