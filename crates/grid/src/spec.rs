@@ -2,6 +2,7 @@
 
 use crate::locate::{position, Seg};
 use crate::value::{flow, merge};
+use crate::yamlscan;
 use anyhow::{anyhow, Context, Result};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -254,9 +255,23 @@ fn yaml_error(file: &Path, e: &serde_norway::Error) -> anyhow::Error {
     }
 }
 
+/// Refuses text nested deeper than [`yamlscan::MAX_DEPTH`] before it reaches the parser (whose
+/// time grows with the square of the depth), naming `file`, line and column.
+fn check_depth(file: &Path, text: &str) -> Result<()> {
+    match yamlscan::too_deep(text, yamlscan::MAX_DEPTH) {
+        Some((line, column)) => Err(anyhow!(
+            "{}:{line}:{column}: {}",
+            file.display(),
+            yamlscan::DEPTH_MESSAGE
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Reads a file of a partial config: a mapping (or empty).
 pub fn read_layer_file(path: &Path) -> Result<(Value, String)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    check_depth(path, &text)?;
     let v: Value = serde_norway::from_str(&text).map_err(|e| yaml_error(path, &e))?;
     match v {
         Value::Null => Ok((Value::Mapping(Mapping::new()), text)),
@@ -279,6 +294,7 @@ impl Experiment {
     /// Validates the text of an experiment file; `path` names it in errors and anchors relative
     /// paths.
     pub fn parse(path: &Path, text: String) -> Result<Experiment> {
+        check_depth(path, &text)?;
         let raw: Raw = serde_norway::from_str(&text).map_err(|e| yaml_error(path, &e))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let err = |segs: &[Seg], msg: String| at(path, &text, segs, msg);
@@ -617,6 +633,28 @@ report: {kind: table, title: T, rows: [label], metrics: [linear_top1]}
         assert!(msg.starts_with("exp.yaml:8:15: "), "{msg}");
         let msg = err_of(&OK.replace("seeds: [0, 1]", "seeds: []"));
         assert!(msg.starts_with("exp.yaml:12:8: "), "{msg}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        // 100,000 nested brackets in the description (about a minute of libyaml's time): refused
+        // at once, with the file, line and column.
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let msg = err_of(&OK.replace("description: test", &format!("description: {deep}")));
+        assert!(
+            msg.starts_with("exp.yaml:2:78: ") && msg.contains("nested deeper"),
+            "{msg}"
+        );
+        // The same in an included base file.
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("base.yaml"), format!("loss:\n  tau: {deep}\n")).unwrap();
+        let exp = tmp.path().join("exp.yaml");
+        let text = OK.replace("base: {loss: {name: balanced}}", "base: base.yaml");
+        let msg = format!("{:#}", Experiment::parse(&exp, text).unwrap_err());
+        assert!(
+            msg.contains("base.yaml:2:") && msg.contains("nested deeper"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! paper's exact formula could not be recovered): per anchor i with positive j among 2N views,
 //! `L_i = −α·s(z_i,z_j)/τ + λ·log Σ_{k≠i} exp(s(z_i,z_k)/τ)`; α = λ = 1 is NT-Xent.
 
+use crate::yamlscan;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_norway::Value;
@@ -650,6 +651,9 @@ impl Config {
 /// Sets `dotted.key` to `value` in a YAML mapping, creating intermediate mappings.
 /// The value is parsed as YAML (`0.5`, `true`, `[a, b]`, `null` …).
 pub fn set_dotted(root: &mut Value, key: &str, value: &str) -> Result<()> {
+    if let Some((_, column)) = yamlscan::too_deep(value, yamlscan::MAX_DEPTH) {
+        bail!("--set {key} (value column {column}): {}", yamlscan::DEPTH_MESSAGE);
+    }
     let parsed: Value = serde_norway::from_str(value)
         .with_context(|| format!("--set {key}={value}: the value is not valid YAML"))?;
     let mut cur = root;
@@ -694,6 +698,13 @@ pub fn from_value(value: Value, origin: &str) -> Result<Config> {
 
 /// Parses YAML text into a value, reporting the line and column of syntax and type errors.
 pub fn parse_yaml_text(text: &str, origin: &str) -> Result<Value> {
+    // Deep nesting first: the parser's time grows with the square of the depth.
+    if let Some((line, column)) = yamlscan::too_deep(text, yamlscan::MAX_DEPTH) {
+        bail!(
+            "{origin} (line {line}, column {column}): {}",
+            yamlscan::DEPTH_MESSAGE
+        );
+    }
     // A typed parse first: serde_norway reports line and column for unknown keys and wrong types.
     if let Err(e) = serde_norway::from_str::<Config>(text) {
         let loc = e
@@ -837,6 +848,24 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("data.list_root"), "{err:#}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        // 100,000 nested brackets: libyaml needs about a minute for them; the pre-scan refuses
+        // the text at once, naming the file, line and column.
+        let deep = format!("seed: 1\nloss: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let msg = format!("{:#}", parse_yaml_text(&deep, "deep.yaml").unwrap_err());
+        assert!(
+            msg.starts_with("deep.yaml (line 2, column 71): ") && msg.contains("nested deeper"),
+            "{msg}"
+        );
+        let set = format!("loss.tau={}1{}", "{a: ".repeat(100_000), "}".repeat(100_000));
+        let msg = format!("{:#}", load(None, &[set]).unwrap_err());
+        assert!(
+            msg.contains("--set loss.tau") && msg.contains("nested deeper"),
+            "{msg}"
+        );
     }
 
     fn load_text(yaml: &str) -> Config {

@@ -29,3 +29,4 @@ pub mod optim;
 pub mod run;
 pub mod runtime;
 pub mod source;
+pub mod yamlscan;
