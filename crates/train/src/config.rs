@@ -508,6 +508,45 @@ fn positive_finite(key: &str, v: f64) -> Result<()> {
     Ok(())
 }
 
+fn non_negative_finite(key: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v >= 0.0) {
+        bail!("`{key}` must be a finite number ≥ 0, got {v}");
+    }
+    Ok(())
+}
+
+/// A decay or momentum coefficient: in [0, 1).
+fn unit_open(key: &str, v: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&v) {
+        bail!("`{key}` must be in [0, 1), got {v}");
+    }
+    Ok(())
+}
+
+/// A closed range of finite values.
+fn in_range(key: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
+    if !(lo..=hi).contains(&v) {
+        bail!("`{key}` must be in [{lo}, {hi}], got {v}");
+    }
+    Ok(())
+}
+
+/// A `[lo, hi]` pair with 0 < lo ≤ hi < ∞.
+fn positive_interval(key: &str, v: [f32; 2]) -> Result<()> {
+    if !(v[0] > 0.0 && v[0] <= v[1] && v[1].is_finite()) {
+        bail!("`{key}` must satisfy 0 < lo ≤ hi (finite), got {v:?}");
+    }
+    Ok(())
+}
+
+/// A count that must be ≥ 1 when set (0 would make an empty set or no work at all).
+fn at_least_one(key: &str, v: Option<usize>) -> Result<()> {
+    if v == Some(0) {
+        bail!("`{key}` must be ≥ 1, got 0");
+    }
+    Ok(())
+}
+
 fn probability(key: &str, v: f32) -> Result<()> {
     if !(0.0..=1.0).contains(&v) {
         bail!("`{key}` must be a probability in [0, 1], got {v}");
@@ -569,12 +608,7 @@ impl Config {
                 a.crop_scale
             );
         }
-        if !(a.crop_ratio[0] > 0.0 && a.crop_ratio[0] <= a.crop_ratio[1]) {
-            bail!(
-                "`augment.crop_ratio` must satisfy 0 < lo ≤ hi, got {:?}",
-                a.crop_ratio
-            );
-        }
+        positive_interval("augment.crop_ratio", a.crop_ratio)?;
         probability("augment.flip_p", a.flip_p)?;
         probability("augment.jitter.p", a.jitter.p)?;
         probability("augment.grayscale_p", a.grayscale_p)?;
@@ -594,12 +628,18 @@ impl Config {
                 bail!("`{k}` must be ≥ 0, got {v}");
             }
         }
-        if !(a.blur.sigma[0] > 0.0 && a.blur.sigma[0] <= a.blur.sigma[1]) {
-            bail!(
-                "`augment.blur.sigma` must satisfy 0 < lo ≤ hi, got {:?}",
-                a.blur.sigma
-            );
-        }
+        positive_interval("augment.blur.sigma", a.blur.sigma)?;
+        // Kernel side as a fraction of the image side (wider than the image is allowed: the
+        // reflect padding repeats); its memory is bounded by `check_memory`.
+        non_negative_finite("augment.blur.kernel_frac", a.blur.kernel_frac.into())?;
+        in_range("augment.cutout.size_frac", a.cutout.size_frac.into(), 0.0, 1.0)?;
+        in_range("augment.rotation.degrees", a.rotation.degrees.into(), 0.0, 180.0)?;
+        in_range(
+            "augment.solarize.threshold",
+            a.solarize.threshold.into(),
+            0.0,
+            1.0,
+        )?;
         one_of(
             "loss.name",
             &self.loss.name,
@@ -610,26 +650,44 @@ impl Config {
         positive_finite("loss.lambda", self.loss.lambda)?;
         one_of("loss.max", &self.loss.max, &["hard", "smooth"])?;
         one_of("loss.prototypes", &self.loss.prototypes, &["realistic", "oracle"])?;
-        if !(0.0..1.0).contains(&self.loss.ema) {
-            bail!("`loss.ema` must be in [0, 1), got {}", self.loss.ema);
+        unit_open("loss.ema", self.loss.ema)?;
+        let o = &self.optim;
+        one_of("optim.name", &o.name, &["sgd", "lars", "adamw"])?;
+        positive_finite("optim.lr", o.lr)?;
+        unit_open("optim.momentum", o.momentum)?;
+        non_negative_finite("optim.weight_decay", o.weight_decay)?;
+        // A warm-up longer than the run never reaches the peak learning rate.
+        in_range(
+            "optim.warmup_epochs",
+            o.warmup_epochs,
+            0.0,
+            self.train.epochs as f64,
+        )?;
+        for (i, b) in o.betas.iter().enumerate() {
+            if !(0.0..1.0).contains(b) {
+                bail!(
+                    "`optim.betas` must both be in [0, 1), got {:?} (β{})",
+                    o.betas,
+                    i + 1
+                );
+            }
         }
-        one_of("optim.name", &self.optim.name, &["sgd", "lars", "adamw"])?;
-        positive_finite("optim.lr", self.optim.lr)?;
-        if !(self.optim.weight_decay >= 0.0 && self.optim.momentum >= 0.0 && self.optim.warmup_epochs >= 0.0)
-        {
-            bail!("`optim.weight_decay`, `optim.momentum` and `optim.warmup_epochs` must be ≥ 0");
-        }
+        positive_finite("optim.trust_coef", o.trust_coef)?;
         if self.train.epochs == 0 || self.train.batch_size < 2 {
             bail!("`train.epochs` must be ≥ 1 and `train.batch_size` ≥ 2");
         }
-        if self.train.steps_per_epoch == Some(0) {
-            bail!("`train.steps_per_epoch` must be ≥ 1");
-        }
-        if self.eval.knn_k == 0 || self.eval.linear_batch == 0 {
+        at_least_one("train.steps_per_epoch", self.train.steps_per_epoch)?;
+        let e = &self.eval;
+        // An empty probe/kNN bank or test set would give made-up accuracies (100 % or 0 %).
+        at_least_one("eval.train_images", e.train_images)?;
+        at_least_one("eval.test_images", e.test_images)?;
+        at_least_one("eval.linear_epochs", Some(e.linear_epochs))?;
+        if e.knn_k == 0 || e.linear_batch == 0 {
             bail!("`eval.knn_k` and `eval.linear_batch` must be ≥ 1");
         }
-        positive_finite("eval.knn_temperature", self.eval.knn_temperature)?;
-        positive_finite("eval.linear_lr", self.eval.linear_lr)?;
+        positive_finite("eval.knn_temperature", e.knn_temperature)?;
+        positive_finite("eval.linear_lr", e.linear_lr)?;
+        non_negative_finite("eval.linear_weight_decay", e.linear_weight_decay)?;
         Ok(())
     }
 
@@ -848,6 +906,64 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("data.list_root"), "{err:#}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_naming_the_key() {
+        // (override, key the error must name): every numeric key has a range.
+        let cases = [
+            // Empty evaluation sets (made-up accuracies: 100 % or 0 %).
+            ("eval.train_images=0", "eval.train_images"),
+            ("eval.test_images=0", "eval.test_images"),
+            ("eval.linear_epochs=0", "eval.linear_epochs"),
+            // Non-finite or negative optimiser values.
+            ("optim.warmup_epochs=.inf", "optim.warmup_epochs"),
+            ("optim.warmup_epochs=101", "optim.warmup_epochs"),
+            ("optim.betas=[2, 2]", "optim.betas"),
+            ("optim.betas=[0.9, 1]", "optim.betas"),
+            ("optim.trust_coef=-5", "optim.trust_coef"),
+            ("optim.trust_coef=.nan", "optim.trust_coef"),
+            ("optim.momentum=1.5", "optim.momentum"),
+            ("optim.weight_decay=.inf", "optim.weight_decay"),
+            ("optim.lr=.inf", "optim.lr"),
+            ("eval.linear_weight_decay=-1", "eval.linear_weight_decay"),
+            ("eval.linear_lr=.nan", "eval.linear_lr"),
+            ("eval.knn_temperature=0", "eval.knn_temperature"),
+            ("loss.ema=1", "loss.ema"),
+            ("augment.crop_ratio=[0.75, .inf]", "augment.crop_ratio"),
+            ("augment.blur.sigma=[0.1, .inf]", "augment.blur.sigma"),
+            ("augment.blur.kernel_frac=-1", "augment.blur.kernel_frac"),
+            ("augment.blur.kernel_frac=.inf", "augment.blur.kernel_frac"),
+            ("augment.cutout.size_frac=2", "augment.cutout.size_frac"),
+            ("augment.rotation.degrees=-3", "augment.rotation.degrees"),
+            ("augment.rotation.degrees=.nan", "augment.rotation.degrees"),
+            ("augment.solarize.threshold=.nan", "augment.solarize.threshold"),
+            ("augment.jitter.brightness=.inf", "augment.jitter.brightness"),
+            ("data.fraction=.nan", "data.fraction"),
+        ];
+        let mut accepted = Vec::new();
+        for (set, key) in cases {
+            match load(None, &[set.to_string()]) {
+                Ok(_) => accepted.push(set),
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    assert!(msg.contains(&format!("`{key}`")), "{set}: {msg}");
+                }
+            }
+        }
+        assert!(accepted.is_empty(), "accepted: {accepted:?}");
+        // The edges of the ranges are accepted.
+        for set in [
+            "optim.warmup_epochs=100",
+            "optim.betas=[0, 0.999]",
+            "optim.momentum=0",
+            "eval.linear_weight_decay=0",
+            "eval.train_images=1",
+            "augment.cutout.size_frac=1",
+            "augment.blur.kernel_frac=0",
+        ] {
+            load(None, &[set.to_string()]).unwrap_or_else(|e| panic!("{set}: {e:#}"));
+        }
     }
 
     #[test]
