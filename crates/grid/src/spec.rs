@@ -238,6 +238,12 @@ pub struct Experiment {
     pub includes: Vec<(PathBuf, String)>,
 }
 
+/// Whether dotted keys `a` and `b` address the same value or one lies inside the other.
+fn overlaps(a: &str, b: &str) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    long == short || long.strip_prefix(short).is_some_and(|rest| rest.starts_with('.'))
+}
+
 /// Formats `FILE:LINE:COLUMN: message`.
 pub fn at(file: &Path, text: &str, path: &[Seg], msg: impl fmt::Display) -> anyhow::Error {
     let p = position(text, path);
@@ -387,6 +393,12 @@ impl Experiment {
                 if key == "label" {
                     return Err(err(&segs, "`label` belongs in a `zip` group".into()));
                 }
+                if let Some(other) = columns.iter().find(|c| overlaps(c, key)) {
+                    return Err(err(
+                        &segs,
+                        format!("`{key}` and `{other}` are both varied: one would overwrite the other"),
+                    ));
+                }
                 columns.push(key.clone());
                 grid.push(Axis {
                     key: key.clone(),
@@ -435,11 +447,16 @@ impl Experiment {
                         continue;
                     }
                     check_key(&segs, key)?;
-                    if columns.contains(key) {
-                        return Err(err(
-                            &segs,
-                            format!("`{key}` is varied twice (grid or another zip group)"),
-                        ));
+                    if let Some(other) = columns.iter().find(|c| overlaps(c, key)) {
+                        let what = if other == key {
+                            format!("`{key}` is varied twice (grid or another zip group)")
+                        } else {
+                            format!(
+                                "`{key}` and `{other}` are both varied (grid or another zip group): \
+                                 one would overwrite the other"
+                            )
+                        };
+                        return Err(err(&segs, what));
                     }
                     columns.push(key.clone());
                     keys.push(Axis {
@@ -633,6 +650,22 @@ report: {kind: table, title: T, rows: [label], metrics: [linear_top1]}
         assert!(msg.starts_with("exp.yaml:8:15: "), "{msg}");
         let msg = err_of(&OK.replace("seeds: [0, 1]", "seeds: []"));
         assert!(msg.starts_with("exp.yaml:12:8: "), "{msg}");
+    }
+
+    #[test]
+    fn a_key_and_its_prefix_are_not_both_varied() {
+        // `augment` (zip) would overwrite the grid's `augment.remove`, or the other way round.
+        let text = OK.replace(
+            "    augment.remove: [[], [crop]]",
+            "    augment: [{}, {remove: [crop]}]",
+        );
+        let text = text.replace("loss.alpha: [0.5, 1]", "augment.remove: [[], [flip]]");
+        let msg = err_of(&text);
+        assert!(
+            msg.starts_with("exp.yaml:11:5: ")
+                && msg.contains("`augment` and `augment.remove` are both varied"),
+            "{msg}"
+        );
     }
 
     #[test]

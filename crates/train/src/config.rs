@@ -736,6 +736,61 @@ pub fn set_dotted(root: &mut Value, key: &str, value: &str) -> Result<()> {
     unreachable!("key has at least one segment")
 }
 
+/// The leaf paths a value sets under `prefix` (dotted keys of nested mappings split; nothing
+/// for an empty mapping).
+fn leaf_paths(prefix: Vec<String>, v: &Value, out: &mut Vec<Vec<String>>) {
+    match v.as_mapping() {
+        Some(m) => {
+            for (k, v) in m {
+                let mut p = prefix.clone();
+                p.extend(k.as_str().unwrap_or("?").split('.').map(str::to_string));
+                leaf_paths(p, v, out);
+            }
+        }
+        None => out.push(prefix),
+    }
+}
+
+/// Which `--set` set each config leaf: two with different keys that set the same leaf
+/// (`model.width=4` and `model={width: 8}`), or a leaf and a value above it, are an error naming
+/// both (the same key twice is an override, the later one wins) (`protoclr_grid::value::LeafClaims` does the same for the
+/// mappings of experiment files).
+#[derive(Default)]
+struct SetClaims {
+    /// Leaf path → (the `--set` text, its key).
+    leaves: std::collections::HashMap<Vec<String>, (String, String)>,
+    inner: std::collections::HashMap<Vec<String>, (String, String)>,
+}
+
+impl SetClaims {
+    fn claim(&mut self, who: &str, key: &str, value: &Value) -> Result<()> {
+        let mut paths = Vec::new();
+        leaf_paths(key.split('.').map(str::to_string).collect(), value, &mut paths);
+        for p in paths {
+            let clash = self
+                .leaves
+                .get(&p)
+                .or_else(|| self.inner.get(&p))
+                .map(|other| (p.join("."), other))
+                .or_else(|| {
+                    (1..p.len()).find_map(|n| self.leaves.get(&p[..n]).map(|o| (p[..n].join("."), o)))
+                });
+            if let Some((leaf, (other, other_key))) = clash {
+                if other_key != key {
+                    bail!("`{leaf}` is set twice: by `{other}` and by `{who}`");
+                }
+            }
+            for n in 1..p.len() {
+                self.inner
+                    .entry(p[..n].to_vec())
+                    .or_insert_with(|| (who.to_string(), key.to_string()));
+            }
+            self.leaves.insert(p, (who.to_string(), key.to_string()));
+        }
+        Ok(())
+    }
+}
+
 /// Deserialises a YAML value into a validated [`Config`]; `origin` names the source in errors
 /// (a file path, or "grid cell"). Unknown keys and wrong types are reported with their dotted path.
 pub fn from_value(value: Value, origin: &str) -> Result<Config> {
@@ -791,11 +846,14 @@ pub fn load(path: Option<&Path>, sets: &[String]) -> Result<Config> {
         }
         None => (Value::Mapping(Default::default()), "defaults".to_string()),
     };
+    let mut claims = SetClaims::default();
     for s in sets {
         let (k, v) = s
             .split_once('=')
             .with_context(|| format!("--set `{s}`: expected key=value"))?;
         set_dotted(&mut value, k.trim(), v.trim())?;
+        let parsed: Value = serde_norway::from_str(v.trim()).unwrap_or(Value::Null);
+        claims.claim(&format!("--set {s}"), k.trim(), &parsed)?;
     }
     let origin = if sets.is_empty() {
         origin
@@ -964,6 +1022,45 @@ mod tests {
         ] {
             load(None, &[set.to_string()]).unwrap_or_else(|e| panic!("{set}: {e:#}"));
         }
+    }
+
+    #[test]
+    fn two_overrides_of_one_leaf_are_an_error() {
+        // A dotted key and a nested one that set the same leaf, in either order (the same key
+        // twice is an override: the later one wins, as `folder_dataset_keys` relies on).
+        for sets in [
+            ["model.width=4", "model={width: 8}"],
+            ["model={width: 8}", "model.width=4"],
+            ["augment={blur: {p: 0.1}}", "augment.blur.p=0.2"],
+        ] {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            let msg = format!("{:#}", load(None, &sets).unwrap_err());
+            let leaf = if sets[0].starts_with("augment") {
+                "augment.blur.p"
+            } else {
+                "model.width"
+            };
+            assert!(msg.contains(&format!("`{leaf}` is set twice")), "{sets:?}: {msg}");
+            assert!(
+                sets.iter().all(|s| msg.contains(&format!("--set {s}"))),
+                "{sets:?}: {msg}"
+            );
+        }
+        let msg = format!(
+            "{:#}",
+            load(None, &["model.width=8".into(), "model=4".into()]).unwrap_err()
+        );
+        assert!(msg.contains("`model` is set twice"), "{msg}");
+        assert_eq!(
+            load(None, &["model.width=4".into(), "model.width=8".into()])
+                .unwrap()
+                .model
+                .width,
+            8
+        );
+        // Different leaves of one mapping are fine.
+        let cfg = load(None, &["model={width: 8}".into(), "model.proj_dim=64".into()]).unwrap();
+        assert_eq!((cfg.model.width, cfg.model.proj_dim), (8, 64));
     }
 
     #[test]
