@@ -60,8 +60,8 @@ pub use cifar::{
     CIFAR10_CLASSES, CIFAR10_FILE_MD5, CIFAR10_FOLDER, DATASETS, IMAGE_BYTES, SIDE,
 };
 pub use fetch::{
-    archive_url, fetch, fetch_from, CIFAR100_ARCHIVE_MD5, CIFAR100_URL, CIFAR10_ARCHIVE_MD5, CIFAR10_URL,
-    DATA_URL_ENV, OFFICIAL_BASE_URL,
+    archive_url, fetch, fetch_from, fetch_from_with, CIFAR100_ARCHIVE_MD5, CIFAR100_URL, CIFAR10_ARCHIVE_MD5,
+    CIFAR10_URL, DATA_URL_ENV, DEFAULT_IDLE_TIMEOUT, OFFICIAL_BASE_URL,
 };
 pub use folder::{
     decode_jpeg, read_image, scan, BadEntry, DecodedImage, FolderLayout, FolderScan, ImageList, PartSource,
