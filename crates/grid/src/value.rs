@@ -77,13 +77,35 @@ fn canonical_f64(f: f64) -> String {
     }
 }
 
+/// Text of a number for people: as in [`canonical`] (integers written as integers, floats with
+/// the shortest digits that round-trip), except that a float of magnitude ≥ 1e18 or < 1e-6 is
+/// written in exponent form with the same shortest digits (`1e300`, `1.5e-7`): ECMAScript's
+/// `Number.toString` rule, with the upper bound lowered to where positional digits would read
+/// back as an out-of-range YAML integer. Only for display: [`canonical`] (cell ids) keeps the
+/// positional form.
+pub fn display_number(n: &Number) -> String {
+    let text = canonical_number(n);
+    match n.as_f64() {
+        Some(f) if f.is_finite() && f != 0.0 && n.is_f64() => {
+            let exp = format!("{f:e}");
+            let e10: i32 = exp.rsplit('e').next().and_then(|e| e.parse().ok()).unwrap_or(0);
+            if e10 >= 18 || e10 <= -7 {
+                exp
+            } else {
+                text
+            }
+        }
+        _ => text,
+    }
+}
+
 /// Human-readable one-line YAML flow text: strings unquoted when safe, lists as `[a, b]`,
-/// numbers normalised as in [`canonical`].
+/// numbers as in [`display_number`].
 pub fn flow(v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
-        Value::Number(n) => canonical_number(n),
+        Value::Number(n) => display_number(n),
         Value::String(s) => {
             let plain = !s.is_empty()
                 && !s.contains([',', '[', ']', '{', '}', ':', '#', '"', '\'', '\n'])
@@ -325,6 +347,31 @@ mod tests {
         merge(&mut base, &y("{model: {width: 8}}")).unwrap();
         assert_eq!(get_dotted(&base, "model.width"), Some(&y("8")));
         assert_eq!(get_dotted(&base, "model.arch"), Some(&y("resnet50")));
+    }
+
+    #[test]
+    fn flow_prints_floats_in_shortest_round_trip_form() {
+        for (text, shown) in [
+            ("1e300", "1e300"),
+            ("-1e300", "-1e300"),
+            ("1e-300", "1e-300"),
+            ("1.5e-7", "1.5e-7"),
+            ("2.5e20", "2.5e20"),
+            ("1e17", "100000000000000000"),
+            ("0.06", "0.06"),
+            ("1e-4", "0.0001"),
+            ("1e-6", "0.000001"),
+            ("123456.5", "123456.5"),
+            ("1e6", "1000000"),
+        ] {
+            let v = y(text);
+            assert_eq!(flow(&v), shown, "{text}");
+            // Each printed form reads back as the same number.
+            assert!(same(&y(shown), &v), "{text}");
+        }
+        // The canonical text (hashed into cell ids) is unchanged: positional digits.
+        assert_eq!(canonical(&y("1e300")), format!("1{}", "0".repeat(300)));
+        assert_eq!(canonical(&y("1e-5")), "0.00001");
     }
 
     #[test]
