@@ -23,6 +23,7 @@ pub mod fastpath;
 pub mod fsutil;
 pub mod input;
 pub mod loss;
+pub mod memory;
 pub mod model;
 pub mod ops;
 pub mod optim;
