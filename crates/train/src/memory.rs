@@ -143,13 +143,9 @@ pub fn estimate(cfg: &Config) -> Vec<Term> {
             on_device: false,
         });
     }
-    let bank = e
-        .train_images
-        .map(|n| n as f64)
-        .or_else(|| match cfg.data.dataset.as_str() {
-            "cifar10" | "cifar100" => Some(50_000.0),
-            _ => None,
-        });
+    // The official training split of CIFAR (folder datasets: unknown before listing).
+    let full_split = matches!(cfg.data.dataset.as_str(), "cifar10" | "cifar100").then_some(50_000.0);
+    let bank = e.train_images.map(|n| n as f64).or(full_split);
     if let Some(n) = bank {
         terms.push(Term {
             what: "evaluation features of the probe/kNN bank",
