@@ -589,6 +589,22 @@ impl Config {
         if self.model.width == 0 || self.model.proj_hidden == 0 || self.model.proj_dim == 0 {
             bail!("`model.width`, `model.proj_hidden` and `model.proj_dim` must be ≥ 1");
         }
+        // Static bounds far beyond any use (the standard width is 64, the ImageNet side 224);
+        // what a machine can hold is checked before a run allocates (`crate::memory`).
+        for (key, v, max) in [
+            ("model.width", self.model.width, 4096),
+            ("model.proj_hidden", self.model.proj_hidden, 1 << 16),
+            ("model.proj_dim", self.model.proj_dim, 1 << 16),
+            ("augment.size", self.augment.size, 2048),
+            ("train.batch_size", self.train.batch_size, 1 << 16),
+            ("eval.bias_views", self.eval.bias_views, 1024),
+            ("data.prefetch", self.data.prefetch.unwrap_or(1), 1024),
+            ("data.decode_threads", self.data.decode_threads.unwrap_or(1), 1024),
+        ] {
+            if v > max {
+                bail!("`{key}` must be ≤ {max}, got {v}");
+            }
+        }
         one_of("augment.preset", &self.augment.preset, &["simclr", "none"])?;
         for (key, list) in [
             ("augment.remove", &self.augment.remove),
@@ -631,7 +647,7 @@ impl Config {
         positive_interval("augment.blur.sigma", a.blur.sigma)?;
         // Kernel side as a fraction of the image side (wider than the image is allowed: the
         // reflect padding repeats); its memory is bounded by `check_memory`.
-        non_negative_finite("augment.blur.kernel_frac", a.blur.kernel_frac.into())?;
+        in_range("augment.blur.kernel_frac", a.blur.kernel_frac.into(), 0.0, 4.0)?;
         in_range("augment.cutout.size_frac", a.cutout.size_frac.into(), 0.0, 1.0)?;
         in_range("augment.rotation.degrees", a.rotation.degrees.into(), 0.0, 180.0)?;
         in_range(
@@ -998,6 +1014,11 @@ mod tests {
             ("augment.solarize.threshold=.nan", "augment.solarize.threshold"),
             ("augment.jitter.brightness=.inf", "augment.jitter.brightness"),
             ("data.fraction=.nan", "data.fraction"),
+            // Sizes beyond any use (the machine's memory is checked too: `crate::memory`).
+            ("model.width=1000000000", "model.width"),
+            ("augment.size=4096", "augment.size"),
+            ("augment.blur.kernel_frac=1e9", "augment.blur.kernel_frac"),
+            ("eval.bias_views=100000", "eval.bias_views"),
         ];
         let mut accepted = Vec::new();
         for (set, key) in cases {

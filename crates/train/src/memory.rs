@@ -227,18 +227,24 @@ mod tests {
 
     #[test]
     fn huge_sizes_are_refused_naming_the_key() {
+        // The values (above the static bounds too, set here behind `validate`'s back)
+        // and sizes within the bounds that are too big for a 64 GiB machine.
         let gib64 = 64.0 * (1u64 << 30) as f64;
         let base = ["augment.add=[blur]".to_string()];
-        for (set, key) in [
-            ("model.width=1000000000", "model.width"),
-            ("augment.blur.kernel_frac=1e9", "augment.blur.kernel_frac"),
-            ("augment.size=4096", "augment.size"),
-            ("train.batch_size=100000000", "train.batch_size"),
-            ("eval.bias_views=1000000000", "eval.bias_views"),
-        ] {
-            let cfg = load(None, &[base[0].clone(), set.to_string()]).unwrap();
+        let edits: [(&str, fn(&mut Config)); 7] = [
+            ("model.width", |c| c.model.width = 1_000_000_000),
+            ("model.width", |c| c.model.width = 4096),
+            ("augment.blur.kernel_frac", |c| c.augment.blur.kernel_frac = 1e9),
+            ("augment.size", |c| c.augment.size = 4096),
+            ("augment.size", |c| c.augment.size = 1024),
+            ("train.batch_size", |c| c.train.batch_size = 100_000_000),
+            ("eval.bias_views", |c| c.eval.bias_views = 1_000_000_000),
+        ];
+        for (key, edit) in edits {
+            let mut cfg = load(None, &base).unwrap();
+            edit(&mut cfg);
             let msg = format!("{:#}", check_against(&cfg, false, gib64, "test").unwrap_err());
-            assert!(msg.contains(key) && msg.contains("68.719 GB"), "{set}: {msg}");
+            assert!(msg.contains(key) && msg.contains("68.719 GB"), "{key}: {msg}");
         }
         // The defaults and the paper's ImageNet shape fit; the machine check passes the defaults.
         let cfg = load(None, &base).unwrap();
@@ -255,7 +261,8 @@ mod tests {
         .unwrap();
         check_against(&r50, false, 512.0 * (1u64 << 30) as f64, "test").unwrap();
         // On a GPU, parameters and activations are the device's: a huge width passes the host check.
-        let wide = load(None, &["model.width=20000".into()]).unwrap();
+        let mut wide = load(None, &[]).unwrap();
+        wide.model.width = 20_000;
         assert!(check_against(&wide, false, gib64, "test").is_err());
         check_against(&wide, true, gib64, "test").unwrap();
     }
