@@ -231,7 +231,8 @@ mod tests {
         // and sizes within the bounds that are too big for a 64 GiB machine.
         let gib64 = 64.0 * (1u64 << 30) as f64;
         let base = ["augment.add=[blur]".to_string()];
-        let edits: [(&str, fn(&mut Config)); 7] = [
+        type Edit = (&'static str, fn(&mut Config));
+        let edits: [Edit; 7] = [
             ("model.width", |c| c.model.width = 1_000_000_000),
             ("model.width", |c| c.model.width = 4096),
             ("augment.blur.kernel_frac", |c| c.augment.blur.kernel_frac = 1e9),
