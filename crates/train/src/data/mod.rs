@@ -51,7 +51,7 @@
 mod cifar;
 mod fetch;
 pub mod folder;
-mod jpeg;
+pub mod jpeg;
 pub mod subset;
 mod verify;
 
