@@ -99,6 +99,10 @@ enum DataCommand {
         /// Mirror to download from instead of the official host (also $PROTOCLR_DATA_URL).
         #[arg(long)]
         base_url: Option<String>,
+        /// Seconds without receiving a byte after which the download fails (its partial file
+        /// is removed).
+        #[arg(long, default_value_t = data::DEFAULT_IDLE_TIMEOUT.as_secs_f64())]
+        timeout: f64,
     },
     /// Check a CIFAR folder against the published MD5s (`--dir`), or list an image-folder
     /// dataset and decode every JPEG (`--config`), reporting each bad entry with its file and line.
@@ -270,8 +274,13 @@ fn run_cli() -> Result<ExitCode> {
                     dataset,
                     dir,
                     base_url,
+                    timeout,
                 } => {
-                    let path = data::fetch(&dataset, &dir, base_url.as_deref(), true)?;
+                    if !(timeout.is_finite() && timeout > 0.0 && timeout < 1e9) {
+                        anyhow::bail!("--timeout must be a number of seconds > 0, got {timeout}");
+                    }
+                    let idle = std::time::Duration::from_secs_f64(timeout);
+                    let path = data::fetch(&dataset, &dir, base_url.as_deref(), true, idle)?;
                     println!("{} ready at {}", dataset, path.display());
                 }
                 DataCommand::Verify {

@@ -2,6 +2,7 @@
 
 use crate::locate::{position, Seg};
 use crate::value::{flow, merge};
+use crate::yamlscan;
 use anyhow::{anyhow, Context, Result};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -281,6 +282,12 @@ pub struct Experiment {
     pub includes: Vec<(PathBuf, String)>,
 }
 
+/// Whether dotted keys `a` and `b` address the same value or one lies inside the other.
+fn overlaps(a: &str, b: &str) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    long == short || long.strip_prefix(short).is_some_and(|rest| rest.starts_with('.'))
+}
+
 /// Formats `FILE:LINE:COLUMN: message`.
 pub fn at(file: &Path, text: &str, path: &[Seg], msg: impl fmt::Display) -> anyhow::Error {
     let p = position(text, path);
@@ -298,9 +305,23 @@ fn yaml_error(file: &Path, e: &serde_norway::Error) -> anyhow::Error {
     }
 }
 
+/// Refuses text nested deeper than [`yamlscan::MAX_DEPTH`] before it reaches the parser (whose
+/// time grows with the square of the depth), naming `file`, line and column.
+fn check_depth(file: &Path, text: &str) -> Result<()> {
+    match yamlscan::too_deep(text, yamlscan::MAX_DEPTH) {
+        Some((line, column)) => Err(anyhow!(
+            "{}:{line}:{column}: {}",
+            file.display(),
+            yamlscan::DEPTH_MESSAGE
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Reads a file of a partial config: a mapping (or empty).
 pub fn read_layer_file(path: &Path) -> Result<(Value, String)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    check_depth(path, &text)?;
     let v: Value = serde_norway::from_str(&text).map_err(|e| yaml_error(path, &e))?;
     match v {
         Value::Null => Ok((Value::Mapping(Mapping::new()), text)),
@@ -416,6 +437,7 @@ impl Experiment {
     /// Validates the text of an experiment file; `path` names it in errors and anchors relative
     /// paths.
     pub fn parse(path: &Path, text: String) -> Result<Experiment> {
+        check_depth(path, &text)?;
         let raw: Raw = serde_norway::from_str(&text).map_err(|e| yaml_error(path, &e))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let err = |segs: &[Seg], msg: String| at(path, &text, segs, msg);
@@ -507,6 +529,12 @@ impl Experiment {
                 if key == "label" {
                     return Err(err(&segs, "`label` belongs in a `zip` group".into()));
                 }
+                if let Some(other) = columns.iter().find(|c| overlaps(c, key)) {
+                    return Err(err(
+                        &segs,
+                        format!("`{key}` and `{other}` are both varied: one would overwrite the other"),
+                    ));
+                }
                 columns.push(key.clone());
                 grid.push(Axis {
                     key: key.clone(),
@@ -555,11 +583,16 @@ impl Experiment {
                         continue;
                     }
                     check_key(&segs, key)?;
-                    if columns.contains(key) {
-                        return Err(err(
-                            &segs,
-                            format!("`{key}` is varied twice (grid or another zip group)"),
-                        ));
+                    if let Some(other) = columns.iter().find(|c| overlaps(c, key)) {
+                        let what = if other == key {
+                            format!("`{key}` is varied twice (grid or another zip group)")
+                        } else {
+                            format!(
+                                "`{key}` and `{other}` are both varied (grid or another zip group): \
+                                 one would overwrite the other"
+                            )
+                        };
+                        return Err(err(&segs, what));
                     }
                     columns.push(key.clone());
                     keys.push(Axis {
@@ -759,6 +792,44 @@ report: {kind: table, title: T, rows: [label], metrics: [linear_top1]}
         assert!(msg.starts_with("exp.yaml:8:15: "), "{msg}");
         let msg = err_of(&OK.replace("seeds: [0, 1]", "seeds: []"));
         assert!(msg.starts_with("exp.yaml:12:8: "), "{msg}");
+    }
+
+    #[test]
+    fn a_key_and_its_prefix_are_not_both_varied() {
+        // `augment` (zip) would overwrite the grid's `augment.remove`, or the other way round.
+        let text = OK.replace(
+            "    augment.remove: [[], [crop]]",
+            "    augment: [{}, {remove: [crop]}]",
+        );
+        let text = text.replace("loss.alpha: [0.5, 1]", "augment.remove: [[], [flip]]");
+        let msg = err_of(&text);
+        assert!(
+            msg.starts_with("exp.yaml:11:5: ")
+                && msg.contains("`augment` and `augment.remove` are both varied"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        // 100,000 nested brackets in the description (about a minute of libyaml's time): refused
+        // at once, with the file, line and column.
+        let deep = "[".repeat(100_000) + &"]".repeat(100_000);
+        let msg = err_of(&OK.replace("description: test", &format!("description: {deep}")));
+        assert!(
+            msg.starts_with("exp.yaml:2:78: ") && msg.contains("nested deeper"),
+            "{msg}"
+        );
+        // The same in an included base file.
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("base.yaml"), format!("loss:\n  tau: {deep}\n")).unwrap();
+        let exp = tmp.path().join("exp.yaml");
+        let text = OK.replace("base: {loss: {name: balanced}}", "base: base.yaml");
+        let msg = format!("{:#}", Experiment::parse(&exp, text).unwrap_err());
+        assert!(
+            msg.contains("base.yaml:2:") && msg.contains("nested deeper"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -77,13 +77,35 @@ fn canonical_f64(f: f64) -> String {
     }
 }
 
+/// Text of a number for people: as in [`canonical`] (integers written as integers, floats with
+/// the shortest digits that round-trip), except that a float of magnitude ≥ 1e18 or < 1e-6 is
+/// written in exponent form with the same shortest digits (`1e300`, `1.5e-7`): ECMAScript's
+/// `Number.toString` rule, with the upper bound lowered to where positional digits would read
+/// back as an out-of-range YAML integer. Only for display: [`canonical`] (cell ids) keeps the
+/// positional form.
+pub fn display_number(n: &Number) -> String {
+    let text = canonical_number(n);
+    match n.as_f64() {
+        Some(f) if f.is_finite() && f != 0.0 && n.is_f64() => {
+            let exp = format!("{f:e}");
+            let e10: i32 = exp.rsplit('e').next().and_then(|e| e.parse().ok()).unwrap_or(0);
+            if e10 >= 18 || e10 <= -7 {
+                exp
+            } else {
+                text
+            }
+        }
+        _ => text,
+    }
+}
+
 /// Human-readable one-line YAML flow text: strings unquoted when safe, lists as `[a, b]`,
-/// numbers normalised as in [`canonical`].
+/// numbers as in [`display_number`].
 pub fn flow(v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
-        Value::Number(n) => canonical_number(n),
+        Value::Number(n) => display_number(n),
         Value::String(s) => {
             let plain = !s.is_empty()
                 && !s.contains([',', '[', ']', '{', '}', ':', '#', '"', '\'', '\n'])
@@ -145,13 +167,78 @@ pub fn get_dotted<'a>(root: &'a Value, key: &str) -> Option<&'a Value> {
         .try_fold(root, |cur, part| cur.as_mapping()?.get(part))
 }
 
+/// The leaf paths a value sets under `prefix`: the path itself for a non-mapping, the leaves of
+/// its entries (dotted keys split) for a non-empty mapping, nothing for an empty one.
+fn leaf_paths(prefix: Vec<String>, v: &Value, out: &mut Vec<Vec<String>>) {
+    match v.as_mapping() {
+        Some(m) => {
+            for (k, v) in m {
+                let mut p = prefix.clone();
+                match k.as_str() {
+                    Some(k) => p.extend(k.split('.').map(str::to_string)),
+                    None => p.push(flow(k)),
+                }
+                leaf_paths(p, v, out);
+            }
+        }
+        None => out.push(prefix),
+    }
+}
+
+/// Which entry (by its key as written) sets each leaf of a mapping, and below which paths its
+/// entries reach; a second entry setting the same leaf, or a leaf above or below one set by
+/// another entry, is an error naming both keys. `{model.width: 4, model: {width: 8}}` is such
+/// a mapping (in either order): without the check, the later entry would silently win.
+#[derive(Default)]
+pub struct LeafClaims {
+    leaves: std::collections::HashMap<Vec<String>, String>,
+    inner: std::collections::HashMap<Vec<String>, String>,
+}
+
+impl LeafClaims {
+    /// Records that the entry written `who` sets `value` at the dotted `key`.
+    pub fn claim(&mut self, who: &str, key: &str, value: &Value) -> Result<()> {
+        let mut paths = Vec::new();
+        leaf_paths(key.split('.').map(str::to_string).collect(), value, &mut paths);
+        for p in paths {
+            let clash = self
+                .leaves
+                .get(&p)
+                .or_else(|| self.inner.get(&p))
+                .map(|other| (p.join("."), other))
+                .or_else(|| {
+                    (1..p.len()).find_map(|n| self.leaves.get(&p[..n]).map(|o| (p[..n].join("."), o)))
+                });
+            if let Some((leaf, other)) = clash {
+                if other != who {
+                    bail!("`{leaf}` is set twice in one mapping: by `{other}` and by `{who}`");
+                }
+            }
+            for n in 1..p.len() {
+                self.inner
+                    .entry(p[..n].to_vec())
+                    .or_insert_with(|| who.to_string());
+            }
+            self.leaves.insert(p, who.to_string());
+        }
+        Ok(())
+    }
+}
+
 /// Merges `overlay` into `dst`: mappings are merged key by key (recursively; dotted keys of the
-/// overlay address nested keys), anything else replaces.
+/// overlay address nested keys), anything else replaces. Two entries of one mapping that set the
+/// same leaf are an error ([`LeafClaims`]); a later layer overriding an earlier one is not.
 pub fn merge(dst: &mut Value, overlay: &Value) -> Result<()> {
     let Some(map) = overlay.as_mapping() else {
         *dst = overlay.clone();
         return Ok(());
     };
+    let mut claims = LeafClaims::default();
+    for (k, v) in map {
+        if let Some(key) = k.as_str() {
+            claims.claim(key, key, v)?;
+        }
+    }
     if !dst.is_mapping() {
         *dst = Value::Mapping(Mapping::new());
     }
@@ -219,6 +306,72 @@ mod tests {
         assert_eq!(flow(&y("1.50")), "1.5");
         assert_eq!(flow(&y("'1'")), "\"1\"");
         assert_eq!(flow(&y("'a: b'")), "\"a: b\"");
+    }
+
+    #[test]
+    fn a_leaf_set_twice_in_one_mapping_is_an_error() {
+        for (overlay, leaf, by) in [
+            (
+                "{model.width: 4, model: {width: 8}}",
+                "model.width",
+                ["`model.width`", "`model`"],
+            ),
+            (
+                "{model: {width: 8}, model.width: 4}",
+                "model.width",
+                ["`model`", "`model.width`"],
+            ),
+            ("{a: {b.c: 1}, a.b: {c: 2}}", "a.b.c", ["`a`", "`a.b`"]),
+            (
+                "{model: 4, model.width: 8}",
+                "model",
+                ["`model`", "`model.width`"],
+            ),
+            (
+                "{x: {model.width: 4, model: {width: 8}}}",
+                "model.width",
+                ["`model.width`", "`model`"],
+            ),
+        ] {
+            let mut base = y("{seed: 1}");
+            let msg = format!("{:#}", merge(&mut base, &y(overlay)).unwrap_err());
+            assert!(
+                msg.contains(&format!("`{leaf}` is set twice")),
+                "{overlay}: {msg}"
+            );
+            assert!(by.iter().all(|k| msg.contains(k)), "{overlay}: {msg}");
+        }
+        // Different leaves under the same prefix are fine, as is a later layer overriding.
+        let mut base = y("{seed: 1}");
+        merge(&mut base, &y("{model.width: 4, model: {arch: resnet50}}")).unwrap();
+        merge(&mut base, &y("{model: {width: 8}}")).unwrap();
+        assert_eq!(get_dotted(&base, "model.width"), Some(&y("8")));
+        assert_eq!(get_dotted(&base, "model.arch"), Some(&y("resnet50")));
+    }
+
+    #[test]
+    fn flow_prints_floats_in_shortest_round_trip_form() {
+        for (text, shown) in [
+            ("1e300", "1e300"),
+            ("-1e300", "-1e300"),
+            ("1e-300", "1e-300"),
+            ("1.5e-7", "1.5e-7"),
+            ("2.5e20", "2.5e20"),
+            ("1e17", "100000000000000000"),
+            ("0.06", "0.06"),
+            ("1e-4", "0.0001"),
+            ("1e-6", "0.000001"),
+            ("123456.5", "123456.5"),
+            ("1e6", "1000000"),
+        ] {
+            let v = y(text);
+            assert_eq!(flow(&v), shown, "{text}");
+            // Each printed form reads back as the same number.
+            assert!(same(&y(shown), &v), "{text}");
+        }
+        // The canonical text (hashed into cell ids) is unchanged: positional digits.
+        assert_eq!(canonical(&y("1e300")), format!("1{}", "0".repeat(300)));
+        assert_eq!(canonical(&y("1e-5")), "0.00001");
     }
 
     #[test]

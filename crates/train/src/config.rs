@@ -8,6 +8,7 @@
 //! paper's exact formula could not be recovered): per anchor i with positive j among 2N views,
 //! `L_i = −α·s(z_i,z_j)/τ + λ·log Σ_{k≠i} exp(s(z_i,z_k)/τ)`; α = λ = 1 is NT-Xent.
 
+use crate::yamlscan;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_norway::Value;
@@ -543,6 +544,45 @@ fn positive_finite(key: &str, v: f64) -> Result<()> {
     Ok(())
 }
 
+fn non_negative_finite(key: &str, v: f64) -> Result<()> {
+    if !(v.is_finite() && v >= 0.0) {
+        bail!("`{key}` must be a finite number ≥ 0, got {v}");
+    }
+    Ok(())
+}
+
+/// A decay or momentum coefficient: in [0, 1).
+fn unit_open(key: &str, v: f64) -> Result<()> {
+    if !(0.0..1.0).contains(&v) {
+        bail!("`{key}` must be in [0, 1), got {v}");
+    }
+    Ok(())
+}
+
+/// A closed range of finite values.
+fn in_range(key: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
+    if !(lo..=hi).contains(&v) {
+        bail!("`{key}` must be in [{lo}, {hi}], got {v}");
+    }
+    Ok(())
+}
+
+/// A `[lo, hi]` pair with 0 < lo ≤ hi < ∞.
+fn positive_interval(key: &str, v: [f32; 2]) -> Result<()> {
+    if !(v[0] > 0.0 && v[0] <= v[1] && v[1].is_finite()) {
+        bail!("`{key}` must satisfy 0 < lo ≤ hi (finite), got {v:?}");
+    }
+    Ok(())
+}
+
+/// A count that must be ≥ 1 when set (0 would make an empty set or no work at all).
+fn at_least_one(key: &str, v: Option<usize>) -> Result<()> {
+    if v == Some(0) {
+        bail!("`{key}` must be ≥ 1, got 0");
+    }
+    Ok(())
+}
+
 fn probability(key: &str, v: f32) -> Result<()> {
     if !(0.0..=1.0).contains(&v) {
         bail!("`{key}` must be a probability in [0, 1], got {v}");
@@ -585,6 +625,22 @@ impl Config {
         if self.model.width == 0 || self.model.proj_hidden == 0 || self.model.proj_dim == 0 {
             bail!("`model.width`, `model.proj_hidden` and `model.proj_dim` must be ≥ 1");
         }
+        // Static bounds far beyond any use (the standard width is 64, the ImageNet side 224);
+        // what a machine can hold is checked before a run allocates (`crate::memory`).
+        for (key, v, max) in [
+            ("model.width", self.model.width, 4096),
+            ("model.proj_hidden", self.model.proj_hidden, 1 << 16),
+            ("model.proj_dim", self.model.proj_dim, 1 << 16),
+            ("augment.size", self.augment.size, 2048),
+            ("train.batch_size", self.train.batch_size, 1 << 16),
+            ("eval.bias_views", self.eval.bias_views, 1024),
+            ("data.prefetch", self.data.prefetch.unwrap_or(1), 1024),
+            ("data.decode_threads", self.data.decode_threads.unwrap_or(1), 1024),
+        ] {
+            if v > max {
+                bail!("`{key}` must be ≤ {max}, got {v}");
+            }
+        }
         one_of("augment.preset", &self.augment.preset, &["simclr", "none"])?;
         for (key, list) in [
             ("augment.remove", &self.augment.remove),
@@ -604,12 +660,7 @@ impl Config {
                 a.crop_scale
             );
         }
-        if !(a.crop_ratio[0] > 0.0 && a.crop_ratio[0] <= a.crop_ratio[1]) {
-            bail!(
-                "`augment.crop_ratio` must satisfy 0 < lo ≤ hi, got {:?}",
-                a.crop_ratio
-            );
-        }
+        positive_interval("augment.crop_ratio", a.crop_ratio)?;
         probability("augment.flip_p", a.flip_p)?;
         probability("augment.jitter.p", a.jitter.p)?;
         probability("augment.grayscale_p", a.grayscale_p)?;
@@ -629,12 +680,18 @@ impl Config {
                 bail!("`{k}` must be ≥ 0, got {v}");
             }
         }
-        if !(a.blur.sigma[0] > 0.0 && a.blur.sigma[0] <= a.blur.sigma[1]) {
-            bail!(
-                "`augment.blur.sigma` must satisfy 0 < lo ≤ hi, got {:?}",
-                a.blur.sigma
-            );
-        }
+        positive_interval("augment.blur.sigma", a.blur.sigma)?;
+        // Kernel side as a fraction of the image side (wider than the image is allowed: the
+        // reflect padding repeats); its memory is bounded by `check_memory`.
+        in_range("augment.blur.kernel_frac", a.blur.kernel_frac.into(), 0.0, 4.0)?;
+        in_range("augment.cutout.size_frac", a.cutout.size_frac.into(), 0.0, 1.0)?;
+        in_range("augment.rotation.degrees", a.rotation.degrees.into(), 0.0, 180.0)?;
+        in_range(
+            "augment.solarize.threshold",
+            a.solarize.threshold.into(),
+            0.0,
+            1.0,
+        )?;
         one_of(
             "loss.name",
             &self.loss.name,
@@ -645,31 +702,49 @@ impl Config {
         positive_finite("loss.lambda", self.loss.lambda)?;
         one_of("loss.max", &self.loss.max, &["hard", "smooth"])?;
         one_of("loss.prototypes", &self.loss.prototypes, &["realistic", "oracle"])?;
-        if !(0.0..1.0).contains(&self.loss.ema) {
-            bail!("`loss.ema` must be in [0, 1), got {}", self.loss.ema);
+        unit_open("loss.ema", self.loss.ema)?;
+        let o = &self.optim;
+        one_of("optim.name", &o.name, &["sgd", "lars", "adamw"])?;
+        positive_finite("optim.lr", o.lr)?;
+        unit_open("optim.momentum", o.momentum)?;
+        non_negative_finite("optim.weight_decay", o.weight_decay)?;
+        // A warm-up longer than the run never reaches the peak learning rate.
+        in_range(
+            "optim.warmup_epochs",
+            o.warmup_epochs,
+            0.0,
+            self.train.epochs as f64,
+        )?;
+        for (i, b) in o.betas.iter().enumerate() {
+            if !(0.0..1.0).contains(b) {
+                bail!(
+                    "`optim.betas` must both be in [0, 1), got {:?} (β{})",
+                    o.betas,
+                    i + 1
+                );
+            }
         }
-        one_of("optim.name", &self.optim.name, &["sgd", "lars", "adamw"])?;
-        positive_finite("optim.lr", self.optim.lr)?;
-        if !(self.optim.weight_decay >= 0.0 && self.optim.momentum >= 0.0 && self.optim.warmup_epochs >= 0.0)
-        {
-            bail!("`optim.weight_decay`, `optim.momentum` and `optim.warmup_epochs` must be ≥ 0");
-        }
+        positive_finite("optim.trust_coef", o.trust_coef)?;
         if self.train.epochs == 0 || self.train.batch_size < 2 {
             bail!("`train.epochs` must be ≥ 1 and `train.batch_size` ≥ 2");
         }
-        if self.train.steps_per_epoch == Some(0) {
-            bail!("`train.steps_per_epoch` must be ≥ 1");
-        }
+        at_least_one("train.steps_per_epoch", self.train.steps_per_epoch)?;
         if let Some(g) = self.train.max_weight_growth {
             if g.is_nan() || g <= 1.0 {
                 bail!("`train.max_weight_growth` must be > 1 (.inf: no limit), got {g}");
             }
         }
-        if self.eval.knn_k == 0 || self.eval.linear_batch == 0 {
+        let e = &self.eval;
+        // An empty probe/kNN bank or test set would give made-up accuracies (100 % or 0 %).
+        at_least_one("eval.train_images", e.train_images)?;
+        at_least_one("eval.test_images", e.test_images)?;
+        at_least_one("eval.linear_epochs", Some(e.linear_epochs))?;
+        if e.knn_k == 0 || e.linear_batch == 0 {
             bail!("`eval.knn_k` and `eval.linear_batch` must be ≥ 1");
         }
-        positive_finite("eval.knn_temperature", self.eval.knn_temperature)?;
-        positive_finite("eval.linear_lr", self.eval.linear_lr)?;
+        positive_finite("eval.knn_temperature", e.knn_temperature)?;
+        positive_finite("eval.linear_lr", e.linear_lr)?;
+        non_negative_finite("eval.linear_weight_decay", e.linear_weight_decay)?;
         Ok(())
     }
 
@@ -691,6 +766,9 @@ impl Config {
 /// Sets `dotted.key` to `value` in a YAML mapping, creating intermediate mappings.
 /// The value is parsed as YAML (`0.5`, `true`, `[a, b]`, `null` …).
 pub fn set_dotted(root: &mut Value, key: &str, value: &str) -> Result<()> {
+    if let Some((_, column)) = yamlscan::too_deep(value, yamlscan::MAX_DEPTH) {
+        bail!("--set {key} (value column {column}): {}", yamlscan::DEPTH_MESSAGE);
+    }
     let parsed: Value = serde_norway::from_str(value)
         .with_context(|| format!("--set {key}={value}: the value is not valid YAML"))?;
     let mut cur = root;
@@ -715,6 +793,61 @@ pub fn set_dotted(root: &mut Value, key: &str, value: &str) -> Result<()> {
     unreachable!("key has at least one segment")
 }
 
+/// The leaf paths a value sets under `prefix` (dotted keys of nested mappings split; nothing
+/// for an empty mapping).
+fn leaf_paths(prefix: Vec<String>, v: &Value, out: &mut Vec<Vec<String>>) {
+    match v.as_mapping() {
+        Some(m) => {
+            for (k, v) in m {
+                let mut p = prefix.clone();
+                p.extend(k.as_str().unwrap_or("?").split('.').map(str::to_string));
+                leaf_paths(p, v, out);
+            }
+        }
+        None => out.push(prefix),
+    }
+}
+
+/// Which `--set` set each config leaf: two with different keys that set the same leaf
+/// (`model.width=4` and `model={width: 8}`), or a leaf and a value above it, are an error naming
+/// both (the same key twice is an override, the later one wins) (`protoclr_grid::value::LeafClaims` does the same for the
+/// mappings of experiment files).
+#[derive(Default)]
+struct SetClaims {
+    /// Leaf path → (the `--set` text, its key).
+    leaves: std::collections::HashMap<Vec<String>, (String, String)>,
+    inner: std::collections::HashMap<Vec<String>, (String, String)>,
+}
+
+impl SetClaims {
+    fn claim(&mut self, who: &str, key: &str, value: &Value) -> Result<()> {
+        let mut paths = Vec::new();
+        leaf_paths(key.split('.').map(str::to_string).collect(), value, &mut paths);
+        for p in paths {
+            let clash = self
+                .leaves
+                .get(&p)
+                .or_else(|| self.inner.get(&p))
+                .map(|other| (p.join("."), other))
+                .or_else(|| {
+                    (1..p.len()).find_map(|n| self.leaves.get(&p[..n]).map(|o| (p[..n].join("."), o)))
+                });
+            if let Some((leaf, (other, other_key))) = clash {
+                if other_key != key {
+                    bail!("`{leaf}` is set twice: by `{other}` and by `{who}`");
+                }
+            }
+            for n in 1..p.len() {
+                self.inner
+                    .entry(p[..n].to_vec())
+                    .or_insert_with(|| (who.to_string(), key.to_string()));
+            }
+            self.leaves.insert(p, (who.to_string(), key.to_string()));
+        }
+        Ok(())
+    }
+}
+
 /// Deserialises a YAML value into a validated [`Config`]; `origin` names the source in errors
 /// (a file path, or "grid cell"). Unknown keys and wrong types are reported with their dotted path.
 pub fn from_value(value: Value, origin: &str) -> Result<Config> {
@@ -735,6 +868,13 @@ pub fn from_value(value: Value, origin: &str) -> Result<Config> {
 
 /// Parses YAML text into a value, reporting the line and column of syntax and type errors.
 pub fn parse_yaml_text(text: &str, origin: &str) -> Result<Value> {
+    // Deep nesting first: the parser's time grows with the square of the depth.
+    if let Some((line, column)) = yamlscan::too_deep(text, yamlscan::MAX_DEPTH) {
+        bail!(
+            "{origin} (line {line}, column {column}): {}",
+            yamlscan::DEPTH_MESSAGE
+        );
+    }
     // A typed parse first: serde_norway reports line and column for unknown keys and wrong types.
     if let Err(e) = serde_norway::from_str::<Config>(text) {
         let loc = e
@@ -763,11 +903,14 @@ pub fn load(path: Option<&Path>, sets: &[String]) -> Result<Config> {
         }
         None => (Value::Mapping(Default::default()), "defaults".to_string()),
     };
+    let mut claims = SetClaims::default();
     for s in sets {
         let (k, v) = s
             .split_once('=')
             .with_context(|| format!("--set `{s}`: expected key=value"))?;
         set_dotted(&mut value, k.trim(), v.trim())?;
+        let parsed: Value = serde_norway::from_str(v.trim()).unwrap_or(Value::Null);
+        claims.claim(&format!("--set {s}"), k.trim(), &parsed)?;
     }
     let origin = if sets.is_empty() {
         origin
@@ -893,6 +1036,126 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("data.list_root"), "{err:#}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused_naming_the_key() {
+        // (override, key the error must name): every numeric key has a range.
+        let cases = [
+            // Empty evaluation sets (made-up accuracies: 100 % or 0 %).
+            ("eval.train_images=0", "eval.train_images"),
+            ("eval.test_images=0", "eval.test_images"),
+            ("eval.linear_epochs=0", "eval.linear_epochs"),
+            // Non-finite or negative optimiser values.
+            ("optim.warmup_epochs=.inf", "optim.warmup_epochs"),
+            ("optim.warmup_epochs=101", "optim.warmup_epochs"),
+            ("optim.betas=[2, 2]", "optim.betas"),
+            ("optim.betas=[0.9, 1]", "optim.betas"),
+            ("optim.trust_coef=-5", "optim.trust_coef"),
+            ("optim.trust_coef=.nan", "optim.trust_coef"),
+            ("optim.momentum=1.5", "optim.momentum"),
+            ("optim.weight_decay=.inf", "optim.weight_decay"),
+            ("optim.lr=.inf", "optim.lr"),
+            ("eval.linear_weight_decay=-1", "eval.linear_weight_decay"),
+            ("eval.linear_lr=.nan", "eval.linear_lr"),
+            ("eval.knn_temperature=0", "eval.knn_temperature"),
+            ("loss.ema=1", "loss.ema"),
+            ("augment.crop_ratio=[0.75, .inf]", "augment.crop_ratio"),
+            ("augment.blur.sigma=[0.1, .inf]", "augment.blur.sigma"),
+            ("augment.blur.kernel_frac=-1", "augment.blur.kernel_frac"),
+            ("augment.blur.kernel_frac=.inf", "augment.blur.kernel_frac"),
+            ("augment.cutout.size_frac=2", "augment.cutout.size_frac"),
+            ("augment.rotation.degrees=-3", "augment.rotation.degrees"),
+            ("augment.rotation.degrees=.nan", "augment.rotation.degrees"),
+            ("augment.solarize.threshold=.nan", "augment.solarize.threshold"),
+            ("augment.jitter.brightness=.inf", "augment.jitter.brightness"),
+            ("data.fraction=.nan", "data.fraction"),
+            // Sizes beyond any use (the machine's memory is checked too: `crate::memory`).
+            ("model.width=1000000000", "model.width"),
+            ("augment.size=4096", "augment.size"),
+            ("augment.blur.kernel_frac=1e9", "augment.blur.kernel_frac"),
+            ("eval.bias_views=100000", "eval.bias_views"),
+        ];
+        let mut accepted = Vec::new();
+        for (set, key) in cases {
+            match load(None, &[set.to_string()]) {
+                Ok(_) => accepted.push(set),
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    assert!(msg.contains(&format!("`{key}`")), "{set}: {msg}");
+                }
+            }
+        }
+        assert!(accepted.is_empty(), "accepted: {accepted:?}");
+        // The edges of the ranges are accepted.
+        for set in [
+            "optim.warmup_epochs=100",
+            "optim.betas=[0, 0.999]",
+            "optim.momentum=0",
+            "eval.linear_weight_decay=0",
+            "eval.train_images=1",
+            "augment.cutout.size_frac=1",
+            "augment.blur.kernel_frac=0",
+        ] {
+            load(None, &[set.to_string()]).unwrap_or_else(|e| panic!("{set}: {e:#}"));
+        }
+    }
+
+    #[test]
+    fn two_overrides_of_one_leaf_are_an_error() {
+        // A dotted key and a nested one that set the same leaf, in either order (the same key
+        // twice is an override: the later one wins, as `folder_dataset_keys` relies on).
+        for sets in [
+            ["model.width=4", "model={width: 8}"],
+            ["model={width: 8}", "model.width=4"],
+            ["augment={blur: {p: 0.1}}", "augment.blur.p=0.2"],
+        ] {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            let msg = format!("{:#}", load(None, &sets).unwrap_err());
+            let leaf = if sets[0].starts_with("augment") {
+                "augment.blur.p"
+            } else {
+                "model.width"
+            };
+            assert!(msg.contains(&format!("`{leaf}` is set twice")), "{sets:?}: {msg}");
+            assert!(
+                sets.iter().all(|s| msg.contains(&format!("--set {s}"))),
+                "{sets:?}: {msg}"
+            );
+        }
+        let msg = format!(
+            "{:#}",
+            load(None, &["model.width=8".into(), "model=4".into()]).unwrap_err()
+        );
+        assert!(msg.contains("`model` is set twice"), "{msg}");
+        assert_eq!(
+            load(None, &["model.width=4".into(), "model.width=8".into()])
+                .unwrap()
+                .model
+                .width,
+            8
+        );
+        // Different leaves of one mapping are fine.
+        let cfg = load(None, &["model={width: 8}".into(), "model.proj_dim=64".into()]).unwrap();
+        assert_eq!((cfg.model.width, cfg.model.proj_dim), (8, 64));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        // 100,000 nested brackets: libyaml needs about a minute for them; the pre-scan refuses
+        // the text at once, naming the file, line and column.
+        let deep = format!("seed: 1\nloss: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let msg = format!("{:#}", parse_yaml_text(&deep, "deep.yaml").unwrap_err());
+        assert!(
+            msg.starts_with("deep.yaml (line 2, column 71): ") && msg.contains("nested deeper"),
+            "{msg}"
+        );
+        let set = format!("loss.tau={}1{}", "{a: ".repeat(100_000), "}".repeat(100_000));
+        let msg = format!("{:#}", load(None, &[set]).unwrap_err());
+        assert!(
+            msg.contains("--set loss.tau") && msg.contains("nested deeper"),
+            "{msg}"
+        );
     }
 
     fn load_text(yaml: &str) -> Config {

@@ -125,6 +125,19 @@ fn standardize(x: &[f32], d: usize, mean: &[f32], std: &[f32]) -> Vec<f32> {
         .collect()
 }
 
+/// An empty bank or test set has no accuracy (it used to come out as 100 % or 0 %): an error
+/// naming the empty set, whichever filter emptied it.
+fn non_empty_sets(metric: &str, n_train: usize, n_test: usize) -> Result<()> {
+    for (what, n) in [("training (probe/kNN bank)", n_train), ("test", n_test)] {
+        if n == 0 {
+            anyhow::bail!(
+                "{metric}: the {what} set has no images (see `eval.train_images`, `eval.test_images`)"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Trains softmax regression on standardised `train` features and returns test accuracy.
 pub fn linear_probe(
     train: &[f32],
@@ -158,6 +171,7 @@ impl LinearProbe {
         classes: usize,
         cfg: &ProbeConfig,
     ) -> Result<Self> {
+        non_empty_sets("linear probe", train_labels.len(), 1)?;
         let dev = Device::Cpu;
         let (mean, std) = standardizer(train, d);
         let xtr = standardize(train, d, &mean, &std);
@@ -216,6 +230,7 @@ impl LinearProbe {
 
     /// Top-1 and top-5 accuracy of the probe on features `x` (`[n, d]`) with `labels`.
     pub fn accuracy(&self, x: &[f32], labels: &[u16]) -> Result<Accuracy> {
+        non_empty_sets("linear probe", 1, labels.len())?;
         let x = standardize(x, self.d, &self.mean, &self.std);
         let x = Tensor::from_vec(x, (labels.len(), self.d), &Device::Cpu)?;
         let scores = x
@@ -360,6 +375,7 @@ pub fn knn(
     k: usize,
     temperature: f64,
 ) -> Result<Accuracy> {
+    non_empty_sets("kNN", train_labels.len(), test_labels.len())?;
     let dev = Device::Cpu;
     let ntr = train_labels.len();
     let k = k.min(ntr);
@@ -427,6 +443,28 @@ mod tests {
         assert_eq!(acc.top5, 100.0);
         let acc = knn(&xtr, &ytr, &xte, &yte, 10, 5, 20, 0.1).unwrap();
         assert_eq!(acc.top1, 100.0);
+    }
+
+    #[test]
+    fn empty_sets_are_errors_not_accuracies() {
+        // An empty bank or test set (e.g. a subset filtered down to nothing) has no accuracy.
+        let (x, y) = clusters(4, 2, 3, 0.1, 1);
+        let cfg = ProbeConfig {
+            epochs: 1,
+            lr: 0.05,
+            batch: 4,
+            weight_decay: 0.0,
+            seed: 0,
+        };
+        for (xtr, ytr, xte, yte, what) in [
+            (&[][..], &[][..], &x[..], &y[..], "training"),
+            (&x[..], &y[..], &[][..], &[][..], "test"),
+        ] {
+            let msg = format!("{:#}", linear_probe(xtr, ytr, xte, yte, 3, 2, &cfg).unwrap_err());
+            assert!(msg.contains(what) && msg.contains("no images"), "{msg}");
+            let msg = format!("{:#}", knn(xtr, ytr, xte, yte, 3, 2, 5, 0.1).unwrap_err());
+            assert!(msg.contains(what) && msg.contains("no images"), "{msg}");
+        }
     }
 
     #[test]

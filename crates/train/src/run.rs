@@ -294,6 +294,8 @@ impl Outcome {
 /// Trains (or resumes) the run described by `cfg` into `opts.out_dir`.
 pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
     cfg.validate()?;
+    // Before anything is allocated: sizes the machine cannot hold are a config error.
+    crate::memory::check(cfg, !opts.device.is_cpu())?;
     let out = &opts.out_dir;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create run folder {}", out.display()))?;
     remove_stale_temps(out);

@@ -51,8 +51,29 @@ pub fn archive_url(dataset: &str, base_url: Option<&str>) -> Result<String> {
 /// Downloads, checks (published archive MD5), unpacks and verifies `dataset` (`cifar10` or
 /// `cifar100`) into `dir`; returns the dataset folder (`dir/cifar-10-batches-bin` …), which is
 /// then a data root's subfolder for `load`. See [`archive_url`] for `base_url`.
-pub fn fetch(dataset: &str, dir: &Path, base_url: Option<&str>, progress: bool) -> Result<PathBuf> {
-    fetch_from(&archive_url(dataset, base_url)?, None, dir, progress)
+pub fn fetch(
+    dataset: &str,
+    dir: &Path,
+    base_url: Option<&str>,
+    progress: bool,
+    idle_timeout: Duration,
+) -> Result<PathBuf> {
+    fetch_from_with(
+        &archive_url(dataset, base_url)?,
+        None,
+        dir,
+        progress,
+        idle_timeout,
+    )
+}
+
+/// How long a download may go without receiving a byte before it fails ([`fetch_from_with`];
+/// `protoclr data fetch --timeout`).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// [`fetch_from_with`] with [`DEFAULT_IDLE_TIMEOUT`].
+pub fn fetch_from(url: &str, expected_md5: Option<&str>, dir: &Path, progress: bool) -> Result<PathBuf> {
+    fetch_from_with(url, expected_md5, dir, progress, DEFAULT_IDLE_TIMEOUT)
 }
 
 /// Downloads the archive at `url` into `dir` (created if needed) and returns the unpacked
@@ -68,7 +89,18 @@ pub fn fetch(dataset: &str, dir: &Path, base_url: Option<&str>, progress: bool) 
 ///
 /// If the dataset folder already exists in `dir` and passes the same checks, nothing is
 /// downloaded; if it exists but fails them, that is an error (remove it and fetch again).
-pub fn fetch_from(url: &str, expected_md5: Option<&str>, dir: &Path, progress: bool) -> Result<PathBuf> {
+///
+/// A connection that delivers no byte for `idle_timeout` (headers or body) fails the download;
+/// the partial archive is removed on every error, and the temporary files that a killed fetch
+/// left in `dir` (`.<archive>.part-<pid>-…`, `.<folder>.unpack-<pid>-…` of a process that no
+/// longer runs) are removed when the next fetch starts.
+pub fn fetch_from_with(
+    url: &str,
+    expected_md5: Option<&str>,
+    dir: &Path,
+    progress: bool,
+    idle_timeout: Duration,
+) -> Result<PathBuf> {
     let name = url
         .split(['?', '#'])
         .next()
@@ -87,6 +119,7 @@ pub fn fetch_from(url: &str, expected_md5: Option<&str>, dir: &Path, progress: b
     let expected = expected_md5.unwrap_or(layout.archive_md5).to_ascii_lowercase();
     let official = expected == layout.archive_md5;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    remove_stale_temporaries(dir, layout);
     let target = dir.join(layout.folder);
     if target.exists() {
         check_unpacked(layout, &target, official).with_context(|| {
@@ -103,7 +136,7 @@ pub fn fetch_from(url: &str, expected_md5: Option<&str>, dir: &Path, progress: b
 
     let stamp = unique_stamp();
     let archive = TempPath(dir.join(format!(".{}.part-{stamp}", layout.archive)));
-    let got = download(url, &archive.0, progress)?;
+    let got = download(url, &archive.0, progress, idle_timeout)?;
     if got != expected {
         bail!("download of {url} is corrupt: MD5 expected {expected}, got {got}");
     }
@@ -162,6 +195,41 @@ fn unique_stamp() -> String {
     format!("{}-{nanos}", std::process::id())
 }
 
+/// Removes the temporary archive files and unpack folders of `layout` in `dir` that belong to a
+/// process that is not running any more (a fetch killed mid-way); see [`unique_stamp`].
+fn remove_stale_temporaries(dir: &Path, layout: &Layout) {
+    let prefixes = [
+        format!(".{}.part-", layout.archive),
+        format!(".{}.unpack-", layout.folder),
+    ];
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stamp) = prefixes.iter().find_map(|p| name.strip_prefix(p.as_str())) else {
+            continue;
+        };
+        let Some(pid) = stamp
+            .split('-')
+            .next()
+            .and_then(|p| p.parse::<libc::pid_t>().ok())
+        else {
+            continue;
+        };
+        if pid > 0 && !process_alive(pid) {
+            drop(TempPath(entry.path()));
+        }
+    }
+}
+
+/// Whether a process with this id exists (signal 0 probes without sending anything).
+fn process_alive(pid: libc::pid_t) -> bool {
+    // SAFETY: kill with signal 0 only checks for the process; it has no other effect.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Is the URL's host the local machine (then no proxy is used)?
 fn is_loopback(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -177,10 +245,15 @@ fn is_loopback(url: &str) -> bool {
 }
 
 /// Streams `url` into `dest`, returning the MD5 (hex) of the bytes.
-fn download(url: &str, dest: &Path, progress: bool) -> Result<String> {
+fn download(url: &str, dest: &Path, progress: bool, idle_timeout: Duration) -> Result<String> {
+    if idle_timeout.is_zero() {
+        bail!("the download timeout must be > 0 s");
+    }
     let mut config = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)));
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        // Every read from the connection, headers and body: a stalled server fails the download.
+        .timeout_per_read(Some(idle_timeout));
     if is_loopback(url) {
         config = config.proxy(None);
     }
@@ -217,9 +290,12 @@ fn download(url: &str, dest: &Path, progress: bool) -> Result<String> {
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
     loop {
-        let n = reader
-            .read(&mut buf)
-            .with_context(|| format!("download of {url} failed after {total} bytes"))?;
+        let n = reader.read(&mut buf).with_context(|| {
+            format!(
+                "download of {url} failed after {total} bytes (no data for {} s fails it; see --timeout)",
+                idle_timeout.as_secs_f64()
+            )
+        })?;
         if n == 0 {
             break;
         }
@@ -419,7 +495,10 @@ mod tests {
 
         // The published archive MD5 (what `fetch` expects): an error naming URL, expected and
         // got, and nothing left behind.
-        let err = format!("{:#}", fetch("cifar10", &dir, Some(&base), false).unwrap_err());
+        let err = format!(
+            "{:#}",
+            fetch("cifar10", &dir, Some(&base), false, DEFAULT_IDLE_TIMEOUT).unwrap_err()
+        );
         assert!(err.contains(&url), "{err}");
         assert!(err.contains(&format!("expected {CIFAR10_ARCHIVE_MD5}")), "{err}");
         assert!(err.contains(&format!("got {}", md5_hex(&archive))), "{err}");
@@ -460,6 +539,61 @@ mod tests {
             "{err}"
         );
         assert!(fetch_from(&format!("{base}/other.tar.gz"), None, &dir, false).is_err());
+    }
+
+    /// Sends headers announcing `len` bytes and the first 100, then holds the connection open
+    /// without sending more for `stall` (a hung mirror); returns the base URL.
+    fn serve_stalling(len: usize, stall: Duration) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}/mirror", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut line = String::new();
+                    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        line.clear();
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/gzip\r\nContent-Length: {len}\r\n\r\n"
+                    );
+                    let _ = stream.write_all(head.as_bytes());
+                    let _ = stream.write_all(&[7u8; 100]);
+                    let _ = stream.flush();
+                    std::thread::sleep(stall);
+                });
+            }
+        });
+        base
+    }
+
+    #[test]
+    fn a_stalled_download_times_out_and_leaves_nothing_behind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Leftovers of a killed fetch (a process id that cannot be running) are removed by the
+        // next fetch; those of a running process (this one) are not.
+        let dead = 0x7FFF_FFF0u32;
+        let stale = dir.join(format!(".cifar-10-binary.tar.gz.part-{dead}-1"));
+        let stale_dir = dir.join(format!(".cifar-10-batches-bin.unpack-{dead}-1"));
+        let live = dir.join(format!(".cifar-10-binary.tar.gz.part-{}-1", std::process::id()));
+        std::fs::write(&stale, b"half an archive").unwrap();
+        std::fs::create_dir_all(stale_dir.join("cifar-10-batches-bin")).unwrap();
+        std::fs::write(&live, b"being written").unwrap();
+        let base = serve_stalling(1_000_000, Duration::from_secs(30));
+        let url = format!("{base}/cifar-10-binary.tar.gz");
+        let err =
+            fetch_from_with(&url, Some(&"0".repeat(32)), &dir, false, Duration::from_secs(1)).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("after 100 bytes") && msg.contains("no data for 1 s"),
+            "{msg}"
+        );
+        let left = entries_of(&dir);
+        let live_name = live.file_name().unwrap().to_string_lossy().into_owned();
+        assert_eq!(left, vec![live_name], "{left:?}");
     }
 
     #[test]

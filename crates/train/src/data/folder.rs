@@ -45,7 +45,10 @@
 //! as fast as going through `image`, see [`crate::input`]): baseline and progressive,
 //! grayscale, YCbCr, CMYK and YCCK input, always to RGB planes. Non-conformant but decodable
 //! files are accepted (zune's tolerant mode), as PIL does; a PNG saved as `.JPEG` (ImageNet's
-//! training set holds one) is undecodable, hence a bad entry.
+//! training set holds one) is undecodable, hence a bad entry. So is a truncated file: the
+//! tolerant decoder would fill its missing part with grey, so the marker structure is walked
+//! first and a stream that ends before its end-of-image marker is refused
+//! ([`super::jpeg::check_complete`]); this one check serves training and `data verify`.
 
 use crate::config::DataConfig;
 use anyhow::{bail, Context, Result};
@@ -713,7 +716,11 @@ pub struct DecodedImage {
 
 /// Decodes a JPEG file's bytes to RGB, planar ([`DecodedImage`]). Grayscale JPEGs are decoded as
 /// one channel and copied to the three planes (2.5× faster than letting the decoder expand them).
+///
+/// A stream without its end-of-image marker (a truncated file) is an error, although zune-jpeg
+/// would fill the missing part in ([`super::jpeg::check_complete`]).
 pub fn decode_jpeg(bytes: &[u8]) -> Result<DecodedImage> {
+    super::jpeg::check_complete(bytes)?;
     let zerr = |e: zune_jpeg::errors::DecodeErrors| anyhow::anyhow!("{e:?}");
     let opts = DecoderOptions::default().set_strict_mode(false);
     let mut head = JpegDecoder::new_with_options(ZCursor::new(bytes), opts);
@@ -838,6 +845,44 @@ mod tests {
         assert_eq!(img.chw[..p], img.chw[p..2 * p]);
         assert_eq!(img.chw[..p], img.chw[2 * p..]);
         assert!(decode_jpeg(b"not a jpeg at all").is_err());
+    }
+
+    #[test]
+    fn truncated_jpegs_are_undecodable_for_training_and_verify() {
+        // Cut to 10 … 99 % of their bytes (the cuts zune-jpeg used to fill in with grey), a
+        // JPEG is not decoded — by `decode_jpeg` (training) and by the full scan (`data verify`).
+        let full = jpeg(256, 192, 5);
+        decode_jpeg(&full).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        write_tree(&t.path().join("train"), &[("c0", 2, 24, 24)]);
+        let fractions = [0.10, 0.33, 0.50, 0.90, 0.99];
+        for (k, f) in fractions.iter().enumerate() {
+            let cut = &full[..(full.len() as f64 * f) as usize];
+            let Err(err) = decode_jpeg(cut) else {
+                panic!("cut to {f} of {} bytes: decoded", full.len())
+            };
+            let err = format!("{err:#}");
+            assert!(err.contains("truncated"), "cut to {f}: {err}");
+            std::fs::write(t.path().join(format!("train/c0/cut{k}.JPEG")), cut).unwrap();
+        }
+        let d = data_cfg(|d| {
+            d.train_dir = Some("train".into());
+            d.val_dir = Some("train".into());
+            d.class_map = None;
+        });
+        let s = scan_cfg(&d, t.path(), true).unwrap();
+        // Each cut file is bad in both parts (the tree is used as training and validation).
+        assert_eq!(s.bad.len(), 2 * fractions.len(), "{:?}", s.bad);
+        assert!(s
+            .bad
+            .iter()
+            .all(|b| matches!(&b.problem, Problem::Undecodable(m) if m.contains("truncated"))));
+        assert_eq!((s.train.len(), s.val.len()), (2, 2));
+        let Err(err) = read_image(&t.path().join("train/c0/cut4.JPEG")) else {
+            panic!("a truncated file decoded")
+        };
+        let err = format!("{err:#}");
+        assert!(err.contains("cut4.JPEG") && err.contains("truncated"), "{err}");
     }
 
     #[test]

@@ -52,6 +52,7 @@
 mod cifar;
 mod fetch;
 pub mod folder;
+pub mod jpeg;
 mod lt;
 pub mod subset;
 mod verify;
@@ -61,8 +62,8 @@ pub use cifar::{
     CIFAR100_FOLDER, CIFAR10_CLASSES, CIFAR10_FILE_MD5, CIFAR10_FOLDER, DATASETS, IMAGE_BYTES, SIDE,
 };
 pub use fetch::{
-    archive_url, fetch, fetch_from, CIFAR100_ARCHIVE_MD5, CIFAR100_URL, CIFAR10_ARCHIVE_MD5, CIFAR10_URL,
-    DATA_URL_ENV, OFFICIAL_BASE_URL,
+    archive_url, fetch, fetch_from, fetch_from_with, CIFAR100_ARCHIVE_MD5, CIFAR100_URL, CIFAR10_ARCHIVE_MD5,
+    CIFAR10_URL, DATA_URL_ENV, DEFAULT_IDLE_TIMEOUT, OFFICIAL_BASE_URL,
 };
 pub use folder::{
     decode_jpeg, read_image, scan, BadEntry, DecodedImage, FolderLayout, FolderScan, ImageList, PartSource,
