@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use polars::prelude::*;
 
 use crate::heatmap::{trim_num, Heatmap};
@@ -118,29 +119,29 @@ impl RatioTable {
         }
     }
 
-    /// η²: between-ratio sum of squares of the cell means over their total sum of squares
-    /// (1 = the ratio alone explains the differences, 0 = it explains none); `None` with fewer
-    /// than two cells or no variation.
-    pub fn eta_squared(&self) -> Option<f64> {
-        let all: Vec<f64> = self
-            .rows
+    /// η² over the ratios that occur at ≥ 2 scales: between-ratio sum of squares of their cell
+    /// means over the total sum of squares (1 = the ratio alone explains the differences, 0 = the
+    /// scale does). A ratio with one cell says nothing about scale, so it is left out. Returns
+    /// `(η², cells, ratios)`; `None` with fewer than two such ratios or no variation.
+    pub fn eta_squared(&self) -> Option<(f64, usize, usize)> {
+        let rows: Vec<&RatioRow> = self.rows.iter().filter(|r| r.cells.len() >= 2).collect();
+        if rows.len() < 2 {
+            return None;
+        }
+        let all: Vec<f64> = rows
             .iter()
             .flat_map(|r| r.cells.iter().map(|c| c.test.mean))
             .collect();
-        if all.len() < 2 {
-            return None;
-        }
         let grand = all.iter().sum::<f64>() / all.len() as f64;
         let total: f64 = all.iter().map(|v| (v - grand).powi(2)).sum();
         if total <= 0.0 {
             return None;
         }
-        let between: f64 = self
-            .rows
+        let between: f64 = rows
             .iter()
             .map(|r| r.cells.len() as f64 * (r.mean() - grand).powi(2))
             .sum();
-        Some(between / total)
+        Some((between / total, all.len(), rows.len()))
     }
 
     /// The diagonal row (α = λ), if any cell is on it.
@@ -163,17 +164,20 @@ impl RatioTable {
             .join("; ")
     }
 
-    fn summary_sentence(&self) -> String {
+    /// The η² sentence and the diagonal sentence.
+    fn summary_parts(&self) -> (String, String) {
         let eta = self
             .eta_squared()
-            .map(|e| {
+            .map(|(e, cells, ratios)| {
                 format!(
-                    "The ratio explains η² = {} of the variance of the cell means (the rest is \
-                     the scale at a fixed ratio).",
+                    "Over the {ratios} ratios run at ≥ 2 scales ({cells} cells), the ratio explains \
+                     η² = {} of the variance of the cell means (the rest is the scale).",
                     num(e, 3)
                 )
             })
-            .unwrap_or_else(|| "η² undefined (fewer than two cells or no variation).".into());
+            .unwrap_or_else(|| {
+                "η² undefined: fewer than two ratios run at ≥ 2 scales (or no variation).".into()
+            });
         let diag = match self.diagonal() {
             Some(d) => {
                 let (lo, hi) = d.range();
@@ -188,7 +192,12 @@ impl RatioTable {
             }
             None => " No cell on the diagonal α = λ.".into(),
         };
-        format!("{eta}{diag}")
+        (eta, diag.trim_start().to_string())
+    }
+
+    fn summary_sentence(&self) -> String {
+        let (eta, diag) = self.summary_parts();
+        format!("{eta} {diag}")
     }
 
     fn footnote(&self) -> String {
@@ -355,73 +364,79 @@ impl RatioTable {
     }
 }
 
-impl Figure for RatioTable {
-    fn size(&self) -> (u32, u32) {
-        RATIO_SIZE
+/// Tick labels that fit: `(position, text)` in pixel x, dropping any closer than `gap` to the
+/// previous kept one.
+fn spaced_ticks(ticks: Vec<(i32, String)>, gap: i32) -> Vec<(i32, String)> {
+    let mut out: Vec<(i32, String)> = Vec::new();
+    for (x, t) in ticks {
+        if out.last().is_none_or(|(px, _)| x - px >= gap) {
+            out.push((x, t));
+        }
     }
+    out
+}
 
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>
+/// One panel of the ratio figure: points `(x, cell, highlighted)` on a numeric x axis with
+/// tick labels at `ticks` (data x, text).
+struct Panel<'a> {
+    caption: &'a str,
+    x_desc: &'a str,
+    points: Vec<(f64, RatioCell, bool)>,
+    /// Line through these `(x, y)`.
+    line: Vec<(f64, f64)>,
+    line_label: &'a str,
+    ticks: Vec<(f64, String)>,
+    y_range: (f64, f64),
+    legend: bool,
+}
+
+impl RatioTable {
+    fn draw_panel<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>, p: Panel) -> Result<()>
     where
         DB::ErrorType: 'static,
     {
-        root.fill(&WHITE).map_err(plot_err)?;
-        let (body, foot) = root.split_vertically(RATIO_SIZE.1 - 60);
-        let pts: Vec<(f64, &RatioRow, &RatioCell)> = self
-            .rows
+        let xs: Vec<f64> = p.ticks.iter().map(|t| t.0).collect();
+        let (mut x0, mut x1) = xs
             .iter()
-            .flat_map(|r| r.cells.iter().map(move |c| (r.ratio.log2(), r, c)))
-            .collect();
-        let half = |c: &RatioCell| c.test.ci95_half_width().unwrap_or(0.0);
-        let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-        for (x, _, c) in &pts {
-            x0 = x0.min(*x);
-            x1 = x1.max(*x);
-            y0 = y0.min(c.test.mean - half(c));
-            y1 = y1.max(c.test.mean + half(c));
+            .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+        if xs.is_empty() {
+            (x0, x1) = (-1.0, 1.0);
         }
-        if pts.is_empty() {
-            (x0, x1, y0, y1) = (-1.0, 1.0, 0.0, 100.0);
-        }
-        let pad = |lo: f64, hi: f64, f: f64| {
-            let span = (hi - lo).max(1e-6);
-            (lo - f * span - 0.05, hi + f * span + 0.05)
-        };
-        let (x0, x1) = pad(x0, x1, 0.08);
-        let (y0, y1) = pad(y0, y1, 0.1);
-        let ratios: Vec<f64> = self.rows.iter().map(|r| r.ratio).collect();
-        let mut chart = ChartBuilder::on(&body)
-            .caption(self.full_title(), font(24.0))
-            .margin(20)
+        let pad = ((x1 - x0) * 0.08).max(0.1);
+        let (x0, x1) = (x0 - pad, x1 + pad);
+        let (y0, y1) = p.y_range;
+        let mut chart = ChartBuilder::on(area)
+            .caption(p.caption, font(19.0))
+            .margin(16)
             .x_label_area_size(70)
-            .y_label_area_size(90)
+            .y_label_area_size(80)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(plot_err)?;
         chart
             .configure_mesh()
-            .x_desc(X_LABEL)
+            .x_labels(0)
+            .x_desc(p.x_desc)
             .y_desc(Y_LABEL)
-            .axis_desc_style(font(19.0))
-            .label_style(font(16.0))
-            .x_labels(9)
-            .x_label_formatter(&|v| {
-                // Ratio ticks at the grid's ratios when close, else 2^v.
-                let r = 2f64.powf(*v);
-                ratios
-                    .iter()
-                    .find(|x| (x.log2() - v).abs() < 0.02)
-                    .map(|x| trim_num(*x))
-                    .unwrap_or_else(|| num(r, 2))
-            })
+            .axis_desc_style(font(17.0))
+            .label_style(font(15.0))
             .y_label_formatter(&|v| num(*v, 1))
-            .light_line_style(RGBColor(235, 235, 235))
-            .bold_line_style(RGBColor(205, 205, 205))
+            .light_line_style(RGBColor(240, 240, 240))
+            .bold_line_style(RGBColor(215, 215, 215))
             .draw()
             .map_err(plot_err)?;
-        if pts.is_empty() {
-            body.draw(&Text::new(
-                "no cell with data yet",
-                (RATIO_SIZE.0 as i32 / 2 - 100, RATIO_SIZE.1 as i32 / 2),
-                font(22.0),
+        // Tick labels at the data's own x values, drawn in pixels, skipping ones that would touch.
+        let (bx, by) = area.get_base_pixel();
+        let ticks: Vec<(i32, String)> = p
+            .ticks
+            .iter()
+            .map(|(x, t)| (chart.backend_coord(&(*x, y0)).0, t.clone()))
+            .collect();
+        for (px, t) in spaced_ticks(ticks, 44) {
+            let py = chart.backend_coord(&(x0, y0)).1;
+            area.draw(&Text::new(
+                t,
+                (px - bx, py - by + 8),
+                font(15.0).pos(Pos::new(HPos::Center, VPos::Top)),
             ))
             .map_err(plot_err)?;
         }
@@ -438,18 +453,15 @@ impl Figure for RatioTable {
                 });
         }
         chart
-            .draw_series(LineSeries::new(
-                self.rows.iter().map(|r| (r.ratio.log2(), r.mean())),
-                ShapeStyle::from(&POINT).stroke_width(2),
-            ))
+            .draw_series(LineSeries::new(p.line, ShapeStyle::from(&POINT).stroke_width(2)))
             .map_err(plot_err)?
-            .label("mean over the cells of each ratio")
+            .label(p.line_label)
             .legend(|(x, y)| {
                 PathElement::new([(x, y), (x + 24, y)], ShapeStyle::from(&POINT).stroke_width(2))
             });
         let bar = ShapeStyle::from(&POINT.mix(0.6)).stroke_width(1);
         chart
-            .draw_series(pts.iter().filter_map(|(x, _, c)| {
+            .draw_series(p.points.iter().filter_map(|(x, c, _)| {
                 let h = c.test.ci95_half_width()?;
                 Some(ErrorBar::new_vertical(
                     *x,
@@ -463,32 +475,110 @@ impl Figure for RatioTable {
             .map_err(plot_err)?;
         chart
             .draw_series(
-                pts.iter()
-                    .filter(|(_, r, _)| !r.diagonal)
-                    .map(|(x, _, c)| Circle::new((*x, c.test.mean), 5, POINT.mix(0.7).filled())),
+                p.points
+                    .iter()
+                    .filter(|(_, _, d)| !d)
+                    .map(|(x, c, _)| Circle::new((*x, c.test.mean), 5, POINT.mix(0.75).filled())),
             )
             .map_err(plot_err)?
             .label("cell (α, λ): mean over seeds, bars 95% t-interval")
             .legend(|(x, y)| Circle::new((x + 12, y), 5, POINT.filled()));
         chart
-            .draw_series(pts.iter().filter(|(_, r, _)| r.diagonal).map(|(x, _, c)| {
-                EmptyElement::at((*x, c.test.mean))
-                    + TriangleMarker::new((0, 0), 9, ACCENT.filled())
-                    + Text::new(format!("α = λ = {}", trim_num(c.alpha)), (12, -8), font(15.0))
-            }))
+            .draw_series(
+                p.points
+                    .iter()
+                    .filter(|(_, _, d)| *d)
+                    .map(|(x, c, _)| TriangleMarker::new((*x, c.test.mean), 9, ACCENT.filled())),
+            )
             .map_err(plot_err)?
             .label("diagonal α = λ (ratio 1: step size only)")
             .legend(|(x, y)| TriangleMarker::new((x + 12, y), 8, ACCENT.filled()));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .margin(12)
-            .label_font(font(16.0))
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
+        if p.legend {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerLeft)
+                .margin(10)
+                .label_font(font(14.0))
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK)
+                .draw()
+                .map_err(plot_err)?;
+        }
+        Ok(())
+    }
+}
+
+impl Figure for RatioTable {
+    fn size(&self) -> (u32, u32) {
+        RATIO_SIZE
+    }
+
+    /// Left: every cell against log₂(α/λ), the diagonal highlighted, a line through the ratio
+    /// means. Right: the diagonal alone against its scale α = λ, on the same y range.
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE).map_err(plot_err)?;
+        let body = root
+            .margin(8, 0, 0, 0)
+            .titled(&self.full_title(), font(24.0))
             .map_err(plot_err)?;
-        foot.draw(&Text::new(self.summary_sentence(), (20, 18), font(15.0)))
+        let (body, foot) = body.split_vertically(RATIO_SIZE.1 as i32 - 40 - 60);
+        let (left, right) = body.split_horizontally(RATIO_SIZE.0 * 62 / 100);
+        let all: Vec<&RatioCell> = self.rows.iter().flat_map(|r| r.cells.iter()).collect();
+        let half = |c: &RatioCell| c.test.ci95_half_width().unwrap_or(0.0);
+        let (mut y0, mut y1) = all.iter().fold((f64::MAX, f64::MIN), |(a, b), c| {
+            (a.min(c.test.mean - half(c)), b.max(c.test.mean + half(c)))
+        });
+        if all.is_empty() {
+            (y0, y1) = (0.0, 100.0);
+        }
+        let span = (y1 - y0).max(1.0);
+        let y_range = (y0 - 0.08 * span, y1 + 0.08 * span);
+        let tick = |v: f64| {
+            let s = format!("{v:.2}");
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        };
+        self.draw_panel(
+            &left,
+            Panel {
+                caption: "All cells against the ratio",
+                x_desc: X_LABEL,
+                points: self
+                    .rows
+                    .iter()
+                    .flat_map(|r| r.cells.iter().map(move |c| (r.ratio.log2(), *c, r.diagonal)))
+                    .collect(),
+                line: self.rows.iter().map(|r| (r.ratio.log2(), r.mean())).collect(),
+                line_label: "mean over the cells of each ratio",
+                ticks: self
+                    .rows
+                    .iter()
+                    .map(|r| (r.ratio.log2(), tick(r.ratio)))
+                    .collect(),
+                y_range,
+                legend: true,
+            },
+        )?;
+        let diag: Vec<RatioCell> = self.diagonal().map(|d| d.cells.clone()).unwrap_or_default();
+        self.draw_panel(
+            &right,
+            Panel {
+                caption: "Diagonal α = λ: step size only",
+                x_desc: "scale α = λ",
+                points: diag.iter().map(|c| (c.alpha, *c, true)).collect(),
+                line: diag.iter().map(|c| (c.alpha, c.test.mean)).collect(),
+                line_label: "diagonal cells",
+                ticks: diag.iter().map(|c| (c.alpha, trim_num(c.alpha))).collect(),
+                y_range,
+                legend: false,
+            },
+        )?;
+        let (eta, diag) = self.summary_parts();
+        foot.draw(&Text::new(eta, (20, 6), font(15.0)))
+            .map_err(plot_err)?;
+        foot.draw(&Text::new(diag, (20, 30), font(15.0)))
             .map_err(plot_err)?;
         Ok(())
     }

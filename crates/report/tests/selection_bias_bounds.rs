@@ -435,40 +435,58 @@ fn ratio_of(grid: &[(f64, f64, f64, f64)]) -> RatioTable {
     RatioTable::from_heatmap(&Heatmap::from_experiment(&exp, "Fig. 5").unwrap(), "fig5")
 }
 
+/// α, λ ∈ {0.5, 1, 2} (ratios 0.5, 1 and 2 occur at several scales), accuracy `f(α, λ)`, 3 seeds
+/// with spread 1.
+fn grid_half_one_two(f: impl Fn(f64, f64) -> f64) -> Vec<(f64, f64, f64, f64)> {
+    let v = [0.5, 1.0, 2.0];
+    v.iter()
+        .flat_map(|&l| v.iter().map(move |&a| (a, l)))
+        .map(|(a, l)| (a, l, f(a, l), 1.0))
+        .collect()
+}
+
 #[test]
 fn ratio_table_separates_ratio_from_scale() {
-    // Accuracy a function of the ratio only: η² = 1, no spread within a ratio.
+    // 3 × 3 grid {0.5, 1, 1.5}: seven ratios, the diagonal at scales 0.5, 1, 1.5.
     let t = ratio_of(&grid3(|a, l| (60.0 + 6.0 * (a / l).log2(), 1.0)));
     let ratios: Vec<f64> = t.rows.iter().map(|r| r.ratio).collect();
     let want = [1.0 / 3.0, 0.5, 2.0 / 3.0, 1.0, 1.5, 2.0, 3.0];
     assert_eq!(ratios.len(), want.len());
     assert!(ratios.iter().zip(want).all(|(a, b)| close(*a, b)), "{ratios:?}");
-    assert!(close(t.eta_squared().unwrap(), 1.0));
     let d = t.diagonal().unwrap();
     assert_eq!(
         d.cells.iter().map(|c| c.alpha).collect::<Vec<_>>(),
         vec![0.5, 1.0, 1.5]
     );
     assert!(close(d.range().1 - d.range().0, 0.0));
+    // Only the diagonal has ≥ 2 cells: η² is undefined, and the text says so.
+    assert_eq!(t.eta_squared(), None);
+    assert!(t.markdown().contains("η² undefined"));
 
-    // Accuracy a function of the scale only (60 + 4·(α + λ − 2)): the diagonal spans 56–64 and
-    // the ratio explains η² = 16/48 = 1/3 (hand-computed).
-    let t = ratio_of(&grid3(|a, l| (60.0 + 4.0 * (a + l - 2.0), 1.0)));
-    assert!(
-        close(t.eta_squared().unwrap(), 1.0 / 3.0),
-        "{:?}",
-        t.eta_squared()
-    );
+    // Accuracy a function of the ratio only: η² = 1 over ratios 0.5, 1, 2 (7 cells).
+    let t = ratio_of(&grid_half_one_two(|a, l| 60.0 + 6.0 * (a / l).log2()));
+    let (e, cells, ratios) = t.eta_squared().unwrap();
+    assert!(close(e, 1.0) && cells == 7 && ratios == 3, "{e} {cells} {ratios}");
+
+    // Accuracy a function of the scale only, 60 + 4·(α + λ − 2): ratio means 61, 61⅓, 61 over
+    // 7 cells with total sum of squares 776/7 and between-ratio 4/21, so η² = 1/582 (by hand).
+    let t = ratio_of(&grid_half_one_two(|a, l| 60.0 + 4.0 * (a + l - 2.0)));
+    let (e, _, _) = t.eta_squared().unwrap();
+    assert!(close(e, 1.0 / 582.0), "{e}");
     let md = t.markdown();
     assert!(
-        md.contains("| 1 | ★ α = λ | 3 | 60.00 | +0.00 | 56.00–64.00 | 8.00 | (0.5, 0.5): 56.00; (1, 1): 60.00; (1.5, 1.5): 64.00 |"),
+        md.contains("| 1 | ★ α = λ | 3 | 61.33 | +1.33 | 56.00–68.00 | 12.00 | (0.5, 0.5): 56.00; (1, 1): 60.00; (2, 2): 68.00 |"),
         "{md}"
     );
     assert!(
-        md.contains("| 0.5 |  | 1 | 58.00 | −2.00 | 58.00–58.00 | 0.00 | (0.5, 1): 58.00 |"),
+        md.contains("| 0.25 |  | 1 | 62.00 | +2.00 | 62.00–62.00 | 0.00 | (0.5, 2): 62.00 |"),
         "{md}"
     );
-    assert!(md.contains("η² = 0.333"), "{md}");
+    assert!(
+        md.contains("| 2 | 3 | 68.00 | +8.00 |"),
+        "diagonal by scale: {md}"
+    );
+    assert!(md.contains("η² = 0.002"), "{md}");
 }
 
 #[test]
@@ -483,9 +501,10 @@ fn fig5_report_writes_the_ratio_table_and_figure() {
     }
     assert_eq!(png_size(&o.out.join("fig5_ratio.png")), ratio::RATIO_SIZE);
     let svg = read(&o.out.join("fig5_ratio.svg"));
+    assert!(svg.contains(ratio::X_LABEL), "ratio axis label");
     assert!(
-        svg.contains(ratio::X_LABEL) && svg.contains("α = λ = 1.5"),
-        "diagonal labelled"
+        svg.contains("Diagonal α = λ: step size only") && svg.contains("scale α = λ"),
+        "diagonal panel"
     );
     let csv = read(&o.out.join("fig5_ratio.csv"));
     assert!(
