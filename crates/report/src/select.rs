@@ -82,14 +82,21 @@ pub fn select_best<T>(
         return None;
     }
     let without_validation = candidates.iter().filter(|&&i| val(&items[i]).is_none()).count();
-    let (basis, key): (Basis, &dyn Fn(&T) -> Option<f64>) = if without_validation == 0 {
-        (Basis::Validation, &val)
+    let basis = if without_validation == 0 {
+        Basis::Validation
     } else {
-        (Basis::Test, &test)
+        Basis::Test
+    };
+    let key = |i: usize| {
+        match basis {
+            Basis::Validation => val(&items[i]),
+            Basis::Test => test(&items[i]),
+        }
+        .unwrap_or(f64::NEG_INFINITY)
     };
     let mut best = candidates[0];
     for &i in &candidates[1..] {
-        if key(&items[i]).unwrap_or(f64::NEG_INFINITY) > key(&items[best]).unwrap_or(f64::NEG_INFINITY) {
+        if key(i) > key(best) {
             best = i;
         }
     }
