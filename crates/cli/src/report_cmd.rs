@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use protoclr_report::fig3::BiasForm;
 use protoclr_report::{Options, Target};
 
 /// What `protoclr report` builds.
@@ -36,6 +37,24 @@ impl From<What> for Target {
     }
 }
 
+/// Which prototype bias Fig. 3 plots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Bias {
+    /// `bias_l2`: E‖μ(y) − μ(x)‖ on unit-norm features (the paper's).
+    L2,
+    /// `bias_rel`: `bias_l2` divided by the spread E‖μ(x) − μ̄‖ (scale-free).
+    Rel,
+}
+
+impl From<Bias> for BiasForm {
+    fn from(b: Bias) -> Self {
+        match b {
+            Bias::L2 => BiasForm::L2,
+            Bias::Rel => BiasForm::Rel,
+        }
+    }
+}
+
 /// Arguments of `protoclr report`.
 #[derive(Debug, Clone, Args)]
 pub struct ReportArgs {
@@ -55,6 +74,9 @@ pub struct ReportArgs {
     /// by default); their titles and notes then say "mixed numerics".
     #[arg(long)]
     pub allow_mixed_numerics: bool,
+    /// Prototype bias on Fig. 3's x axis (claims.md reports claim (a) on both forms).
+    #[arg(long, value_enum, default_value = "l2")]
+    pub bias: Bias,
 }
 
 /// Runs `protoclr report`. `ntxent_deviation` is the measured max |balanced(1, 1) − NT-Xent|
@@ -65,6 +87,7 @@ pub fn run(args: ReportArgs, ntxent_deviation: f64) -> anyhow::Result<()> {
         out: args.out,
         profile: args.profile,
         allow_mixed_numerics: args.allow_mixed_numerics,
+        bias: args.bias.into(),
     };
     let report = protoclr_report::run(args.what.into(), &opts, ntxent_deviation)?;
     for notice in &report.notices {

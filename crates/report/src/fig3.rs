@@ -1,6 +1,11 @@
 //! Fig. 3: linear accuracy against prototype representation bias, one point per augmentation
 //! configuration (mean over seeds, 95 % t-interval bars on both axes), with the least-squares line
 //! and Spearman ρ / Pearson r (bootstrap 95 % intervals over configurations) in the legend.
+//!
+//! The bias is either form ([`BiasForm`]): `bias_l2`, the paper's E‖μ̂_y − μ_x‖ on unit-norm
+//! features, or the scale-free `bias_rel` (the same distance divided by the spread of the μ_x
+//! around their mean, docs/paper.md), which a collapsed encoder cannot win. The axis label says
+//! which is plotted.
 
 use anyhow::Result;
 use plotters::coord::Shift;
@@ -15,9 +20,48 @@ use crate::style::{font, num, plot_err, Figure, ACCENT, POINT};
 
 /// Pixel size of fig3.png.
 pub const FIG3_SIZE: (u32, u32) = (1200, 900);
-/// x-axis label.
+/// x-axis label for `bias_l2`.
 pub const X_LABEL: &str =
     "Prototype representation bias  E‖μ(y) − μ(x)‖  (L2 distance of unit-norm features)";
+/// x-axis label for `bias_rel`.
+pub const X_LABEL_REL: &str = "Scale-free prototype bias  E‖μ(y) − μ(x)‖ / E‖μ(x) − μ̄‖  (bias_rel)";
+
+/// Which prototype bias Fig. 3 (and claim (a)) uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BiasForm {
+    /// `bias_l2`: E_x‖μ̂_{y(x)} − μ_x‖ on unit-norm features.
+    #[default]
+    L2,
+    /// `bias_rel`: `bias_l2` divided by E_x‖μ_x − μ̄‖ (scale-free).
+    Rel,
+}
+
+impl BiasForm {
+    /// The `eval` key of metrics.json.
+    pub fn metric(self) -> &'static str {
+        match self {
+            BiasForm::L2 => "bias_l2",
+            BiasForm::Rel => "bias_rel",
+        }
+    }
+
+    /// The x-axis label.
+    pub fn x_label(self) -> &'static str {
+        match self {
+            BiasForm::L2 => X_LABEL,
+            BiasForm::Rel => X_LABEL_REL,
+        }
+    }
+
+    /// Whether any cell of `exp` with metrics has this bias.
+    pub fn measured(self, exp: &Experiment) -> bool {
+        exp.cells
+            .column(self.metric())
+            .ok()
+            .and_then(|c| c.f64().ok().map(|c| c.iter().any(|v| v.is_some())))
+            .unwrap_or(false)
+    }
+}
 /// y-axis label.
 pub const Y_LABEL: &str = "Linear top-1 accuracy (%)";
 
@@ -25,7 +69,7 @@ pub const Y_LABEL: &str = "Linear top-1 accuracy (%)";
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     pub label: String,
-    /// `bias_l2` over seeds.
+    /// The bias (`bias_l2` or `bias_rel`, see [`Fig3::bias`]) over seeds.
     pub bias: Summary,
     /// `linear_top1` over seeds.
     pub accuracy: Summary,
@@ -35,8 +79,10 @@ pub struct Point {
 #[derive(Debug, Clone)]
 pub struct Fig3 {
     pub title: String,
+    /// Which bias the x axis is.
+    pub bias: BiasForm,
     pub points: Vec<Point>,
-    /// Configurations without both metrics (no cell done, or no `bias_l2`).
+    /// Configurations without both metrics (no cell done, or no bias of the chosen form).
     pub without_data: Vec<String>,
     /// `(intercept, slope)` of accuracy on bias.
     pub fit: Option<(f64, f64)>,
@@ -49,14 +95,20 @@ pub struct Fig3 {
 }
 
 impl Fig3 {
-    /// Aggregates the `fig3` experiment by configuration (label, else the axis values).
+    /// Aggregates the `fig3` experiment by configuration (label, else the axis values), with
+    /// `bias_l2` on the x axis.
     pub fn from_experiment(exp: &Experiment) -> Result<Self> {
+        Self::from_experiment_with(exp, BiasForm::L2)
+    }
+
+    /// As [`Fig3::from_experiment`], with the bias of the given form on the x axis.
+    pub fn from_experiment_with(exp: &Experiment, bias: BiasForm) -> Result<Self> {
         let groups = exp.groups(&[CONFIG])?;
         let mut points = Vec::new();
         let mut seen = Vec::new();
         for g in &groups {
             seen.push(g.key[0].clone());
-            if let (Some(b), Some(a)) = (g.get("bias_l2"), g.get("linear_top1")) {
+            if let (Some(b), Some(a)) = (g.get(bias.metric()), g.get("linear_top1")) {
                 points.push(Point {
                     label: g.key[0].clone(),
                     bias: *b,
@@ -73,16 +125,23 @@ impl Fig3 {
             }
         }
         let title = format!(
-            "Fig. 3 — accuracy vs prototype representation bias ({}, profile {})",
-            exp.name, exp.profile
+            "Fig. 3 — accuracy vs {} ({}, profile {})",
+            match bias {
+                BiasForm::L2 => "prototype representation bias",
+                BiasForm::Rel => "scale-free prototype bias",
+            },
+            exp.name,
+            exp.profile
         );
-        Ok(Self::from_points(
+        let mut fig = Self::from_points(
             title,
             points,
             without_data,
             exp.title_tag(),
             (exp.with_metrics(), exp.total()),
-        ))
+        );
+        fig.bias = bias;
+        Ok(fig)
     }
 
     /// Builds the figure data (fit, correlations, bootstrap intervals) from points.
@@ -97,6 +156,7 @@ impl Fig3 {
         let y: Vec<f64> = points.iter().map(|p| p.accuracy.mean).collect();
         Self {
             title,
+            bias: BiasForm::L2,
             fit: least_squares(&x, &y),
             spearman: bootstrap_paired(&x, &y, spearman, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED),
             pearson: bootstrap_paired(&x, &y, pearson, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED),
@@ -219,7 +279,7 @@ impl Figure for Fig3 {
             .map_err(plot_err)?;
         chart
             .configure_mesh()
-            .x_desc(X_LABEL)
+            .x_desc(self.bias.x_label())
             .y_desc(Y_LABEL)
             .axis_desc_style(font(20.0))
             .label_style(font(17.0))

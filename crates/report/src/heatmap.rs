@@ -1,5 +1,8 @@
 //! Fig. 4 / Fig. 5: α × λ heatmaps of mean linear accuracy (values in the cells, colour bar, the
 //! NT-Xent cell (1, 1) outlined) and, beside each, the difference from NT-Xent in points.
+//!
+//! The "best" (α, λ) ≠ (1, 1) named in the notes and in claim (b) is chosen by
+//! [`crate::select`]: on validation accuracy when every cell has it, else on test (and said so).
 
 use anyhow::{bail, Result};
 use plotters::coord::Shift;
@@ -7,6 +10,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::load::{axis_number, Experiment};
+use crate::select::{select_best, Basis, TEST_METRIC, VALIDATION_METRIC};
 use crate::stats::Summary;
 use crate::style::{diverging, font, num, plot_err, sequential, signed, text_on, Figure, NO_DATA};
 
@@ -29,8 +33,10 @@ pub struct Heatmap {
     pub alphas: Vec<f64>,
     /// Sorted distinct λ values of the index.
     pub lambdas: Vec<f64>,
-    /// `linear_top1` over seeds, `cells[λ index][α index]`.
+    /// `linear_top1` (test) over seeds, `cells[λ index][α index]`.
     pub cells: Vec<Vec<Option<Summary>>>,
+    /// `val_linear_top1` over seeds, same layout; `None` where not measured.
+    pub val: Vec<Vec<Option<Summary>>>,
     /// `partial: k of n cells`, when cells are missing.
     pub partial: Option<String>,
     /// Cells with metrics / cells in the index.
@@ -86,14 +92,16 @@ impl Heatmap {
         )?;
         let (alphas, lambdas) = (axes_num[0].clone(), axes_num[1].clone());
         let mut grid = vec![vec![None; alphas.len()]; lambdas.len()];
+        let mut val = grid.clone();
         for g in groups {
             let (Some(a), Some(l)) = (axis_number(&g.key[0]), axis_number(&g.key[1])) else {
                 continue;
             };
             if let (Some(ai), Some(li), Some(s)) =
-                (position(&alphas, a), position(&lambdas, l), g.get("linear_top1"))
+                (position(&alphas, a), position(&lambdas, l), g.get(TEST_METRIC))
             {
                 grid[li][ai] = Some(*s);
+                val[li][ai] = g.get(VALIDATION_METRIC).copied();
             }
         }
         let pooled_axes = exp
@@ -111,6 +119,7 @@ impl Heatmap {
             alphas,
             lambdas,
             cells: grid,
+            val,
             partial: exp.title_tag(),
             counts: (exp.with_metrics(), exp.total()),
             pooled_axes,
@@ -140,6 +149,65 @@ impl Heatmap {
             }
         }
         out
+    }
+
+    /// The best (α, λ) ≠ (1, 1): highest mean validation accuracy when every such cell with data
+    /// has it, else highest mean test accuracy ([`Basis::Test`]). `None` without such a cell.
+    pub fn selected_other(&self) -> Option<Selected> {
+        let r = self.reference_position();
+        let mut items = Vec::new();
+        for (li, row) in self.cells.iter().enumerate() {
+            for (ai, c) in row.iter().enumerate() {
+                if let (Some(test), false) = (c, Some((ai, li)) == r) {
+                    items.push(Selected {
+                        alpha: self.alphas[ai],
+                        lambda: self.lambdas[li],
+                        test: *test,
+                        val: self.val[li][ai],
+                        basis: Basis::Test,
+                        candidates: 0,
+                    });
+                }
+            }
+        }
+        let s = select_best(&items, |x| x.val.map(|v| v.mean), |x| Some(x.test.mean))?;
+        let mut out = items.swap_remove(s.index);
+        out.basis = s.basis;
+        out.candidates = s.candidates;
+        Some(out)
+    }
+
+    /// Markdown line naming [`Heatmap::selected_other`] with its test accuracy and difference
+    /// from NT-Xent, and what it was selected on.
+    pub fn selection_markdown(&self) -> String {
+        let Some(s) = self.selected_other() else {
+            return "Selected (α, λ) ≠ (1, 1): none (no such cell with data).\n".into();
+        };
+        let diff = self
+            .reference()
+            .map(|r| {
+                format!(
+                    ", {} points vs NT-Xent's {}",
+                    signed(s.test.mean - r.mean, 2),
+                    num(r.mean, 2)
+                )
+            })
+            .unwrap_or_default();
+        let val = s
+            .val
+            .map(|v| format!("; validation {} (n={})", num(v.mean, 2), v.n))
+            .unwrap_or_default();
+        format!(
+            "Selected (α, λ) ≠ (1, 1), {} among {} cells: α = {}, λ = {} — test linear top-1 {} \
+             (n={}){diff}{val}. {}\n",
+            s.basis.short(),
+            s.candidates,
+            trim_num(s.alpha),
+            trim_num(s.lambda),
+            num(s.test.mean, 2),
+            s.test.n,
+            s.basis.sentence()
+        )
     }
 
     /// Grid points with no data: `(α, λ)`.
@@ -295,6 +363,20 @@ impl Heatmap {
         .map_err(plot_err)?;
         Ok(())
     }
+}
+
+/// The (α, λ) ≠ (1, 1) chosen by [`Heatmap::selected_other`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Selected {
+    pub alpha: f64,
+    pub lambda: f64,
+    /// Test linear top-1 over seeds (what is reported).
+    pub test: Summary,
+    /// Validation linear top-1 over seeds, when measured.
+    pub val: Option<Summary>,
+    pub basis: Basis,
+    /// Cells it was chosen from.
+    pub candidates: usize,
 }
 
 /// One heatmap panel: what to show in each cell and how to colour it.

@@ -13,6 +13,10 @@
 //! - [`claims`]: `claims.md`, each claim with statistic, interval, n, rule and computed verdict.
 //! - [`confirm`]: claim (b) decided by the pre-registered confirmation stage (candidate selected
 //!   on validation, paired t-interval over fresh seeds, minimum detectable difference).
+//! - [`select`]: every "best of k" choice, on validation accuracy when the cells have it (else on
+//!   test, and said so); [`ratio`]: accuracy against α/λ with the diagonal α = λ marked;
+//!   [`bounds`]: claim (d) and `table_bounds.*`, the theorems' bounds measured by training;
+//!   [`output`]: atomic file writes.
 //! - [`stats`]: the statistics, each tested against known answers; [`style`]: the bundled font
 //!   (DejaVu Sans, registered with plotters' `ab_glyph` renderer) and colour maps.
 //!
@@ -24,11 +28,15 @@
 //! cells span several numerics versions is refused unless [`Options::allow_mixed_numerics`], and
 //! then its title and notes say "mixed numerics".
 
+pub mod bounds;
 pub mod claims;
 pub mod confirm;
 pub mod fig3;
 pub mod heatmap;
 pub mod load;
+pub mod output;
+pub mod ratio;
+pub mod select;
 pub mod stats;
 pub mod style;
 pub mod tables;
@@ -37,7 +45,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::fig3::Fig3;
+use crate::fig3::{BiasForm, Fig3};
 use crate::heatmap::{trim_num, Heatmap};
 use crate::load::{Experiment, MissingIndex};
 use crate::tables::Table;
@@ -89,16 +97,19 @@ pub struct Options {
     /// Draw a figure or table whose cells span several numerics versions (labelled "mixed
     /// numerics"); by default it is refused ([`Experiment::check_numerics`]).
     pub allow_mixed_numerics: bool,
+    /// Which prototype bias Fig. 3 plots (claims.md reports claim (a) on both).
+    pub bias: BiasForm,
 }
 
 impl Options {
-    /// Options with the defaults (mixed numerics refused).
+    /// Options with the defaults (mixed numerics refused, Fig. 3 on `bias_l2`).
     pub fn new(results: impl Into<PathBuf>, out: impl Into<PathBuf>, profile: impl Into<String>) -> Self {
         Self {
             results: results.into(),
             out: out.into(),
             profile: profile.into(),
             allow_mixed_numerics: false,
+            bias: BiasForm::default(),
         }
     }
 }
@@ -148,19 +159,24 @@ fn partial_notice(stem: &str, exp: &Experiment, out: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Fig. 3: `fig3.png`, `fig3.svg`, `fig3.notes.md`.
+/// Fig. 3: `fig3.png`, `fig3.svg`, `fig3.notes.md`, with the bias of `opts.bias` on the x axis.
 pub fn build_fig3(opts: &Options) -> Result<Report> {
     let exp = load_experiment(opts, FIG3)?;
-    let fig = Fig3::from_experiment(&exp)?;
+    let fig = Fig3::from_experiment_with(&exp, opts.bias)?;
     let mut written = style::save(&fig, &opts.out, FIG3)?;
-    let extra = if fig.without_data.is_empty() {
-        String::new()
-    } else {
-        format!(
+    let mut extra = format!("\nx axis: `{}` ({}).\n", opts.bias.metric(), opts.bias.x_label());
+    if !opts.bias.measured(&exp) {
+        extra.push_str(&format!(
+            "\n`{}` is not measured in any cell (cells written before it existed): no points.\n",
+            opts.bias.metric()
+        ));
+    }
+    if !fig.without_data.is_empty() {
+        extra.push_str(&format!(
             "\nConfigurations without a point (no cell with both bias and accuracy): {}\n",
             fig.without_data.join(", ")
-        )
-    };
+        ));
+    }
     written.push(write_notes(&opts.out, FIG3, &exp, &extra)?);
     Ok(Report {
         written,
@@ -181,8 +197,13 @@ pub fn build_heatmap(opts: &Options, experiment: &str) -> Result<Report> {
     let exp = load_experiment(opts, experiment)?;
     let map = Heatmap::from_experiment(&exp, heatmap_title(experiment))?;
     let mut written = style::save(&map, &opts.out, experiment)?;
+    let ratio = ratio::RatioTable::from_heatmap(&map, experiment);
+    written.extend(ratio.write(&opts.out)?);
     let empty = map.empty_cells();
-    let mut extra = String::new();
+    let mut extra = format!("\n{}", map.selection_markdown());
+    extra.push_str(&format!(
+        "\nα/λ ratio vs scale: `{experiment}_ratio.md` (and `.tex`, `.csv`, `.png`, `.svg`).\n"
+    ));
     if !empty.is_empty() {
         extra.push_str(&format!(
             "\nGrid points with no data: {}\n",
@@ -266,8 +287,9 @@ fn load_for_claims(opts: &Options, experiment: &str) -> Result<std::result::Resu
     }
 }
 
-/// `claims.md`: verdicts of claims (a), (b) on Fig. 4 and Fig. 5, and (c) from
-/// `ntxent_deviation` (max |balanced(1, 1) − NT-Xent| measured by the loss module).
+/// `claims.md`: verdicts of claims (a) on `bias_l2` and on `bias_rel`, (b) on Fig. 4 and Fig. 5,
+/// (c) from `ntxent_deviation` (max |balanced(1, 1) − NT-Xent| measured by the loss module) and
+/// (d) from the theorem-bound metrics of the Fig. 3/4/5 cells; also `table_bounds.{md,tex,csv}`.
 pub fn build_claims(opts: &Options, ntxent_deviation: f64) -> Result<Report> {
     let mut coverage = String::new();
     let mut notices = Vec::new();
@@ -285,6 +307,23 @@ pub fn build_claims(opts: &Options, ntxent_deviation: f64) -> Result<Report> {
         }
     };
     claims_out.push(claims::claim_a(fig3.as_ref().map_err(String::as_str)));
+    claims_out.push(match &fig3_exp {
+        Ok(e) if BiasForm::Rel.measured(e) => {
+            claims::claim_a(Ok(&Fig3::from_experiment_with(e, BiasForm::Rel)?))
+        }
+        Ok(_) => claims::claim_a_not_measured(
+            BiasForm::Rel,
+            "no fig3 cell has `bias_rel` (cells written before the scale-free bias existed)",
+        ),
+        Err(why) => claims::claim_a_on(BiasForm::Rel, Err(why)),
+    });
+    let mut bound_sources: Vec<(&str, std::result::Result<Vec<bounds::CellBounds>, String>)> = vec![(
+        FIG3,
+        match &fig3_exp {
+            Ok(e) => Ok(bounds::cell_bounds(e)?),
+            Err(why) => Err(why.clone()),
+        },
+    )];
 
     for (id, experiment, what) in [
         ("b1", FIG4, "Fig. 4, paper's main setting"),
@@ -293,10 +332,12 @@ pub fn build_claims(opts: &Options, ntxent_deviation: f64) -> Result<Report> {
         let map = match load_for_claims(opts, experiment)? {
             Ok(e) => {
                 coverage.push_str(&e.coverage_markdown());
+                bound_sources.push((experiment, Ok(bounds::cell_bounds(&e)?)));
                 Ok(Heatmap::from_experiment(&e, heatmap_title(experiment))?)
             }
             Err(why) => {
                 coverage.push_str(&format!("- {experiment}: {why}\n"));
+                bound_sources.push((experiment, Err(why.clone())));
                 Err(why)
             }
         };
@@ -312,20 +353,19 @@ pub fn build_claims(opts: &Options, ntxent_deviation: f64) -> Result<Report> {
         claims_out.push(confirm::claim(grid, stage.as_ref().ok_or(none.as_str())));
     }
     claims_out.push(claims::claim_c(ntxent_deviation));
+    claims_out.push(bounds::claim_d(&bound_sources));
 
     for c in &claims_out {
-        if c.reason.starts_with("no data") {
+        if c.reason.starts_with("no data") || c.verdict == claims::Verdict::NotMeasured {
             notices.push(format!("claim ({}): {}", c.id, c.reason));
         }
     }
     let text = claims::markdown(&claims_out, &coverage, &opts.profile);
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
     let path = opts.out.join("claims.md");
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-    Ok(Report {
-        written: vec![path],
-        notices,
-    })
+    output::write_atomic(&path, text.as_bytes())?;
+    let mut written = vec![path];
+    written.extend(bounds::BoundsTable::new(&bound_sources).write(&opts.out)?);
+    Ok(Report { written, notices })
 }
 
 /// Builds `target`. `All` builds everything it can, then fails listing what could not be built.

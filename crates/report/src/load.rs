@@ -24,8 +24,24 @@ use protoclr_formats::{check_plain_name, CellRecord, Finished, Outcome};
 
 use crate::stats::{t_quantile, Summary};
 
-/// Metrics the reports use, as named in metrics.json's `eval` and in the index CSV.
-pub const METRICS: [&str; 5] = ["linear_top1", "linear_top5", "knn_top1", "knn_top5", "bias_l2"];
+/// Metrics the reports use, as named in metrics.json's `eval`. The first five are also index CSV
+/// columns; the others are optional `eval` keys (validation accuracy, scale-free bias, theorem
+/// bounds; docs/formats.md), null in cells written before they existed.
+pub const METRICS: [&str; 13] = [
+    "linear_top1",
+    "linear_top5",
+    "knn_top1",
+    "knn_top5",
+    "bias_l2",
+    "val_linear_top1",
+    "val_knn_top1",
+    "bias_rel",
+    "bound_attract_holds",
+    "bound_attract_slack",
+    "bound_repel_holds",
+    "bound_repel_slack",
+    "bound_n",
+];
 
 /// Index columns that are not varied keys (docs/formats.md).
 const FIXED_COLUMNS: [&str; 13] = [
@@ -510,7 +526,7 @@ fn build(name: &str, profile: &str, path: &Path, index: &DataFrame, cells_dir: &
     let names: Vec<String> = index.get_column_names().iter().map(|s| s.to_string()).collect();
     let axes: Vec<String> = names
         .iter()
-        .filter(|n| !FIXED_COLUMNS.contains(&n.as_str()))
+        .filter(|n| !FIXED_COLUMNS.contains(&n.as_str()) && !METRICS.contains(&n.as_str()))
         .cloned()
         .collect();
     let n = index.height();

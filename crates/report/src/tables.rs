@@ -3,8 +3,9 @@
 //! column that never holds an invented number.
 //!
 //! Rows follow the index's first-appearance order of labels. A label run at several settings
-//! (e.g. the balanced loss over an (α, λ) grid) shows the setting with the highest mean linear
-//! accuracy, with the number of settings it was chosen from.
+//! (e.g. the balanced loss over an (α, λ) grid) shows one setting, chosen by [`crate::select`]:
+//! the highest mean validation linear accuracy when every setting has one (its test accuracy is
+//! shown), else the highest mean test accuracy, and the table says which.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +14,7 @@ use polars::prelude::*;
 
 use crate::heatmap::trim_num;
 use crate::load::{axis_number, Experiment, CONFIG};
+use crate::select::{combined_basis, select_best, Basis, TEST_METRIC, VALIDATION_METRIC};
 use crate::stats::Summary;
 
 /// What the "paper" column says for every row: the paper's table values could not be recovered
@@ -27,6 +29,11 @@ pub struct Row {
     pub setting: String,
     /// Settings the method ran at (with data).
     pub settings: usize,
+    /// What the setting was chosen on, when there were several.
+    pub selected_on: Option<Basis>,
+    /// Validation linear top-1 of the shown setting, when measured.
+    pub val_linear: Option<Summary>,
+    /// Test linear top-1 of the shown setting.
     pub linear: Option<Summary>,
     pub knn: Option<Summary>,
     pub paper: &'static str,
@@ -77,19 +84,12 @@ impl Table {
                 .iter()
                 .filter(|g| g.key[0] == method && g.get("linear_top1").is_some())
                 .collect();
-            let best =
-                candidates
-                    .iter()
-                    .copied()
-                    .fold(None, |best: Option<&crate::load::Group>, g| match best {
-                        Some(b)
-                            if b.get("linear_top1").map(|s| s.mean)
-                                >= g.get("linear_top1").map(|s| s.mean) =>
-                        {
-                            Some(b)
-                        }
-                        _ => Some(g),
-                    });
+            let selection = select_best(
+                &candidates,
+                |g| g.get(VALIDATION_METRIC).map(|s| s.mean),
+                |g| g.get(TEST_METRIC).map(|s| s.mean),
+            );
+            let best = selection.map(|s| candidates[s.index]);
             let setting = match best {
                 Some(b) if candidates.len() > 1 => {
                     // Name only the axes that differ between the candidates.
@@ -111,7 +111,9 @@ impl Table {
                 method,
                 setting,
                 settings: candidates.len(),
-                linear: best.and_then(|b| b.get("linear_top1").copied()),
+                selected_on: selection.filter(|_| candidates.len() > 1).map(|s| s.basis),
+                val_linear: best.and_then(|b| b.get(VALIDATION_METRIC).copied()),
+                linear: best.and_then(|b| b.get(TEST_METRIC).copied()),
                 knn: best.and_then(|b| b.get("knn_top1").copied()),
                 paper: PAPER_NOT_RECOVERABLE,
             });
@@ -132,21 +134,44 @@ impl Table {
     }
 
     fn setting_text(r: &Row) -> String {
-        if r.settings > 1 {
-            format!("best of {}: {}", r.settings, r.setting)
-        } else {
-            "—".into()
+        match (r.settings > 1, r.selected_on) {
+            (true, Some(b)) => format!("best of {} {}: {}", r.settings, b.short(), r.setting),
+            (true, None) => format!("best of {}: {}", r.settings, r.setting),
+            _ => "—".into(),
         }
+    }
+
+    /// What the "best of k" rows were chosen on (`None` when no row chose among settings).
+    pub fn selection_basis(&self) -> Option<Basis> {
+        combined_basis(self.rows.iter().filter_map(|r| r.selected_on))
     }
 
     /// Footnote shared by the Markdown and LaTeX versions.
     pub fn footnote(&self) -> String {
-        "Top-1 accuracy in %, mean ± sample standard deviation over seeds (n = seeds with \
-         metrics). \"best of k\": the method ran at k settings; the one with the highest mean \
-         linear accuracy is shown (chosen on the test set, so optimistic). Paper: the paper's \
-         table values could not be recovered (its code and numbers are not public), so no paper \
-         number is given."
-            .into()
+        let mut s = String::from(
+            "Top-1 accuracy in %, mean ± sample standard deviation over seeds (n = seeds with \
+             metrics), on the test set. \"best of k\": the method ran at k settings and one is \
+             shown. ",
+        );
+        let on = |b: Basis| self.rows.iter().any(|r| r.selected_on == Some(b));
+        if on(Basis::Validation) {
+            s.push_str(
+                "\"on validation\": chosen by the highest mean validation linear top-1 \
+                 (val_linear_top1, a split of the training set disjoint from the probe bank); the \
+                 test accuracy of the chosen setting is shown. ",
+            );
+        }
+        if on(Basis::Test) {
+            s.push_str(
+                "\"on test\": selection on test, because these cells have no validation \
+                 metrics: the highest mean test linear top-1 is shown, hence optimistic. ",
+            );
+        }
+        s.push_str(
+            "Paper: the paper's table values could not be recovered (its code and numbers are not \
+             public), so no paper number is given.",
+        );
+        s
     }
 
     /// Markdown version.
@@ -218,6 +243,17 @@ impl Table {
             Column::new(
                 "settings".into(),
                 self.rows.iter().map(|r| r.settings as u32).collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "selected_on".into(),
+                self.rows
+                    .iter()
+                    .map(|r| r.selected_on.map(|b| b.to_string()).unwrap_or_default())
+                    .collect::<Vec<_>>(),
+            ),
+            Column::new(
+                "val_linear_top1_mean".into(),
+                get(&|r| r.val_linear.map(|s| s.mean)),
             ),
             Column::new("linear_top1_mean".into(), get(&|r| r.linear.map(|s| s.mean))),
             Column::new("linear_top1_std".into(), get(&|r| r.linear.and_then(|s| s.std))),

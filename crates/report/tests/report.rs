@@ -319,7 +319,12 @@ fn table_rows_pick_the_best_balanced_setting() {
     assert!(t.rows.iter().all(|r| r.paper == PAPER_NOT_RECOVERABLE));
 
     let md = t.markdown();
-    assert!(md.contains("| balanced | best of 3: α = 1.5, λ = 1 | 63.00 ± 0.50 (n=3) | 59.00 ± 1.00 (n=3) | not recoverable |"), "{md}");
+    assert!(md.contains("| balanced | best of 3 on test: α = 1.5, λ = 1 | 63.00 ± 0.50 (n=3) | 59.00 ± 1.00 (n=3) | not recoverable |"), "{md}");
+    // These cells have no validation metrics: the table says the selection is on test.
+    assert!(
+        md.contains("selection on test") && !md.contains("\"on validation\""),
+        "{md}"
+    );
     let tex = t.latex();
     assert!(tex.contains("\\toprule") && tex.contains("\\midrule") && tex.contains("\\bottomrule"));
     assert!(tex.contains("$63.00 \\pm 0.50$ (3)"), "{tex}");
@@ -331,10 +336,10 @@ fn table_rows_pick_the_best_balanced_setting() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "method,setting,settings,linear_top1_mean,linear_top1_std,linear_top1_n,knn_top1_mean,knn_top1_std,knn_top1_n,paper"
+        "method,setting,settings,selected_on,val_linear_top1_mean,linear_top1_mean,linear_top1_std,linear_top1_n,knn_top1_mean,knn_top1_std,knn_top1_n,paper"
     );
     assert!(
-        csv.contains("balanced,\"α = 1.5, λ = 1\",3,63.0,0.5,3,59.0,1.0,3,not recoverable"),
+        csv.contains("balanced,\"α = 1.5, λ = 1\",3,test,,63.0,0.5,3,59.0,1.0,3,not recoverable"),
         "{csv}"
     );
     // The paper column never holds a number.
