@@ -46,13 +46,16 @@ reproduce-fig3: build
 	$(call GRID_RUN,fig3)
 	$(BIN) report fig3 --results results --out figures --profile $(PROFILE)
 
+# fig4/fig5: the α × λ grid, then (same invocation) its confirmation stage; claim (b) is decided in claims.
 reproduce-fig4: build
 	$(call GRID_RUN,fig4)
 	$(BIN) report fig4 --results results --out figures --profile $(PROFILE)
+	$(BIN) report claims --results results --out figures --profile $(PROFILE)
 
 reproduce-fig5: build
 	$(call GRID_RUN,fig5)
 	$(BIN) report fig5 --results results --out figures --profile $(PROFILE)
+	$(BIN) report claims --results results --out figures --profile $(PROFILE)
 
 # The Imagenette-LT list files of `long_tail` (docs/formats.md, "make-lt"), written into the data
 # root beside imagenette2-224/; deterministic, and a no-op when they are already there.
