@@ -9,8 +9,12 @@
 //!   ignores every other cell and says why.
 //! - [`check_plain_name`]: experiment and profile names become file names in the results folder
 //!   (`<experiment>.<profile>.csv`); this is the rule that keeps them inside it.
+//! - [`yamlscan`]: the nesting-depth pre-scan that every YAML input (experiment files, training
+//!   configs, `--set` values) passes before the parser, shared by the grid and training.
 //!
 //! This crate has no protoclr dependency, so that neither side needs the other.
+
+pub mod yamlscan;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

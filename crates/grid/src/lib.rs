@@ -98,7 +98,7 @@ pub mod runner;
 pub mod slurm;
 pub mod spec;
 pub mod value;
-pub mod yamlscan;
+pub use protoclr_formats::yamlscan;
 
 use serde_norway::Value;
 use std::path::Path;

@@ -74,4 +74,4 @@ pub mod run;
 pub mod runtime;
 pub mod signals;
 pub mod source;
-pub mod yamlscan;
+pub use protoclr_formats::yamlscan;

@@ -4,9 +4,8 @@
 //! libyaml (behind serde_norway) spends time quadratic in the flow depth: 20,000 nested `[` take
 //! seconds, 100,000 a minute, before any error can be reported. [`too_deep`] walks the text once
 //! and finds the first `[` / `{` that opens a flow collection deeper than the cap, so that such
-//! text is refused at once with its line and column. The same scanner guards the experiment files
-//! (`protoclr_grid::yamlscan`; the crates share no dependency, so it is written in both: keep
-//! them equal).
+//! text is refused at once with its line and column. One scanner guards the experiment files
+//! (`protoclr_grid`) and the training configs and `--set` values (`protoclr_train`).
 //!
 //! The scan errs on the side of counting: a `[` / `{` counts when it can begin a node (at the
 //! start of a line, after `- `, `? `, `: `, a node property such as `&anchor` or `!tag`) and
