@@ -9,11 +9,14 @@
 //!   ignores every other cell and says why.
 //! - [`check_plain_name`]: experiment and profile names become file names in the results folder
 //!   (`<experiment>.<profile>.csv`); this is the rule that keeps them inside it.
+//! - [`temps`]: how atomic writes name their temporary files, and the sweep of a killed
+//!   writer's leftovers (training outputs, checkpoints and the results folder alike).
 //! - [`yamlscan`]: the nesting-depth pre-scan that every YAML input (experiment files, training
 //!   configs, `--set` values) passes before the parser, shared by the grid and training.
 //!
 //! This crate has no protoclr dependency, so that neither side needs the other.
 
+pub mod temps;
 pub mod yamlscan;
 
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,8 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, fsync, rename over
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder (named as
+/// [`protoclr_formats::temps`] says, so a killed writer's leftover is swept), fsync, rename over
 /// `path`, fsync of the folder. Readers see the old content or the new one, never a part.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -17,7 +18,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(
-        ".{name}.tmp.{}.{}",
+        ".{name}.tmp-{}-{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));

@@ -63,7 +63,8 @@
 //! (status, SHA-256 of `metrics.json` and `config.yaml`); checkpoints go to
 //! `results/checkpoints/<id>/`, per-cell locks to `results/locks/<id>.lock` (both git-ignored).
 //! Every file the grid writes is written atomically (temporary file, fsync, rename, fsync of the
-//! folder). A cell is done only when `status.json` says so and the checksums of `metrics.json`
+//! folder); a runner removes the temporary files of writers that were killed
+//! ([`protoclr_formats::temps`]). A cell is done only when `status.json` says so and the checksums of `metrics.json`
 //! and `config.yaml` match; anything else is redone. That rule is `protoclr_formats::CellRecord`,
 //! shared with the report, so the report reads exactly the cells the grid calls done. The index `results/<experiment>.<profile>.csv` follows
 //! `docs/formats.md`.

@@ -379,6 +379,11 @@ struct Sched {
 /// finished (by this or another runner) or a stop was requested.
 pub fn run(plan: &Plan, results: &Results, backend: &dyn Backend, opts: &RunOptions) -> Result<RunSummary> {
     let cells = plan.unique();
+    // Leftovers of writers killed mid-write (index files, status files; docs/formats.md).
+    protoclr_formats::temps::remove_stale_temps(&results.root);
+    for c in &cells {
+        protoclr_formats::temps::remove_stale_temps(&results.cell_dir(&c.id));
+    }
     let mut summary = RunSummary {
         cells: cells.len(),
         ..Default::default()

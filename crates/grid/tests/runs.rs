@@ -81,6 +81,43 @@ fn cache_hits_and_one_entry_for_a_cell_of_two_experiments() {
 }
 
 #[test]
+fn temporary_files_of_killed_writers_are_swept_when_a_runner_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new(dir.path());
+    let results = Results::new(dir.path().join("results"));
+    let e = write_exp(dir.path(), "a", "grid:\n  x: [1, 2]\n");
+    let pa = plan(&e, &fake);
+    run(&pa, &results, &fake, &opts(1)).unwrap();
+    // A writer killed mid-write leaves `.NAME.tmp-PID-N`; a live writer's file is in progress.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let live = std::process::id();
+    let cell = results.cell_dir(&pa.cells[0].id);
+    let stale = [
+        results.root.join(format!(".a.cpu.csv.tmp-{dead}-0")),
+        cell.join(format!(".status.json.tmp-{dead}-1")),
+    ];
+    let kept = results.root.join(format!(".a.cpu.csv.tmp-{live}-9"));
+    for p in stale.iter().chain([&kept]) {
+        std::fs::write(p, b"partial").unwrap();
+    }
+    let s = run(&pa, &results, &fake, &opts(1)).unwrap();
+    assert_eq!(s.cached, 2);
+    for p in &stale {
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
+    assert!(kept.exists());
+    // The grid's own temporary files follow the same naming (none are left by a finished run).
+    let names: Vec<String> = std::fs::read_dir(&results.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert_eq!(names, [format!(".a.cpu.csv.tmp-{live}-9")]);
+}
+
+#[test]
 fn cells_of_other_numerics_are_not_reused() {
     let dir = tempfile::tempdir().unwrap();
     let mut fake = Fake::new(dir.path());

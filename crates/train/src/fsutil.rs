@@ -93,44 +93,8 @@ pub fn failpoint(tag: &str) {
     }
 }
 
-/// Whether `pid` is a live process on this host (one we may not signal counts as alive).
-pub fn pid_alive(pid: u32) -> bool {
-    if pid == std::process::id() {
-        return true;
-    }
-    let Ok(p) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(p, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-/// Removes the temporary files of [`atomic_write`] (`.NAME.tmp-PID`) in `dir` whose writer is
-/// no longer alive, i.e. leftovers of a killed process; returns how many were removed. A missing
-/// folder is left missing.
-pub fn remove_stale_temps(dir: &Path) -> usize {
-    let mut removed = 0;
-    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let Some(pid) = name
-            .strip_prefix('.')
-            .and_then(|n| n.rsplit_once(".tmp-"))
-            .map(|(_, pid)| pid)
-            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !pid_alive(pid)
-            && entry.file_type().is_ok_and(|t| t.is_file())
-            && fs::remove_file(entry.path()).is_ok()
-        {
-            removed += 1;
-        }
-    }
-    removed
-}
+/// The sweep of stale temporary files and the liveness check: one definition for every crate.
+pub use protoclr_formats::temps::{pid_alive, remove_stale_temps};
 
 /// SHA-256 of bytes, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -179,39 +143,5 @@ mod tests {
         );
         assert!(e.contains("cannot write /results/cells/x/metrics.json"), "{e}");
         assert_eq!(e.matches("No space left on device").count(), 1, "{e}");
-    }
-
-    #[test]
-    fn stale_temps_of_dead_writers_are_removed_live_ones_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        // A process that has exited: its pid is free (reaped), so it is dead.
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
-        child.wait().unwrap();
-        let live = std::process::id();
-        for n in [
-            format!(".metrics.json.tmp-{dead}"),
-            format!(".ckpt-ab-e00001.safetensors.tmp-{dead}"),
-            format!(".metrics.json.tmp-{live}"),
-            "metrics.json".into(),
-            ".notes.tmp-abc".into(),
-        ] {
-            fs::write(dir.path().join(n), b"x").unwrap();
-        }
-        assert_eq!(remove_stale_temps(dir.path()), 2);
-        let mut left: Vec<String> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
-            .collect();
-        left.sort();
-        assert_eq!(
-            left,
-            [
-                format!(".metrics.json.tmp-{live}"),
-                ".notes.tmp-abc".into(),
-                "metrics.json".to_string()
-            ]
-        );
-        assert_eq!(remove_stale_temps(&dir.path().join("missing")), 0);
     }
 }
