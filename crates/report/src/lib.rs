@@ -68,7 +68,7 @@ pub const TABLES: [(&str, &str); 2] = [
     ),
 ];
 /// Optional long-tail table (experiment `long_tail`, written as `table_long_tail.*` only when
-/// its index exists).
+/// its index exists), with the many / medium / few-shot columns ([`Table::long_tail`]).
 pub const LONG_TAIL: (&str, &str) = (
     "long_tail",
     "Long-tailed CIFAR-10 (stand-in for ImageNet-LT): NT-Xent vs balanced loss",
@@ -230,14 +230,19 @@ pub fn build_heatmap(opts: &Options, experiment: &str) -> Result<Report> {
     })
 }
 
-fn build_table(opts: &Options, experiment: &str, title: &str) -> Result<Report> {
+/// One table; `long_tail` adds the many / medium / few-shot columns ([`Table::long_tail`]).
+fn build_table(opts: &Options, experiment: &str, title: &str, long_tail: bool) -> Result<Report> {
     let exp = load_experiment(opts, experiment)?;
     let stem = if experiment.starts_with("table_") {
         experiment.to_string()
     } else {
         format!("table_{experiment}")
     };
-    let table = Table::from_experiment(&exp, &stem, title)?;
+    let table = if long_tail {
+        Table::long_tail(&exp, &stem, title)?
+    } else {
+        Table::from_experiment(&exp, &stem, title)?
+    };
     let mut written = table.write(&opts.out)?;
     written.push(write_notes(&opts.out, &stem, &exp, "")?);
     Ok(Report {
@@ -252,14 +257,14 @@ pub fn build_tables(opts: &Options) -> Result<Report> {
     let mut report = Report::default();
     let mut errors = Vec::new();
     for (experiment, title) in TABLES {
-        match build_table(opts, experiment, title) {
+        match build_table(opts, experiment, title, false) {
             Ok(r) => report.merge(r),
             Err(e) => errors.push(format!("{e:#}")),
         }
     }
     let (lt, lt_title) = LONG_TAIL;
     if load::index_path(&opts.results, lt, &opts.profile).is_file() {
-        match build_table(opts, lt, lt_title) {
+        match build_table(opts, lt, lt_title, true) {
             Ok(r) => report.merge(r),
             Err(e) => errors.push(format!("{e:#}")),
         }

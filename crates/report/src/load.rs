@@ -26,8 +26,9 @@ use crate::stats::{t_quantile, Summary};
 
 /// Metrics the reports use, as named in metrics.json's `eval`. The first five are also index CSV
 /// columns; the others are optional `eval` keys (validation accuracy, scale-free bias, theorem
-/// bounds; docs/formats.md), null in cells written before they existed.
-pub const METRICS: [&str; 13] = [
+/// bounds, long-tail class groups; docs/formats.md), null in cells written before they existed
+/// and, for the class groups, in cells trained on a balanced set.
+pub const METRICS: [&str; 19] = [
     "linear_top1",
     "linear_top5",
     "knn_top1",
@@ -41,7 +42,16 @@ pub const METRICS: [&str; 13] = [
     "bound_repel_holds",
     "bound_repel_slack",
     "bound_n",
+    "linear_many",
+    "linear_medium",
+    "linear_few",
+    "n_many",
+    "n_medium",
+    "n_few",
 ];
+
+/// `eval` keys counting the classes of a long-tail group: non-negative integers.
+const CLASS_COUNT_KEYS: [&str; 3] = ["n_many", "n_medium", "n_few"];
 
 /// Index columns that are not varied keys (docs/formats.md).
 const FIXED_COLUMNS: [&str; 13] = [
@@ -412,7 +422,8 @@ fn is_accuracy_key(k: &str) -> bool {
 }
 
 /// Checks the values of an `eval`-shaped object: numbers finite, accuracies in [0, 100], the
-/// L2 bias and its interval non-negative. `at` is `eval` or `reference`.
+/// L2 bias and its interval non-negative, class counts (`n_many|medium|few`) non-negative
+/// integers. `at` is `eval` or `reference`.
 fn check_eval(path: &Path, at: &str, eval: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
     for (k, v) in eval {
         let nums: Vec<f64> = match v {
@@ -427,6 +438,8 @@ fn check_eval(path: &Path, at: &str, eval: &serde_json::Map<String, serde_json::
                 Some("outside [0, 100] (an accuracy in percent)")
             } else if k.starts_with("bias_l2") && x < 0.0 {
                 Some("negative (a distance)")
+            } else if CLASS_COUNT_KEYS.contains(&k.as_str()) && (x < 0.0 || x.fract() != 0.0) {
+                Some("not a non-negative integer (a number of classes)")
             } else {
                 None
             };
