@@ -71,7 +71,7 @@ pub const TABLES: [(&str, &str); 2] = [
 /// its index exists), with the many / medium / few-shot columns ([`Table::long_tail`]).
 pub const LONG_TAIL: (&str, &str) = (
     "long_tail",
-    "Long-tailed CIFAR-10 (stand-in for ImageNet-LT): NT-Xent vs balanced loss",
+    "Long-tailed CIFAR-10 and Imagenette (stand-ins for ImageNet-LT): NT-Xent vs balanced loss",
 );
 
 /// What to build.
