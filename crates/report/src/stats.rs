@@ -1,5 +1,5 @@
-//! Small, self-contained statistics: summaries over seeds, Student-t quantiles, Welch intervals,
-//! correlations with bootstrap intervals, and the least-squares line.
+//! Small statistics: summaries over seeds, Student-t quantiles (on the `statrs` t distribution),
+//! Welch intervals, correlations with bootstrap intervals, and the least-squares line.
 //!
 //! Everything works on `f64` slices; functions return `None` (or NaN for the raw correlation
 //! functions) where the statistic is undefined (too few values, zero variance) instead of
@@ -7,6 +7,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use statrs::distribution::{ContinuousCDF, StudentsT};
 
 /// Seed of every bootstrap in the reports (fixed, so figures and claims are reproducible).
 pub const BOOTSTRAP_SEED: u64 = 20_251_012;
@@ -65,116 +66,37 @@ impl Summary {
     }
 }
 
-/// ln Γ(x) for x > 0 (Lanczos approximation, g = 7, 9 terms; |error| < 1e-13 on the range used).
-pub fn ln_gamma(x: f64) -> f64 {
-    const G: f64 = 7.0;
-    const C: [f64; 9] = [
-        0.999_999_999_999_809_9,
-        676.520_368_121_885_1,
-        -1_259.139_216_722_402_8,
-        771.323_428_777_653_1,
-        -176.615_029_162_140_6,
-        12.507_343_278_686_905,
-        -0.138_571_095_265_720_12,
-        9.984_369_578_019_572e-6,
-        1.505_632_735_149_311_6e-7,
-    ];
-    if x < 0.5 {
-        // Reflection: Γ(x)Γ(1 − x) = π / sin(πx).
-        let pi = std::f64::consts::PI;
-        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+/// Student's t distribution with `df` degrees of freedom, location 0, scale 1; `None` unless
+/// df is finite and > 0.
+fn students_t(df: f64) -> Option<StudentsT> {
+    if !(df > 0.0 && df.is_finite()) {
+        return None;
     }
-    let x = x - 1.0;
-    let mut a = C[0];
-    let t = x + G + 0.5;
-    for (i, c) in C.iter().enumerate().skip(1) {
-        a += c / (x + i as f64);
-    }
-    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+    StudentsT::new(0.0, 1.0, df).ok()
 }
 
-/// Continued fraction of the incomplete beta function (modified Lentz).
-fn beta_cf(a: f64, b: f64, x: f64) -> f64 {
-    const TINY: f64 = 1e-300;
-    let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
-    let mut c = 1.0;
-    let mut d = 1.0 - qab * x / qap;
-    if d.abs() < TINY {
-        d = TINY;
-    }
-    d = 1.0 / d;
-    let mut h = d;
-    for m in 1..=500 {
-        let m = m as f64;
-        let m2 = 2.0 * m;
-        let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
-        d = 1.0 + aa * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
-        c = 1.0 + aa / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
-        d = 1.0 / d;
-        h *= d * c;
-        let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
-        d = 1.0 + aa * d;
-        if d.abs() < TINY {
-            d = TINY;
-        }
-        c = 1.0 + aa / c;
-        if c.abs() < TINY {
-            c = TINY;
-        }
-        d = 1.0 / d;
-        let del = d * c;
-        h *= del;
-        if (del - 1.0).abs() < 1e-15 {
-            break;
-        }
-    }
-    h
-}
-
-/// Regularised incomplete beta function I_x(a, b).
-pub fn inc_beta(a: f64, b: f64, x: f64) -> f64 {
-    if x <= 0.0 {
-        return 0.0;
-    }
-    if x >= 1.0 {
-        return 1.0;
-    }
-    let ln_front = ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln();
-    if x < (a + 1.0) / (a + b + 2.0) {
-        ln_front.exp() * beta_cf(a, b, x) / a
-    } else {
-        1.0 - ln_front.exp() * beta_cf(b, a, 1.0 - x) / b
-    }
-}
-
-/// CDF of Student's t distribution with `df` (> 0, may be fractional) degrees of freedom.
+/// CDF of Student's t distribution with `df` (> 0, finite, may be fractional) degrees of
+/// freedom (`statrs`); NaN for any other df.
 pub fn t_cdf(t: f64, df: f64) -> f64 {
-    let x = df / (df + t * t);
-    let tail = 0.5 * inc_beta(df / 2.0, 0.5, x);
-    if t >= 0.0 {
-        1.0 - tail
-    } else {
-        tail
-    }
+    students_t(df).map_or(f64::NAN, |d| d.cdf(t))
 }
 
 /// Quantile of Student's t distribution: the t with `t_cdf(t, df) = p`, for p in (0, 1) and
-/// df > 0; `None` otherwise.
+/// finite df > 0; `None` otherwise.
+///
+/// Bisection on the `statrs` CDF, not `StudentsT::inverse_cdf`: in statrs 0.18 that inverse
+/// (via `inv_beta_reg`) loses accuracy for large df — t₀.₉₇₅ at df = 10⁷ comes out 1.8266
+/// instead of 1.95996, and at df = 10⁵ it is off by 7·10⁻⁶.
 pub fn t_quantile(p: f64, df: f64) -> Option<f64> {
-    if !(p > 0.0 && p < 1.0 && df > 0.0 && df.is_finite()) {
+    if !(p > 0.0 && p < 1.0) {
         return None;
     }
+    let dist = students_t(df)?;
     if p < 0.5 {
         return t_quantile(1.0 - p, df).map(|t| -t);
     }
     let mut hi = 1.0;
-    while t_cdf(hi, df) < p {
+    while dist.cdf(hi) < p {
         hi *= 2.0;
         if hi > 1e12 {
             return None;
@@ -183,7 +105,7 @@ pub fn t_quantile(p: f64, df: f64) -> Option<f64> {
     let mut lo = 0.0;
     for _ in 0..200 {
         let mid = 0.5 * (lo + hi);
-        if t_cdf(mid, df) < p {
+        if dist.cdf(mid) < p {
             lo = mid;
         } else {
             hi = mid;
