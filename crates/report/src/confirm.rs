@@ -21,11 +21,12 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use statrs::distribution::{ContinuousCDF, Normal, StudentsT};
+use statrs::distribution::{ContinuousCDF, Normal};
 use statrs::function::gamma::ln_gamma;
 
 use crate::claims::{Claim, Verdict};
 use crate::load::{index_path, read_index, short_id};
+use crate::stats::t_quantile;
 use crate::style::{num, signed};
 
 /// Confidence level of the paired interval.
@@ -34,12 +35,6 @@ pub const LEVEL: f64 = 0.95;
 pub const POWER: f64 = 0.80;
 /// The outcome compared on the confirmation seeds (metrics.json `eval`): test linear top-1.
 pub const OUTCOME: &str = "linear_top1";
-
-/// Two-sided t quantile: t with P(T ≤ t) = p, T ~ Student-t(df).
-fn t_quantile(p: f64, df: f64) -> Option<f64> {
-    let t = StudentsT::new(0.0, 1.0, df).ok()?;
-    Some(t.inverse_cdf(p))
-}
 
 /// The t-interval of the mean of paired differences.
 #[derive(Debug, Clone, Copy, PartialEq)]
