@@ -9,6 +9,7 @@
 //!   ignores every other cell and says why.
 //! - [`check_plain_name`]: experiment and profile names become file names in the results folder
 //!   (`<experiment>.<profile>.csv`); this is the rule that keeps them inside it.
+//! - [`claims`]: which entry set each leaf of a nested mapping (dotted vs nested keys).
 //! - [`temps`]: how atomic writes name their temporary files, and the sweep of a killed
 //!   writer's leftovers (training outputs, checkpoints and the results folder alike).
 //! - [`yamlscan`]: the nesting-depth pre-scan that every YAML input (experiment files, training
@@ -16,6 +17,7 @@
 //!
 //! This crate has no protoclr dependency, so that neither side needs the other.
 
+pub mod claims;
 pub mod temps;
 pub mod yamlscan;
 

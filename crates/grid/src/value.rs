@@ -190,38 +190,18 @@ fn leaf_paths(prefix: Vec<String>, v: &Value, out: &mut Vec<Vec<String>>) {
 /// another entry, is an error naming both keys. `{model.width: 4, model: {width: 8}}` is such
 /// a mapping (in either order): without the check, the later entry would silently win.
 #[derive(Default)]
-pub struct LeafClaims {
-    leaves: std::collections::HashMap<Vec<String>, String>,
-    inner: std::collections::HashMap<Vec<String>, String>,
-}
+pub struct LeafClaims(protoclr_formats::claims::LeafClaims<String>);
 
 impl LeafClaims {
     /// Records that the entry written `who` sets `value` at the dotted `key`.
     pub fn claim(&mut self, who: &str, key: &str, value: &Value) -> Result<()> {
         let mut paths = Vec::new();
         leaf_paths(key.split('.').map(str::to_string).collect(), value, &mut paths);
-        for p in paths {
-            let clash = self
-                .leaves
-                .get(&p)
-                .or_else(|| self.inner.get(&p))
-                .map(|other| (p.join("."), other))
-                .or_else(|| {
-                    (1..p.len()).find_map(|n| self.leaves.get(&p[..n]).map(|o| (p[..n].join("."), o)))
-                });
-            if let Some((leaf, other)) = clash {
-                if other != who {
-                    bail!("`{leaf}` is set twice in one mapping: by `{other}` and by `{who}`");
-                }
-            }
-            for n in 1..p.len() {
-                self.inner
-                    .entry(p[..n].to_vec())
-                    .or_insert_with(|| who.to_string());
-            }
-            self.leaves.insert(p, who.to_string());
-        }
-        Ok(())
+        self.0
+            .claim(who, &who.to_string(), paths)
+            .map_err(|(leaf, other)| {
+                anyhow::anyhow!("`{leaf}` is set twice in one mapping: by `{other}` and by `{who}`")
+            })
     }
 }
 

@@ -813,38 +813,16 @@ fn leaf_paths(prefix: Vec<String>, v: &Value, out: &mut Vec<Vec<String>>) {
 /// both (the same key twice is an override, the later one wins) (`protoclr_grid::value::LeafClaims` does the same for the
 /// mappings of experiment files).
 #[derive(Default)]
-struct SetClaims {
-    /// Leaf path → (the `--set` text, its key).
-    leaves: std::collections::HashMap<Vec<String>, (String, String)>,
-    inner: std::collections::HashMap<Vec<String>, (String, String)>,
-}
+struct SetClaims(protoclr_formats::claims::LeafClaims<String>);
 
 impl SetClaims {
+    /// Records that the `--set` text `who` sets `value` at the dotted `key` (its owner: the key).
     fn claim(&mut self, who: &str, key: &str, value: &Value) -> Result<()> {
         let mut paths = Vec::new();
         leaf_paths(key.split('.').map(str::to_string).collect(), value, &mut paths);
-        for p in paths {
-            let clash = self
-                .leaves
-                .get(&p)
-                .or_else(|| self.inner.get(&p))
-                .map(|other| (p.join("."), other))
-                .or_else(|| {
-                    (1..p.len()).find_map(|n| self.leaves.get(&p[..n]).map(|o| (p[..n].join("."), o)))
-                });
-            if let Some((leaf, (other, other_key))) = clash {
-                if other_key != key {
-                    bail!("`{leaf}` is set twice: by `{other}` and by `{who}`");
-                }
-            }
-            for n in 1..p.len() {
-                self.inner
-                    .entry(p[..n].to_vec())
-                    .or_insert_with(|| (who.to_string(), key.to_string()));
-            }
-            self.leaves.insert(p, (who.to_string(), key.to_string()));
-        }
-        Ok(())
+        self.0
+            .claim(who, &key.to_string(), paths)
+            .map_err(|(leaf, other)| anyhow::anyhow!("`{leaf}` is set twice: by `{other}` and by `{who}`"))
     }
 }
 
