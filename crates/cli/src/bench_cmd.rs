@@ -26,6 +26,10 @@ pub enum BenchCommand {
         /// custom (our kernels) or stock (candle's ops).
         #[arg(long, default_value = "custom")]
         ops: String,
+        /// Arithmetic of the convolutions: f32, or bf16 (bf16 operands, f32 accumulation, as
+        /// `train.precision: bf16`; custom ops on a CPU with AVX-512 BF16).
+        #[arg(long, default_value = "f32")]
+        precision: protoclr_train::ops::Precision,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -101,9 +105,10 @@ pub fn run(cmd: BenchCommand, device: &candle_core::Device) -> Result<()> {
             steps,
             warmup,
             ops,
+            precision,
             json,
         } => {
-            let r = bench::step(&model_cfg(&model, width, &ops), batch, steps, warmup, device)?;
+            let r = bench::step(&model_cfg(&model, width, &ops), batch, steps, warmup, precision, device)?;
             if json {
                 let mut v = serde_json::to_value(&r)?;
                 v["framework"] = "protoclr".into();
@@ -111,8 +116,8 @@ pub fn run(cmd: BenchCommand, device: &candle_core::Device) -> Result<()> {
                 println!("{v}");
             } else {
                 println!(
-                    "{model} width {width} batch 2×{batch} ({} ops on {}, {} threads): {:.1} img/s · forward {:.0} ms · backward {:.0} ms · optimizer {:.0} ms · peak RSS {:.0} MB",
-                    r.ops, r.device, r.threads, r.images_per_sec, r.forward_ms, r.backward_ms, r.optimizer_ms, r.peak_rss_mb
+                    "{model} width {width} batch 2×{batch} ({} ops, {}, on {}, {} threads): {:.1} img/s · forward {:.0} ms · backward {:.0} ms · optimizer {:.0} ms · peak RSS {:.0} MB",
+                    r.ops, r.precision, r.device, r.threads, r.images_per_sec, r.forward_ms, r.backward_ms, r.optimizer_ms, r.peak_rss_mb
                 );
             }
         }

@@ -20,6 +20,8 @@ pub struct StepBench {
     pub batch: usize,
     pub threads: usize,
     pub ops: String,
+    /// Arithmetic of the convolutions (`f32` | `bf16`).
+    pub precision: String,
     /// `cpu` or `cuda:N`.
     pub device: String,
     pub images_per_sec: f64,
@@ -89,9 +91,17 @@ pub fn step(
     batch: usize,
     steps: usize,
     warmup: usize,
+    precision: crate::ops::Precision,
     device: &Device,
 ) -> Result<StepBench> {
-    let model = SimClrModel::new_on(model_cfg, 0, device)?;
+    let mut model = SimClrModel::new_on(model_cfg, 0, device)?;
+    if precision == crate::ops::Precision::Bf16 {
+        anyhow::ensure!(
+            crate::model::uses_custom_ops(model_cfg, device) && crate::ops::bf16::has_bf16(),
+            "--precision bf16 needs the custom ops on a CPU with AVX-512 BF16"
+        );
+    }
+    model.precision = precision;
     let ocfg = OptimConfig {
         name: "sgd".into(),
         ..OptimConfig::default()
@@ -124,6 +134,7 @@ pub fn step(
         batch,
         threads: rayon::current_num_threads(),
         ops: ops_label(model_cfg, device),
+        precision: precision.as_str().into(),
         device: crate::device::label(device),
         images_per_sec: 2.0 * batch as f64 / (step_ms / 1e3),
         forward_ms: median(fw),

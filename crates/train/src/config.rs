@@ -454,6 +454,12 @@ pub struct TrainLoopConfig {
     /// are not written to the resolved config, so cell ids did not change when it was added.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_weight_growth: Option<f64>,
+    /// Arithmetic of the training step's convolutions: `f32` (unset: the default) or `bf16`
+    /// (bf16 operands, f32 accumulation, weights and optimiser in f32; custom ops on a CPU with
+    /// AVX-512 BF16 only; see `ops::bf16`). Evaluation runs in f32 either way. Unset keys are not
+    /// written to the resolved config, so no cell id changed when it was added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub precision: Option<crate::ops::Precision>,
 }
 
 impl TrainLoopConfig {
@@ -464,6 +470,11 @@ impl TrainLoopConfig {
     pub fn weight_growth_limit(&self) -> f64 {
         self.max_weight_growth.unwrap_or(Self::DEFAULT_MAX_WEIGHT_GROWTH)
     }
+
+    /// The precision in effect (`train.precision`, f32 when unset).
+    pub fn precision(&self) -> crate::ops::Precision {
+        self.precision.unwrap_or_default()
+    }
 }
 
 impl Default for TrainLoopConfig {
@@ -473,6 +484,7 @@ impl Default for TrainLoopConfig {
             batch_size: 256,
             steps_per_epoch: None,
             max_weight_growth: None,
+            precision: None,
         }
     }
 }
@@ -733,6 +745,9 @@ impl Config {
             if g.is_nan() || g <= 1.0 {
                 bail!("`train.max_weight_growth` must be > 1 (.inf: no limit), got {g}");
             }
+        }
+        if self.train.precision() == crate::ops::Precision::Bf16 && self.model.ops != "custom" {
+            bail!("`train.precision: bf16` runs on the custom CPU kernels only: set `model.ops: custom`");
         }
         let e = &self.eval;
         // An empty probe/kNN bank or test set would give made-up accuracies (100 % or 0 %).

@@ -10,7 +10,7 @@
 //! Tests check the result against candle's autograd through the stock ops.
 
 use crate::model::{Block, ResNet, Unit, BN_EPS};
-use crate::ops::{batchnorm, conv, residual, with_data};
+use crate::ops::{batchnorm, conv, residual, with_data, Precision};
 use anyhow::Result;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -55,7 +55,7 @@ fn data_of(t: &candle_core::Tensor) -> Result<Vec<f32>> {
     Ok(with_data(t, "fastpath", |d| d.to_vec())?)
 }
 
-fn unit_forward(u: &Unit, x: Act) -> Result<(Act, UnitTape)> {
+fn unit_forward(u: &Unit, x: Act, precision: Precision) -> Result<(Act, UnitTape)> {
     let k = u.conv.w.dim(2)?;
     let shape = conv::ConvShape {
         n: x.n,
@@ -66,6 +66,7 @@ fn unit_forward(u: &Unit, x: Act) -> Result<(Act, UnitTape)> {
         k,
         stride: u.conv.stride,
         pad: u.conv.pad,
+        precision,
     };
     let (conv_out, moments) = with_data(&u.conv.w, "fastpath", |w| {
         conv::forward_raw_moments(&x.data, w, &shape)
@@ -149,17 +150,17 @@ fn unit_backward_opt(
     Ok(dx)
 }
 
-fn block_forward(b: &Block, x: Act) -> Result<(Act, BlockTape)> {
+fn block_forward(b: &Block, x: Act, precision: Precision) -> Result<(Act, BlockTape)> {
     let mut cur = x.clone();
     let mut chain = Vec::with_capacity(b.chain.len());
     for u in &b.chain {
-        let (next, tape) = unit_forward(u, cur)?;
+        let (next, tape) = unit_forward(u, cur, precision)?;
         chain.push(tape);
         cur = next;
     }
     let (short, down) = match &b.down {
         Some(u) => {
-            let (s, t) = unit_forward(u, x)?;
+            let (s, t) = unit_forward(u, x, precision)?;
             (s, Some(t))
         }
         None => (x, None),
@@ -265,7 +266,17 @@ fn maxpool_forward(x: &Act) -> (Act, Vec<u32>) {
 
 /// Training-mode forward pass of the encoder: pooled features `[n, feat_dim]` and the tape.
 /// Updates the batch-norm running statistics, as the candle path does.
-pub fn encoder_forward(enc: &ResNet, x: &[f32], n: usize, h: usize, w: usize) -> Result<(Vec<f32>, Tape)> {
+///
+/// `precision`: arithmetic of the convolutions, forward here and backward in
+/// [`encoder_backward`] (kept in the tape; see [`crate::ops::bf16`]).
+pub fn encoder_forward(
+    enc: &ResNet,
+    x: &[f32],
+    n: usize,
+    h: usize,
+    w: usize,
+    precision: Precision,
+) -> Result<(Vec<f32>, Tape)> {
     let input = Act {
         data: Rc::new(x.to_vec()),
         n,
@@ -273,7 +284,7 @@ pub fn encoder_forward(enc: &ResNet, x: &[f32], n: usize, h: usize, w: usize) ->
         h,
         w,
     };
-    let (mut cur, stem) = unit_forward(&enc.stem, input)?;
+    let (mut cur, stem) = unit_forward(&enc.stem, input, precision)?;
     let pool = if enc.imagenet_stem {
         let (pooled, arg) = maxpool_forward(&cur);
         let shape = cur.clone();
@@ -284,7 +295,7 @@ pub fn encoder_forward(enc: &ResNet, x: &[f32], n: usize, h: usize, w: usize) ->
     };
     let mut blocks = Vec::with_capacity(enc.blocks.len());
     for b in &enc.blocks {
-        let (next, t) = block_forward(b, cur)?;
+        let (next, t) = block_forward(b, cur, precision)?;
         blocks.push(t);
         cur = next;
     }

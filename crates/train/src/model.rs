@@ -485,6 +485,9 @@ pub struct SimClrModel {
     pub params: ParamStore,
     pub encoder: ResNet,
     pub projector: Projector,
+    /// Arithmetic of the encoder's convolutions in [`SimClrModel::train_step`] with custom ops
+    /// (`train.precision`; f32 unless set). Evaluation always runs in f32.
+    pub precision: crate::ops::Precision,
 }
 
 impl SimClrModel {
@@ -510,6 +513,7 @@ impl SimClrModel {
             params,
             encoder,
             projector,
+            precision: crate::ops::Precision::F32,
         })
     }
 
@@ -545,7 +549,7 @@ impl SimClrModel {
         }
         let (n, _, h, w) = x.dims4()?;
         let (feats, tape) = ops::with_data(x, "train_step", |xs| {
-            fastpath::encoder_forward(&self.encoder, xs, n, h, w)
+            fastpath::encoder_forward(&self.encoder, xs, n, h, w, self.precision)
         })??;
         let hv = Var::from_tensor(&Tensor::from_vec(
             feats,

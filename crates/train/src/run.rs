@@ -35,6 +35,21 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
 
+/// `train.precision`, or an error naming the key where this machine cannot run it (bf16 needs
+/// the custom ops on a CPU with AVX-512 BF16).
+pub fn checked_precision(cfg: &Config, device: &candle_core::Device) -> Result<crate::ops::Precision> {
+    let p = cfg.train.precision();
+    if p == crate::ops::Precision::Bf16 {
+        if !device.is_cpu() {
+            bail!("`train.precision: bf16` runs on the CPU kernels only, not on {device:?}");
+        }
+        if !crate::ops::bf16::has_bf16() {
+            bail!("`train.precision: bf16` needs a CPU with AVX-512 BF16 (avx512_bf16); this one has none: use f32");
+        }
+    }
+    Ok(p)
+}
+
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
@@ -339,7 +354,8 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
     let pipeline = Pipeline::new(&cfg.augment, mean, std)?;
     let classes = source.num_classes();
 
-    let model = SimClrModel::new_on(&cfg.model, cfg.seed, &opts.device)?;
+    let mut model = SimClrModel::new_on(&cfg.model, cfg.seed, &opts.device)?;
+    model.precision = checked_precision(cfg, &opts.device)?;
     let mut opt = Optimizer::new(&cfg.optim);
     let supervised = cfg.loss.name == "supervised_prototype";
     let mut protos = if !supervised {

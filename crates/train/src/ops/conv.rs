@@ -7,7 +7,7 @@
 //! im2col altogether (x already is `col`). 3×3 layers with padding 1 and stride 1 or 2 go to the
 //! direct kernels instead where they apply (`Geom::kernels`).
 
-use super::{cpu_slice, sgemm, with_data, with_scratch, zeros, PlaneMoments};
+use super::{cpu_slice, sgemm, with_data, with_scratch, zeros, PlaneMoments, Precision};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -25,6 +25,8 @@ struct Geom {
     pad: usize,
     oh: usize,
     ow: usize,
+    /// Arithmetic of the direct kernels (im2col + gemm is always f32; see `ops::bf16`).
+    prec: Precision,
 }
 
 impl Geom {
@@ -52,6 +54,7 @@ impl Geom {
             pad,
             oh: (h + 2 * pad - kh) / stride + 1,
             ow: (w + 2 * pad - kw) / stride + 1,
+            prec: Precision::F32,
         })
     }
     fn k(&self) -> usize {
@@ -282,7 +285,7 @@ fn conv_forward_moments(
             x, wt, n, c, h, w, co, geo.stride, moments,
         )),
         Kernels::Direct => some(super::direct::forward_moments(
-            x, wt, n, c, h, w, co, geo.stride, moments,
+            x, wt, n, c, h, w, co, geo.stride, moments, geo.prec,
         )),
         Kernels::Gemm => (conv_forward_gemm(x, wt, geo), None),
     }
@@ -351,13 +354,16 @@ fn flipped_transposed(wt: &[f32], geo: &Geom) -> Vec<f32> {
 /// `dW += dY·colᵀ` and `dx = col2im(Wᵀ·dY)`.
 fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> (Vec<f32>, Vec<f32>) {
     if geo.stride == 1 && !geo.is_pointwise() && geo.pad < geo.kh && geo.pad < geo.kw && geo.kh == geo.kw {
-        let g2 = Geom::new(
-            &[geo.n, geo.co, geo.oh, geo.ow],
-            &[geo.c, geo.co, geo.kh, geo.kw],
-            1,
-            geo.kh - 1 - geo.pad,
-        )
-        .expect("transposed geometry is valid");
+        let g2 = Geom {
+            prec: geo.prec,
+            ..Geom::new(
+                &[geo.n, geo.co, geo.oh, geo.ow],
+                &[geo.c, geo.co, geo.kh, geo.kw],
+                1,
+                geo.kh - 1 - geo.pad,
+            )
+            .expect("transposed geometry is valid")
+        };
         debug_assert_eq!((g2.oh, g2.ow), (geo.h, geo.w));
         let dx = conv_forward(dy, &flipped_transposed(wt, geo), &g2);
         return (dx, conv_weight_grad(x, wt, dy, geo));
@@ -368,7 +374,9 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> (Vec<f32>, Ve
         let dx = if super::direct_small::dx_applies(c, co, h, w) {
             Some(super::direct_small::input_grad_stride2(dy, wt, n, c, h, w, co))
         } else if super::direct::dx_applies(c, co, h, w) {
-            Some(super::direct::input_grad_stride2(dy, wt, n, c, h, w, co))
+            Some(super::direct::input_grad_stride2(
+                dy, wt, n, c, h, w, co, geo.prec,
+            ))
         } else {
             None
         };
@@ -389,7 +397,7 @@ fn conv_weight_grad(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> Vec<f32> {
     let (n, c, h, w, co) = (geo.n, geo.c, geo.h, geo.w, geo.co);
     match geo.kernels() {
         Kernels::DirectSmall => super::direct_small::weight_grad(x, dy, n, c, h, w, co, geo.stride),
-        Kernels::Direct => super::direct::weight_grad(x, dy, n, c, h, w, co, geo.stride),
+        Kernels::Direct => super::direct::weight_grad(x, dy, n, c, h, w, co, geo.stride, geo.prec),
         Kernels::Gemm => conv_backward_impl(x, wt, dy, geo, false, true).1,
     }
 }
@@ -539,17 +547,22 @@ pub struct ConvShape {
     pub k: usize,
     pub stride: usize,
     pub pad: usize,
+    /// Arithmetic of the 3×3 direct kernels, forward and backward (`train.precision`).
+    pub precision: Precision,
 }
 
 impl ConvShape {
     fn geom(&self) -> Geom {
-        Geom::new(
-            &[self.n, self.c, self.h, self.w],
-            &[self.co, self.c, self.k, self.k],
-            self.stride,
-            self.pad,
-        )
-        .expect("valid convolution shape")
+        Geom {
+            prec: self.precision,
+            ..Geom::new(
+                &[self.n, self.c, self.h, self.w],
+                &[self.co, self.c, self.k, self.k],
+                self.stride,
+                self.pad,
+            )
+            .expect("valid convolution shape")
+        }
     }
     /// Output side lengths (oh, ow).
     pub fn out_hw(&self) -> (usize, usize) {
@@ -671,7 +684,7 @@ mod tests {
 
     /// Where a width-16 ResNet-18 step spends its convolution time, layer by layer (forward and
     /// backward of each distinct shape at batch 256; `LAYER_WIDTH=64` for the full width at
-    /// 128). A measurement, not a test:
+    /// 128; `LAYER_PRECISION=bf16` for the bf16 kernels). A measurement, not a test:
     /// `cargo test -p protoclr-train --lib layer_timings -- --ignored --nocapture`.
     #[test]
     #[ignore]
@@ -684,6 +697,11 @@ mod tests {
             .and_then(|v| v.parse().ok())
             .unwrap_or(16);
         let only: Option<usize> = std::env::var("LAYER_ONLY").ok().and_then(|v| v.parse().ok());
+        // LAYER_PRECISION=bf16: the bf16 kernels (ops::bf16).
+        let precision: Precision = std::env::var("LAYER_PRECISION")
+            .ok()
+            .map(|v| v.parse().unwrap())
+            .unwrap_or_default();
         let shapes = [
             (3, wd, 32, 3, 1, 1, 1),
             (wd, wd, 32, 3, 1, 1, 4),
@@ -712,6 +730,7 @@ mod tests {
                 k,
                 stride,
                 pad,
+                precision,
             };
             let x: Vec<f32> = (0..n * c * h * h).map(|v| (v % 7) as f32 - 3.0).collect();
             let wt: Vec<f32> = (0..co * c * k * k).map(|v| (v % 5) as f32 - 2.0).collect();

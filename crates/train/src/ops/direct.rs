@@ -20,7 +20,8 @@
 //! im2col + `gemm` for these layers it took the width-16 training step from about 280 to 350
 //! images/s (README, Performance).
 
-use super::{output_vec, simd, sum_over_image_groups, with_scratch, PlaneMoments};
+use super::bf16::{as_u16, as_u32, convert, convert_pairs, to_bf16};
+use super::{output_vec, simd, sum_over_image_groups, with_scratch, PlaneMoments, Precision};
 use rayon::prelude::*;
 
 /// Output channels per micro-kernel call.
@@ -206,11 +207,50 @@ pub fn forward(
     co: usize,
     stride: usize,
 ) -> Vec<f32> {
-    forward_moments(x, wt, n, c, h, w, co, stride, false).0
+    forward_moments(x, wt, n, c, h, w, co, stride, false, Precision::F32).0
+}
+
+/// Weights as bf16 pairs of input channels for [`kernel_bf16`], `[nout/8][⌈nin/2⌉][taps][8]`:
+/// lane `bf16(w(o, 2k, t)) | bf16(w(o, 2k + 1, t)) << 16` (zero past the last input channel),
+/// the 8 output channels of a block side by side per tap — the f32 kernel's layout, in pairs.
+/// `w(o, i, t)` is the weight of output channel o, input channel i, tap t (of `taps`).
+pub(super) fn pair_weights(
+    nout: usize,
+    nin: usize,
+    taps: &[usize],
+    w: impl Fn(usize, usize, usize) -> f32,
+) -> Vec<u32> {
+    let (cp, nt) = (nin.div_ceil(2), taps.len());
+    let mut v = vec![0u32; nout * cp * nt];
+    for o in 0..nout {
+        for k in 0..cp {
+            for (ti, &t) in taps.iter().enumerate() {
+                let lo = to_bf16(w(o, 2 * k, t)) as u32;
+                let hi = if 2 * k + 1 < nin {
+                    to_bf16(w(o, 2 * k + 1, t)) as u32
+                } else {
+                    0
+                };
+                v[((o / OB * cp + k) * nt + ti) * OB + o % OB] = lo | hi << 16;
+            }
+        }
+    }
+    v
+}
+
+/// Interleaves the `c` f32 planes of `xp` (`cstride` apart) into `⌈c/2⌉` planes of bf16 pairs
+/// (channels 2k and 2k + 1, the last one's partner zero when `c` is odd), `cstride` lanes apart.
+pub(super) fn pair_planes(xp: &[f32], c: usize, cstride: usize, out: &mut [u32]) {
+    for k in 0..c.div_ceil(2) {
+        let a = &xp[2 * k * cstride..(2 * k + 1) * cstride];
+        let b = (2 * k + 1 < c).then(|| &xp[(2 * k + 1) * cstride..(2 * k + 2) * cstride]);
+        convert_pairs(a, b, &mut out[k * cstride..(k + 1) * cstride]);
+    }
 }
 
 /// [`forward`], and with `moments` the [`PlaneMoments`] of every output plane (`[n][co]`,
-/// computed from the output rows while they are in L1; empty without).
+/// computed from the output rows while they are in L1; empty without). `prec`: the bf16
+/// micro-kernel ([`kernel_bf16`], on pairs of input channels) or the f32 one.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_moments(
     x: &[f32],
@@ -222,22 +262,37 @@ pub fn forward_moments(
     co: usize,
     stride: usize,
     moments: bool,
+    prec: Precision,
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
     assert!(
         applies(c, co, h, w, 3, stride, 1),
         "direct::forward on an unsupported convolution"
     );
+    let bf16 = prec == Precision::Bf16;
+    assert!(
+        !bf16 || super::bf16::has_bf16(),
+        "direct::forward: bf16 needs AVX-512 BF16"
+    );
     let pd = Padded::new(h, w, stride);
     let (cstride, offs) = (pd.block(), pd.offs(pd.plane));
     // Weights as [co/8][c][9][8]: the 8 output channels of a block side by side per tap.
-    let mut wk = vec![0f32; co * c * 9];
-    for o in 0..co {
-        for ci in 0..c {
-            for t in 0..9 {
-                wk[((o / OB * c + ci) * 9 + t) * OB + o % OB] = wt[(o * c + ci) * 9 + t];
+    let mut wk = vec![0f32; if bf16 { 0 } else { co * c * 9 }];
+    if !bf16 {
+        for o in 0..co {
+            for ci in 0..c {
+                for t in 0..9 {
+                    wk[((o / OB * c + ci) * 9 + t) * OB + o % OB] = wt[(o * c + ci) * 9 + t];
+                }
             }
         }
     }
+    let taps: Vec<usize> = (0..9).collect();
+    let wk2 = if bf16 {
+        pair_weights(co, c, &taps, |o, i, t| wt[(o * c + i) * 9 + t])
+    } else {
+        Vec::new()
+    };
+    let cp = c.div_ceil(2);
     let (p, pin) = (pd.p(), h * w);
     // Writes every image's block whole: all `co / OB` channel blocks (co is a
     // multiple of OB, `applies`), every row of each plane.
@@ -260,24 +315,37 @@ pub fn forward_moments(
                 let ximg = &x[img * c * pin..(img + 1) * c * pin];
                 with_scratch(c * cstride, |xp| {
                     pd.fill(ximg, c, h, w, xp, cstride, pd.plane);
-                    with_scratch(OB * pd.nq, |tmp| {
-                        for ob in 0..co / OB {
-                            let wb = &wk[ob * c * 9 * OB..(ob + 1) * c * 9 * OB];
-                            // SAFETY: `applies` checked AVX-512F; xp holds c blocks of `cstride`
-                            // floats, and every read of the nq positions stays in its (phase) plane
-                            // (Padded::new); tmp holds OB rows of nq; wb holds c·9·OB weights.
-                            unsafe { kernel(xp, c, cstride, &offs, pd.nq, wb, tmp) };
-                            for o in 0..OB {
-                                let dst = &mut yimg[(ob * OB + o) * p..(ob * OB + o + 1) * p];
-                                let src = &tmp[o * pd.nq..(o + 1) * pd.nq];
-                                simd::copy_rows_uninit(dst, pd.ow, src, pd.wp, pd.oh, pd.ow);
-                                if moments {
-                                    let sum = simd::moments(src, rows, 0.0).0;
-                                    let mean = (sum / p as f64) as f32;
-                                    mimg[ob * OB + o] = (sum, simd::moments(src, rows, mean).1);
+                    with_scratch(if bf16 { cp * cstride } else { 0 }, |xp2| {
+                        let xp2 = as_u32(xp2);
+                        if bf16 {
+                            pair_planes(xp, c, cstride, xp2);
+                        }
+                        with_scratch(OB * pd.nq, |tmp| {
+                            for ob in 0..co / OB {
+                                if bf16 {
+                                    let wb = &wk2[ob * cp * 9 * OB..(ob + 1) * cp * 9 * OB];
+                                    // SAFETY: as below, in pairs of channels: xp2 holds cp blocks of
+                                    // `cstride` lanes, wb cp·9·OB; AVX-512 BF16 asserted above.
+                                    unsafe { kernel_bf16(xp2, cp, cstride, &offs, pd.nq, wb, tmp) };
+                                } else {
+                                    let wb = &wk[ob * c * 9 * OB..(ob + 1) * c * 9 * OB];
+                                    // SAFETY: `applies` checked AVX-512F; xp holds c blocks of `cstride`
+                                    // floats, and every read of the nq positions stays in its (phase) plane
+                                    // (Padded::new); tmp holds OB rows of nq; wb holds c·9·OB weights.
+                                    unsafe { kernel(xp, c, cstride, &offs, pd.nq, wb, tmp) };
+                                }
+                                for o in 0..OB {
+                                    let dst = &mut yimg[(ob * OB + o) * p..(ob * OB + o + 1) * p];
+                                    let src = &tmp[o * pd.nq..(o + 1) * pd.nq];
+                                    simd::copy_rows_uninit(dst, pd.ow, src, pd.wp, pd.oh, pd.ow);
+                                    if moments {
+                                        let sum = simd::moments(src, rows, 0.0).0;
+                                        let mean = (sum / p as f64) as f32;
+                                        mimg[ob * OB + o] = (sum, simd::moments(src, rows, mean).1);
+                                    }
                                 }
                             }
-                        }
+                        });
                     });
                 });
             })
@@ -297,6 +365,7 @@ pub fn forward_moments(
 /// horizontal reductions are paid once a batch (they dominated on 8×8 planes otherwise). Images are split
 /// into at most 8 groups (a fixed split, whatever the thread count); each group sums its images
 /// in its own buffer and the groups are added in order, so results are deterministic.
+/// `prec`: bf16 rounds both operands (after the layout copies) and sums on [`wgrad_kernel_bf16`].
 #[allow(clippy::too_many_arguments)]
 pub fn weight_grad(
     x: &[f32],
@@ -307,11 +376,19 @@ pub fn weight_grad(
     w: usize,
     co: usize,
     stride: usize,
+    prec: Precision,
 ) -> Vec<f32> {
     assert!(
         applies(c, co, h, w, 3, stride, 1),
         "direct::weight_grad on an unsupported convolution"
     );
+    let bf16 = prec == Precision::Bf16;
+    assert!(
+        !bf16 || super::bf16::has_bf16(),
+        "direct::weight_grad: bf16 needs AVX-512 BF16"
+    );
+    // Positions a vector step of the kernel: 16 f32, or 16 pairs of bf16.
+    let lanes = if bf16 { 32 } else { 16 };
     let pd = Padded::new(h, w, stride);
     let (p, pin) = (pd.p(), h * w);
     sum_over_image_groups(n, co * c * 9, |imgs| {
@@ -324,10 +401,10 @@ pub fn weight_grad(
         while img < last {
             let b = batch.min(last - img);
             // Per channel (and phase): b images `pk` apart, rounded up to whole vectors.
-            let len = (b * pk).div_ceil(16) * 16;
+            let len = (b * pk).div_ceil(lanes) * lanes;
             // Per channel and phase: b planes (phase regions `len` apart), then the slack the
             // last plane's shifted reads need.
-            let cstride = pd.phases() * len + Padded::max_reach(stride, pd.wp) + 16;
+            let cstride = pd.phases() * len + Padded::max_reach(stride, pd.wp) + lanes;
             let offs = pd.offs(len);
             with_scratch(c * cstride, |xp| {
                 with_scratch(co * len, |dyg| {
@@ -354,11 +431,25 @@ pub fn weight_grad(
                     for o in 0..co {
                         dyg[o * len + b * pk..(o + 1) * len].fill(0.0);
                     }
-                    // SAFETY: `applies` checked AVX-512F; every read of the kernel, at
-                    // q + offset + 15 < (phases − 1)·len + len + max_reach + 16, is inside a
-                    // channel's `cstride`; dyg holds co rows of `len`; dw holds co·c·9; co is a
-                    // multiple of 8.
-                    unsafe { wgrad_kernel(xp, cstride, dyg, len, c, co, &offs, &mut dw) };
+                    if bf16 {
+                        with_scratch((c * cstride).div_ceil(2), |xh| {
+                            let xh = as_u16(xh);
+                            convert(&xp[..c * cstride], xh);
+                            with_scratch((co * len).div_ceil(2), |dh| {
+                                let dh = as_u16(dh);
+                                convert(&dyg[..co * len], dh);
+                                // SAFETY: as below with 32-position steps (len and the slack
+                                // are multiples of 32); AVX-512 BF16 asserted above.
+                                unsafe { wgrad_kernel_bf16(xh, cstride, dh, len, c, co, &offs, &mut dw) };
+                            });
+                        });
+                    } else {
+                        // SAFETY: `applies` checked AVX-512F; every read of the kernel, at
+                        // q + offset + 15 < (phases − 1)·len + len + max_reach + 16, is inside a
+                        // channel's `cstride`; dyg holds co rows of `len`; dw holds co·c·9; co is a
+                        // multiple of 8.
+                        unsafe { wgrad_kernel(xp, cstride, dyg, len, c, co, &offs, &mut dw) };
+                    }
                 });
             });
             img += b;
@@ -415,13 +506,33 @@ pub fn input_grad_stride2(
     h: usize,
     w: usize,
     co: usize,
+    prec: Precision,
 ) -> Vec<f32> {
     assert!(
         dx_applies(c, co, h, w),
         "direct::input_grad_stride2 on an unsupported convolution"
     );
+    let bf16 = prec == Precision::Bf16;
+    assert!(
+        !bf16 || super::bf16::has_bf16(),
+        "direct::input_grad_stride2: bf16 needs AVX-512 BF16"
+    );
     let pd = Padded::new(h, w, 2);
     let phases = dx_phases(pd.wp);
+    // bf16: per phase, the pair weights of dY's channel pairs ([`pair_weights`] with dx's
+    // channels as the outputs).
+    let cop = co.div_ceil(2);
+    let wph2: Vec<Vec<u32>> = if bf16 {
+        phases
+            .iter()
+            .map(|(_, _, taps)| {
+                let t: Vec<usize> = taps.iter().map(|&(t, _)| t).collect();
+                pair_weights(c, co, &t, |l, o, t| wt[(o * c + l) * 9 + t])
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     // Per phase, weights as [c/8][co][taps][8]: dx's 8 channels of a block side by side.
     let wph: Vec<Vec<f32>> = phases
         .iter()
@@ -454,30 +565,43 @@ pub fn input_grad_stride2(
                     pd.plane,
                     pd.plane,
                 );
-                with_scratch(OB * pd.nq, |tmp| {
-                    for ((r, s, taps), wp_) in phases.iter().zip(&wph) {
-                        let (hr, ws) = ((h - r).div_ceil(2), (w - s).div_ceil(2));
-                        let nq = (hr * pd.wp).div_ceil(QB) * QB;
-                        let nt = taps.len();
-                        for cb in 0..c / OB {
-                            let wb = &wp_[cb * co * nt * OB..(cb + 1) * co * nt * OB];
-                            // SAFETY: `dx_applies` checked AVX-512F; dyp holds co planes of
-                            // `pd.plane` ≥ pd.nq + wp + 1 ≥ nq + max offset floats; tmp holds
-                            // OB rows of nq ≤ pd.nq; wb holds co·nt·OB weights.
-                            unsafe { phase_kernel(dyp, co, pd.plane, taps, nq, wb, tmp) };
-                            for l in 0..OB {
-                                let plane = &mut dximg[(cb * OB + l) * pin..(cb * OB + l + 1) * pin];
-                                let src = &tmp[l * nq..(l + 1) * nq];
-                                for a in 0..hr {
-                                    let row = &mut plane[(2 * a + r) * w..(2 * a + r + 1) * w];
-                                    let vals = &src[a * pd.wp..a * pd.wp + ws];
-                                    for (d, &v) in row[*s..].iter_mut().step_by(2).zip(vals) {
-                                        d.write(v);
+                with_scratch(if bf16 { cop * pd.plane } else { 0 }, |dyp2| {
+                    let dyp2 = as_u32(dyp2);
+                    if bf16 {
+                        pair_planes(dyp, co, pd.plane, dyp2);
+                    }
+                    with_scratch(OB * pd.nq, |tmp| {
+                        for (ph, ((r, s, taps), wp_)) in phases.iter().zip(&wph).enumerate() {
+                            let (hr, ws) = ((h - r).div_ceil(2), (w - s).div_ceil(2));
+                            let nq = (hr * pd.wp).div_ceil(QB) * QB;
+                            let nt = taps.len();
+                            for cb in 0..c / OB {
+                                if bf16 {
+                                    let wb = &wph2[ph][cb * cop * nt * OB..(cb + 1) * cop * nt * OB];
+                                    // SAFETY: as below, in channel pairs: dyp2 holds cop planes of
+                                    // `pd.plane` lanes, wb cop·nt·OB; AVX-512 BF16 asserted above.
+                                    unsafe { phase_kernel_bf16(dyp2, cop, pd.plane, taps, nq, wb, tmp) };
+                                } else {
+                                    let wb = &wp_[cb * co * nt * OB..(cb + 1) * co * nt * OB];
+                                    // SAFETY: `dx_applies` checked AVX-512F; dyp holds co planes of
+                                    // `pd.plane` ≥ pd.nq + wp + 1 ≥ nq + max offset floats; tmp holds
+                                    // OB rows of nq ≤ pd.nq; wb holds co·nt·OB weights.
+                                    unsafe { phase_kernel(dyp, co, pd.plane, taps, nq, wb, tmp) };
+                                }
+                                for l in 0..OB {
+                                    let plane = &mut dximg[(cb * OB + l) * pin..(cb * OB + l + 1) * pin];
+                                    let src = &tmp[l * nq..(l + 1) * nq];
+                                    for a in 0..hr {
+                                        let row = &mut plane[(2 * a + r) * w..(2 * a + r + 1) * w];
+                                        let vals = &src[a * pd.wp..a * pd.wp + ws];
+                                        for (d, &v) in row[*s..].iter_mut().step_by(2).zip(vals) {
+                                            d.write(v);
+                                        }
                                     }
                                 }
                             }
                         }
-                    }
+                    });
                 });
             });
         })
@@ -507,6 +631,31 @@ unsafe fn phase_kernel(
         1 => kernel::<1>(xp, c, cstride, &offs(taps), nq, wb, tmp),
         2 => kernel::<2>(xp, c, cstride, &offs(taps), nq, wb, tmp),
         4 => kernel::<4>(xp, c, cstride, &offs(taps), nq, wb, tmp),
+        k => unreachable!("a stride-2 phase has 1, 2 or 4 taps, not {k}"),
+    }
+}
+
+/// [`phase_kernel`] in bf16 ([`kernel_bf16`] with a phase's taps).
+///
+/// # Safety
+/// As [`kernel_bf16`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn phase_kernel_bf16(
+    xp: &[u32],
+    cp: usize,
+    cstride: usize,
+    taps: &[(usize, usize)],
+    nq: usize,
+    wb: &[u32],
+    tmp: &mut [f32],
+) {
+    fn offs<const N: usize>(taps: &[(usize, usize)]) -> [usize; N] {
+        std::array::from_fn(|k| taps[k].1)
+    }
+    match taps.len() {
+        1 => kernel_bf16::<1>(xp, cp, cstride, &offs(taps), nq, wb, tmp),
+        2 => kernel_bf16::<2>(xp, cp, cstride, &offs(taps), nq, wb, tmp),
+        4 => kernel_bf16::<4>(xp, cp, cstride, &offs(taps), nq, wb, tmp),
         k => unreachable!("a stride-2 phase has 1, 2 or 4 taps, not {k}"),
     }
 }
@@ -679,6 +828,146 @@ unsafe fn kernel<const NT: usize>(
     }
 }
 
+/// [`kernel`] in bf16: `xp` holds `cp` planes of channel pairs (lane = two bf16, see
+/// [`pair_planes`]) and `wb` the pair weights `[cp][NT][OB]` ([`pair_weights`]); per channel
+/// pair and tap, 3 loads, 8 broadcasts and 24 `vdpbf16ps` (two multiply-adds a lane each),
+/// accumulated in f32.
+///
+/// # Safety
+/// AVX-512F and AVX-512 BF16 must be available; `xp.len() ≥ cp·cstride` and
+/// `cstride ≥ nq + max(offs)`, `tmp.len() ≥ OB·nq`, `wb.len() ≥ cp·NT·OB`, `nq` a multiple of 48.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kernel_bf16<const NT: usize>(
+    xp: &[u32],
+    cp: usize,
+    cstride: usize,
+    offs: &[usize; NT],
+    nq: usize,
+    wb: &[u32],
+    tmp: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    use std::mem::transmute;
+    debug_assert!(xp.len() >= cp * cstride && tmp.len() >= OB * nq && wb.len() >= cp * NT * OB);
+    debug_assert!(nq.is_multiple_of(QB) && cstride >= nq + offs.iter().max().unwrap());
+    let (xp, wb, out) = (xp.as_ptr(), wb.as_ptr(), tmp.as_mut_ptr());
+    let mut q = 0;
+    while q < nq {
+        let mut acc = [[_mm512_setzero_ps(); 3]; OB];
+        for ci in 0..cp {
+            let xb = xp.add(ci * cstride + q);
+            let wc = wb.add(ci * NT * OB);
+            for (t, &off) in offs.iter().enumerate() {
+                let x0: __m512bh = transmute(_mm512_loadu_si512(xb.add(off).cast()));
+                let x1: __m512bh = transmute(_mm512_loadu_si512(xb.add(off + 16).cast()));
+                let x2: __m512bh = transmute(_mm512_loadu_si512(xb.add(off + 32).cast()));
+                let wt = wc.add(t * OB);
+                for (o, a) in acc.iter_mut().enumerate() {
+                    let wv: __m512bh = transmute(_mm512_set1_epi32(*wt.add(o) as i32));
+                    a[0] = _mm512_dpbf16_ps(a[0], wv, x0);
+                    a[1] = _mm512_dpbf16_ps(a[1], wv, x1);
+                    a[2] = _mm512_dpbf16_ps(a[2], wv, x2);
+                }
+            }
+        }
+        for (o, a) in acc.iter().enumerate() {
+            let dst = out.add(o * nq + q);
+            _mm512_storeu_ps(dst, a[0]);
+            _mm512_storeu_ps(dst.add(16), a[1]);
+            _mm512_storeu_ps(dst.add(32), a[2]);
+        }
+        q += QB;
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn kernel_bf16<const NT: usize>(
+    _: &[u32],
+    _: usize,
+    _: usize,
+    _: &[usize; NT],
+    _: usize,
+    _: &[u32],
+    _: &mut [f32],
+) {
+    unreachable!("bf16::has_bf16 is false off x86_64")
+}
+
+/// [`wgrad_kernel`] in bf16 on plain bf16 planes (`xp`: `c` planes `cstride` apart; `dyg`: `co`
+/// rows of `len`): the sum over positions pairs adjacent positions, so per 32 positions 3
+/// unaligned loads of `xp`, 8 loads of `dyg` and 24 `vdpbf16ps`, accumulated in f32.
+///
+/// # Safety
+/// AVX-512F and AVX-512 BF16 must be available; `len` a multiple of 32; `xp.len() ≥ c·cstride`
+/// with `cstride ≥ len + max(offs) + 32`; `dyg.len() ≥ co·len`; `dw.len() ≥ co·c·9`; `co` a
+/// multiple of 8.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wgrad_kernel_bf16(
+    xp: &[u16],
+    cstride: usize,
+    dyg: &[u16],
+    len: usize,
+    c: usize,
+    co: usize,
+    offs: &[usize; 9],
+    dw: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    use std::mem::transmute;
+    debug_assert!(len.is_multiple_of(32) && cstride >= len + offs.iter().max().unwrap() + 32);
+    debug_assert!(xp.len() >= c * cstride && dyg.len() >= co * len && dw.len() >= co * c * 9);
+    debug_assert!(co.is_multiple_of(OB));
+    for ob in (0..co).step_by(OB) {
+        let d = dyg.as_ptr().add(ob * len);
+        for ci in 0..c {
+            for i in 0..3 {
+                let xb = xp.as_ptr().add(ci * cstride);
+                let (o0, o1, o2) = (offs[3 * i], offs[3 * i + 1], offs[3 * i + 2]);
+                let mut acc = [[_mm512_setzero_ps(); 3]; OB];
+                let mut q = 0;
+                while q < len {
+                    let x0: __m512bh = transmute(_mm512_loadu_si512(xb.add(q + o0).cast()));
+                    let x1: __m512bh = transmute(_mm512_loadu_si512(xb.add(q + o1).cast()));
+                    let x2: __m512bh = transmute(_mm512_loadu_si512(xb.add(q + o2).cast()));
+                    for (o, a) in acc.iter_mut().enumerate() {
+                        let g: __m512bh = transmute(_mm512_loadu_si512(d.add(o * len + q).cast()));
+                        a[0] = _mm512_dpbf16_ps(a[0], g, x0);
+                        a[1] = _mm512_dpbf16_ps(a[1], g, x1);
+                        a[2] = _mm512_dpbf16_ps(a[2], g, x2);
+                    }
+                    q += 32;
+                }
+                for (o, a) in acc.iter().enumerate() {
+                    let base = ((ob + o) * c + ci) * 9 + i * 3;
+                    for (j, v) in a.iter().enumerate() {
+                        dw[base + j] += _mm512_reduce_add_ps(*v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wgrad_kernel_bf16(
+    _: &[u16],
+    _: usize,
+    _: &[u16],
+    _: usize,
+    _: usize,
+    _: usize,
+    _: &[usize; 9],
+    _: &mut [f32],
+) {
+    unreachable!("bf16::has_bf16 is false off x86_64")
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
 unsafe fn kernel<const NT: usize>(
@@ -827,15 +1116,31 @@ pub(super) mod reference {
 
     /// Asserts that a stride-2 input gradient `f(dy, wt, n, c, h, w, co)` matches
     /// [`input_grad`] to 1e-5 relative error on the shape.
-    pub fn check_input_grad_stride2(f: DxKernel, (n, c, h, w, co): (usize, usize, usize, usize, usize)) {
+    pub fn check_input_grad_stride2(f: DxKernel, shape: (usize, usize, usize, usize, usize)) {
+        check_input_grad_stride2_as(f, shape, false)
+    }
+
+    /// [`check_input_grad_stride2`] for a bf16 kernel (see `check_bf16`).
+    pub fn check_input_grad_stride2_bf16(f: DxKernel, shape: (usize, usize, usize, usize, usize)) {
+        check_input_grad_stride2_as(f, shape, true)
+    }
+
+    fn check_input_grad_stride2_as(
+        f: DxKernel,
+        (n, c, h, w, co): (usize, usize, usize, usize, usize),
+        bf16: bool,
+    ) {
         let p = out(h, 2) * out(w, 2);
         let (dy, wt) = (data(n * co * p, 29, 89), data(co * c * 9, 53, 97));
         let want = input_grad(&dy, &wt, n, c, h, w, co, 2);
-        let err = rel_err(&f(&dy, &wt, n, c, h, w, co), want.iter().copied());
-        assert!(
-            err < 1e-5,
-            "stride-2 dx {n}x{c}x{h}x{w} co={co}: relative error {err}"
-        );
+        let got = f(&dy, &wt, n, c, h, w, co);
+        let name = format!("stride-2 dx {n}x{c}x{h}x{w} co={co}");
+        if bf16 {
+            let rounded = input_grad(&bf16_rounded(&dy), &bf16_rounded(&wt), n, c, h, w, co, 2);
+            return check_bf16(&name, &got, &rounded, &want);
+        }
+        let err = rel_err(&got, want.iter().copied());
+        assert!(err < 1e-5, "{name}: relative error {err}");
     }
 
     /// A forward entry point that also returns plane moments.
@@ -906,33 +1211,84 @@ pub(super) mod reference {
 
     /// Asserts that `forward` matches [`forward`] to 1e-5 relative error on shape
     /// (n, c, h, w, co) with stride `s`.
-    pub fn check_forward(forward: Kernel, (n, c, h, w, co): (usize, usize, usize, usize, usize), s: usize) {
-        let (x, wt) = (data(n * c * h * w, 37, 101), data(co * c * 9, 53, 97));
-        let want = self::forward(&x, &wt, n, c, h, w, co, s);
-        let err = rel_err(
-            &forward(&x, &wt, n, c, h, w, co, s),
-            want.iter().map(|&v| v as f64),
-        );
+    pub fn check_forward(forward: Kernel, shape: (usize, usize, usize, usize, usize), s: usize) {
+        check_forward_as(forward, shape, s, false)
+    }
+
+    /// The operands as the bf16 kernels see them: each value rounded to bf16.
+    pub fn bf16_rounded(v: &[f32]) -> Vec<f32> {
+        use crate::ops::bf16::{from_bf16, to_bf16};
+        v.iter().map(|&x| from_bf16(to_bf16(x))).collect()
+    }
+
+    /// Asserts that a bf16 kernel's result is the exact convolution of the bf16-rounded
+    /// operands up to f32 accumulation (1e-5 relative, as the f32 kernels against theirs), and
+    /// that this differs from the unrounded result (so the test would catch an f32 kernel) by
+    /// no more than bf16 rounding explains (1 %).
+    fn check_bf16(name: &str, got: &[f32], rounded: &[f64], exact: &[f64]) {
+        let err = rel_err(got, rounded.iter().copied());
         assert!(
             err < 1e-5,
-            "forward {n}x{c}x{h}x{w} co={co} stride {s}: relative error {err}"
+            "{name} (bf16): relative error {err} against the rounded operands"
+        );
+        let gap = rel_err(got, exact.iter().copied());
+        assert!(
+            gap > 1e-4 && gap < 1e-2,
+            "{name} (bf16): {gap} from the f32 result (bf16 rounding gives 1e-4..1e-2)"
         );
     }
 
+    fn check_forward_as(
+        forward: Kernel,
+        (n, c, h, w, co): (usize, usize, usize, usize, usize),
+        s: usize,
+        bf16: bool,
+    ) {
+        let (x, wt) = (data(n * c * h * w, 37, 101), data(co * c * 9, 53, 97));
+        let want = self::forward(&x, &wt, n, c, h, w, co, s);
+        let got = forward(&x, &wt, n, c, h, w, co, s);
+        let name = format!("forward {n}x{c}x{h}x{w} co={co} stride {s}");
+        if bf16 {
+            let rounded = self::forward(&bf16_rounded(&x), &bf16_rounded(&wt), n, c, h, w, co, s);
+            let f = |v: &[f32]| v.iter().map(|&v| v as f64).collect::<Vec<_>>();
+            return check_bf16(&name, &got, &f(&rounded), &f(&want));
+        }
+        let err = rel_err(&got, want.iter().map(|&v| v as f64));
+        assert!(err < 1e-5, "{name}: relative error {err}");
+    }
+
+    /// [`check_forward`] for a bf16 kernel (see `check_bf16`).
+    pub fn check_forward_bf16(forward: Kernel, shape: (usize, usize, usize, usize, usize), s: usize) {
+        check_forward_as(forward, shape, s, true)
+    }
+
     /// Asserts that `weight_grad` matches [`weight_grad`] to 1e-5 relative error on the shape.
-    pub fn check_weight_grad(
+    pub fn check_weight_grad(weight_grad: Kernel, shape: (usize, usize, usize, usize, usize), s: usize) {
+        check_weight_grad_as(weight_grad, shape, s, false)
+    }
+
+    /// [`check_weight_grad`] for a bf16 kernel (see `check_bf16`).
+    pub fn check_weight_grad_bf16(weight_grad: Kernel, shape: (usize, usize, usize, usize, usize), s: usize) {
+        check_weight_grad_as(weight_grad, shape, s, true)
+    }
+
+    fn check_weight_grad_as(
         weight_grad: Kernel,
         (n, c, h, w, co): (usize, usize, usize, usize, usize),
         s: usize,
+        bf16: bool,
     ) {
         let p = out(h, s) * out(w, s);
         let (x, dy) = (data(n * c * h * w, 37, 101), data(n * co * p, 29, 89));
         let want = self::weight_grad(&x, &dy, n, c, h, w, co, s);
-        let err = rel_err(&weight_grad(&x, &dy, n, c, h, w, co, s), want.iter().copied());
-        assert!(
-            err < 1e-5,
-            "weight grad {n}x{c}x{h}x{w} co={co} stride {s}: relative error {err}"
-        );
+        let got = weight_grad(&x, &dy, n, c, h, w, co, s);
+        let name = format!("weight grad {n}x{c}x{h}x{w} co={co} stride {s}");
+        if bf16 {
+            let rounded = self::weight_grad(&bf16_rounded(&x), &bf16_rounded(&dy), n, c, h, w, co, s);
+            return check_bf16(&name, &got, &rounded, &want);
+        }
+        let err = rel_err(&got, want.iter().copied());
+        assert!(err < 1e-5, "{name}: relative error {err}");
     }
 
     /// Asserts that both entry points give bit-equal results with one and with two threads.
@@ -968,6 +1324,103 @@ pub(super) mod reference {
 mod tests {
     use super::*;
     use crate::ops::direct::reference;
+    use crate::ops::Precision::{Bf16, F32};
+
+    // The entry points at one precision, as the reference checks' plain function types.
+    #[allow(clippy::too_many_arguments)]
+    fn wgrad_f32(
+        x: &[f32],
+        dy: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        weight_grad(x, dy, n, c, h, w, co, s, F32)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn wgrad_bf16(
+        x: &[f32],
+        dy: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        weight_grad(x, dy, n, c, h, w, co, s, Bf16)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn moments_f32(
+        x: &[f32],
+        wt: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+        m: bool,
+    ) -> (Vec<f32>, Vec<crate::ops::PlaneMoments>) {
+        forward_moments(x, wt, n, c, h, w, co, s, m, F32)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn forward_bf16(
+        x: &[f32],
+        wt: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        forward_moments(x, wt, n, c, h, w, co, s, false, Bf16).0
+    }
+    fn dx_f32(dy: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
+        input_grad_stride2(dy, wt, n, c, h, w, co, F32)
+    }
+    fn dx_bf16(dy: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
+        input_grad_stride2(dy, wt, n, c, h, w, co, Bf16)
+    }
+
+    #[test]
+    fn bf16_kernels_are_the_convolution_of_the_rounded_operands() {
+        if !crate::ops::bf16::has_bf16() {
+            eprintln!("no AVX-512 BF16 here: the bf16 kernels are never used, nothing to test");
+            return;
+        }
+        // Odd channel counts (a half-empty last pair), several channel blocks, odd planes.
+        for shape in [
+            (2, 3, 8, 8, 8),
+            (1, 5, 9, 9, 16),
+            (3, 2, 13, 11, 8),
+            (2, 16, 32, 32, 16),
+        ] {
+            reference::check_forward_bf16(forward_bf16, shape, 1);
+        }
+        for shape in [(2, 3, 16, 16, 8), (1, 5, 17, 15, 16), (1, 1, 31, 16, 8)] {
+            reference::check_forward_bf16(forward_bf16, shape, 2);
+        }
+        for shape in [
+            (3, 3, 8, 8, 8),
+            (11, 2, 9, 9, 16),
+            (2, 16, 32, 32, 16),
+            (40, 3, 8, 8, 8),
+        ] {
+            reference::check_weight_grad_bf16(wgrad_bf16, shape, 1);
+        }
+        for shape in [(3, 3, 16, 16, 8), (11, 2, 17, 17, 16), (40, 2, 16, 16, 8)] {
+            reference::check_weight_grad_bf16(wgrad_bf16, shape, 2);
+        }
+        for shape in [(2, 8, 16, 16, 4), (1, 16, 17, 15, 8), (1, 8, 31, 16, 3)] {
+            reference::check_input_grad_stride2_bf16(dx_bf16, shape);
+        }
+        reference::check_thread_independence(forward_bf16, wgrad_bf16, (21, 4, 17, 16, 16), 2);
+    }
 
     #[test]
     fn matches_a_nested_loop_reference() {
@@ -1015,7 +1468,7 @@ mod tests {
             (40, 3, 8, 8, 8),
             (17, 2, 17, 15, 8),
         ] {
-            reference::check_weight_grad(weight_grad, shape, 1);
+            reference::check_weight_grad(wgrad_f32, shape, 1);
         }
         for shape in [
             (3, 3, 16, 16, 8),
@@ -1023,15 +1476,15 @@ mod tests {
             (1, 4, 31, 15, 8),
             (40, 2, 16, 16, 8),
         ] {
-            reference::check_weight_grad(weight_grad, shape, 2);
+            reference::check_weight_grad(wgrad_f32, shape, 2);
         }
     }
 
     #[test]
     fn plane_moments_are_those_of_the_output() {
         if has_avx512() {
-            reference::check_moments(forward_moments, forward, (3, 4, 9, 11, 16), 1);
-            reference::check_moments(forward_moments, forward, (2, 3, 17, 16, 8), 2);
+            reference::check_moments(moments_f32, forward, (3, 4, 9, 11, 16), 1);
+            reference::check_moments(moments_f32, forward, (2, 3, 17, 16, 8), 2);
         }
     }
 
@@ -1049,15 +1502,15 @@ mod tests {
         ] {
             let (_, c, h, w, co) = shape;
             assert!(dx_applies(c, co, h, w));
-            reference::check_input_grad_stride2(input_grad_stride2, shape);
+            reference::check_input_grad_stride2(dx_f32, shape);
         }
     }
 
     #[test]
     fn same_results_with_one_or_two_threads() {
         if has_avx512() {
-            reference::check_thread_independence(forward, weight_grad, (21, 4, 10, 9, 16), 1);
-            reference::check_thread_independence(forward, weight_grad, (21, 4, 17, 16, 16), 2);
+            reference::check_thread_independence(forward, wgrad_f32, (21, 4, 10, 9, 16), 1);
+            reference::check_thread_independence(forward, wgrad_f32, (21, 4, 17, 16, 16), 2);
         }
     }
 

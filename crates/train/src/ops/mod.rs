@@ -11,6 +11,7 @@
 //! count, and partial sums are reduced in chunk order, so results are bit-identical across runs.
 
 pub mod batchnorm;
+pub mod bf16;
 pub mod conv;
 pub mod direct;
 pub mod direct_small;
@@ -20,6 +21,7 @@ pub mod simd;
 use candle_core::{CpuStorage, Layout, Result, Storage, Tensor};
 
 pub use batchnorm::{batch_norm_eval, batch_norm_train, BatchStats};
+pub use bf16::Precision;
 pub use conv::conv2d;
 pub use residual::add_relu;
 
