@@ -15,7 +15,8 @@
 #               first or last. The table shows each variant's median over the rounds with its
 #               range (this VM's speed drifts by ±20 % over minutes, so one back-to-back pair
 #               can mislead)
-#   VARIANTS="protoclr protoclr+bf16 eager channels_last channels_last+bf16 compile+channels_last compile+channels_last+bf16"
+#   VARIANTS="protoclr protoclr+bf16 eager channels_last channels_last+bf16
+#             compile+channels_last compile+channels_last+bf16"
 #               what runs (the default is all of these). `protoclr` and `protoclr+bf16` are
 #               `protoclr bench … --precision f32|bf16`; every other name is a PyTorch variant,
 #               `+`-separated parts of: eager (plain NCHW f32), channels_last
@@ -45,7 +46,9 @@ STEPS=${STEPS:-5}
 ROUNDS=${ROUNDS:-3}
 VENV=${VENV:-$root/.venv}
 PY=$VENV/bin/python
-read -r -a variants <<<"${VARIANTS:-protoclr protoclr+bf16 eager channels_last channels_last+bf16 compile+channels_last compile+channels_last+bf16}"
+all_variants="protoclr protoclr+bf16 eager channels_last channels_last+bf16"
+all_variants+=" compile+channels_last compile+channels_last+bf16"
+read -r -a variants <<<"${VARIANTS:-$all_variants}"
 ((${#variants[@]} > 0)) || { echo "run.sh: VARIANTS is empty" >&2; exit 1; }
 for v in "${variants[@]}"; do
     case $v in
@@ -53,7 +56,8 @@ for v in "${variants[@]}"; do
         *) IFS=+ read -r -a parts <<<"$v"
            for p in "${parts[@]}"; do
                case $p in eager | channels_last | bf16 | compile) ;;
-                   *) echo "run.sh: VARIANTS: unknown variant '$v' (part '$p'; parts are eager, channels_last, bf16, compile)" >&2
+                   *) echo "run.sh: VARIANTS: unknown variant '$v' (part '$p';" \
+                          "parts are eager, channels_last, bf16, compile)" >&2
                       exit 1 ;;
                esac
            done ;;
@@ -117,8 +121,14 @@ print(json.dumps({"framework": fw, "kind": kind, "model": "resnet18", "width": i
                   "precision": precision, "skipped": why}))
 ' "$@" "$kind" "$width" "$batch" "$THREADS" >>"$out"
 }
-# The last line of a failed command's stderr, for the "skipped" reason.
-why_failed() { echo "exit status $1: $(grep -v '^\s*$' "$err" | tail -1 | cut -c1-300)"; }
+# A failed command's error line (protoclr's `error: …`, else the last line of its stderr, where
+# Python puts the exception), for the "skipped" reason.
+why_failed() {
+    local line
+    line=$(grep -m1 -E '^(error|Error)[: ]' "$err" || true)
+    [[ -n $line ]] || line=$(grep -v '^\s*$' "$err" | tail -1 || true)
+    echo "exit status $1: ${line:0:300}"
+}
 
 has_precision=
 if "$BIN" bench step --help 2>/dev/null | grep -q -- --precision; then has_precision=1; fi
@@ -135,6 +145,7 @@ ours() { # PRECISION
     fi
     json=$("$BIN" --threads "$THREADS" bench "$kind" --model resnet18 --width "$width" --batch "$batch" \
         --steps "$STEPS" --warmup "$warmup" "${extra[@]}" --json 2>"$err") || rc=$?
+    if ((rc == 0)) && [[ -z $json ]]; then rc=1; echo "error: no JSON line on stdout" >>"$err"; fi
     if ((rc != 0)); then
         cat "$err" >&2
         skipped protoclr "$label" "$prec" "$(why_failed $rc)"
@@ -154,6 +165,7 @@ theirs() { # VARIANT
     done
     json=$("$PY" "$here/torch_reference.py" --kind "$kind" --model resnet18 --width "$width" --batch "$batch" \
         --threads "$THREADS" --steps "$STEPS" --warmup "$warmup" "${args[@]}" 2>"$err") || rc=$?
+    if ((rc == 0)) && [[ -z $json ]]; then rc=1; echo "error: no JSON line on stdout" >>"$err"; fi
     if ((rc != 0)); then
         cat "$err" >&2
         skipped pytorch "$v" "$prec" "$(why_failed $rc)"

@@ -33,7 +33,8 @@ NCHW f32, as a user would first run it):
   autocast contract: backward and the optimiser outside it; weights, gradients and optimiser
   state stay f32 master copies; autocast runs convolutions and matmuls in bf16 and keeps
   normalisation, softmax and the cross-entropy in f32). Inference: around the encoder's forward.
-  Skipped where oneDNN reports no native bf16 on this CPU (emulated bf16 is slower than f32).
+  Skipped where the CPU has no native bf16 (on x86: AVX-512 BF16 or AMX; emulated bf16 is
+  slower than f32).
 * `--compile`: `torch.compile` (inductor, default mode) of the forward + loss function — model
   and NT-Xent in one graph; AOTAutograd derives the compiled backward graph that
   `loss.backward()` runs. `loss.backward()` itself cannot sit inside a compiled function without
@@ -60,6 +61,7 @@ width and batch.
 import argparse
 import contextlib
 import json
+import platform
 import resource
 import sys
 import time
@@ -221,9 +223,19 @@ class Variant:
 
     def unsupported(self):
         """Why this variant cannot run on this machine, or None."""
-        if self.autocast == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return "oneDNN reports no native bf16 on this CPU (needs AVX-512 BF16 or AMX)"
+        if self.autocast == "bf16" and not native_bf16():
+            return "no native bf16 on this CPU (x86: AVX-512 BF16 or AMX; elsewhere: oneDNN's bf16)"
         return None
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 products natively. On x86 oneDNN also "supports" bf16 on
+    plain AVX-512 by converting to f32, slower than f32 itself, which is no column to compare
+    against (protoclr's bf16 needs AVX-512 BF16 likewise)."""
+    if platform.machine() in ("x86_64", "AMD64"):
+        cpu = torch.cpu
+        return cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported()
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def compile_events() -> int:
