@@ -130,15 +130,15 @@ why_failed() {
     echo "exit status $1: ${line:0:300}"
 }
 
-has_precision=
-if "$BIN" bench step --help 2>/dev/null | grep -q -- --precision; then has_precision=1; fi
+# Whether `protoclr bench KIND` takes --precision (bf16 may come to training before inference).
+has_precision() { [[ $("$BIN" bench "$1" --help 2>/dev/null || true) == *--precision* ]]; }
 
 ours() { # PRECISION
     local prec=$1 label=protoclr extra=() rc=0 json
     if [[ $prec == bf16 ]]; then
         label=protoclr+bf16
-        if [[ -z $has_precision ]]; then
-            skipped protoclr "$label" bf16 "this protoclr binary has no --precision flag"
+        if ! has_precision "$kind"; then
+            skipped protoclr "$label" bf16 "this protoclr binary has no \`bench $kind --precision\`"
             return
         fi
         extra=(--precision bf16)
