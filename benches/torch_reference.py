@@ -23,6 +23,8 @@ Replicates, in PyTorch on the CPU, what protoclr's benchmark measures:
 * Peak RSS: resource.getrusage(RUSAGE_SELF).ru_maxrss (KiB on Linux) in MB, like protoclr's
   VmHWM. It includes what `import torch` alone holds (reported as import_rss_mb, about 0.6 GB
   with the PyPI wheel, part of it CUDA libraries that wheel loads even on a CPU-only machine).
+  With `--compile`, inductor's compile workers are separate processes (idle once compiled) and
+  are not counted.
 
 Variants (what a PyTorch user who cares about CPU speed changes; the default is plain eager
 NCHW f32, as a user would first run it):

@@ -8,7 +8,9 @@
 //! column: `framework` (`protoclr`, `pytorch`, …), `precision` (`f32` when absent), PyTorch's
 //! `variant` (`eager` when absent), `compile` and `memory_format`, and `ops` (`stock` makes a
 //! column of its own). A line with `"skipped": "why"` records a variant that could not run; it
-//! shows as "skipped", never as a number. Lines of other kinds (`bench input`) are left out.
+//! shows as "skipped", never as a number; a torch.compile line with `compiles_while_timed` > 0
+//! (it recompiled during the timed steps) is flagged in its cell. Lines of other kinds
+//! (`bench input`) are left out.
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
@@ -77,6 +79,8 @@ pub enum Measure {
     Ran {
         images_per_sec: f64,
         peak_rss_mb: Option<f64>,
+        /// torch.compile recompilations during the timed steps (`compiles_while_timed`).
+        compiles_while_timed: u64,
     },
     Skipped(String),
 }
@@ -161,6 +165,7 @@ pub fn parse_line(v: &Value) -> Result<Option<Line>> {
                 .as_f64()
                 .ok_or_else(|| anyhow!("key \"images_per_sec\" missing or not a number"))?,
             peak_rss_mb: v["peak_rss_mb"].as_f64(),
+            compiles_while_timed: v["compiles_while_timed"].as_u64().unwrap_or(0),
         },
     };
     Ok(Some(Line {
@@ -204,6 +209,8 @@ pub struct Cell {
     pub ips: Vec<f64>,
     pub rss: Vec<f64>,
     pub skipped: Vec<String>,
+    /// Rounds in which torch.compile still compiled during the timed steps.
+    pub recompiled: usize,
 }
 
 impl Cell {
@@ -236,6 +243,13 @@ impl Cell {
             let hi = self.ips.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             format!("{m:.1} ({lo:.1}–{hi:.1})")
         };
+        if self.recompiled > 0 {
+            s.push_str(&format!(
+                ", compiled while timed in {} of {}",
+                self.recompiled,
+                self.rounds()
+            ));
+        }
         if !self.skipped.is_empty() {
             s.push_str(&format!(
                 ", skipped in {} of {}",
@@ -276,9 +290,11 @@ impl Grid {
                 Measure::Ran {
                     images_per_sec,
                     peak_rss_mb,
+                    compiles_while_timed,
                 } => {
                     cell.ips.push(*images_per_sec);
                     cell.rss.extend(*peak_rss_mb);
+                    cell.recompiled += usize::from(*compiles_while_timed > 0);
                 }
                 Measure::Skipped(why) => cell.skipped.push(why.clone()),
             }
@@ -630,6 +646,30 @@ mod tests {
         assert_eq!(labels, ["protoclr f32", "PyTorch eager"]);
         let md = g.markdown();
         assert!(md.contains("| 1.50× vs eager | – | 700 / 1400 | – |"), "{md}");
+    }
+
+    #[test]
+    fn recompilation_while_timed_is_flagged_in_the_cell() {
+        let v = torch("compile+channels_last");
+        let rows = [
+            step(
+                "pytorch",
+                with(
+                    with(v.clone(), ran(400.0, 1.0)),
+                    json!({"compiles_while_timed": 0}),
+                ),
+            ),
+            step(
+                "pytorch",
+                with(with(v, ran(600.0, 1.0)), json!({"compiles_while_timed": 2})),
+            ),
+        ];
+        let (_dir, path) = write(&rows);
+        let md = Grid::new(&load(&[&path]).unwrap()).markdown();
+        assert!(
+            md.contains("| 2 | 500.0 (400.0–600.0), compiled while timed in 1 of 2 |"),
+            "{md}"
+        );
     }
 
     #[test]
