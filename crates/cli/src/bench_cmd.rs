@@ -2,10 +2,12 @@
 //! throughput, and the side-by-side table against the PyTorch reference
 //! (`benches/torch_reference.py`).
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
 use protoclr_train::{bench, config::ModelConfig};
 use std::path::PathBuf;
+
+mod table;
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
@@ -79,9 +81,12 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Side-by-side table of JSON lines written by `bench … --json` and the PyTorch reference.
+    /// Markdown tables of JSON lines written by `bench … --json` and the PyTorch reference
+    /// (`benches/run.sh`): one column per framework and variant, median over the rounds, and
+    /// protoclr against the best PyTorch column at equal precision.
     Table {
-        /// JSON-lines files (each line one measurement with a "framework" key or a candle one).
+        /// JSON-lines files (each line one measurement with a "framework" key, or a
+        /// "skipped" one); lines of kinds other than step and infer are left out.
         files: Vec<PathBuf>,
     },
 }
@@ -195,153 +200,8 @@ pub fn run(cmd: BenchCommand, device: &candle_core::Device) -> Result<()> {
             }
         }
         BenchCommand::Table { files } => {
-            let mut rows: Vec<serde_json::Value> = vec![];
-            for f in &files {
-                let text =
-                    std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-                for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-                    rows.push(
-                        serde_json::from_str(line)
-                            .with_context(|| format!("{}:{}: not a JSON object", f.display(), i + 1))?,
-                    );
-                }
-            }
-            print!("{}", bench_table(&rows));
+            print!("{}", table::Grid::new(&table::load(&files)?).markdown());
         }
     }
     Ok(())
-}
-
-/// Median of a non-empty list.
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Markdown table pairing the protoclr measurements of each setting with the PyTorch ones.
-/// A setting measured in several rounds (`benches/run.sh` interleaves them, because this
-/// machine's speed drifts by ±20 % over minutes) shows the median img/s with the range, the
-/// ratio of the medians, and the largest peak RSS.
-pub fn bench_table(rows: &[serde_json::Value]) -> String {
-    let key = |r: &serde_json::Value| {
-        format!(
-            "{} {} w{} b{} t{}",
-            r["kind"].as_str().unwrap_or("?"),
-            r["model"].as_str().unwrap_or("?"),
-            r["width"],
-            r["batch"],
-            r["threads"]
-        )
-    };
-    let of = |fw: &str, k: &str| -> Vec<&serde_json::Value> {
-        rows.iter()
-            .filter(|r| r["framework"] == fw && key(r) == k)
-            .collect()
-    };
-    let ips = |v: &[&serde_json::Value]| -> Vec<f64> {
-        v.iter().filter_map(|r| r["images_per_sec"].as_f64()).collect()
-    };
-    let rss = |v: &[&serde_json::Value]| {
-        v.iter()
-            .filter_map(|r| r["peak_rss_mb"].as_f64())
-            .fold(f64::NAN, f64::max)
-    };
-    let cell = |v: &[f64]| match v.len() {
-        0 => "–".to_string(),
-        1 => format!("{:.1}", v[0]),
-        _ => {
-            let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
-                (a.min(x), b.max(x))
-            });
-            format!("{:.1} ({lo:.1}–{hi:.1})", median(v.to_vec()))
-        }
-    };
-    let mut out = String::from(
-        "| setting | threads | rounds | PyTorch img/s | protoclr img/s | ratio | PyTorch peak RSS MB | protoclr peak RSS MB |\n|---|---|---|---|---|---|---|---|\n",
-    );
-    let mut seen = std::collections::HashSet::new();
-    for first in rows.iter().filter(|r| r["framework"] == "protoclr") {
-        let k = key(first);
-        if !seen.insert(k.clone()) {
-            continue;
-        }
-        let (ours, theirs) = (of("protoclr", &k), of("pytorch", &k));
-        let (a, b) = (ips(&ours), ips(&theirs));
-        let ratio = if a.is_empty() || b.is_empty() {
-            f64::NAN
-        } else {
-            median(a.clone()) / median(b.clone())
-        };
-        let desc = if first["kind"] == "step" {
-            format!(
-                "train step {} width {} batch 2×{}",
-                first["model"].as_str().unwrap_or("?"),
-                first["width"],
-                first["batch"]
-            )
-        } else {
-            format!(
-                "inference {} width {} batch {}",
-                first["model"].as_str().unwrap_or("?"),
-                first["width"],
-                first["batch"]
-            )
-        };
-        out.push_str(&format!(
-            "| {desc} | {} | {} | {} | {} | {ratio:.2}× | {:.0} | {:.0} |\n",
-            first["threads"],
-            a.len().max(b.len()),
-            cell(&b),
-            cell(&a),
-            rss(&theirs),
-            rss(&ours)
-        ));
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn table_pairs_measurements_by_setting() {
-        let rows: Vec<serde_json::Value> = [
-            r#"{"framework":"pytorch","kind":"step","model":"resnet18","width":16,"batch":128,"threads":2,"images_per_sec":200.0,"peak_rss_mb":1400}"#,
-            r#"{"framework":"protoclr","kind":"step","model":"resnet18","width":16,"batch":128,"threads":2,"images_per_sec":300.0,"peak_rss_mb":700}"#,
-        ]
-        .iter()
-        .map(|s| serde_json::from_str(s).unwrap())
-        .collect();
-        let t = bench_table(&rows);
-        assert!(t.contains("| 1 | 200.0 | 300.0 | 1.50× | 1400 | 700 |"), "{t}");
-    }
-
-    #[test]
-    fn rounds_are_summarised_by_their_medians() {
-        let line = |fw: &str, ips: f64, rss: f64| {
-            serde_json::json!({"framework": fw, "kind": "step", "model": "resnet18", "width": 16,
-                "batch": 128, "threads": 2, "images_per_sec": ips, "peak_rss_mb": rss})
-        };
-        let rows = vec![
-            line("protoclr", 500.0, 500.0),
-            line("pytorch", 400.0, 1300.0),
-            line("protoclr", 420.0, 510.0),
-            line("pytorch", 350.0, 1290.0),
-            line("protoclr", 480.0, 505.0),
-            line("pytorch", 410.0, 1280.0),
-        ];
-        let t = bench_table(&rows);
-        // Medians 480 and 400: ratio 1.20; one row for the setting; largest RSS.
-        assert!(
-            t.contains("| 3 | 400.0 (350.0–410.0) | 480.0 (420.0–500.0) | 1.20× | 1300 | 510 |"),
-            "{t}"
-        );
-        assert_eq!(t.lines().count(), 3, "{t}");
-    }
 }
