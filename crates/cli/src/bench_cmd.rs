@@ -53,6 +53,12 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// One thread's arithmetic peak: f32 FMA and bf16 dot-product (vdpbf16ps) GFLOP/s.
+    Peak {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// JPEG input pipeline: decode + two SimCLR views per image on the decoding threads.
     Input {
         /// A class-per-folder tree (`D/<class>/*.JPEG`), or the root of the paths in `--list`.
@@ -113,7 +119,14 @@ pub fn run(cmd: BenchCommand, device: &candle_core::Device) -> Result<()> {
             precision,
             json,
         } => {
-            let r = bench::step(&model_cfg(&model, width, &ops), batch, steps, warmup, precision, device)?;
+            let r = bench::step(
+                &model_cfg(&model, width, &ops),
+                batch,
+                steps,
+                warmup,
+                precision,
+                device,
+            )?;
             if json {
                 let mut v = serde_json::to_value(&r)?;
                 v["framework"] = "protoclr".into();
@@ -145,6 +158,20 @@ pub fn run(cmd: BenchCommand, device: &candle_core::Device) -> Result<()> {
                 println!(
                     "{model} width {width} inference batch {batch} ({} ops on {}, {} threads): {:.1} img/s · peak RSS {:.0} MB",
                     r.ops, r.device, r.threads, r.images_per_sec, r.peak_rss_mb
+                );
+            }
+        }
+        BenchCommand::Peak { json } => {
+            let p = protoclr_train::ops::peak::measure(5);
+            if json {
+                println!("{}", serde_json::to_value(p)?);
+            } else {
+                let show =
+                    |v: Option<f64>| v.map_or("not available".to_string(), |g| format!("{g:.1} GFLOP/s"));
+                println!(
+                    "one thread: f32 FMA (zmm) {} · bf16 dot product vdpbf16ps (zmm) {}",
+                    show(p.fma_f32_gflops),
+                    show(p.dpbf16_gflops)
                 );
             }
         }

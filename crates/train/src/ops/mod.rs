@@ -15,6 +15,7 @@ pub mod bf16;
 pub mod conv;
 pub mod direct;
 pub mod direct_small;
+pub mod peak;
 pub mod residual;
 pub mod simd;
 
