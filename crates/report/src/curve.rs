@@ -277,7 +277,7 @@ impl Figure for Curve {
         let ticks = self.x.text.clone();
         let x_fmt = move |v: &f64| {
             if numeric {
-                num(*v, 3)
+                crate::heatmap::trim_num(*v)
             } else {
                 let i = v.round();
                 if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < ticks.len() {
