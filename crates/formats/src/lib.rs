@@ -9,6 +9,10 @@
 //!   ignores every other cell and says why.
 //! - [`check_plain_name`]: experiment and profile names become file names in the results folder
 //!   (`<experiment>.<profile>.csv`); this is the rule that keeps them inside it.
+//! - [`dotted`]: setting and reading `dotted.keys` of nested YAML mappings, and the leaf paths
+//!   a value sets.
+//! - [`fsutil`]: the atomic file write (temporary sibling, fsync, rename, fsync of the folder).
+//! - [`metrics`]: `metrics.json` as the grid and the report read it, its [`metrics::Status`].
 //! - [`claims`]: which entry set each leaf of a nested mapping (dotted vs nested keys).
 //! - [`temps`]: how atomic writes name their temporary files, and the sweep of a killed
 //!   writer's leftovers (training outputs, checkpoints and the results folder alike).
@@ -21,6 +25,9 @@
 //! This crate has no protoclr dependency, so that neither side needs the other.
 
 pub mod claims;
+pub mod dotted;
+pub mod fsutil;
+pub mod metrics;
 pub mod report;
 pub mod temps;
 pub mod yamlscan;

@@ -17,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use polars::prelude::*;
 use protoclr_formats::report::ReportSpec;
 
@@ -456,22 +456,9 @@ impl Table {
         Ok(DataFrame::new_infer_height(cols)?)
     }
 
-    /// Writes `<stem>.md`, `<stem>.tex` and `<stem>.csv` into `out`.
+    /// Writes `<stem>.md`, `<stem>.tex` and `<stem>.csv` into `out`, each atomically.
     pub fn write(&self, out: &Path) -> Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        let md = out.join(format!("{}.md", self.stem));
-        let tex = out.join(format!("{}.tex", self.stem));
-        let csv = out.join(format!("{}.csv", self.stem));
-        std::fs::write(&md, self.markdown()).with_context(|| format!("writing {}", md.display()))?;
-        std::fs::write(&tex, self.latex()).with_context(|| format!("writing {}", tex.display()))?;
-        let mut df = self.frame()?;
-        let mut file = std::fs::File::create(&csv).with_context(|| format!("writing {}", csv.display()))?;
-        CsvWriter::new(&mut file)
-            .include_header(true)
-            .finish(&mut df)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("writing {}", csv.display()))?;
-        Ok(vec![md, tex, csv])
+        crate::output::write_table(out, &self.stem, &self.markdown(), &self.latex(), self.frame()?)
     }
 }
 
