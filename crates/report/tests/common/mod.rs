@@ -72,6 +72,11 @@ pub fn write_experiment(results: &Path, experiment: &str, profile: &str, axes: &
             _ => csv.push_str(",,,,,,,,,\n"),
         }
         let dir = results.join("cells").join(&c.id);
+        if c.metrics.is_none() {
+            // A cell without results: whatever an earlier call wrote for it is gone, as the
+            // grid would find it (a done and intact folder is done, whatever the index says).
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         std::fs::create_dir_all(&dir).unwrap();
         if let (Some((lin, knn, bias)), true) = (c.metrics, c.write_json) {
             let m = json!({
