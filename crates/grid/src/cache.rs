@@ -160,11 +160,13 @@ impl Results {
     pub fn index_csv(&self, plan: &Plan) -> String {
         let mut out = String::new();
         let confirm = plan.stage == Stage::Confirm;
-        let mut header = vec!["cell_id".to_string(), "status".into()];
+        // `cell_id,status,[arm,]label,seed` (protoclr_formats::INDEX_KEY_COLUMNS).
+        let [id, status, label, seed] = protoclr_formats::INDEX_KEY_COLUMNS;
+        let mut header = vec![id.to_string(), status.into()];
         if confirm {
             header.push("arm".into());
         }
-        header.extend(["label".to_string(), "seed".into()]);
+        header.extend([label.to_string(), seed.into()]);
         header.extend(plan.experiment.columns.iter().cloned());
         header.extend(crate::spec::METRIC_COLUMNS.iter().map(|s| s.to_string()));
         out.push_str(&csv_row(&header));

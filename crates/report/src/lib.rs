@@ -163,7 +163,7 @@ fn named(opts: &Options, name: &str) -> Result<ExperimentFile> {
     let path = opts.experiments.join(format!("{name}.yaml"));
     if !path.is_file() {
         bail!(
-            "no experiment file {} (give an experiment file's path, or a name of {})",
+            "no experiment file {} (give the path of an experiment file, or the name of one in {})",
             path.display(),
             opts.experiments.display()
         );
