@@ -203,6 +203,9 @@ pub struct Heatmap {
     pub counts: (usize, usize),
     /// Other varied index columns, pooled within each (x, y).
     pub pooled_axes: Vec<String>,
+    /// Whether both axes are numeric (else [`Heatmap::alphas`] / [`Heatmap::lambdas`] hold
+    /// positions).
+    pub numeric: bool,
 }
 
 fn position(values: &[f64], v: f64) -> Option<usize> {
@@ -244,7 +247,8 @@ impl Heatmap {
         let (xcol, ycol) = (col(&view.x)?, col(&view.y)?);
         let xa = AxisValues::of(&xcol.iter().map(String::as_str).collect::<Vec<_>>());
         let ya = AxisValues::of(&ycol.iter().map(String::as_str).collect::<Vec<_>>());
-        if view.reference.is_some() || exp.axes.is_empty() {
+        let numeric = xa.numbers.is_some() && ya.numbers.is_some();
+        if view.reference.is_some() {
             for (a, k) in [(&xa, &view.x), (&ya, &view.y)] {
                 if a.numbers.is_none() {
                     bail!(
@@ -311,6 +315,7 @@ impl Heatmap {
             partial: exp.title_tag(),
             counts: (exp.with_metrics(), exp.total()),
             pooled_axes,
+            numeric,
         })
     }
 

@@ -237,8 +237,9 @@ pub fn build(opts: &Options, file: &ExperimentFile) -> Result<Report> {
             let fig = Scatter::from_view(&exp, &spec.title, &stem, view)?;
             let v = &fig.view;
             extra.push_str(&format!("\nx axis: `{}` ({}).\n", v.x, v.x_label));
-            for m in [&v.x, &v.y] {
-                if exp.with_metrics() > 0 && !scatter::measured(&exp, m) {
+            // The y metric goes unmeasured only when no cell has metrics (say nothing then).
+            for (m, always) in [(&v.x, true), (&v.y, false)] {
+                if (always || exp.with_metrics() > 0) && !scatter::measured(&exp, m) {
                     extra.push_str(&format!(
                         "\n`{m}` is not measured in any cell (cells written before it existed): no points.\n"
                     ));
@@ -256,6 +257,15 @@ pub fn build(opts: &Options, file: &ExperimentFile) -> Result<Report> {
         }
         ReportKind::Heatmap => {
             let map = Heatmap::from_spec(&exp, spec)?;
+            if spec.ratio && !map.numeric {
+                bail!(
+                    "{}: report.ratio needs numeric `{}` and `{}` values (the index {} has others)",
+                    file.path.display(),
+                    map.view.x,
+                    map.view.y,
+                    exp.index_path.display()
+                );
+            }
             let mut written = style::save(&map, &opts.out, &stem)?;
             let v = &map.view;
             extra.push_str(&format!("\n{}", map.selection_markdown()));

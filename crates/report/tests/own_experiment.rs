@@ -229,3 +229,55 @@ fn a_bad_report_section_is_refused_naming_the_file_and_the_key() {
         "{e}"
     );
 }
+
+#[test]
+fn a_heatmap_over_a_key_that_is_not_a_number_keeps_the_file_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, results) = (tmp.path(), tmp.path().join("results"));
+    let text = "name: presets\ndescription: d\nprofiles: {cpu: {}, paper: {}}\n\
+                grid: {augment.preset: [simclr, none], loss.tau: [0.1, 0.5]}\nseeds: [0]\n\
+                report: {kind: heatmap, title: Presets, x: augment.preset, y: loss.tau, value: linear_top1}\n";
+    let path = dir.join("presets.yaml");
+    std::fs::write(&path, text).unwrap();
+    let spec = Spec::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+    let cells: Vec<Cell> = expand(&spec, "cpu")
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            let axes: Vec<String> = c.assignments.iter().map(|(_, v)| flow(v)).collect();
+            let lin = if axes[0] == "simclr" { 60.0 } else { 20.0 } + axes[1].parse::<f64>().unwrap();
+            Cell::done(id(&format!("{axes:?}")), "", 0, axes, (lin, 10.0, 0.3))
+        })
+        .collect();
+    write_experiment(
+        &results,
+        "presets",
+        "cpu",
+        &["augment.preset", "loss.tau"],
+        &cells,
+    );
+    let out = dir.join("figures");
+    let opts = Options::new(&results, &out, "cpu").with_experiments(dir);
+    run(Target::File(path.clone()), &opts, 0.0).unwrap();
+    let svg = read(&out.join("presets.svg"));
+    let (s, n) = (svg.find("\nsimclr\n").unwrap(), svg.find("\nnone\n").unwrap());
+    assert!(s < n, "x ticks in the file's order");
+    for want in ["60.1", "20.5", "Mean linear_top1 over seeds"] {
+        assert!(svg.contains(want), "{want:?} not in the SVG");
+    }
+    assert!(
+        !svg.contains("Difference from"),
+        "no reference, no difference panel"
+    );
+    // The ratio analysis needs numbers on both axes.
+    std::fs::write(
+        &path,
+        text.replace("value: linear_top1}", "value: linear_top1, ratio: true}"),
+    )
+    .unwrap();
+    let e = format!("{:#}", run(Target::File(path), &opts, 0.0).unwrap_err());
+    assert!(
+        e.contains("report.ratio needs numeric `augment.preset` and `loss.tau` values"),
+        "{e}"
+    );
+}
