@@ -300,7 +300,14 @@ impl Figure for Curve {
             mesh.x_labels(self.x.len().max(2) * 4 + 1);
         }
         mesh.draw().map_err(plot_err)?;
-        for (i, l) in self.lines.iter().enumerate() {
+        // A line without data is left out of the figure (its notes say `no data`); colours stay
+        // tied to the series' position.
+        for (i, l) in self
+            .lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| !l.points.is_empty())
+        {
             let c = COLOURS[i % COLOURS.len()];
             let style = ShapeStyle::from(&c).stroke_width(3);
             chart
