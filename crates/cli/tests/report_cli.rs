@@ -160,3 +160,67 @@ fn mixed_numerics_need_the_flag_and_are_labelled() {
         .unwrap()
         .contains("**mixed numerics**"));
 }
+
+/// `fig5.yaml` with its `report:` section replaced by `report`.
+fn fig5_with_report(report: &str) -> String {
+    let text = fs::read_to_string(repo().join("experiments/fig5.yaml")).unwrap();
+    let start = text.find("\nreport:\n").unwrap() + 1;
+    let end = start + text[start..].find("\n# ").unwrap() + 1;
+    format!("{}{report}{}", &text[..start], &text[end..])
+}
+
+#[test]
+fn an_experiment_file_of_ones_own_is_drawn_as_its_report_section_says() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("experiments/profiles"), &tmp.path().join("profiles"));
+    // The committed fig5 cells, seen as a curve: accuracy over λ, one line per α.
+    let file = tmp.path().join("fig5.yaml");
+    fs::write(
+        &file,
+        fig5_with_report(
+            "report:\n  kind: curve\n  title: Linear accuracy over λ\n  x: loss.lambda\n  \
+             value: linear_top1\n  series: loss.alpha\n",
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("figures");
+    let o = protoclr(&[
+        "report",
+        file.to_str().unwrap(),
+        "--results",
+        "results",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["fig5.png", "fig5.svg"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let notes = fs::read_to_string(out.join("fig5.notes.md")).unwrap();
+    assert!(
+        notes.contains("`results/fig5.cpu.csv`: 12 of 50 cells with metrics"),
+        "{notes}"
+    );
+    // α = 0.5 was trained at every λ on both seeds (the committed index): five points.
+    let line = notes
+        .lines()
+        .find(|l| l.starts_with("- loss.alpha = 0.5: "))
+        .unwrap_or_else(|| panic!("{notes}"));
+    assert_eq!(line.matches("(n=2)").count(), 5, "{line}");
+
+    // A bad section: refused at its line, naming the key, before anything is drawn.
+    fs::write(
+        &file,
+        fig5_with_report("report:\n  kind: curve\n  title: T\n  x: loss.lambda\n  value: linear_top1\n  series: loss.beta\n"),
+    )
+    .unwrap();
+    let out2 = tmp.path().join("bad");
+    let o = protoclr(&["report", file.to_str().unwrap(), "--out", out2.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("fig5.yaml:") && e.contains("report.series: unknown column `loss.beta`"),
+        "{e}"
+    );
+    assert!(!out2.exists());
+}

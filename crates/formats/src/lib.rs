@@ -9,15 +9,26 @@
 //!   ignores every other cell and says why.
 //! - [`check_plain_name`]: experiment and profile names become file names in the results folder
 //!   (`<experiment>.<profile>.csv`); this is the rule that keeps them inside it.
+//! - [`dotted`]: setting and reading `dotted.keys` of nested YAML mappings, and the leaf paths
+//!   a value sets.
+//! - [`fsutil`]: the atomic file write (temporary sibling, fsync, rename, fsync of the folder).
+//! - [`metrics`]: `metrics.json` as the grid and the report read it, its [`metrics::Status`].
 //! - [`claims`]: which entry set each leaf of a nested mapping (dotted vs nested keys).
 //! - [`temps`]: how atomic writes name their temporary files, and the sweep of a killed
 //!   writer's leftovers (training outputs, checkpoints and the results folder alike).
+//! - [`report`]: the `report:` section of an experiment file, what `protoclr report` draws.
+//! - [`INDEX_KEY_COLUMNS`], [`INDEX_METRIC_COLUMNS`]: the index CSV's columns other than the
+//!   varied keys; [`EVAL_METRICS`]: the `eval` keys of metrics.json the report reads.
 //! - [`yamlscan`]: the nesting-depth pre-scan that every YAML input (experiment files, training
 //!   configs, `--set` values) passes before the parser, shared by the grid and training.
 //!
 //! This crate has no protoclr dependency, so that neither side needs the other.
 
 pub mod claims;
+pub mod dotted;
+pub mod fsutil;
+pub mod metrics;
+pub mod report;
 pub mod temps;
 pub mod yamlscan;
 
@@ -25,6 +36,50 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::path::Path;
+
+/// Index CSV columns before the varied keys: `cell_id,status,label,seed` (docs/formats.md).
+pub const INDEX_KEY_COLUMNS: [&str; 4] = ["cell_id", "status", "label", "seed"];
+
+/// Index CSV columns after the varied keys, copied from each cell's metrics.json for a quick
+/// look (the report reads the metrics from the cells, not from these).
+pub const INDEX_METRIC_COLUMNS: [&str; 9] = [
+    "linear_top1",
+    "linear_top5",
+    "knn_top1",
+    "knn_top5",
+    "bias_l2",
+    "bias_l2_lo",
+    "bias_l2_hi",
+    "bias_cos",
+    "wall_time_s",
+];
+
+/// The `eval` keys of metrics.json that the report reads, and that a `report:` section may
+/// name as a metric. The first five are also index columns; the others are optional (validation
+/// accuracy, scale-free bias, theorem bounds, long-tail class groups; docs/formats.md), absent in
+/// cells written before they existed and, for the class groups, in cells trained on a balanced
+/// set.
+pub const EVAL_METRICS: [&str; 19] = [
+    "linear_top1",
+    "linear_top5",
+    "knn_top1",
+    "knn_top5",
+    "bias_l2",
+    "val_linear_top1",
+    "val_knn_top1",
+    "bias_rel",
+    "bound_attract_holds",
+    "bound_attract_slack",
+    "bound_repel_holds",
+    "bound_repel_slack",
+    "bound_n",
+    "linear_many",
+    "linear_medium",
+    "linear_few",
+    "n_many",
+    "n_medium",
+    "n_few",
+];
 
 /// Final outcome of a cell run, as recorded in `status.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,11 +1,12 @@
 //! The results folder: cell entries, their status files, integrity checks and the index CSV.
 
-use crate::fsutil::{atomic_write, hostname, now_unix, sha256_file};
 use crate::lock::{peek, LockInfo};
 use crate::plan::{Plan, Stage};
 use crate::value::flow;
 use crate::CELL_FORMAT_VERSION;
 use anyhow::{Context, Result};
+use protoclr_formats::fsutil::{atomic_write, hostname, now_unix};
+use protoclr_formats::sha256_file;
 use protoclr_formats::CellRecord;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -159,11 +160,13 @@ impl Results {
     pub fn index_csv(&self, plan: &Plan) -> String {
         let mut out = String::new();
         let confirm = plan.stage == Stage::Confirm;
-        let mut header = vec!["cell_id".to_string(), "status".into()];
+        // `cell_id,status,[arm,]label,seed` (protoclr_formats::INDEX_KEY_COLUMNS).
+        let [id, status, label, seed] = protoclr_formats::INDEX_KEY_COLUMNS;
+        let mut header = vec![id.to_string(), status.into()];
         if confirm {
             header.push("arm".into());
         }
-        header.extend(["label".to_string(), "seed".into()]);
+        header.extend([label.to_string(), seed.into()]);
         header.extend(plan.experiment.columns.iter().cloned());
         header.extend(crate::spec::METRIC_COLUMNS.iter().map(|s| s.to_string()));
         out.push_str(&csv_row(&header));
@@ -239,12 +242,8 @@ pub fn csv_row(fields: &[String]) -> String {
 /// Whether a `metrics.json` on disk is a finished run's (valid JSON with a final status); used to
 /// adopt a result whose status file was not written (a crash between the two writes).
 pub fn finished_metrics(path: &Path) -> Option<Outcome> {
-    let v: serde_json::Value = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
-    match v.get("status")?.as_str()? {
-        "completed" => Some(Outcome::Done),
-        "diverged" => Some(Outcome::Diverged),
-        _ => None,
-    }
+    let m = protoclr_formats::metrics::Metrics::parse(&fs::read(path).ok()?).ok()?;
+    Some(m.status.outcome())
 }
 
 #[cfg(test)]

@@ -29,13 +29,13 @@
 
 use crate::cache::{CellState, Results};
 use crate::expand::{cell_spec, profile_start};
-use crate::fsutil::atomic_write;
 use crate::locate::Seg;
 use crate::plan::{resolve_cells, Arm, Cell, Plan, Stage};
 use crate::spec::ConfirmSpec;
 use crate::value::{canonical, flow, same};
 use crate::Backend;
 use anyhow::{anyhow, Context, Result};
+use protoclr_formats::fsutil::atomic_write;
 use serde::{Deserialize, Serialize};
 use serde_norway::{Mapping, Value};
 use std::path::Path;

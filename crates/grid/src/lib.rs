@@ -91,7 +91,8 @@ pub mod cache;
 pub mod confirm;
 pub mod display;
 pub mod expand;
-pub mod fsutil;
+/// Atomic writes (one definition, shared with the report and defined in `protoclr_formats`).
+pub use protoclr_formats::fsutil;
 pub mod locate;
 pub mod lock;
 pub mod plan;

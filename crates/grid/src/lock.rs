@@ -8,8 +8,8 @@
 //! happens under a second exclusive file (`<lock>.takeover`), so two processes never both take
 //! over the same lock.
 
-use crate::fsutil::{hostname, now_unix};
 use anyhow::{Context, Result};
+use protoclr_formats::fsutil::{hostname, now_unix};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};

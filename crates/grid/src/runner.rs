@@ -1,12 +1,12 @@
 //! Running cells: local workers, one training child process per cell, progress, stop and resume.
 
 use crate::cache::{finished_metrics, CellState, Outcome, Pending, Results, StatusFile};
-use crate::fsutil::{atomic_write, hostname, now_unix};
 use crate::lock::{Acquired, CellLock, HEARTBEAT};
 use crate::plan::{Cell, Plan};
 use crate::Backend;
 use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use protoclr_formats::fsutil::{atomic_write, hostname, now_unix};
 use std::collections::VecDeque;
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Write};

@@ -10,9 +10,9 @@
 //! [`sh_quote`] for the shell line.
 
 use crate::cache::{CellState, Results};
-use crate::fsutil::atomic_write;
 use crate::plan::Plan;
 use anyhow::{bail, Context, Result};
+use protoclr_formats::fsutil::atomic_write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

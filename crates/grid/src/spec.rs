@@ -132,49 +132,13 @@ impl<'de> Deserialize<'de> for Layers {
     }
 }
 
-/// What `protoclr report` builds from an experiment. Column names are those of the index CSV
-/// (`label`, `seed`, the varied dotted keys, the metric columns); values are averaged over seeds.
-/// - `scatter`: one point per `rows` group (default `[label]`), `x` and `y` metric columns
-///   (Fig. 3: `x: bias_l2`, `y: linear_top1`);
-/// - `heatmap`: `x` and `y` varied keys, `value` a metric column (Fig. 4/5);
-/// - `table`: one row per `rows` group, `metrics` columns as mean ± sd over seeds.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReportSpec {
-    pub kind: ReportKind,
-    pub title: String,
-    #[serde(default)]
-    pub x: Option<String>,
-    #[serde(default)]
-    pub y: Option<String>,
-    #[serde(default)]
-    pub value: Option<String>,
-    #[serde(default)]
-    pub rows: Option<NonEmpty<String>>,
-    #[serde(default)]
-    pub metrics: Option<NonEmpty<String>>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReportKind {
-    Scatter,
-    Heatmap,
-    Table,
-}
+/// What `protoclr report` builds from an experiment: the `report:` section, defined (and
+/// checked on its own) in [`protoclr_formats::report`]; [`Experiment::parse`] also checks its
+/// column names against the varied keys. It never enters a cell id.
+pub use protoclr_formats::report::{ReportKind, ReportSpec};
 
 /// Metric columns of the index CSV (`docs/formats.md`).
-pub const METRIC_COLUMNS: &[&str] = &[
-    "linear_top1",
-    "linear_top5",
-    "knn_top1",
-    "knn_top5",
-    "bias_l2",
-    "bias_l2_lo",
-    "bias_l2_hi",
-    "bias_cos",
-    "wall_time_s",
-];
+pub const METRIC_COLUMNS: &[&str] = &protoclr_formats::INDEX_METRIC_COLUMNS;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -643,55 +607,29 @@ impl Experiment {
             None => None,
         };
 
-        // Report: the named columns must exist.
+        // Report: the section's own rules, then the named columns must be varied keys.
         let r = &raw.report;
-        let known_col = |c: &str| {
-            c == "label" || c == "seed" || columns.iter().any(|k| k == c) || METRIC_COLUMNS.contains(&c)
+        let report_path = |p: &[String]| -> Vec<Seg> {
+            std::iter::once(Seg::from("report"))
+                .chain(p.iter().map(|k| Seg::Key(k.clone())))
+                .collect()
         };
-        let mut named: Vec<(&str, Option<&str>)> = vec![
-            ("x", r.x.as_deref()),
-            ("y", r.y.as_deref()),
-            ("value", r.value.as_deref()),
-        ];
-        for c in r.rows.iter().flat_map(|v| v.0.iter()) {
-            named.push(("rows", Some(c)));
-        }
-        for c in r.metrics.iter().flat_map(|v| v.0.iter()) {
-            named.push(("metrics", Some(c)));
-        }
-        for (field, c) in &named {
-            if let Some(c) = c {
-                if !known_col(c) {
-                    return Err(err(
-                        &["report".into(), (*field).into()],
-                        format!("report.{field}: unknown column `{c}`"),
-                    ));
-                }
-            }
-        }
-        let need = |field: &str, present: bool| -> Result<()> {
-            if present {
-                Ok(())
-            } else {
-                Err(err(
-                    &["report".into(), "kind".into()],
-                    format!("report kind {:?} needs `{field}`", r.kind),
-                ))
-            }
-        };
-        match r.kind {
-            ReportKind::Scatter => {
-                need("x", r.x.is_some())?;
-                need("y", r.y.is_some())?;
-            }
-            ReportKind::Heatmap => {
-                need("x", r.x.is_some())?;
-                need("y", r.y.is_some())?;
-                need("value", r.value.is_some())?;
-            }
-            ReportKind::Table => {
-                need("rows", r.rows.is_some())?;
-                need("metrics", r.metrics.is_some())?;
+        r.check().map_err(|e| err(&report_path(&e.path), e.to_string()))?;
+        let known_col = |c: &str| c == "label" || c == "seed" || columns.iter().any(|k| k == c);
+        for (path, what, c) in r.named() {
+            if what == protoclr_formats::report::Names::Column && !known_col(c) {
+                let field = format!("report.{}", path.join("."));
+                return Err(err(
+                    &report_path(&path[..1]),
+                    format!(
+                        "{field}: unknown column `{c}` (varied keys: {}; or label, seed)",
+                        if columns.is_empty() {
+                            "none".to_string()
+                        } else {
+                            columns.join(", ")
+                        }
+                    ),
+                ));
             }
         }
 

@@ -137,52 +137,23 @@ pub fn same(a: &Value, b: &Value) -> bool {
     canonical(a) == canonical(b)
 }
 
-/// Sets `dotted.key` to `value` in a mapping, creating intermediate mappings.
+/// Sets `dotted.key` to `value` in a mapping, creating intermediate mappings
+/// ([`protoclr_formats::dotted::set_dotted`], shared with the training config's `--set`).
 pub fn set_dotted(root: &mut Value, key: &str, value: Value) -> Result<()> {
-    let parts: Vec<&str> = key.split('.').collect();
-    if parts.iter().any(|p| p.is_empty()) {
-        bail!("key `{key}` has an empty segment");
-    }
-    let mut cur = root;
-    for (i, part) in parts.iter().enumerate() {
-        if cur.is_null() {
-            *cur = Value::Mapping(Mapping::new());
-        }
-        let Some(map) = cur.as_mapping_mut() else {
-            bail!("key `{key}`: `{}` is not a mapping", parts[..i].join("."));
-        };
-        let k = Value::String((*part).to_string());
-        if i + 1 == parts.len() {
-            map.insert(k, value);
-            return Ok(());
-        }
-        cur = map.entry(k).or_insert(Value::Null);
-    }
-    unreachable!("a key has at least one segment")
+    use protoclr_formats::dotted::DottedError;
+    protoclr_formats::dotted::set_dotted(root, key, value).map_err(|e| match e {
+        DottedError::EmptySegment => anyhow::anyhow!("key `{key}` has an empty segment"),
+        DottedError::NotAMapping(prefix) => anyhow::anyhow!("key `{key}`: `{prefix}` is not a mapping"),
+    })
 }
 
 /// Looks up `dotted.key` in nested mappings.
-pub fn get_dotted<'a>(root: &'a Value, key: &str) -> Option<&'a Value> {
-    key.split('.')
-        .try_fold(root, |cur, part| cur.as_mapping()?.get(part))
-}
+pub use protoclr_formats::dotted::get_dotted;
 
-/// The leaf paths a value sets under `prefix`: the path itself for a non-mapping, the leaves of
-/// its entries (dotted keys split) for a non-empty mapping, nothing for an empty one.
+/// The leaf paths a value sets under `prefix` ([`protoclr_formats::dotted::leaf_paths`]; a key
+/// that is not a string is named in flow style).
 fn leaf_paths(prefix: Vec<String>, v: &Value, out: &mut Vec<Vec<String>>) {
-    match v.as_mapping() {
-        Some(m) => {
-            for (k, v) in m {
-                let mut p = prefix.clone();
-                match k.as_str() {
-                    Some(k) => p.extend(k.split('.').map(str::to_string)),
-                    None => p.push(flow(k)),
-                }
-                leaf_paths(p, v, out);
-            }
-        }
-        None => out.push(prefix),
-    }
+    protoclr_formats::dotted::leaf_paths(prefix, v, &flow, out)
 }
 
 /// Which entry (by its key as written) sets each leaf of a mapping, and below which paths its

@@ -121,3 +121,76 @@ fn fig4_cpu_is_imagenette_and_long_tail_adds_imagenette_lt() {
         assert_eq!(get_dotted(p, "model.stem"), Some(&s("cifar")));
     }
 }
+
+/// A backend that resolves a partial config to itself: cell ids then hash exactly what the
+/// experiment file contributes (base, profile, varied keys, seed).
+struct Identity;
+
+impl protoclr_grid::Backend for Identity {
+    fn resolve(&self, partial: serde_norway::Value, _origin: &str) -> anyhow::Result<serde_norway::Value> {
+        Ok(partial)
+    }
+    fn fingerprint(&self, _resolved: &serde_norway::Value) -> anyhow::Result<String> {
+        Ok("dataset".into())
+    }
+    fn numerics_version(&self) -> u32 {
+        2
+    }
+    fn train_command(&self, _: &std::path::Path, _: &std::path::Path, _: usize) -> std::process::Command {
+        std::process::Command::new("true")
+    }
+}
+
+/// The text of an experiment file with its `report:` section replaced by `report`: the section
+/// runs from its `report:` line to the next line that starts at column 0.
+fn with_report(text: &str, report: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in text.split_inclusive('\n') {
+        if line.starts_with("report:") {
+            inside = true;
+            out.push_str(report);
+            continue;
+        }
+        if inside && (line.starts_with(' ') || line.trim().is_empty()) {
+            continue;
+        }
+        inside = false;
+        out.push_str(line);
+    }
+    out
+}
+
+#[test]
+fn the_report_section_never_changes_a_cell_id() {
+    use protoclr_grid::{Plan, Stage};
+    let mut files: Vec<PathBuf> = std::fs::read_dir(experiments())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 7, "{files:?}");
+    let ids = |path: &std::path::Path, text: String, profile: &str| -> Vec<String> {
+        let exp = Experiment::parse(path, text).unwrap_or_else(|e| panic!("{e:#}"));
+        let plan = Plan::build(&exp, profile, &Identity).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(plan.stage, Stage::Grid);
+        plan.cells.into_iter().map(|c| c.id).collect()
+    };
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        for profile in ["cpu", "paper"] {
+            let original = ids(path, text.clone(), profile);
+            assert!(!original.is_empty());
+            // Another kind with other options, and the smallest section.
+            for report in [
+                "report: {kind: table, title: Other, rows: [seed], metrics: [knn_top1], optional: true}\n",
+                "report:\n  kind: scatter\n  title: S\n  x: bias_rel\n  y: knn_top1\n  labels: none\n  fit: false\n",
+            ] {
+                let changed = with_report(&text, report);
+                assert_ne!(changed, text);
+                assert_eq!(ids(path, changed, profile), original, "{} {profile}", path.display());
+            }
+        }
+    }
+}

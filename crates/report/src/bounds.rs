@@ -195,7 +195,7 @@ fn seed_text(s: Option<i64>) -> String {
 /// none (missing index).
 pub fn claim_d(sources: &[(&str, std::result::Result<Vec<CellBounds>, String>)]) -> Claim {
     let mut c = Claim {
-        id: "d",
+        id: "d".into(),
         title: "The reconstructed bounds of Theorems 4.1/4.2 hold on trained encoders".into(),
         statistic: "—".into(),
         interval: "none: a count over every measured sample, no sampling model".into(),

@@ -14,8 +14,8 @@
 
 use std::fmt;
 
-use crate::fig3::{corr_text, BiasForm, Fig3};
 use crate::heatmap::{trim_num, Heatmap};
+use crate::scatter::{corr_text, BiasForm, Scatter};
 use crate::stats::{welch_interval, Summary, WelchInterval, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED};
 use crate::style::{num, signed};
 
@@ -48,7 +48,7 @@ impl fmt::Display for Verdict {
 /// One claim, evaluated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Claim {
-    pub id: &'static str,
+    pub id: String,
     pub title: String,
     pub statistic: String,
     pub interval: String,
@@ -103,7 +103,7 @@ fn claim_a_shell(form: BiasForm) -> Claim {
         ),
     };
     Claim {
-        id,
+        id: id.into(),
         title: title.into(),
         statistic: "—".into(),
         interval: "—".into(),
@@ -123,15 +123,18 @@ pub fn claim_a_not_measured(form: BiasForm, why: &str) -> Claim {
     c
 }
 
-/// Claim (a) from Fig. 3's data, on the bias form the figure plots (`fig.bias`); `Err` data (no
+/// Claim (a) from Fig. 3's data, on the bias form the figure plots (`fig.view.x`); `Err` data (no
 /// index) is inconclusive with `why` (on `bias_l2`).
-pub fn claim_a(fig: Result<&Fig3, &str>) -> Claim {
-    claim_a_on(fig.map(|f| f.bias).unwrap_or_default(), fig)
+pub fn claim_a(fig: Result<&Scatter, &str>) -> Claim {
+    claim_a_on(
+        fig.map(|f| f.view.bias().unwrap_or_default()).unwrap_or_default(),
+        fig,
+    )
 }
 
 /// Claim (a) on `form`: from `fig` (built with that form), or inconclusive with `why` when there
 /// is no data (no index).
-pub fn claim_a_on(form: BiasForm, fig: Result<&Fig3, &str>) -> Claim {
+pub fn claim_a_on(form: BiasForm, fig: Result<&Scatter, &str>) -> Claim {
     let fig = match fig {
         Ok(f) => f,
         Err(why) => {
@@ -140,7 +143,7 @@ pub fn claim_a_on(form: BiasForm, fig: Result<&Fig3, &str>) -> Claim {
             return c;
         }
     };
-    let mut c = claim_a_shell(fig.bias);
+    let mut c = claim_a_shell(fig.view.bias().unwrap_or_default());
     let s = &fig.spearman;
     c.n = format!(
         "{} configurations (points), from {} of {} cells",
@@ -237,9 +240,9 @@ const RULE_B: &str = "For every (α, λ) ≠ (1, 1) with ≥ 2 seeds: the differ
     reaches 0), or when NT-Xent has fewer than 2 seeds or no cell can be compared.";
 
 /// Claim (b) on one α × λ experiment.
-pub fn claim_b(id: &'static str, what: &str, map: Result<&Heatmap, &str>) -> Claim {
+pub fn claim_b(id: &str, what: &str, map: Result<&Heatmap, &str>) -> Claim {
     let mut c = Claim {
-        id,
+        id: id.into(),
         title: format!("Some (α, λ) ≠ (1, 1) beats NT-Xent by more than the seed noise ({what})"),
         statistic: "—".into(),
         interval: "—".into(),
@@ -394,7 +397,7 @@ pub fn claim_c(deviation: f64) -> Claim {
         )
     };
     Claim {
-        id: "c",
+        id: "c".into(),
         title: "The balanced loss at (α, λ) = (1, 1) equals NT-Xent".into(),
         statistic: format!(
             "max |L_balanced(α = 1, λ = 1) − L_NT-Xent| = {deviation:.3e}, measured by \

@@ -253,23 +253,20 @@ pub struct ConfirmData {
     pub no_index: bool,
 }
 
-/// Reads `eval.<OUTCOME>` of a finished cell; Err(why) otherwise.
-fn outcome_of(results: &Path, id: &str, status: &str) -> std::result::Result<f64, String> {
-    if status != "done" {
-        return Err(format!("`{}` {status}", short_id(id)));
-    }
-    let path = results.join("cells").join(id).join("metrics.json");
-    let v: serde_json::Value = std::fs::read(&path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .ok_or_else(|| format!("`{}` has no readable metrics.json", short_id(id)))?;
-    if v.get("status").and_then(|s| s.as_str()) != Some("completed") {
+/// Reads `eval.<OUTCOME>` of a cell the grid calls done and intact
+/// ([`protoclr_formats::CellRecord::read`], the rule every metric of the report goes through;
+/// the index's status column is not trusted); Err(why) otherwise.
+fn outcome_of(results: &Path, id: &str) -> std::result::Result<f64, String> {
+    let dir = results.join("cells").join(id);
+    let (_, bytes) = protoclr_formats::CellRecord::read(&dir)
+        .done_and_intact()
+        .map_err(|why| format!("`{}` {why}", short_id(id)))?;
+    let m = protoclr_formats::metrics::Metrics::parse(&bytes)
+        .map_err(|e| format!("`{}` has an unreadable metrics.json ({e})", short_id(id)))?;
+    if m.status != protoclr_formats::metrics::Status::Completed {
         return Err(format!("`{}` did not complete", short_id(id)));
     }
-    v.get("eval")
-        .and_then(|e| e.get(OUTCOME))
-        .and_then(|x| x.as_f64())
-        .filter(|x| x.is_finite())
+    m.eval_number(OUTCOME)
         .ok_or_else(|| format!("`{}` has no eval.{OUTCOME}", short_id(id)))
 }
 
@@ -341,7 +338,7 @@ pub fn load(results: &Path, experiment: &str, profile: &str) -> Result<Option<Co
             .map(|s| s.unwrap_or("").trim().to_string())
             .collect())
     };
-    let (ids, status, arms, seeds) = (col("cell_id")?, col("status")?, col("arm")?, col("seed")?);
+    let (ids, arms, seeds) = (col("cell_id")?, col("arm")?, col("seed")?);
     for i in 0..ids.len() {
         let seed: i64 = seeds[i].parse().with_context(|| {
             format!(
@@ -364,7 +361,7 @@ pub fn load(results: &Path, experiment: &str, profile: &str) -> Result<Option<Co
             }
         };
         let pair = &mut data.pairs[pos];
-        let value = outcome_of(results, &ids[i], &status[i]);
+        let value = outcome_of(results, &ids[i]);
         let slot = match arms[i].as_str() {
             "candidate" => &mut pair.candidate,
             "reference" => &mut pair.reference,

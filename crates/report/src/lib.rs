@@ -1,16 +1,23 @@
 //! `protoclr_report`: the paper's figures, tables and claim verdicts, rebuilt in seconds from a
 //! cached results folder (layout in docs/formats.md), without training.
 //!
-//! - [`load`]: index CSVs `results/<experiment>.<profile>.csv` and each cell's `metrics.json`
-//!   (found by walking `results/cells`) into polars DataFrames; aggregates over seeds (mean,
-//!   standard deviation, 95 % t-interval, n).
-//! - [`fig3`]: accuracy vs prototype representation bias, with least-squares line and bootstrapped
-//!   Spearman ρ / Pearson r.
-//! - [`heatmap`]: Fig. 4 / Fig. 5, α × λ heatmaps of mean linear accuracy and of the difference
-//!   from NT-Xent (1, 1).
-//! - [`tables`]: CIFAR-10 / CIFAR-100 (and long-tail) tables in Markdown, LaTeX and CSV; the paper
-//!   column says "not recoverable", never a number.
-//! - [`claims`]: `claims.md`, each claim with statistic, interval, n, rule and computed verdict.
+//! What is drawn is what each experiment file's `report:` section asks for
+//! ([`protoclr_formats::report::ReportSpec`], docs/formats.md): `protoclr report EXPERIMENT.yaml`
+//! builds one, `report all` every `*.yaml` of the experiments folder, then `claims.md`. The
+//! paper's figures and tables are plain users of the four kinds:
+//!
+//! - [`load`]: the index CSV `results/<experiment>.<profile>.csv` says which cells belong to the
+//!   experiment (and their varied keys); the metrics come from each listed cell's folder
+//!   `results/cells/<id>/` when it is done and intact, never from the index's columns; polars
+//!   DataFrames, aggregated over seeds (mean, standard deviation, 95 % t-interval, n).
+//! - [`scatter`]: metric against metric, one point per group, least-squares line and
+//!   bootstrapped Spearman ρ / Pearson r (Fig. 3: accuracy vs prototype representation bias).
+//! - [`heatmap`]: a metric over two varied keys and its difference from a reference cell
+//!   (Fig. 4 / Fig. 5: α × λ against NT-Xent (1, 1)).
+//! - [`tables`]: rows × metrics in Markdown, LaTeX and CSV (the CIFAR-10 / CIFAR-100 and long-tail
+//!   tables; their paper column says "not recoverable", never a number).
+//! - [`curve`]: a metric over one varied key, one line per value of another.
+//! - [`claims`]: `claims.md` (from the experiments whose `report:` has a `claim:`), each claim with statistic, interval, n, rule and computed verdict.
 //! - [`confirm`]: claim (b) decided by the pre-registered confirmation stage (candidate selected
 //!   on validation, paired t-interval over fresh seeds, minimum detectable difference).
 //! - [`select`]: every "best of k" choice, on validation accuracy when the cells have it (else on
@@ -31,11 +38,12 @@
 pub mod bounds;
 pub mod claims;
 pub mod confirm;
-pub mod fig3;
+pub mod curve;
 pub mod heatmap;
 pub mod load;
 pub mod output;
 pub mod ratio;
+pub mod scatter;
 pub mod select;
 pub mod stats;
 pub mod style;
@@ -44,44 +52,26 @@ pub mod tables;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use protoclr_formats::report::{ReportFile, ReportKind, ReportSpec};
 
-use crate::fig3::{BiasForm, Fig3};
-use crate::heatmap::{trim_num, Heatmap};
+use crate::curve::Curve;
+use crate::heatmap::Heatmap;
 use crate::load::{Experiment, MissingIndex};
+use crate::scatter::{BiasForm, Scatter};
 use crate::tables::Table;
 
-/// Experiment of Fig. 3.
-pub const FIG3: &str = "fig3";
-/// Experiment of Fig. 4 (α × λ, paper's main setting; `cpu` is a stand-in).
-pub const FIG4: &str = "fig4";
-/// Experiment of Fig. 5 (α × λ on CIFAR-10).
-pub const FIG5: &str = "fig5";
-/// Table experiments: (experiment = file stem, title).
-pub const TABLES: [(&str, &str); 2] = [
-    (
-        "table_cifar10",
-        "CIFAR-10: NT-Xent, balanced loss and supervised prototype objectives",
-    ),
-    (
-        "table_cifar100",
-        "CIFAR-100: NT-Xent, balanced loss and supervised prototype objectives",
-    ),
-];
-/// Optional long-tail table (experiment `long_tail`, written as `table_long_tail.*` only when
-/// its index exists), with the many / medium / few-shot columns ([`Table::long_tail`]).
-pub const LONG_TAIL: (&str, &str) = (
-    "long_tail",
-    "Long-tailed CIFAR-10 and Imagenette (stand-ins for ImageNet-LT): NT-Xent vs balanced loss",
-);
-
 /// What to build.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    Fig3,
-    Fig4,
-    Fig5,
+    /// The experiment file `<experiments>/<name>.yaml`.
+    Experiment(String),
+    /// An experiment file anywhere.
+    File(PathBuf),
+    /// Every experiment of kind `table` in the experiments folder.
     Tables,
+    /// `claims.md` and `table_bounds.*`.
     Claims,
+    /// Every experiment of the experiments folder, then the claims.
     All,
 }
 
@@ -94,24 +84,91 @@ pub struct Options {
     pub out: PathBuf,
     /// Profile of the index files (`cpu`, `paper`).
     pub profile: String,
+    /// Folder of the experiment files (`report all`, named targets, the claims).
+    pub experiments: PathBuf,
     /// Draw a figure or table whose cells span several numerics versions (labelled "mixed
     /// numerics"); by default it is refused ([`Experiment::check_numerics`]).
     pub allow_mixed_numerics: bool,
-    /// Which prototype bias Fig. 3 plots (claims.md reports claim (a) on both).
-    pub bias: BiasForm,
+    /// The prototype bias on the x axis of a scatter of one (None: the experiment file's; claims.md
+    /// reports claim (a) on both).
+    pub bias: Option<BiasForm>,
 }
 
 impl Options {
-    /// Options with the defaults (mixed numerics refused, Fig. 3 on `bias_l2`).
+    /// Options with the defaults (experiment files in `experiments/`, mixed numerics refused,
+    /// each scatter's x axis as its file says).
     pub fn new(results: impl Into<PathBuf>, out: impl Into<PathBuf>, profile: impl Into<String>) -> Self {
         Self {
             results: results.into(),
             out: out.into(),
             profile: profile.into(),
+            experiments: PathBuf::from("experiments"),
             allow_mixed_numerics: false,
-            bias: BiasForm::default(),
+            bias: None,
         }
     }
+}
+
+impl Options {
+    /// The same options with the experiment files in `dir`.
+    pub fn with_experiments(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.experiments = dir.into();
+        self
+    }
+}
+
+/// An experiment file: where it is, its name and its `report:` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExperimentFile {
+    pub path: PathBuf,
+    pub name: String,
+    pub spec: ReportSpec,
+}
+
+impl ExperimentFile {
+    /// Reads the file's `name` and `report:` ([`ReportFile::load`]).
+    pub fn load(path: &Path) -> Result<Self> {
+        let ReportFile { name, report } = ReportFile::load(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            name,
+            spec: report,
+        })
+    }
+
+    /// File stem of what it writes: the name; a table's starts with `table_`.
+    pub fn stem(&self) -> String {
+        if self.spec.kind() == ReportKind::Table && !self.name.starts_with("table_") {
+            format!("table_{}", self.name)
+        } else {
+            self.name.clone()
+        }
+    }
+}
+
+/// Every `*.yaml` of `dir` (not its sub-folders), in file-name order.
+pub fn experiment_files(dir: &Path) -> Result<Vec<ExperimentFile>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the experiments folder {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    paths.sort();
+    paths.iter().map(|p| ExperimentFile::load(p)).collect()
+}
+
+/// The experiment file `<experiments>/<name>.yaml`.
+fn named(opts: &Options, name: &str) -> Result<ExperimentFile> {
+    protoclr_formats::check_plain_name("experiment name", name)?;
+    let path = opts.experiments.join(format!("{name}.yaml"));
+    if !path.is_file() {
+        bail!(
+            "no experiment file {} (give the path of an experiment file, or the name of one in {})",
+            path.display(),
+            opts.experiments.display()
+        );
+    }
+    ExperimentFile::load(&path)
 }
 
 /// Loads an experiment for a figure, table or claim: its done and intact cells, refused when
@@ -143,7 +200,7 @@ fn write_notes(out: &Path, stem: &str, exp: &Experiment, extra: &str) -> Result<
     s.push_str(&exp.coverage_markdown());
     s.push_str(extra);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(&path, s).with_context(|| format!("writing {}", path.display()))?;
+    output::write_atomic(&path, s.as_bytes())?;
     Ok(path)
 }
 
@@ -159,125 +216,127 @@ fn partial_notice(stem: &str, exp: &Experiment, out: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Fig. 3: `fig3.png`, `fig3.svg`, `fig3.notes.md`, with the bias of `opts.bias` on the x axis.
-pub fn build_fig3(opts: &Options) -> Result<Report> {
-    let exp = load_experiment(opts, FIG3)?;
-    let fig = Fig3::from_experiment_with(&exp, opts.bias)?;
-    let mut written = style::save(&fig, &opts.out, FIG3)?;
-    let mut extra = format!("\nx axis: `{}` ({}).\n", opts.bias.metric(), opts.bias.x_label());
-    if !opts.bias.measured(&exp) {
-        extra.push_str(&format!(
-            "\n`{}` is not measured in any cell (cells written before it existed): no points.\n",
-            opts.bias.metric()
-        ));
-    }
-    if !fig.without_data.is_empty() {
-        extra.push_str(&format!(
-            "\nConfigurations without a point (no cell with both bias and accuracy): {}\n",
-            fig.without_data.join(", ")
-        ));
-    }
-    written.push(write_notes(&opts.out, FIG3, &exp, &extra)?);
-    Ok(Report {
-        written,
-        notices: partial_notice(FIG3, &exp, &opts.out),
-    })
-}
-
-fn heatmap_title(experiment: &str) -> &'static str {
-    if experiment == FIG4 {
-        "Fig. 4 — impact of α and λ (paper's main setting)"
-    } else {
-        "Fig. 5 — impact of α and λ on CIFAR-10"
+/// The scatter view of a file, with `opts.bias` on the x axis when it is a prototype bias.
+fn scatter_view(opts: &Options, spec: &ReportSpec) -> scatter::View {
+    let view = scatter::View::from_spec(spec);
+    match (opts.bias, view.bias()) {
+        (Some(form), Some(_)) => view.with_bias(form),
+        _ => view,
     }
 }
 
-/// Fig. 4 or Fig. 5 (`experiment` = `fig4` / `fig5`): PNG, SVG and notes.
-pub fn build_heatmap(opts: &Options, experiment: &str) -> Result<Report> {
-    let exp = load_experiment(opts, experiment)?;
-    let map = Heatmap::from_experiment(&exp, heatmap_title(experiment))?;
-    let mut written = style::save(&map, &opts.out, experiment)?;
-    let ratio = ratio::RatioTable::from_heatmap(&map, experiment);
-    written.extend(ratio.write(&opts.out)?);
-    let empty = map.empty_cells();
-    let mut extra = format!("\n{}", map.selection_markdown());
-    extra.push_str(&format!(
-        "\nα/λ ratio vs scale: `{experiment}_ratio.md` (and `.tex`, `.csv`, `.png`, `.svg`).\n"
-    ));
-    if !empty.is_empty() {
-        extra.push_str(&format!(
-            "\nGrid points with no data: {}\n",
-            empty
-                .iter()
-                .map(|(a, l)| format!("(α = {}, λ = {})", trim_num(*a), trim_num(*l)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    if map.reference_position().is_none() {
-        extra.push_str("\nThe grid has no (α, λ) = (1, 1) NT-Xent cell.\n");
-    }
-    if !map.pooled_axes.is_empty() {
-        extra.push_str(&format!(
-            "\nOther varied keys pooled within each (α, λ): {}\n",
-            map.pooled_axes.join(", ")
-        ));
-    }
-    written.push(write_notes(&opts.out, experiment, &exp, &extra)?);
-    Ok(Report {
-        written,
-        notices: partial_notice(experiment, &exp, &opts.out),
-    })
-}
-
-/// One table; `long_tail` adds the many / medium / few-shot columns ([`Table::long_tail`]).
-fn build_table(opts: &Options, experiment: &str, title: &str, long_tail: bool) -> Result<Report> {
-    let exp = load_experiment(opts, experiment)?;
-    let stem = if experiment.starts_with("table_") {
-        experiment.to_string()
-    } else {
-        format!("table_{experiment}")
+/// What one experiment file asks for: its figure or table and `<stem>.notes.md`.
+pub fn build(opts: &Options, file: &ExperimentFile) -> Result<Report> {
+    let exp = load_experiment(opts, &file.name)?;
+    let stem = file.stem();
+    let spec = &file.spec;
+    let mut extra = String::new();
+    let mut written = match spec.kind() {
+        ReportKind::Scatter => {
+            let view = scatter_view(opts, spec);
+            let fig = Scatter::from_view(&exp, &spec.title, &stem, view)?;
+            let v = &fig.view;
+            extra.push_str(&format!("\nx axis: `{}` ({}).\n", v.x, v.x_label));
+            // The y metric goes unmeasured only when no cell has metrics (say nothing then).
+            for (m, always) in [(&v.x, true), (&v.y, false)] {
+                if (always || exp.with_metrics() > 0) && !scatter::measured(&exp, m) {
+                    extra.push_str(&format!(
+                        "\n`{m}` is not measured in any cell (cells written before it existed): no points.\n"
+                    ));
+                }
+            }
+            if !fig.without_data.is_empty() {
+                extra.push_str(&format!(
+                    "\nConfigurations without a point (no cell with both {} and {}): {}\n",
+                    v.x_name,
+                    v.y_name,
+                    fig.without_data.join(", ")
+                ));
+            }
+            style::save(&fig, &opts.out, &stem)?
+        }
+        ReportKind::Heatmap => {
+            let map = Heatmap::from_spec(&exp, spec)?;
+            if spec.ratio && !map.numeric {
+                bail!(
+                    "{}: report.ratio needs numeric `{}` and `{}` values (the index {} has others)",
+                    file.path.display(),
+                    map.view.x,
+                    map.view.y,
+                    exp.index_path.display()
+                );
+            }
+            let mut written = style::save(&map, &opts.out, &stem)?;
+            let v = &map.view;
+            extra.push_str(&format!("\n{}", map.selection_markdown()));
+            if spec.ratio {
+                let ratio = ratio::RatioTable::from_heatmap(&map, &stem);
+                written.extend(ratio.write(&opts.out)?);
+                extra.push_str(&format!(
+                    "\n{}/{} ratio vs scale: `{stem}_ratio.md` (and `.tex`, `.csv`, `.png`, `.svg`).\n",
+                    v.x_symbol, v.y_symbol
+                ));
+            }
+            let empty = map.empty_cells();
+            if !empty.is_empty() {
+                extra.push_str(&format!(
+                    "\nGrid points with no data: {}\n",
+                    empty
+                        .iter()
+                        .map(|(x, y)| format!("({})", v.cell_eq(x, y)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if v.reference.is_some() && map.reference_position().is_none() {
+                extra.push_str(&format!(
+                    "\nThe grid has no {} = {} {} cell.\n",
+                    v.pair(),
+                    v.reference_pair(),
+                    v.reference_name
+                ));
+            }
+            if !map.pooled_axes.is_empty() {
+                extra.push_str(&format!(
+                    "\nOther varied keys pooled within each {}: {}\n",
+                    v.pair(),
+                    map.pooled_axes.join(", ")
+                ));
+            }
+            written
+        }
+        ReportKind::Table => Table::from_spec(&exp, spec, &stem)?.write(&opts.out)?,
+        ReportKind::Curve => {
+            let curve = Curve::from_spec(&exp, spec)?;
+            extra.push_str(&curve.markdown());
+            style::save(&curve, &opts.out, &stem)?
+        }
     };
-    let table = if long_tail {
-        Table::long_tail(&exp, &stem, title)?
-    } else {
-        Table::from_experiment(&exp, &stem, title)?
-    };
-    let mut written = table.write(&opts.out)?;
-    written.push(write_notes(&opts.out, &stem, &exp, "")?);
+    written.push(write_notes(&opts.out, &stem, &exp, &extra)?);
     Ok(Report {
         written,
         notices: partial_notice(&stem, &exp, &opts.out),
     })
 }
 
-/// The CIFAR-10 and CIFAR-100 tables (and the long-tail one when its index exists). Writes what
-/// it can, then fails naming every missing index.
-pub fn build_tables(opts: &Options) -> Result<Report> {
-    let mut report = Report::default();
-    let mut errors = Vec::new();
-    for (experiment, title) in TABLES {
-        match build_table(opts, experiment, title, false) {
+/// Builds each file in order (an `optional` one without an index is skipped with a notice),
+/// then fails naming every one that could not be built.
+fn build_each(opts: &Options, files: &[ExperimentFile], report: &mut Report, errors: &mut Vec<String>) {
+    for f in files {
+        let index = load::index_path(&opts.results, &f.name, &opts.profile);
+        if f.spec.optional && !index.is_file() {
+            report.notices.push(format!(
+                "{}: no index {}, skipped (the report section says `optional: true`)",
+                f.name,
+                index.display()
+            ));
+            continue;
+        }
+        match build(opts, f) {
             Ok(r) => report.merge(r),
-            Err(e) => errors.push(format!("{e:#}")),
+            Err(e) => errors.push(format!("{}: {e:#}", f.name)),
         }
     }
-    let (lt, lt_title) = LONG_TAIL;
-    if load::index_path(&opts.results, lt, &opts.profile).is_file() {
-        match build_table(opts, lt, lt_title, true) {
-            Ok(r) => report.merge(r),
-            Err(e) => errors.push(format!("{e:#}")),
-        }
-    } else {
-        report.notices.push(format!(
-            "{lt}: no index {}, long-tail table skipped",
-            load::index_path(&opts.results, lt, &opts.profile).display()
-        ));
-    }
-    if !errors.is_empty() {
-        bail!("{}", errors.join("\n"));
-    }
-    Ok(report)
 }
 
 /// Loads an experiment for the claims: a missing index is "no data" (`Ok(Err(why))`), any other
@@ -292,53 +351,88 @@ fn load_for_claims(opts: &Options, experiment: &str) -> Result<std::result::Resu
     }
 }
 
-/// `claims.md`: verdicts of claims (a) on `bias_l2` and on `bias_rel`, (b) on Fig. 4 and Fig. 5,
+/// `claims.md`: verdicts of claims (a) on `bias_l2` and on `bias_rel` (from the scatter whose
+/// `report:` has `claim: {id: a}`), (b) (each heatmap with `claim: {id: b<k>}`, in id order),
 /// (c) from `ntxent_deviation` (max |balanced(1, 1) − NT-Xent| measured by the loss module) and
-/// (d) from the theorem-bound metrics of the Fig. 3/4/5 cells; also `table_bounds.{md,tex,csv}`.
-pub fn build_claims(opts: &Options, ntxent_deviation: f64) -> Result<Report> {
+/// (d) from the theorem-bound metrics of those experiments' cells; also
+/// `table_bounds.{md,tex,csv}`.
+pub fn build_claims(opts: &Options, files: &[ExperimentFile], ntxent_deviation: f64) -> Result<Report> {
     let mut coverage = String::new();
     let mut notices = Vec::new();
     let mut claims_out = Vec::new();
+    let hook = |f: &ExperimentFile| f.spec.claim.as_ref().map(|c| c.id.clone());
 
-    let fig3_exp = load_for_claims(opts, FIG3)?;
-    let fig3 = match &fig3_exp {
-        Ok(e) => {
-            coverage.push_str(&e.coverage_markdown());
-            Ok(Fig3::from_experiment(e)?)
+    let mut bound_sources: Vec<(&str, std::result::Result<Vec<bounds::CellBounds>, String>)> = Vec::new();
+    match files.iter().find(|f| hook(f).as_deref() == Some("a")) {
+        Some(f) => {
+            let name = f.name.as_str();
+            let stem = f.stem();
+            let view = scatter::View::from_spec(&f.spec);
+            let exp = load_for_claims(opts, name)?;
+            let fig = match &exp {
+                Ok(e) => {
+                    coverage.push_str(&e.coverage_markdown());
+                    Ok(Scatter::from_view(
+                        e,
+                        &f.spec.title,
+                        &stem,
+                        view.clone().with_bias(BiasForm::L2),
+                    )?)
+                }
+                Err(why) => {
+                    coverage.push_str(&format!("- {name}: {why}\n"));
+                    Err(why.clone())
+                }
+            };
+            claims_out.push(claims::claim_a(fig.as_ref().map_err(String::as_str)));
+            claims_out.push(match &exp {
+                Ok(e) if BiasForm::Rel.measured(e) => claims::claim_a(Ok(&Scatter::from_view(
+                    e,
+                    &f.spec.title,
+                    &stem,
+                    view.with_bias(BiasForm::Rel),
+                )?)),
+                Ok(_) => claims::claim_a_not_measured(
+                    BiasForm::Rel,
+                    &format!(
+                        "no {name} cell has `bias_rel` (cells written before the scale-free bias existed)"
+                    ),
+                ),
+                Err(why) => claims::claim_a_on(BiasForm::Rel, Err(why)),
+            });
+            bound_sources.push((
+                name,
+                match &exp {
+                    Ok(e) => Ok(bounds::cell_bounds(e)?),
+                    Err(why) => Err(why.clone()),
+                },
+            ));
         }
-        Err(why) => {
-            coverage.push_str(&format!("- {FIG3}: {why}\n"));
-            Err(why.clone())
+        None => {
+            let why = format!(
+                "no experiment file in {} has a scatter with `claim: {{id: a}}`",
+                opts.experiments.display()
+            );
+            coverage.push_str(&format!("- claim (a): {why}\n"));
+            claims_out.push(claims::claim_a(Err(&why)));
+            claims_out.push(claims::claim_a_on(BiasForm::Rel, Err(&why)));
         }
-    };
-    claims_out.push(claims::claim_a(fig3.as_ref().map_err(String::as_str)));
-    claims_out.push(match &fig3_exp {
-        Ok(e) if BiasForm::Rel.measured(e) => {
-            claims::claim_a(Ok(&Fig3::from_experiment_with(e, BiasForm::Rel)?))
-        }
-        Ok(_) => claims::claim_a_not_measured(
-            BiasForm::Rel,
-            "no fig3 cell has `bias_rel` (cells written before the scale-free bias existed)",
-        ),
-        Err(why) => claims::claim_a_on(BiasForm::Rel, Err(why)),
-    });
-    let mut bound_sources: Vec<(&str, std::result::Result<Vec<bounds::CellBounds>, String>)> = vec![(
-        FIG3,
-        match &fig3_exp {
-            Ok(e) => Ok(bounds::cell_bounds(e)?),
-            Err(why) => Err(why.clone()),
-        },
-    )];
+    }
 
-    for (id, experiment, what) in [
-        ("b1", FIG4, "Fig. 4, paper's main setting"),
-        ("b2", FIG5, "Fig. 5, CIFAR-10"),
-    ] {
+    let mut heatmaps: Vec<&ExperimentFile> = files
+        .iter()
+        .filter(|f| f.spec.kind() == ReportKind::Heatmap && hook(f).is_some())
+        .collect();
+    heatmaps.sort_by_key(|f| hook(f));
+    for f in heatmaps {
+        let experiment = f.name.as_str();
+        let claim = f.spec.claim.as_ref().expect("filtered on a claim");
+        let what = claim.what.clone().unwrap_or_else(|| experiment.to_string());
         let map = match load_for_claims(opts, experiment)? {
             Ok(e) => {
                 coverage.push_str(&e.coverage_markdown());
                 bound_sources.push((experiment, Ok(bounds::cell_bounds(&e)?)));
-                Ok(Heatmap::from_experiment(&e, heatmap_title(experiment))?)
+                Ok(Heatmap::from_spec(&e, &f.spec)?)
             }
             Err(why) => {
                 coverage.push_str(&format!("- {experiment}: {why}\n"));
@@ -347,7 +441,7 @@ pub fn build_claims(opts: &Options, ntxent_deviation: f64) -> Result<Report> {
             }
         };
         // Decided by the confirmation stage; the grid-wide comparison stays as exploration.
-        let grid = claims::claim_b(id, what, map.as_ref().map_err(String::as_str));
+        let grid = claims::claim_b(&claim.id, &what, map.as_ref().map_err(String::as_str));
         let stage = confirm::load(&opts.results, experiment, &opts.profile)?;
         let none = format!(
             "no confirmation stage yet ({} is written by `protoclr grid run` once the grid is finished)",
@@ -358,7 +452,8 @@ pub fn build_claims(opts: &Options, ntxent_deviation: f64) -> Result<Report> {
         claims_out.push(confirm::claim(grid, stage.as_ref().ok_or(none.as_str())));
     }
     claims_out.push(claims::claim_c(ntxent_deviation));
-    claims_out.push(bounds::claim_d(&bound_sources));
+    let sources = bound_sources;
+    claims_out.push(bounds::claim_d(&sources));
 
     for c in &claims_out {
         if c.reason.starts_with("no data") || c.verdict == claims::Verdict::NotMeasured {
@@ -369,32 +464,36 @@ pub fn build_claims(opts: &Options, ntxent_deviation: f64) -> Result<Report> {
     let path = opts.out.join("claims.md");
     output::write_atomic(&path, text.as_bytes())?;
     let mut written = vec![path];
-    written.extend(bounds::BoundsTable::new(&bound_sources).write(&opts.out)?);
+    written.extend(bounds::BoundsTable::new(&sources).write(&opts.out)?);
     Ok(Report { written, notices })
 }
 
-/// Builds `target`. `All` builds everything it can, then fails listing what could not be built.
+/// Builds `target`. `Tables` and `All` build everything they can, then fail listing what could
+/// not be built.
 pub fn run(target: Target, opts: &Options, ntxent_deviation: f64) -> Result<Report> {
     match target {
-        Target::Fig3 => build_fig3(opts),
-        Target::Fig4 => build_heatmap(opts, FIG4),
-        Target::Fig5 => build_heatmap(opts, FIG5),
-        Target::Tables => build_tables(opts),
-        Target::Claims => build_claims(opts, ntxent_deviation),
-        Target::All => {
+        Target::Experiment(name) => build(opts, &named(opts, &name)?),
+        Target::File(path) => build(opts, &ExperimentFile::load(&path)?),
+        Target::Claims => build_claims(opts, &experiment_files(&opts.experiments)?, ntxent_deviation),
+        Target::Tables | Target::All => {
+            let files = experiment_files(&opts.experiments)?;
             let mut report = Report::default();
             let mut errors = Vec::new();
-            for t in [
-                Target::Fig3,
-                Target::Fig4,
-                Target::Fig5,
-                Target::Tables,
-                Target::Claims,
-            ] {
-                match run(t, opts, ntxent_deviation) {
-                    Ok(r) => report.merge(r),
-                    Err(e) => errors.push(format!("{t:?}: {e:#}")),
+            if target == Target::Tables {
+                let tables: Vec<ExperimentFile> = files
+                    .into_iter()
+                    .filter(|f| f.spec.kind() == ReportKind::Table)
+                    .collect();
+                build_each(opts, &tables, &mut report, &mut errors);
+                if !errors.is_empty() {
+                    bail!("{}", errors.join("\n"));
                 }
+                return Ok(report);
+            }
+            build_each(opts, &files, &mut report, &mut errors);
+            match build_claims(opts, &files, ntxent_deviation) {
+                Ok(r) => report.merge(r),
+                Err(e) => errors.push(format!("claims: {e:#}")),
             }
             if !errors.is_empty() {
                 let written: Vec<String> = report.written.iter().map(|p| p.display().to_string()).collect();

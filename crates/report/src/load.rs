@@ -20,55 +20,25 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use polars::prelude::*;
+use protoclr_formats::metrics::{Metrics, Status};
 use protoclr_formats::{check_plain_name, CellRecord, Finished, Outcome};
 
 use crate::stats::{t_quantile, Summary};
 
-/// Metrics the reports use, as named in metrics.json's `eval`. The first five are also index CSV
-/// columns; the others are optional `eval` keys (validation accuracy, scale-free bias, theorem
-/// bounds, long-tail class groups; docs/formats.md), null in cells written before they existed
-/// and, for the class groups, in cells trained on a balanced set.
-pub const METRICS: [&str; 19] = [
-    "linear_top1",
-    "linear_top5",
-    "knn_top1",
-    "knn_top5",
-    "bias_l2",
-    "val_linear_top1",
-    "val_knn_top1",
-    "bias_rel",
-    "bound_attract_holds",
-    "bound_attract_slack",
-    "bound_repel_holds",
-    "bound_repel_slack",
-    "bound_n",
-    "linear_many",
-    "linear_medium",
-    "linear_few",
-    "n_many",
-    "n_medium",
-    "n_few",
-];
+/// Metrics the reports use, as named in metrics.json's `eval`: [`protoclr_formats::EVAL_METRICS`]
+/// (the first five are also index CSV columns; the others are optional, null in cells written
+/// before they existed and, for the class groups, in cells trained on a balanced set).
+pub const METRICS: [&str; 19] = protoclr_formats::EVAL_METRICS;
 
 /// `eval` keys counting the classes of a long-tail group: non-negative integers.
 const CLASS_COUNT_KEYS: [&str; 3] = ["n_many", "n_medium", "n_few"];
 
-/// Index columns that are not varied keys (docs/formats.md).
-const FIXED_COLUMNS: [&str; 13] = [
-    "cell_id",
-    "status",
-    "label",
-    "seed",
-    "linear_top1",
-    "linear_top5",
-    "knn_top1",
-    "knn_top5",
-    "bias_l2",
-    "bias_l2_lo",
-    "bias_l2_hi",
-    "bias_cos",
-    "wall_time_s",
-];
+/// Whether an index column is one of the fixed ones (not a varied key): docs/formats.md,
+/// [`protoclr_formats::INDEX_KEY_COLUMNS`] and [`protoclr_formats::INDEX_METRIC_COLUMNS`].
+fn is_fixed_column(name: &str) -> bool {
+    protoclr_formats::INDEX_KEY_COLUMNS.contains(&name)
+        || protoclr_formats::INDEX_METRIC_COLUMNS.contains(&name)
+}
 
 /// Column of the loaded cell frame describing the configuration (label, else the axis values).
 pub const CONFIG: &str = "config";
@@ -457,50 +427,45 @@ fn check_eval(path: &Path, at: &str, eval: &serde_json::Map<String, serde_json::
 
 /// Parses the checked bytes of a cell's `metrics.json` (`path` names it in errors).
 fn read_metrics_json(path: &Path, bytes: &[u8]) -> Result<CellMetrics> {
-    let v: serde_json::Value =
-        serde_json::from_slice(bytes).with_context(|| format!("parsing {}", path.display()))?;
-    let status = v.get("status").and_then(|s| s.as_str()).unwrap_or("");
-    if status != "completed" {
-        let why = match v.get("diverged").and_then(|d| d.as_object()) {
+    let m = Metrics::parse(bytes).with_context(|| format!("parsing {}", path.display()))?;
+    if m.status != Status::Completed {
+        let why = match &m.diverged {
             Some(d) => format!(
-                "{status} (epoch {}, {})",
-                d.get("epoch").map(|e| e.to_string()).unwrap_or_default(),
-                d.get("what").and_then(|w| w.as_str()).unwrap_or("")
+                "{} (epoch {}, {})",
+                m.status.as_str(),
+                d.epoch.map(|e| e.to_string()).unwrap_or_default(),
+                d.what
             ),
-            None => format!("metrics.json status `{status}`"),
+            None => format!("metrics.json status `{}`", m.status.as_str()),
         };
         return Ok(CellMetrics::Missing(why));
     }
-    let Some(eval) = v.get("eval").and_then(|e| e.as_object()) else {
+    let Some(eval) = &m.eval else {
         return Ok(CellMetrics::Missing("metrics.json has no eval".into()));
     };
     check_eval(path, "eval", eval)?;
-    if let Some(r) = v.get("reference").and_then(|e| e.as_object()) {
+    if let Some(r) = &m.reference {
         check_eval(path, "reference", r)?;
     }
-    let numerics_version = match v.get("numerics_version") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(n) => Some(n.as_u64().and_then(|n| u32::try_from(n).ok()).with_context(|| {
-            format!(
-                "{}: `numerics_version` is {n}, not a version number",
-                path.display()
-            )
-        })?),
-    };
-    let git_commit = v.get("git_commit").and_then(|c| c.as_str()).map(str::to_string);
-    let mut m = BTreeMap::new();
+    let numerics_version = m.numerics().map_err(|n| {
+        anyhow::anyhow!(
+            "{}: `numerics_version` is {n}, not a version number",
+            path.display()
+        )
+    })?;
+    let mut metrics = BTreeMap::new();
     for k in METRICS {
-        m.insert(k, eval.get(k).and_then(|x| x.as_f64()));
+        metrics.insert(k, eval.get(k).and_then(|x| x.as_f64()));
     }
-    if m["linear_top1"].is_none() {
+    if metrics["linear_top1"].is_none() {
         return Ok(CellMetrics::Missing(
             "metrics.json eval has no linear_top1".into(),
         ));
     }
     Ok(CellMetrics::Values(CellValues {
-        metrics: m,
+        metrics,
         numerics_version,
-        git_commit,
+        git_commit: m.git_commit,
     }))
 }
 
@@ -539,7 +504,7 @@ fn build(name: &str, profile: &str, path: &Path, index: &DataFrame, cells_dir: &
     let names: Vec<String> = index.get_column_names().iter().map(|s| s.to_string()).collect();
     let axes: Vec<String> = names
         .iter()
-        .filter(|n| !FIXED_COLUMNS.contains(&n.as_str()) && !METRICS.contains(&n.as_str()))
+        .filter(|n| !is_fixed_column(n) && !METRICS.contains(&n.as_str()))
         .cloned()
         .collect();
     let n = index.height();

@@ -1,33 +1,16 @@
 //! Writing report files atomically: each file is written to a temporary sibling and renamed over
 //! the target, so a killed report leaves either the old file or the new one, never half of one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use polars::prelude::*;
 
-/// Writes `bytes` to `path` atomically (temporary sibling `.<name>.<pid>.tmp`, fsync, rename).
+/// Writes `bytes` to `path` atomically: the one atomic write of the crates
+/// ([`protoclr_formats::fsutil::atomic_write`]: temporary sibling named as
+/// [`protoclr_formats::temps`] says, fsync, rename, fsync of the folder).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("writing {}", path.display()))
+    protoclr_formats::fsutil::atomic_write(path, bytes)
 }
 
 /// A DataFrame as CSV text (header included).

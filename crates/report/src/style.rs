@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, Context, Result};
+use image::ImageEncoder;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
@@ -51,28 +52,39 @@ pub fn plot_err<E: std::error::Error + Send + Sync + 'static>(e: DrawingAreaErro
     anyhow!("drawing failed: {e}")
 }
 
-/// Renders `fig` to `<out>/<stem>.png` and `<out>/<stem>.svg`; returns both paths.
+/// Draws `fig` as `<stem>.png` and `<stem>.svg` in `out`, each rendered in memory and written
+/// atomically ([`crate::output::write_atomic`]): a killed report leaves the old file or the new
+/// one. The PNG is encoded as plotters encodes its files (`image`'s PNG encoder, defaults).
 pub fn save<F: Figure>(fig: &F, out: &Path, stem: &str) -> Result<Vec<PathBuf>> {
     ensure_font()?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let png = out.join(format!("{stem}.png"));
     let svg = out.join(format!("{stem}.svg"));
+    let (w, h) = fig.size();
+    let mut pixels = vec![0u8; w as usize * h as usize * 3];
     {
-        let root = BitMapBackend::new(&png, fig.size()).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut pixels, (w, h)).into_drawing_area();
         fig.draw(&root)
             .with_context(|| format!("drawing {}", png.display()))?;
         root.present()
             .map_err(plot_err)
-            .with_context(|| format!("writing {}", png.display()))?;
+            .with_context(|| format!("drawing {}", png.display()))?;
     }
+    let mut encoded = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut encoded)
+        .write_image(&pixels, w, h, image::ColorType::Rgb8)
+        .with_context(|| format!("encoding {}", png.display()))?;
+    crate::output::write_atomic(&png, &encoded)?;
+    let mut text = String::new();
     {
-        let root = SVGBackend::new(&svg, fig.size()).into_drawing_area();
+        let root = SVGBackend::with_string(&mut text, (w, h)).into_drawing_area();
         fig.draw(&root)
             .with_context(|| format!("drawing {}", svg.display()))?;
         root.present()
             .map_err(plot_err)
-            .with_context(|| format!("writing {}", svg.display()))?;
+            .with_context(|| format!("drawing {}", svg.display()))?;
     }
+    crate::output::write_atomic(&svg, text.as_bytes())?;
     Ok(vec![png, svg])
 }
 

@@ -1,26 +1,30 @@
-//! The paper's tables from cached results: one row per method (index `label`), linear and kNN
-//! top-1 accuracy as mean ± std (n), in Markdown, LaTeX (booktabs) and CSV, with a "paper"
-//! column that never holds an invented number.
+//! The `table` kind: one row per `rows` group (e.g. the index `label`), one column per metric of
+//! `metrics` as mean ± std (n) over seeds, in Markdown, LaTeX (booktabs) and CSV; optionally a
+//! "paper" column that never holds an invented number (`paper_column`). The paper's tables are
+//! its users.
 //!
-//! Rows follow the index's first-appearance order of labels. A label run at several settings
-//! (e.g. the balanced loss over an (α, λ) grid) shows one setting, chosen by [`crate::select`]:
-//! the highest mean validation linear accuracy when every setting has one (its test accuracy is
-//! shown), else the highest mean test accuracy, and the table says which.
+//! Rows follow the index's first-appearance order. A row run at several settings (e.g. the
+//! balanced loss over an (α, λ) grid) shows one setting, chosen by [`crate::select`] on the first
+//! metric: the highest mean of its validation form (`val_<metric>`) when every setting has one
+//! (its test value is shown), else the highest mean of the metric itself, and the table says
+//! which.
 //!
-//! The long-tail table ([`Table::long_tail`]) also shows, for the shown setting, the linear top-1
-//! of ImageNet-LT's many / medium / few-shot class groups (`linear_many|medium|few`, mean ± std
-//! (n) over seeds) and the number of classes in each (`n_many|medium|few`, which every seed of a
-//! setting must agree on); "—" where not measured (a balanced training set, or a group with no
-//! class).
+//! With `class_groups` (the long-tail table) the table also shows, for the shown setting, the
+//! linear top-1 of ImageNet-LT's many / medium / few-shot class groups (`linear_many|medium|few`,
+//! mean ± std (n) over seeds) and the number of classes in each (`n_many|medium|few`, which every
+//! seed of a setting must agree on); "—" where not measured (a balanced training set, or a group
+//! with no class).
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use polars::prelude::*;
+use protoclr_formats::report::ReportSpec;
 
 use crate::heatmap::trim_num;
-use crate::load::{axis_number, short_id, Experiment, CONFIG, HAS_METRICS};
-use crate::select::{combined_basis, select_best, Basis, TEST_METRIC, VALIDATION_METRIC};
+use crate::load::{axis_number, short_id, Experiment, HAS_METRICS};
+use crate::scatter::group_names;
+use crate::select::{combined_basis, select_best, Basis};
 use crate::stats::Summary;
 
 /// What the "paper" column says for every row: the paper's table values could not be recovered
@@ -35,6 +39,24 @@ pub const SHOT_GROUPS: [(&str, &str, &str); 3] = [
     ("few", "linear_few", "n_few"),
 ];
 
+/// Column headers of a metric: (Markdown, LaTeX).
+pub fn metric_header(metric: &str) -> (String, String) {
+    match metric {
+        "linear_top1" => ("Linear top-1 (%)".into(), "Linear top-1 (\\%)".into()),
+        "knn_top1" => ("kNN top-1 (%)".into(), "$k$NN top-1 (\\%)".into()),
+        "linear_top5" => ("Linear top-5 (%)".into(), "Linear top-5 (\\%)".into()),
+        "knn_top5" => ("kNN top-5 (%)".into(), "$k$NN top-5 (\\%)".into()),
+        other => (other.to_string(), tex_escape(other)),
+    }
+}
+
+/// Whether a metric is an accuracy in percent (its values are checked to lie in [0, 100]).
+pub fn is_accuracy(metric: &str) -> bool {
+    metric.ends_with("_top1")
+        || metric.ends_with("_top5")
+        || matches!(metric, "linear_many" | "linear_medium" | "linear_few")
+}
+
 /// Per-class-group results of one row, in [`SHOT_GROUPS`] order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Shots {
@@ -44,24 +66,23 @@ pub struct Shots {
     pub classes: [Option<u32>; 3],
 }
 
-/// One method.
+/// One row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
+    /// The row's group (its label, else its `rows` values).
     pub method: String,
-    /// The chosen setting (`α = 0.75, λ = 1.25`) when the method ran at several; else empty.
+    /// The chosen setting (`α = 0.75, λ = 1.25`) when the row ran at several; else empty.
     pub setting: String,
-    /// Settings the method ran at (with data).
+    /// Settings the row ran at (with data).
     pub settings: usize,
     /// What the setting was chosen on, when there were several.
     pub selected_on: Option<Basis>,
-    /// Validation linear top-1 of the shown setting, when measured.
-    pub val_linear: Option<Summary>,
-    /// Test linear top-1 of the shown setting.
-    pub linear: Option<Summary>,
-    pub knn: Option<Summary>,
-    /// Many / medium / few-shot results of the shown setting (filled for the long-tail table).
+    /// Validation form of the first metric for the shown setting, when measured.
+    pub val_first: Option<Summary>,
+    /// The metrics of the shown setting, in [`Table::metrics`] order.
+    pub values: Vec<Option<Summary>>,
+    /// Many / medium / few-shot results of the shown setting (filled with `class_groups`).
     pub shots: Shots,
-    pub paper: &'static str,
 }
 
 /// A table ready to be written.
@@ -70,75 +91,79 @@ pub struct Table {
     /// File stem, e.g. `table_cifar10`.
     pub stem: String,
     pub title: String,
+    /// Metric columns.
+    pub metrics: Vec<String>,
     pub rows: Vec<Row>,
     pub partial: Option<String>,
     /// Whether the many / medium / few-shot columns are shown (the long-tail table).
     pub shot_groups: bool,
+    /// Whether the "paper" column is shown.
+    pub paper_column: bool,
 }
 
-fn axis_label(axis: &str) -> String {
-    match axis {
-        "loss.alpha" => "α".into(),
-        "loss.lambda" => "λ".into(),
-        other => other.into(),
+impl Row {
+    /// The shown setting's summary of `metric` (a column of the table).
+    pub fn value(&self, metrics: &[String], metric: &str) -> Option<Summary> {
+        metrics
+            .iter()
+            .position(|m| m == metric)
+            .and_then(|i| self.values[i])
+    }
+
+    fn first(&self) -> Option<&Summary> {
+        self.values.first().and_then(Option::as_ref)
     }
 }
 
 impl Table {
-    /// Builds the rows of a table experiment.
-    pub fn from_experiment(exp: &Experiment, stem: &str, title: &str) -> Result<Self> {
-        Self::build(exp, stem, title, false)
-    }
+    /// Builds the rows of a `table` spec; `stem` names its files.
+    pub fn from_spec(exp: &Experiment, spec: &ReportSpec, stem: &str) -> Result<Self> {
+        let rows = spec.rows.clone().unwrap_or_else(|| vec!["label".into()]);
+        let metrics = spec.metrics.clone().unwrap_or_default();
+        let names = group_names(exp, &rows)?;
+        let first = metrics.first().cloned().unwrap_or_else(|| "linear_top1".into());
+        let val_metric = format!("val_{first}");
+        let val_metric = protoclr_formats::EVAL_METRICS
+            .contains(&val_metric.as_str())
+            .then_some(val_metric);
+        // The varied keys not in `rows`: the settings a row may have run at.
+        let settings_axes: Vec<&String> = exp.axes.iter().filter(|a| !rows.contains(a)).collect();
+        let mut cells = exp.cells.clone();
+        cells.with_column(Column::new("__row".into(), names.clone()))?;
+        let mut keys: Vec<&str> = vec!["__row"];
+        keys.extend(settings_axes.iter().map(|s| s.as_str()));
+        let groups = crate::load::groups_from_frame(&crate::load::aggregate(&cells, &keys)?, &keys)?;
 
-    /// As [`Table::from_experiment`], with the many / medium / few-shot columns: the long-tail
-    /// table. An error (naming the index) when the seeds of a shown setting disagree on a
-    /// group's number of classes: their group accuracies would not average one grouping.
-    pub fn long_tail(exp: &Experiment, stem: &str, title: &str) -> Result<Self> {
-        Self::build(exp, stem, title, true)
-    }
-
-    fn build(exp: &Experiment, stem: &str, title: &str, shot_groups: bool) -> Result<Self> {
-        let labelled = exp
-            .cells
-            .column("label")?
-            .str()?
-            .iter()
-            .any(|l| l.is_some_and(|l| !l.is_empty()));
-        let method_key = if labelled { "label" } else { CONFIG };
-        let mut keys: Vec<&str> = vec![method_key];
-        keys.extend(exp.axes.iter().map(String::as_str));
-        let groups = exp.groups(&keys)?;
-
-        // Methods in first-appearance order (including ones with no data yet).
+        // Rows in first-appearance order (including ones with no data yet).
         let mut methods: Vec<String> = Vec::new();
-        for m in exp.cells.column(method_key)?.str()?.iter().flatten() {
+        for m in &names {
             if !methods.iter().any(|x| x == m) {
                 methods.push(m.to_string());
             }
         }
-        let mut rows = Vec::new();
+        let mut out = Vec::new();
         for method in methods {
             let candidates: Vec<_> = groups
                 .iter()
-                .filter(|g| g.key[0] == method && g.get("linear_top1").is_some())
+                .filter(|g| g.key[0] == method && g.get(&first).is_some())
                 .collect();
             let selection = select_best(
                 &candidates,
-                |g| g.get(VALIDATION_METRIC).map(|s| s.mean),
-                |g| g.get(TEST_METRIC).map(|s| s.mean),
+                |g| val_metric.as_deref().and_then(|m| g.get(m)).map(|s| s.mean),
+                |g| g.get(&first).map(|s| s.mean),
             );
             let best = selection.map(|s| candidates[s.index]);
             let setting = match best {
                 Some(b) if candidates.len() > 1 => {
-                    // Name only the axes that differ between the candidates.
-                    exp.axes
+                    // Name only the keys that differ between the candidates.
+                    settings_axes
                         .iter()
                         .enumerate()
                         .filter(|(i, _)| candidates.iter().any(|c| c.key[i + 1] != b.key[i + 1]))
                         .map(|(i, a)| {
                             let v = &b.key[i + 1];
                             let v = axis_number(v).map(trim_num).unwrap_or_else(|| v.clone());
-                            format!("{} = {v}", axis_label(a))
+                            format!("{} = {v}", crate::heatmap::symbol(spec, a))
                         })
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -146,30 +171,33 @@ impl Table {
                 _ => String::new(),
             };
             let shots = match best {
-                Some(b) if shot_groups => Shots {
+                Some(b) if spec.class_groups => Shots {
                     accuracy: SHOT_GROUPS.map(|(_, acc, _)| b.get(acc).copied()),
-                    classes: class_counts(exp, &keys, &b.key)?,
+                    classes: class_counts(exp, &cells, &keys, &b.key)?,
                 },
                 _ => Shots::default(),
             };
-            rows.push(Row {
+            out.push(Row {
                 method,
                 setting,
                 settings: candidates.len(),
                 selected_on: selection.filter(|_| candidates.len() > 1).map(|s| s.basis),
-                val_linear: best.and_then(|b| b.get(VALIDATION_METRIC).copied()),
-                linear: best.and_then(|b| b.get(TEST_METRIC).copied()),
-                knn: best.and_then(|b| b.get("knn_top1").copied()),
+                val_first: best.and_then(|b| val_metric.as_deref().and_then(|m| b.get(m)).copied()),
+                values: metrics
+                    .iter()
+                    .map(|m| best.and_then(|b| b.get(m).copied()))
+                    .collect(),
                 shots,
-                paper: PAPER_NOT_RECOVERABLE,
             });
         }
         Ok(Self {
             stem: stem.into(),
-            title: format!("{title} ({}, profile {})", exp.name, exp.profile),
-            rows,
+            title: format!("{} ({}, profile {})", spec.title, exp.name, exp.profile),
+            metrics,
+            rows: out,
             partial: exp.title_tag(),
-            shot_groups,
+            shot_groups: spec.class_groups,
+            paper_column: spec.paper_column,
         })
     }
 
@@ -195,65 +223,101 @@ impl Table {
 
     /// Footnote shared by the Markdown and LaTeX versions.
     pub fn footnote(&self) -> String {
-        let mut s = String::from(
-            "Top-1 accuracy in %, mean ± sample standard deviation over seeds (n = seeds with \
-             metrics), on the test set. \"best of k\": the method ran at k settings and one is \
-             shown. ",
-        );
+        let mut s = if self.metrics.iter().all(|m| is_accuracy(m)) {
+            String::from(
+                "Top-1 accuracy in %, mean ± sample standard deviation over seeds (n = seeds with \
+                 metrics), on the test set. ",
+            )
+        } else {
+            String::from("Mean ± sample standard deviation over seeds (n = seeds with metrics). ")
+        };
+        s.push_str("\"best of k\": the method ran at k settings and one is shown. ");
+        let first = self.metrics.first().map(String::as_str).unwrap_or("");
         let on = |b: Basis| self.rows.iter().any(|r| r.selected_on == Some(b));
         if on(Basis::Validation) {
-            s.push_str(
-                "\"on validation\": chosen by the highest mean validation linear top-1 \
-                 (val_linear_top1, a split of the training set disjoint from the probe bank); the \
-                 test accuracy of the chosen setting is shown. ",
-            );
+            if first == "linear_top1" {
+                s.push_str(
+                    "\"on validation\": chosen by the highest mean validation linear top-1 \
+                     (val_linear_top1, a split of the training set disjoint from the probe bank); \
+                     the test accuracy of the chosen setting is shown. ",
+                );
+            } else {
+                s.push_str(&format!(
+                    "\"on validation\": chosen by the highest mean val_{first} (a split of the \
+                     training set disjoint from the probe bank); the test value of the chosen \
+                     setting is shown. "
+                ));
+            }
         }
         if on(Basis::Test) {
-            s.push_str(
-                "\"on test\": selection on test, because these cells have no validation \
-                 metrics: the highest mean test linear top-1 is shown, hence optimistic. ",
-            );
+            if first == "linear_top1" {
+                s.push_str(
+                    "\"on test\": selection on test, because these cells have no validation \
+                     metrics: the highest mean test linear top-1 is shown, hence optimistic. ",
+                );
+            } else {
+                s.push_str(&format!(
+                    "\"on test\": selection on test, because these cells have no validation \
+                     metrics: the highest mean {first} is shown, hence optimistic. "
+                ));
+            }
         }
         if self.shot_groups {
             s.push_str(SHOT_FOOTNOTE);
         }
-        s.push_str(
-            "Paper: the paper's table values could not be recovered (its code and numbers are not \
-             public), so no paper number is given.",
-        );
-        s
+        if self.paper_column {
+            s.push_str(
+                "Paper: the paper's table values could not be recovered (its code and numbers are \
+                 not public), so no paper number is given.",
+            );
+        }
+        s.trim_end().to_string()
     }
 
     /// Markdown version.
     pub fn markdown(&self) -> String {
         let mut s = format!("### {}\n\n", self.full_title());
-        s.push_str("| Method | Setting | Linear top-1 (%) | kNN top-1 (%) |");
+        let mut header = vec!["Method".to_string(), "Setting".to_string()];
+        header.extend(self.metrics.iter().map(|m| metric_header(m).0));
         if self.shot_groups {
-            s.push_str(
-                " Many-shot linear (%) | Medium-shot linear (%) | Few-shot linear (%) | \
-                 Classes (many / medium / few) |",
+            header.extend(
+                [
+                    "Many-shot linear (%)",
+                    "Medium-shot linear (%)",
+                    "Few-shot linear (%)",
+                    "Classes (many / medium / few)",
+                ]
+                .map(String::from),
             );
         }
-        s.push_str(" Paper |\n|---|---|---|---|");
-        if self.shot_groups {
-            s.push_str("---|---|---|---|");
+        if self.paper_column {
+            header.push("Paper".into());
         }
-        s.push_str("---|\n");
+        let line = |cells: &[String]| {
+            let mut l = String::from("|");
+            for c in cells {
+                l.push_str(&format!(" {c} |"));
+            }
+            l.push('\n');
+            l
+        };
+        s.push_str(&line(&header));
+        s.push('|');
+        s.push_str(&"---|".repeat(header.len()));
+        s.push('\n');
         for r in &self.rows {
-            s.push_str(&format!(
-                "| {} | {} | {} | {} |",
-                md_escape(&r.method),
-                md_escape(&Self::setting_text(r)),
-                pm_text(r.linear.as_ref()),
-                pm_text(r.knn.as_ref()),
-            ));
+            let mut cells = vec![md_escape(&r.method), md_escape(&Self::setting_text(r))];
+            cells.extend(r.values.iter().map(|v| pm_text(v.as_ref())));
             if self.shot_groups {
                 for a in &r.shots.accuracy {
-                    s.push_str(&format!(" {} |", shot_cell(r, a.as_ref(), pm_text, "—")));
+                    cells.push(shot_cell(r, a.as_ref(), pm_text, "—"));
                 }
-                s.push_str(&format!(" {} |", classes_text(r)));
+                cells.push(classes_text(r));
             }
-            s.push_str(&format!(" {} |\n", r.paper));
+            if self.paper_column {
+                cells.push(PAPER_NOT_RECOVERABLE.into());
+            }
+            s.push_str(&line(&cells));
         }
         s.push_str(&format!("\n{}\n", self.footnote()));
         s
@@ -265,31 +329,42 @@ impl Table {
         s.push_str("\\begin{table}[t]\n\\centering\n");
         s.push_str(&format!("\\caption{{{}}}\n", tex_escape(&self.full_title())));
         s.push_str(&format!("\\label{{tab:{}}}\n", self.stem.replace('_', "-")));
+        let mut header = vec!["Method".to_string(), "Setting".to_string()];
+        header.extend(self.metrics.iter().map(|m| metric_header(m).1));
         if self.shot_groups {
-            s.push_str("\\begin{tabular}{llccccccl}\n\\toprule\n");
-            s.push_str(
-                "Method & Setting & Linear top-1 (\\%) & $k$NN top-1 (\\%) & Many-shot (\\%) & \
-                 Medium-shot (\\%) & Few-shot (\\%) & Classes (many/medium/few) & Paper \\\\\n\\midrule\n",
+            header.extend(
+                [
+                    "Many-shot (\\%)",
+                    "Medium-shot (\\%)",
+                    "Few-shot (\\%)",
+                    "Classes (many/medium/few)",
+                ]
+                .map(String::from),
             );
-        } else {
-            s.push_str("\\begin{tabular}{llccl}\n\\toprule\n");
-            s.push_str("Method & Setting & Linear top-1 (\\%) & $k$NN top-1 (\\%) & Paper \\\\\n\\midrule\n");
         }
+        let centred = header.len() - 2;
+        if self.paper_column {
+            header.push("Paper".into());
+        }
+        s.push_str(&format!(
+            "\\begin{{tabular}}{{ll{}{}}}\n\\toprule\n",
+            "c".repeat(centred),
+            if self.paper_column { "l" } else { "" }
+        ));
+        s.push_str(&format!("{} \\\\\n\\midrule\n", header.join(" & ")));
         for r in &self.rows {
-            s.push_str(&format!(
-                "{} & {} & {} & {} & ",
-                tex_escape(&r.method),
-                tex_escape(&Self::setting_text(r)),
-                pm_tex(r.linear.as_ref()),
-                pm_tex(r.knn.as_ref()),
-            ));
+            let mut cells = vec![tex_escape(&r.method), tex_escape(&Self::setting_text(r))];
+            cells.extend(r.values.iter().map(|v| pm_tex(v.as_ref())));
             if self.shot_groups {
                 for a in &r.shots.accuracy {
-                    s.push_str(&format!("{} & ", shot_cell(r, a.as_ref(), pm_tex, "---")));
+                    cells.push(shot_cell(r, a.as_ref(), pm_tex, "---"));
                 }
-                s.push_str(&format!("{} & ", tex_escape(&classes_text(r))));
+                cells.push(tex_escape(&classes_text(r)));
             }
-            s.push_str(&format!("{} \\\\\n", tex_escape(r.paper)));
+            if self.paper_column {
+                cells.push(tex_escape(PAPER_NOT_RECOVERABLE));
+            }
+            s.push_str(&format!("{} \\\\\n", cells.join(" & ")));
         }
         s.push_str("\\bottomrule\n\\end{tabular}\n");
         s.push_str(&format!(
@@ -329,17 +404,27 @@ impl Table {
                     .map(|r| r.selected_on.map(|b| b.to_string()).unwrap_or_default())
                     .collect::<Vec<_>>(),
             ),
-            Column::new(
-                "val_linear_top1_mean".into(),
-                get(&|r| r.val_linear.map(|s| s.mean)),
-            ),
-            Column::new("linear_top1_mean".into(), get(&|r| r.linear.map(|s| s.mean))),
-            Column::new("linear_top1_std".into(), get(&|r| r.linear.and_then(|s| s.std))),
-            Column::new("linear_top1_n".into(), n(&|r| r.linear.as_ref())),
-            Column::new("knn_top1_mean".into(), get(&|r| r.knn.map(|s| s.mean))),
-            Column::new("knn_top1_std".into(), get(&|r| r.knn.and_then(|s| s.std))),
-            Column::new("knn_top1_n".into(), n(&|r| r.knn.as_ref())),
         ];
+        if let Some(first) = self.metrics.first() {
+            let val = format!("val_{first}");
+            if protoclr_formats::EVAL_METRICS.contains(&val.as_str()) {
+                cols.push(Column::new(
+                    format!("{val}_mean").into(),
+                    get(&|r| r.val_first.map(|s| s.mean)),
+                ));
+            }
+        }
+        for (i, m) in self.metrics.iter().enumerate() {
+            cols.push(Column::new(
+                format!("{m}_mean").into(),
+                get(&|r| r.values[i].map(|s| s.mean)),
+            ));
+            cols.push(Column::new(
+                format!("{m}_std").into(),
+                get(&|r| r.values[i].and_then(|s| s.std)),
+            ));
+            cols.push(Column::new(format!("{m}_n").into(), n(&|r| r.values[i].as_ref())));
+        }
         if self.shot_groups {
             for (g, (_, acc, _)) in SHOT_GROUPS.iter().enumerate() {
                 cols.push(Column::new(
@@ -362,29 +447,18 @@ impl Table {
                 ));
             }
         }
-        cols.push(Column::new(
-            "paper".into(),
-            self.rows.iter().map(|r| r.paper).collect::<Vec<_>>(),
-        ));
+        if self.paper_column {
+            cols.push(Column::new(
+                "paper".into(),
+                vec![PAPER_NOT_RECOVERABLE; self.rows.len()],
+            ));
+        }
         Ok(DataFrame::new_infer_height(cols)?)
     }
 
-    /// Writes `<stem>.md`, `<stem>.tex` and `<stem>.csv` into `out`.
+    /// Writes `<stem>.md`, `<stem>.tex` and `<stem>.csv` into `out`, each atomically.
     pub fn write(&self, out: &Path) -> Result<Vec<PathBuf>> {
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        let md = out.join(format!("{}.md", self.stem));
-        let tex = out.join(format!("{}.tex", self.stem));
-        let csv = out.join(format!("{}.csv", self.stem));
-        std::fs::write(&md, self.markdown()).with_context(|| format!("writing {}", md.display()))?;
-        std::fs::write(&tex, self.latex()).with_context(|| format!("writing {}", tex.display()))?;
-        let mut df = self.frame()?;
-        let mut file = std::fs::File::create(&csv).with_context(|| format!("writing {}", csv.display()))?;
-        CsvWriter::new(&mut file)
-            .include_header(true)
-            .finish(&mut df)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("writing {}", csv.display()))?;
-        Ok(vec![md, tex, csv])
+        crate::output::write_table(out, &self.stem, &self.markdown(), &self.latex(), self.frame()?)
     }
 }
 
@@ -397,8 +471,12 @@ const SHOT_FOOTNOTE: &str = "Many / medium / few-shot: test linear top-1 average
 
 /// Classes in each group of the cells of one setting (`key`: values of `keys`, a group of
 /// [`Experiment::groups`]); an error naming the index when two cells disagree.
-fn class_counts(exp: &Experiment, keys: &[&str], key: &[String]) -> Result<[Option<u32>; 3]> {
-    let cells = &exp.cells;
+fn class_counts(
+    exp: &Experiment,
+    cells: &DataFrame,
+    keys: &[&str],
+    key: &[String],
+) -> Result<[Option<u32>; 3]> {
     let key_cols: Vec<Vec<Option<&str>>> = keys
         .iter()
         .map(|k| Ok(cells.column(k)?.str()?.iter().collect()))
@@ -445,7 +523,7 @@ fn class_counts(exp: &Experiment, keys: &[&str], key: &[String]) -> Result<[Opti
 /// A group accuracy cell: `no data` when the row has none, `dash` when the group is not
 /// measured.
 fn shot_cell(r: &Row, s: Option<&Summary>, fmt: fn(Option<&Summary>) -> String, dash: &str) -> String {
-    match (r.linear.is_some(), s) {
+    match (r.first().is_some(), s) {
         (false, _) => fmt(None),
         (true, None) => dash.into(),
         (true, Some(s)) => fmt(Some(s)),
@@ -454,7 +532,7 @@ fn shot_cell(r: &Row, s: Option<&Summary>, fmt: fn(Option<&Summary>) -> String, 
 
 /// `5 / 4 / 1`, "—" when no group is measured, `no data` when the row has none.
 fn classes_text(r: &Row) -> String {
-    if r.linear.is_none() {
+    if r.first().is_none() {
         return "no data".into();
     }
     if r.shots.classes.iter().all(Option::is_none) {

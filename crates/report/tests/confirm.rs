@@ -98,6 +98,42 @@ fn claim_from_files_supported_not_supported_partial_and_stale() {
     assert!(c.reason.contains("stale"), "{}", c.reason);
 }
 
+/// The confirmation stage reads its cells as every figure does: only done and intact ones (the
+/// checksums of status.json), never on the word of the confirmation index.
+#[test]
+fn a_confirmation_cell_that_is_not_intact_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    write_grid(&results);
+    let cand: Vec<Option<f64>> = (0..8).map(|i| Some(62.0 + [0.3, -0.3][i % 2])).collect();
+    let refr: Vec<Option<f64>> = (0..8).map(|_| Some(60.0)).collect();
+    write_confirmation(&results, "fig5", PROFILE, &cand, &refr);
+    assert!(claim_from(&results).n.starts_with("8 of 8 pre-registered pairs"));
+    // The candidate of seed 103 edited after it was sealed: the index still says `done`.
+    let cell = id("fig5 confirm candidate 103");
+    edit_metrics(&results, &cell, false, |m| {
+        m["eval"]["linear_top1"] = serde_json::json!(99.0)
+    });
+    let c = claim_from(&results);
+    assert!(c.n.starts_with("7 of 8 pre-registered pairs"), "{}", c.n);
+    assert!(
+        c.details
+            .contains("corrupt: metrics.json does not match its checksum"),
+        "{}",
+        c.details
+    );
+    assert_eq!(c.verdict, Verdict::Inconclusive, "{}", c.reason);
+    // Its status file gone (an unfinished cell whose index row says done): pending.
+    edit_metrics(&results, &cell, true, |_| {});
+    std::fs::remove_file(results.join("cells").join(&cell).join("status.json")).unwrap();
+    let c = claim_from(&results);
+    assert!(
+        c.details.contains("pending (started, not finished)"),
+        "{}",
+        c.details
+    );
+}
+
 /// Seed noise of linear top-1 (points) per cell, and the correlation of two cells on one seed
 /// (same data subset, initialisation and augmentation stream): paired SD = 0.9·√(2·(1 − 0.5)) = 0.9.
 const SIGMA: f64 = 0.9;

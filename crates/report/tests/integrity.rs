@@ -8,8 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use protoclr_report::fig3::Fig3;
 use protoclr_report::load::Experiment;
+use protoclr_report::scatter::Scatter;
 use protoclr_report::{run, Options, Target};
 
 /// The committed results folder of this repository.
@@ -94,16 +94,21 @@ fn a_cell_the_grid_calls_corrupt_is_not_used() {
     );
 
     // The figure is the one drawn without that cell at all.
-    let fig = Fig3::from_experiment(&exp).unwrap();
+    let fig = Scatter::from_spec(&exp, &spec("fig3"), "fig3").unwrap();
     let (_tmp2, without) = results_copy();
     fs::remove_dir_all(without.join("cells").join(&id)).unwrap();
-    let reference = Fig3::from_experiment(&Experiment::load(&without, "fig3", "cpu").unwrap()).unwrap();
+    let reference = Scatter::from_spec(
+        &Experiment::load(&without, "fig3", "cpu").unwrap(),
+        &spec("fig3"),
+        "fig3",
+    )
+    .unwrap();
     assert_eq!(fig.points, reference.points);
     assert_eq!(fig.spearman, reference.spearman);
 
     // claims.md and the figure notes count 26 of 27 and name the corrupt cell.
     let out = _tmp.path().join("figures");
-    let opts = Options::new(&results, &out, "cpu");
+    let opts = Options::new(&results, &out, "cpu").with_experiments(experiments());
     run(Target::Claims, &opts, 0.0).unwrap();
     let claims = fs::read_to_string(out.join("claims.md")).unwrap();
     assert!(claims.contains("26 of 27 cells"), "{claims}");
@@ -111,7 +116,7 @@ fn a_cell_the_grid_calls_corrupt_is_not_used() {
         claims.contains(&id[..12]) && claims.contains("corrupt"),
         "{claims}"
     );
-    run(Target::Fig3, &opts, 0.0).unwrap();
+    run(target("fig3"), &opts, 0.0).unwrap();
     let notes = fs::read_to_string(out.join("fig3.notes.md")).unwrap();
     assert!(
         notes.contains("26 of 27 cells") && notes.contains(&id[..12]),
@@ -192,7 +197,7 @@ fn names_that_leave_the_results_folder_are_refused() {
 }
 
 fn opts(root: &Path) -> Options {
-    Options::new(root.join("results"), root.join("figures"), "cpu")
+    Options::new(root.join("results"), root.join("figures"), "cpu").with_experiments(experiments())
 }
 
 /// Synthetic Fig. 3 cells; the first `n_v2` get `numerics_version: 2` and commit `c0ffee…`.
@@ -215,7 +220,7 @@ fn one_numerics_version_is_stated_in_notes_and_claims() {
     let cells = fig3_with_versions(dir.path(), 15);
     assert_eq!(cells.len(), 15);
     let o = opts(dir.path());
-    run(Target::Fig3, &o, 0.0).unwrap();
+    run(target("fig3"), &o, 0.0).unwrap();
     let notes = fs::read_to_string(o.out.join("fig3.notes.md")).unwrap();
     assert!(
         notes.contains("numerics v2: 15 cells; commits `c0ffee012345` (15)"),
@@ -232,7 +237,7 @@ fn mixed_numerics_are_refused_unless_allowed_and_then_labelled() {
     let dir = tempfile::tempdir().unwrap();
     fig3_with_versions(dir.path(), 3);
     let mut o = opts(dir.path());
-    for target in [Target::Fig3, Target::Claims] {
+    for target in [target("fig3"), Target::Claims] {
         let err = format!("{:#}", run(target, &o, 0.0).unwrap_err());
         assert!(
             err.contains("different numerics versions")
@@ -245,7 +250,7 @@ fn mixed_numerics_are_refused_unless_allowed_and_then_labelled() {
     assert!(!o.out.join("fig3.svg").exists());
 
     o.allow_mixed_numerics = true;
-    run(Target::Fig3, &o, 0.0).unwrap();
+    run(target("fig3"), &o, 0.0).unwrap();
     let svg = fs::read_to_string(o.out.join("fig3.svg")).unwrap();
     assert!(
         svg.contains("mixed numerics: v2 (3 cells), unversioned (12 cells)"),
@@ -287,7 +292,7 @@ fn mixed_numerics_guard_tables_and_heatmaps_too() {
         m["numerics_version"] = serde_json::json!(3)
     });
     let mut o = opts(dir.path());
-    let err = format!("{:#}", run(Target::Fig5, &o, 0.0).unwrap_err());
+    let err = format!("{:#}", run(target("fig5"), &o, 0.0).unwrap_err());
     assert!(err.contains("v3 (1 cells), unversioned (26 cells)"), "{err}");
     let err = format!("{:#}", run(Target::Tables, &o, 0.0).unwrap_err());
     assert!(
@@ -295,7 +300,7 @@ fn mixed_numerics_guard_tables_and_heatmaps_too() {
         "{err}"
     );
     o.allow_mixed_numerics = true;
-    run(Target::Fig5, &o, 0.0).unwrap();
+    run(target("fig5"), &o, 0.0).unwrap();
     assert!(fs::read_to_string(o.out.join("fig5.svg"))
         .unwrap()
         .contains("mixed numerics"));

@@ -161,7 +161,7 @@ fn long_tail_table_shows_planted_group_accuracies_and_class_counts() {
     let results = dir.path().join("results");
     write_long_tail(&results);
     let exp = Experiment::load(&results, "long_tail", PROFILE).unwrap();
-    let t = Table::long_tail(&exp, "table_long_tail", "Long tail").unwrap();
+    let t = Table::from_spec(&exp, &spec("long_tail"), "table_long_tail").unwrap();
 
     let md = t.markdown();
     let expect_md = [
@@ -212,7 +212,7 @@ fn long_tail_table_shows_planted_group_accuracies_and_class_counts() {
     );
 
     // The same cells in a CIFAR-style table: no group columns.
-    let plain = Table::from_experiment(&exp, "table_long_tail", "Long tail").unwrap();
+    let plain = Table::from_spec(&exp, &spec("table_cifar10"), "table_long_tail").unwrap();
     assert!(!plain.markdown().contains("Many-shot") && !plain.latex().contains("Many-shot"));
     assert!(plain.frame().unwrap().column("linear_many_mean").is_err());
 }
@@ -231,7 +231,7 @@ fn report_tables_adds_group_columns_to_the_long_tail_table_only() {
             &table_cells(exp),
         );
     }
-    let o = Options::new(&results, dir.path().join("figures"), PROFILE);
+    let o = Options::new(&results, dir.path().join("figures"), PROFILE).with_experiments(experiments());
     run(Target::Tables, &o, 0.0).unwrap();
     let read = |f: &str| std::fs::read_to_string(dir.path().join("figures").join(f)).unwrap();
     assert!(read("table_long_tail.md").contains("| 5 / 4 / 1 |"));
@@ -257,7 +257,7 @@ fn seeds_disagreeing_on_class_counts_are_an_error_naming_the_index() {
     let exp = Experiment::load(&results, "long_tail", PROFILE).unwrap();
     let e = format!(
         "{:#}",
-        Table::long_tail(&exp, "table_long_tail", "Long tail").unwrap_err()
+        Table::from_spec(&exp, &spec("long_tail"), "table_long_tail").unwrap_err()
     );
     assert!(e.contains("long_tail.cpu.csv"), "{e}");
     assert!(
@@ -265,7 +265,7 @@ fn seeds_disagreeing_on_class_counts_are_an_error_naming_the_index() {
         "{e}"
     );
     // A table without the group columns does not look at the counts.
-    Table::from_experiment(&exp, "table_long_tail", "Long tail").unwrap();
+    Table::from_spec(&exp, &spec("table_cifar10"), "table_long_tail").unwrap();
 }
 
 #[test]

@@ -6,16 +6,16 @@ use std::path::Path;
 
 use common::*;
 use protoclr_report::claims::{self, Verdict};
-use protoclr_report::fig3::{self, Fig3};
-use protoclr_report::heatmap::{self, Heatmap, HEATMAP_SIZE};
+use protoclr_report::heatmap::{Heatmap, HEATMAP_SIZE};
 use protoclr_report::load::{Experiment, CONFIG};
+use protoclr_report::scatter::{self as fig3, Scatter};
 use protoclr_report::tables::{Table, PAPER_NOT_RECOVERABLE};
 use protoclr_report::{run, Options, Target};
 
 const PROFILE: &str = "cpu";
 
 fn opts(root: &Path) -> Options {
-    Options::new(root.join("results"), root.join("figures"), PROFILE)
+    Options::new(root.join("results"), root.join("figures"), PROFILE).with_experiments(experiments())
 }
 
 fn write_fig3(results: &Path, points: &[(&str, &str, f64, f64)]) {
@@ -142,7 +142,7 @@ fn fig3_correlations_and_fit_known_answers() {
     let results = dir.path().join("results");
     write_fig3(&results, &fig3_monotone());
     let exp = Experiment::load(&results, "fig3", PROFILE).unwrap();
-    let fig = Fig3::from_experiment(&exp).unwrap();
+    let fig = Scatter::from_spec(&exp, &spec("fig3"), "fig3").unwrap();
     assert_eq!(fig.points.len(), 5);
     // accuracy = 80 − 50·bias exactly on the means.
     assert!((fig.spearman.estimate + 1.0).abs() < 1e-12);
@@ -161,19 +161,19 @@ fn pearson_of_a_hand_computed_data_set_through_fig3() {
         .enumerate()
         .map(|(i, &(x, y))| fig3::Point {
             label: format!("p{i}"),
-            bias: protoclr_report::stats::Summary {
+            x: protoclr_report::stats::Summary {
                 mean: x,
                 std: None,
                 n: 1,
             },
-            accuracy: protoclr_report::stats::Summary {
+            y: protoclr_report::stats::Summary {
                 mean: y,
                 std: None,
                 n: 1,
             },
         })
         .collect();
-    let fig = Fig3::from_points("t".into(), pts, vec![], None, (5, 5));
+    let fig = Scatter::from_points("t".into(), pts, vec![], None, (5, 5));
     assert!((fig.pearson.estimate - 6.0 / 60f64.sqrt()).abs() < 1e-12);
     assert!((fig.spearman.estimate - 7.0 / 90f64.sqrt()).abs() < 1e-12);
     let (a, b) = fig.fit.unwrap();
@@ -210,7 +210,7 @@ fn claim_a_verdicts() {
         let results = dir.path().join("results");
         write_fig3(&results, &points);
         let exp = Experiment::load(&results, "fig3", PROFILE).unwrap();
-        let fig = Fig3::from_experiment(&exp).unwrap();
+        let fig = Scatter::from_spec(&exp, &spec("fig3"), "fig3").unwrap();
         let c = claims::claim_a(Ok(&fig));
         assert_eq!(c.verdict, want, "{name}: {c:?}");
     }
@@ -218,7 +218,12 @@ fn claim_a_verdicts() {
     let dir = tempfile::tempdir().unwrap();
     let results = dir.path().join("results");
     write_fig3(&results, &fig3_monotone()[..2]);
-    let fig = Fig3::from_experiment(&Experiment::load(&results, "fig3", PROFILE).unwrap()).unwrap();
+    let fig = Scatter::from_spec(
+        &Experiment::load(&results, "fig3", PROFILE).unwrap(),
+        &spec("fig3"),
+        "fig3",
+    )
+    .unwrap();
     assert_eq!(claims::claim_a(Ok(&fig)).verdict, Verdict::Inconclusive);
     assert_eq!(
         claims::claim_a(Err("missing index x")).verdict,
@@ -231,7 +236,7 @@ fn heatmap_of(grid: &[(f64, f64, f64, f64)]) -> Heatmap {
     let results = dir.path().join("results");
     write_grid(&results, "fig5", grid);
     let exp = Experiment::load(&results, "fig5", PROFILE).unwrap();
-    Heatmap::from_experiment(&exp, "Fig. 5").unwrap()
+    Heatmap::from_spec(&exp, &spec("fig5")).unwrap()
 }
 
 #[test]
@@ -298,7 +303,7 @@ fn table_rows_pick_the_best_balanced_setting() {
         &table_cells("table_cifar10"),
     );
     let exp = Experiment::load(&results, "table_cifar10", PROFILE).unwrap();
-    let t = Table::from_experiment(&exp, "table_cifar10", "CIFAR-10").unwrap();
+    let t = Table::from_spec(&exp, &spec("table_cifar10"), "table_cifar10").unwrap();
     let methods: Vec<&str> = t.rows.iter().map(|r| r.method.as_str()).collect();
     assert_eq!(
         methods,
@@ -312,11 +317,14 @@ fn table_rows_pick_the_best_balanced_setting() {
     let bal = &t.rows[1];
     assert_eq!(bal.settings, 3);
     assert_eq!(bal.setting, "α = 1.5, λ = 1");
-    let lin = bal.linear.unwrap();
+    let lin = bal.value(&t.metrics, "linear_top1").unwrap();
     assert!(close(lin.mean, 63.0) && close(lin.std.unwrap(), 0.5) && lin.n == 3);
-    assert!(close(bal.knn.unwrap().mean, 59.0));
+    assert!(close(bal.value(&t.metrics, "knn_top1").unwrap().mean, 59.0));
     assert_eq!(t.rows[0].settings, 1);
-    assert!(t.rows.iter().all(|r| r.paper == PAPER_NOT_RECOVERABLE));
+    assert!(t.paper_column);
+    let frame = t.frame().unwrap();
+    let paper = frame.column("paper").unwrap().str().unwrap().clone();
+    assert!(paper.iter().all(|p| p == Some(PAPER_NOT_RECOVERABLE)));
 
     let md = t.markdown();
     assert!(md.contains("| balanced | best of 3 on test: α = 1.5, λ = 1 | 63.00 ± 0.50 (n=3) | 59.00 ± 1.00 (n=3) | not recoverable |"), "{md}");
@@ -363,18 +371,19 @@ fn figures_have_the_expected_size_and_labels() {
         report.notices
     );
 
-    assert_eq!(png_size(&o.out.join("fig3.png")), fig3::FIG3_SIZE);
+    assert_eq!(png_size(&o.out.join("fig3.png")), fig3::SCATTER_SIZE);
     for f in ["fig4", "fig5"] {
         assert_eq!(png_size(&o.out.join(format!("{f}.png"))), HEATMAP_SIZE);
         let svg = std::fs::read_to_string(o.out.join(format!("{f}.svg"))).unwrap();
-        assert!(svg.contains(heatmap::X_LABEL) && svg.contains(heatmap::Y_LABEL));
+        let (x_label, y_label) = (spec(f).x_label.unwrap(), spec(f).y_label.unwrap());
+        assert!(svg.contains(&x_label) && svg.contains(&y_label));
         assert!(svg.contains("Difference from NT-Xent"));
         assert!(svg.contains(&format!("width=\"{}\"", HEATMAP_SIZE.0)));
         assert!(!svg.contains("partial"));
     }
     let svg = std::fs::read_to_string(o.out.join("fig3.svg")).unwrap();
     assert!(
-        svg.contains(fig3::X_LABEL) && svg.contains(fig3::Y_LABEL),
+        svg.contains(fig3::X_LABEL) && svg.contains(&spec("fig3").y_label.unwrap()),
         "axis labels in the SVG"
     );
     assert!(svg.contains("base − color_jitter"));
@@ -417,7 +426,7 @@ fn partial_data_is_drawn_marked_and_listed() {
     all.extend(grid);
     write_experiment(&o.results, "fig5", PROFILE, &["loss.alpha", "loss.lambda"], &all);
 
-    let r = run(Target::Fig3, &o, 0.0).unwrap();
+    let r = run(target("fig3"), &o, 0.0).unwrap();
     assert!(
         r.notices.iter().any(|n| n.contains("partial: 13 of 15 cells")),
         "{:?}",
@@ -425,7 +434,7 @@ fn partial_data_is_drawn_marked_and_listed() {
     );
     let svg = std::fs::read_to_string(o.out.join("fig3.svg")).unwrap();
     assert!(svg.contains("partial: 13 of 15 cells"));
-    assert_eq!(png_size(&o.out.join("fig3.png")), fig3::FIG3_SIZE);
+    assert_eq!(png_size(&o.out.join("fig3.png")), fig3::SCATTER_SIZE);
     let notes = std::fs::read_to_string(o.out.join("fig3.notes.md")).unwrap();
     assert!(
         notes.contains(&cells[4].id[..12]) && notes.contains("pending"),
@@ -436,7 +445,7 @@ fn partial_data_is_drawn_marked_and_listed() {
         "{notes}"
     );
 
-    run(Target::Fig5, &o, 0.0).unwrap();
+    run(target("fig5"), &o, 0.0).unwrap();
     let svg = std::fs::read_to_string(o.out.join("fig5.svg")).unwrap();
     assert!(svg.contains("partial: 24 of 27 cells"));
     assert!(svg.contains("no data"));
@@ -461,9 +470,9 @@ fn missing_index_is_an_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let o = opts(dir.path());
     for (t, file) in [
-        (Target::Fig3, "fig3.cpu.csv"),
-        (Target::Fig4, "fig4.cpu.csv"),
-        (Target::Fig5, "fig5.cpu.csv"),
+        (target("fig3"), "fig3.cpu.csv"),
+        (target("fig4"), "fig4.cpu.csv"),
+        (target("fig5"), "fig5.cpu.csv"),
         (Target::Tables, "table_cifar10.cpu.csv"),
         (Target::Tables, "table_cifar100.cpu.csv"),
     ] {
@@ -494,7 +503,7 @@ fn missing_index_is_an_error_naming_the_file() {
         &["loss.alpha"],
         &[Cell::done(id("x"), "", 0, vec!["1".into()], (50.0, 45.0, 0.3))],
     );
-    let e = format!("{:#}", run(Target::Fig4, &o, 0.0).unwrap_err());
+    let e = format!("{:#}", run(target("fig4"), &o, 0.0).unwrap_err());
     assert!(e.contains("loss.lambda") && e.contains("fig4.cpu.csv"), "{e}");
 }
 
@@ -531,9 +540,9 @@ fn nothing_done_yet_still_draws_and_says_so() {
         c.metrics = None;
     }
     write_experiment(&o.results, "fig5", PROFILE, &["loss.alpha", "loss.lambda"], &grid);
-    run(Target::Fig3, &o, 0.0).unwrap();
-    run(Target::Fig5, &o, 0.0).unwrap();
-    assert_eq!(png_size(&o.out.join("fig3.png")), fig3::FIG3_SIZE);
+    run(target("fig3"), &o, 0.0).unwrap();
+    run(target("fig5"), &o, 0.0).unwrap();
+    assert_eq!(png_size(&o.out.join("fig3.png")), fig3::SCATTER_SIZE);
     assert_eq!(png_size(&o.out.join("fig5.png")), HEATMAP_SIZE);
     assert!(std::fs::read_to_string(o.out.join("fig3.svg"))
         .unwrap()

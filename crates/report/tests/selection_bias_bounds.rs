@@ -8,10 +8,10 @@ use std::path::Path;
 use common::*;
 use protoclr_report::bounds;
 use protoclr_report::claims::{self, Verdict};
-use protoclr_report::fig3::{self, BiasForm, Fig3};
 use protoclr_report::heatmap::Heatmap;
 use protoclr_report::load::Experiment;
 use protoclr_report::ratio::{self, RatioTable};
+use protoclr_report::scatter::{self as fig3, BiasForm, Scatter};
 use protoclr_report::select::Basis;
 use protoclr_report::tables::Table;
 use protoclr_report::{run, Options, Target};
@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 const PROFILE: &str = "cpu";
 
 fn opts(root: &Path) -> Options {
-    Options::new(root.join("results"), root.join("figures"), PROFILE)
+    Options::new(root.join("results"), root.join("figures"), PROFILE).with_experiments(experiments())
 }
 
 /// Adds `keys` to the `eval` object of cell `id`'s metrics.json (the optional metrics newer
@@ -79,7 +79,7 @@ fn table_best_of_k_is_chosen_on_validation_and_shows_its_test_accuracy() {
     let results = dir.path().join("results");
     write_table_with_val(&results, None);
     let exp = Experiment::load(&results, "table_cifar10", PROFILE).unwrap();
-    let t = Table::from_experiment(&exp, "table_cifar10", "CIFAR-10").unwrap();
+    let t = Table::from_spec(&exp, &spec("table_cifar10"), "table_cifar10").unwrap();
     let bal = &t.rows[1];
     assert_eq!(bal.method, "balanced");
     assert_eq!(
@@ -87,8 +87,11 @@ fn table_best_of_k_is_chosen_on_validation_and_shows_its_test_accuracy() {
         "validation's pick, not test's (1.5, 1)"
     );
     assert_eq!(bal.selected_on, Some(Basis::Validation));
-    assert!(close(bal.linear.unwrap().mean, 61.0), "test accuracy of the pick");
-    assert!(close(bal.val_linear.unwrap().mean, 63.0));
+    assert!(
+        close(bal.value(&t.metrics, "linear_top1").unwrap().mean, 61.0),
+        "test accuracy of the pick"
+    );
+    assert!(close(bal.val_first.unwrap().mean, 63.0));
     assert_eq!(t.rows[0].selected_on, None, "a single setting is no selection");
     let md = t.markdown();
     assert!(
@@ -114,7 +117,7 @@ fn a_candidate_without_validation_makes_the_selection_on_test_and_says_so() {
     let results = dir.path().join("results");
     write_table_with_val(&results, Some((0.5, 1.0)));
     let exp = Experiment::load(&results, "table_cifar10", PROFILE).unwrap();
-    let t = Table::from_experiment(&exp, "table_cifar10", "CIFAR-10").unwrap();
+    let t = Table::from_spec(&exp, &spec("table_cifar10"), "table_cifar10").unwrap();
     let bal = &t.rows[1];
     assert_eq!(bal.setting, "α = 1.5, λ = 1");
     assert_eq!(bal.selected_on, Some(Basis::Test));
@@ -151,7 +154,7 @@ fn heatmap_best_cell_is_selected_on_validation_in_notes_and_claim_b() {
     let o = opts(dir.path());
     write_grid_with_val(&o.results);
     let exp = Experiment::load(&o.results, "fig5", PROFILE).unwrap();
-    let map = Heatmap::from_experiment(&exp, "Fig. 5").unwrap();
+    let map = Heatmap::from_spec(&exp, &spec("fig5")).unwrap();
     let s = map.selected_other().unwrap();
     assert_eq!(
         (s.alpha, s.lambda, s.basis, s.candidates),
@@ -159,7 +162,7 @@ fn heatmap_best_cell_is_selected_on_validation_in_notes_and_claim_b() {
     );
     assert!(close(s.test.mean, 62.0) && close(s.val.unwrap().mean, 66.0));
 
-    run(Target::Fig5, &o, 0.0).unwrap();
+    run(target("fig5"), &o, 0.0).unwrap();
     let notes = read(&o.out.join("fig5.notes.md"));
     assert!(
         notes.contains(
@@ -192,7 +195,7 @@ fn heatmap_best_cell_is_selected_on_validation_in_notes_and_claim_b() {
         &["loss.alpha", "loss.lambda"],
         &alpha_lambda_cells("fig5", &g),
     );
-    run(Target::Fig5, &o, 0.0).unwrap();
+    run(target("fig5"), &o, 0.0).unwrap();
     let notes = read(&o.out.join("fig5.notes.md"));
     assert!(
         notes.contains("on test among 8 cells: α = 1.5, λ = 0.5") && notes.contains("Selection on test"),
@@ -225,16 +228,22 @@ fn claim_a_is_reported_on_both_bias_forms() {
     write_fig3_with_rel(&o.results);
     let exp = Experiment::load(&o.results, "fig3", PROFILE).unwrap();
     assert!(BiasForm::Rel.measured(&exp) && BiasForm::L2.measured(&exp));
-    let l2 = Fig3::from_experiment(&exp).unwrap();
-    let rel = Fig3::from_experiment_with(&exp, BiasForm::Rel).unwrap();
+    let l2 = Scatter::from_spec(&exp, &spec("fig3"), "fig3").unwrap();
+    let rel = Scatter::from_view(
+        &exp,
+        "t",
+        "fig3",
+        fig3::View::from_spec(&spec("fig3")).with_bias(BiasForm::Rel),
+    )
+    .unwrap();
     assert!(close(l2.spearman.estimate, 1.0));
     assert!(close(rel.spearman.estimate, -1.0));
     // Means of bias_rel are exactly 3 − mean(acc)/50.
     let base = rel.points.iter().find(|p| p.label == "base").unwrap();
-    assert!(close(base.bias.mean, 3.0 - (40.0 + 50.0 * 0.30) / 50.0));
+    assert!(close(base.x.mean, 3.0 - (40.0 + 50.0 * 0.30) / 50.0));
     assert_eq!(claims::claim_a(Ok(&l2)).verdict, Verdict::NotSupported);
     let c = claims::claim_a(Ok(&rel));
-    assert_eq!((c.id, c.verdict), ("a-rel", Verdict::Supported));
+    assert_eq!((c.id.as_str(), c.verdict), ("a-rel", Verdict::Supported));
     assert!(c.rule.contains("`bias_rel`"));
 
     run(Target::Claims, &o, 0.0).unwrap();
@@ -250,8 +259,8 @@ fn claim_a_is_reported_on_both_bias_forms() {
 
     // fig3 --bias rel: the axis label says which bias.
     let mut o_rel = o.clone();
-    o_rel.bias = BiasForm::Rel;
-    run(Target::Fig3, &o_rel, 0.0).unwrap();
+    o_rel.bias = Some(BiasForm::Rel);
+    run(target("fig3"), &o_rel, 0.0).unwrap();
     let svg = read(&o.out.join("fig3.svg"));
     assert!(
         svg.contains(fig3::X_LABEL_REL) && !svg.contains(fig3::X_LABEL),
@@ -259,7 +268,7 @@ fn claim_a_is_reported_on_both_bias_forms() {
     );
     assert!(svg.contains("Spearman ρ = −1.00"));
     assert!(read(&o.out.join("fig3.notes.md")).contains("x axis: `bias_rel`"));
-    run(Target::Fig3, &o, 0.0).unwrap();
+    run(target("fig3"), &o, 0.0).unwrap();
     let svg = read(&o.out.join("fig3.svg"));
     assert!(
         svg.contains(fig3::X_LABEL) && svg.contains("Spearman ρ = 1.00"),
@@ -287,8 +296,8 @@ fn claim_a_rel_is_not_measured_on_old_cells() {
     );
     // Plotting the absent form draws an empty figure and says why in the notes.
     let mut o_rel = o.clone();
-    o_rel.bias = BiasForm::Rel;
-    run(Target::Fig3, &o_rel, 0.0).unwrap();
+    o_rel.bias = Some(BiasForm::Rel);
+    run(target("fig3"), &o_rel, 0.0).unwrap();
     assert!(read(&o.out.join("fig3.notes.md")).contains("`bias_rel` is not measured"));
 }
 
@@ -431,7 +440,7 @@ fn ratio_of(grid: &[(f64, f64, f64, f64)]) -> RatioTable {
         &alpha_lambda_cells("fig5", grid),
     );
     let exp = Experiment::load(&results, "fig5", PROFILE).unwrap();
-    RatioTable::from_heatmap(&Heatmap::from_experiment(&exp, "Fig. 5").unwrap(), "fig5")
+    RatioTable::from_heatmap(&Heatmap::from_spec(&exp, &spec("fig5")).unwrap(), "fig5")
 }
 
 /// α, λ ∈ {0.5, 1, 2} (ratios 0.5, 1 and 2 occur at several scales), accuracy `f(α, λ)`, 3 seeds
@@ -493,7 +502,7 @@ fn fig5_report_writes_the_ratio_table_and_figure() {
     let dir = tempfile::tempdir().unwrap();
     let o = opts(dir.path());
     write_grid_with_val(&o.results);
-    let r = run(Target::Fig5, &o, 0.0).unwrap();
+    let r = run(target("fig5"), &o, 0.0).unwrap();
     for ext in ["md", "tex", "csv", "png", "svg"] {
         let p = o.out.join(format!("fig5_ratio.{ext}"));
         assert!(r.written.contains(&p), "{} not reported written", p.display());

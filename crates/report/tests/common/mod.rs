@@ -72,6 +72,11 @@ pub fn write_experiment(results: &Path, experiment: &str, profile: &str, axes: &
             _ => csv.push_str(",,,,,,,,,\n"),
         }
         let dir = results.join("cells").join(&c.id);
+        if c.metrics.is_none() {
+            // A cell without results: whatever an earlier call wrote for it is gone, as the
+            // grid would find it (a done and intact folder is done, whatever the index says).
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         std::fs::create_dir_all(&dir).unwrap();
         if let (Some((lin, knn, bias)), true) = (c.metrics, c.write_json) {
             let m = json!({
@@ -361,4 +366,28 @@ pub fn write_confirmation(
     }
     std::fs::remove_file(&path).unwrap();
     std::fs::write(results.join(format!("{experiment}.{profile}.confirm.csv")), out).unwrap();
+}
+
+/// The repository's experiment files.
+#[allow(dead_code)]
+pub fn experiments() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments")
+}
+
+/// The repository's experiment file `<name>.yaml` (its `report:` section).
+#[allow(dead_code)]
+pub fn repo_file(name: &str) -> protoclr_report::ExperimentFile {
+    protoclr_report::ExperimentFile::load(&experiments().join(format!("{name}.yaml"))).unwrap()
+}
+
+/// The `report:` section of the repository's experiment file `<name>.yaml`.
+#[allow(dead_code)]
+pub fn spec(name: &str) -> protoclr_formats::report::ReportSpec {
+    repo_file(name).spec
+}
+
+/// What `protoclr report <name>` builds.
+#[allow(dead_code)]
+pub fn target(name: &str) -> protoclr_report::Target {
+    protoclr_report::Target::Experiment(name.into())
 }

@@ -1,15 +1,17 @@
-//! Fig. 3: linear accuracy against prototype representation bias, one point per augmentation
-//! configuration (mean over seeds, 95 % t-interval bars on both axes), with the least-squares line
-//! and Spearman ρ / Pearson r (bootstrap 95 % intervals over configurations) in the legend.
+//! The `scatter` kind: one point per `rows` group (mean over seeds, 95 % t-interval bars on both
+//! axes), metric `x` against metric `y`, with the least-squares line and Spearman ρ / Pearson r
+//! (bootstrap 95 % intervals over groups) in the legend. Fig. 3 is its user: linear accuracy
+//! against prototype representation bias, one point per augmentation configuration.
 //!
-//! The bias is either form ([`BiasForm`]): `bias_l2`, the paper's E‖μ̂_y − μ_x‖ on unit-norm
-//! features, or the scale-free `bias_rel` (the same distance divided by the spread of the μ_x
-//! around their mean, docs/paper.md), which a collapsed encoder cannot win. The axis label says
-//! which is plotted.
+//! The prototype bias is either form ([`BiasForm`]): `bias_l2`, the paper's E‖μ̂_y − μ_x‖ on
+//! unit-norm features, or the scale-free `bias_rel` (the same distance divided by the spread of
+//! the μ_x around their mean, docs/paper.md), which a collapsed encoder cannot win. Claim (a) is
+//! decided on both; `protoclr report --bias` swaps the x axis of a scatter of either.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use protoclr_formats::report::{PointLabels, ReportSpec};
 
 use crate::load::{Experiment, CONFIG};
 use crate::stats::{
@@ -18,15 +20,15 @@ use crate::stats::{
 };
 use crate::style::{font, num, plot_err, Figure, ACCENT, POINT};
 
-/// Pixel size of fig3.png.
-pub const FIG3_SIZE: (u32, u32) = (1200, 900);
+/// Pixel size of a scatter PNG.
+pub const SCATTER_SIZE: (u32, u32) = (1200, 900);
 /// x-axis label for `bias_l2`.
 pub const X_LABEL: &str =
     "Prototype representation bias  E‖μ(y) − μ(x)‖  (L2 distance of unit-norm features)";
 /// x-axis label for `bias_rel`.
 pub const X_LABEL_REL: &str = "Scale-free prototype bias  E‖μ(y) − μ(x)‖ / E‖μ(x) − μ̄‖  (bias_rel)";
 
-/// Which prototype bias Fig. 3 (and claim (a)) uses.
+/// Which prototype bias a scatter (and claim (a)) uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BiasForm {
     /// `bias_l2`: E_x‖μ̂_{y(x)} − μ_x‖ on unit-norm features.
@@ -45,6 +47,15 @@ impl BiasForm {
         }
     }
 
+    /// The form a metric is, if it is a prototype bias.
+    pub fn of_metric(metric: &str) -> Option<Self> {
+        match metric {
+            "bias_l2" => Some(BiasForm::L2),
+            "bias_rel" => Some(BiasForm::Rel),
+            _ => None,
+        }
+    }
+
     /// The x-axis label.
     pub fn x_label(self) -> &'static str {
         match self {
@@ -55,36 +66,93 @@ impl BiasForm {
 
     /// Whether any cell of `exp` with metrics has this bias.
     pub fn measured(self, exp: &Experiment) -> bool {
-        exp.cells
-            .column(self.metric())
-            .ok()
-            .and_then(|c| c.f64().ok().map(|c| c.iter().any(|v| v.is_some())))
-            .unwrap_or(false)
+        measured(exp, self.metric())
     }
 }
-/// y-axis label.
-pub const Y_LABEL: &str = "Linear top-1 accuracy (%)";
 
-/// One augmentation configuration.
+/// Whether any cell of `exp` with metrics has `metric`.
+pub fn measured(exp: &Experiment, metric: &str) -> bool {
+    exp.cells
+        .column(metric)
+        .ok()
+        .and_then(|c| c.f64().ok().map(|c| c.iter().any(|v| v.is_some())))
+        .unwrap_or(false)
+}
+
+/// How a scatter names and draws things: from the `report:` section, with the defaults of
+/// docs/formats.md.
+#[derive(Debug, Clone, PartialEq)]
+pub struct View {
+    /// Metrics of the x and y axes.
+    pub x: String,
+    pub y: String,
+    /// Columns whose values make one point (`label`: the label, else the varied keys).
+    pub rows: Vec<String>,
+    pub x_label: String,
+    pub y_label: String,
+    /// How the fit's legend and the notes name the metrics.
+    pub x_name: String,
+    pub y_name: String,
+    pub highlight: Option<String>,
+    pub labels: PointLabels,
+    pub fit: bool,
+}
+
+impl View {
+    /// The view a `scatter` spec asks for.
+    pub fn from_spec(spec: &ReportSpec) -> Self {
+        let x = spec.x.clone().unwrap_or_default();
+        let y = spec.y.clone().unwrap_or_default();
+        Self {
+            x_label: spec.x_label.clone().unwrap_or_else(|| x.clone()),
+            y_label: spec.y_label.clone().unwrap_or_else(|| y.clone()),
+            x_name: spec.x_name.clone().unwrap_or_else(|| x.clone()),
+            y_name: spec.y_name.clone().unwrap_or_else(|| y.clone()),
+            rows: spec.rows.clone().unwrap_or_else(|| vec!["label".into()]),
+            highlight: spec.highlight.clone(),
+            labels: spec.labels.unwrap_or_default(),
+            fit: spec.fit.unwrap_or(true),
+            x,
+            y,
+        }
+    }
+
+    /// The same view with the prototype bias of `form` on the x axis (and its axis label).
+    pub fn with_bias(mut self, form: BiasForm) -> Self {
+        if BiasForm::of_metric(&self.x) != Some(form) {
+            self.x = form.metric().into();
+            self.x_label = form.x_label().into();
+        }
+        self
+    }
+
+    /// The prototype bias on the x axis, if it is one.
+    pub fn bias(&self) -> Option<BiasForm> {
+        BiasForm::of_metric(&self.x)
+    }
+}
+
+/// One group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
     pub label: String,
-    /// The bias (`bias_l2` or `bias_rel`, see [`Fig3::bias`]) over seeds.
-    pub bias: Summary,
-    /// `linear_top1` over seeds.
-    pub accuracy: Summary,
+    /// The x metric over seeds.
+    pub x: Summary,
+    /// The y metric over seeds.
+    pub y: Summary,
 }
 
-/// Everything Fig. 3 and claim (a) need.
+/// Everything a scatter (and claim (a)) needs.
 #[derive(Debug, Clone)]
-pub struct Fig3 {
+pub struct Scatter {
     pub title: String,
-    /// Which bias the x axis is.
-    pub bias: BiasForm,
+    pub view: View,
+    /// File stem (names the notes in the footer).
+    pub stem: String,
     pub points: Vec<Point>,
-    /// Configurations without both metrics (no cell done, or no bias of the chosen form).
+    /// Groups without both metrics (no cell done, or the metric not measured).
     pub without_data: Vec<String>,
-    /// `(intercept, slope)` of accuracy on bias.
+    /// `(intercept, slope)` of y on x.
     pub fit: Option<(f64, f64)>,
     pub spearman: BootstrapCi,
     pub pearson: BootstrapCi,
@@ -94,45 +162,78 @@ pub struct Fig3 {
     pub cells: (usize, usize),
 }
 
-impl Fig3 {
-    /// Aggregates the `fig3` experiment by configuration (label, else the axis values), with
-    /// `bias_l2` on the x axis.
-    pub fn from_experiment(exp: &Experiment) -> Result<Self> {
-        Self::from_experiment_with(exp, BiasForm::L2)
+/// The group name of each cell of `exp` for `rows`: `config` (label, else the varied keys) for
+/// `[label]`, else `key=value` joined by `, `.
+pub fn group_names(exp: &Experiment, rows: &[String]) -> Result<Vec<String>> {
+    if rows.len() == 1 && rows[0] == "label" {
+        return Ok(exp
+            .cells
+            .column(CONFIG)?
+            .str()?
+            .iter()
+            .map(|s| s.unwrap_or("").to_string())
+            .collect());
+    }
+    let mut cols = Vec::new();
+    for r in rows {
+        let Ok(c) = exp.cells.column(r) else {
+            bail!(
+                "index {} has no `{r}` column (varied keys: {})",
+                exp.index_path.display(),
+                exp.axes.join(", ")
+            );
+        };
+        let c = c.cast(&polars::prelude::DataType::String)?;
+        cols.push(
+            c.str()?
+                .iter()
+                .map(|s| s.unwrap_or("").to_string())
+                .collect::<Vec<_>>(),
+        );
+    }
+    Ok((0..exp.cells.height())
+        .map(|i| {
+            rows.iter()
+                .zip(&cols)
+                .map(|(k, c)| format!("{k}={}", c[i]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .collect())
+}
+
+impl Scatter {
+    /// Aggregates the experiment over seeds as the `scatter` spec asks; `stem` names its files.
+    pub fn from_spec(exp: &Experiment, spec: &ReportSpec, stem: &str) -> Result<Self> {
+        Self::from_view(exp, &spec.title, stem, View::from_spec(spec))
     }
 
-    /// As [`Fig3::from_experiment`], with the bias of the given form on the x axis.
-    pub fn from_experiment_with(exp: &Experiment, bias: BiasForm) -> Result<Self> {
-        let groups = exp.groups(&[CONFIG])?;
+    /// As [`Scatter::from_spec`], from a [`View`].
+    pub fn from_view(exp: &Experiment, title: &str, stem: &str, view: View) -> Result<Self> {
+        let names = group_names(exp, &view.rows)?;
+        let mut cells = exp.cells.clone();
+        cells.with_column(polars::prelude::Column::new("__group".into(), names.clone()))?;
+        let groups =
+            crate::load::groups_from_frame(&crate::load::aggregate(&cells, &["__group"])?, &["__group"])?;
         let mut points = Vec::new();
-        let mut seen = Vec::new();
         for g in &groups {
-            seen.push(g.key[0].clone());
-            if let (Some(b), Some(a)) = (g.get(bias.metric()), g.get("linear_top1")) {
+            if let (Some(x), Some(y)) = (g.get(&view.x), g.get(&view.y)) {
                 points.push(Point {
                     label: g.key[0].clone(),
-                    bias: *b,
-                    accuracy: *a,
+                    x: *x,
+                    y: *y,
                 });
             }
         }
-        // Configurations in the index with no usable cell at all.
+        // Groups in the index with no usable cell at all.
         let mut without_data: Vec<String> = Vec::new();
-        for c in exp.cells.column(CONFIG)?.str()?.iter().flatten() {
-            let has_point = points.iter().any(|p| p.label == c);
+        for c in &names {
+            let has_point = points.iter().any(|p| &p.label == c);
             if !has_point && !without_data.iter().any(|w| w == c) {
                 without_data.push(c.to_string());
             }
         }
-        let title = format!(
-            "Fig. 3 — accuracy vs {} ({}, profile {})",
-            match bias {
-                BiasForm::L2 => "prototype representation bias",
-                BiasForm::Rel => "scale-free prototype bias",
-            },
-            exp.name,
-            exp.profile
-        );
+        let title = format!("{title} ({}, profile {})", exp.name, exp.profile);
         let mut fig = Self::from_points(
             title,
             points,
@@ -140,7 +241,8 @@ impl Fig3 {
             exp.title_tag(),
             (exp.with_metrics(), exp.total()),
         );
-        fig.bias = bias;
+        fig.view = view;
+        fig.stem = stem.into();
         Ok(fig)
     }
 
@@ -152,11 +254,23 @@ impl Fig3 {
         partial: Option<String>,
         cells: (usize, usize),
     ) -> Self {
-        let x: Vec<f64> = points.iter().map(|p| p.bias.mean).collect();
-        let y: Vec<f64> = points.iter().map(|p| p.accuracy.mean).collect();
+        let x: Vec<f64> = points.iter().map(|p| p.x.mean).collect();
+        let y: Vec<f64> = points.iter().map(|p| p.y.mean).collect();
         Self {
             title,
-            bias: BiasForm::L2,
+            view: View {
+                x: "x".into(),
+                y: "y".into(),
+                rows: vec!["label".into()],
+                x_label: "x".into(),
+                y_label: "y".into(),
+                x_name: "x".into(),
+                y_name: "y".into(),
+                highlight: None,
+                labels: PointLabels::Spread,
+                fit: true,
+            },
+            stem: String::new(),
             fit: least_squares(&x, &y),
             spearman: bootstrap_paired(&x, &y, spearman, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED),
             pearson: bootstrap_paired(&x, &y, pearson, BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED),
@@ -246,9 +360,9 @@ fn padded(lo: f64, hi: f64) -> (f64, f64) {
     }
 }
 
-impl Figure for Fig3 {
+impl Figure for Scatter {
     fn size(&self) -> (u32, u32) {
-        FIG3_SIZE
+        SCATTER_SIZE
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()>
@@ -256,14 +370,14 @@ impl Figure for Fig3 {
         DB::ErrorType: 'static,
     {
         root.fill(&WHITE).map_err(plot_err)?;
-        let (body, foot) = root.split_vertically(FIG3_SIZE.1 - 60);
+        let (body, foot) = root.split_vertically(SCATTER_SIZE.1 - 60);
         let err = |s: &Summary| s.ci95_half_width().unwrap_or(0.0);
         let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
         for p in &self.points {
-            x0 = x0.min(p.bias.mean - err(&p.bias));
-            x1 = x1.max(p.bias.mean + err(&p.bias));
-            y0 = y0.min(p.accuracy.mean - err(&p.accuracy));
-            y1 = y1.max(p.accuracy.mean + err(&p.accuracy));
+            x0 = x0.min(p.x.mean - err(&p.x));
+            x1 = x1.max(p.x.mean + err(&p.x));
+            y0 = y0.min(p.y.mean - err(&p.y));
+            y1 = y1.max(p.y.mean + err(&p.y));
         }
         let (x0, x1) = padded(x0, x1);
         // Point labels are drawn to the right of their point: leave room for the rightmost one.
@@ -279,8 +393,8 @@ impl Figure for Fig3 {
             .map_err(plot_err)?;
         chart
             .configure_mesh()
-            .x_desc(self.bias.x_label())
-            .y_desc(Y_LABEL)
+            .x_desc(self.view.x_label.as_str())
+            .y_desc(self.view.y_label.as_str())
             .axis_desc_style(font(20.0))
             .label_style(font(17.0))
             .x_label_formatter(&|v| num(*v, 3))
@@ -292,15 +406,18 @@ impl Figure for Fig3 {
 
         if self.points.is_empty() {
             body.draw(&Text::new(
-                "no configuration has both bias and accuracy yet",
-                (FIG3_SIZE.0 as i32 / 2 - 230, FIG3_SIZE.1 as i32 / 2),
+                format!(
+                    "no configuration has both {} and {} yet",
+                    self.view.x_name, self.view.y_name
+                ),
+                (SCATTER_SIZE.0 as i32 / 2 - 230, SCATTER_SIZE.1 as i32 / 2),
                 font(22.0),
             ))
             .map_err(plot_err)?;
         }
 
         // Least-squares line across the plotted x range.
-        if let Some((a, b)) = self.fit {
+        if let (Some((a, b)), true) = (self.fit, self.view.fit) {
             chart
                 .draw_series(LineSeries::new(
                     [(x0, a + b * x0), (x1, a + b * x1)],
@@ -308,10 +425,12 @@ impl Figure for Fig3 {
                 ))
                 .map_err(plot_err)?
                 .label(format!(
-                    "least squares: accuracy = {} {} {} × bias",
+                    "least squares: {} = {} {} {} × {}",
+                    self.view.y_name,
                     num(a, 2),
                     if b < 0.0 { "−" } else { "+" },
-                    num(b.abs(), 2)
+                    num(b.abs(), 2),
+                    self.view.x_name
                 ))
                 .legend(|(x, y)| {
                     PathElement::new(
@@ -324,12 +443,12 @@ impl Figure for Fig3 {
         let bar = ShapeStyle::from(&POINT.mix(0.8)).stroke_width(2);
         chart
             .draw_series(self.points.iter().filter_map(|p| {
-                let h = p.accuracy.ci95_half_width()?;
+                let h = p.y.ci95_half_width()?;
                 Some(ErrorBar::new_vertical(
-                    p.bias.mean,
-                    p.accuracy.mean - h,
-                    p.accuracy.mean,
-                    p.accuracy.mean + h,
+                    p.x.mean,
+                    p.y.mean - h,
+                    p.y.mean,
+                    p.y.mean + h,
                     bar,
                     10,
                 ))
@@ -337,12 +456,12 @@ impl Figure for Fig3 {
             .map_err(plot_err)?;
         chart
             .draw_series(self.points.iter().filter_map(|p| {
-                let h = p.bias.ci95_half_width()?;
+                let h = p.x.ci95_half_width()?;
                 Some(ErrorBar::new_horizontal(
-                    p.accuracy.mean,
-                    p.bias.mean - h,
-                    p.bias.mean,
-                    p.bias.mean + h,
+                    p.y.mean,
+                    p.x.mean - h,
+                    p.x.mean,
+                    p.x.mean + h,
                     bar,
                     10,
                 ))
@@ -350,8 +469,12 @@ impl Figure for Fig3 {
             .map_err(plot_err)?;
         chart
             .draw_series(self.points.iter().map(|p| {
-                let colour = if p.label == "base" { ACCENT } else { POINT };
-                EmptyElement::at((p.bias.mean, p.accuracy.mean)) + Circle::new((0, 0), 7, colour.filled())
+                let colour = if self.view.highlight.as_deref() == Some(p.label.as_str()) {
+                    ACCENT
+                } else {
+                    POINT
+                };
+                EmptyElement::at((p.x.mean, p.y.mean)) + Circle::new((0, 0), 7, colour.filled())
             }))
             .map_err(plot_err)?
             .label("configuration: mean over seeds, bars 95% t-interval")
@@ -361,18 +484,26 @@ impl Figure for Fig3 {
         let texts: Vec<String> = self
             .points
             .iter()
-            .map(|p| format!("{} (n={})", p.label, p.accuracy.n))
+            .map(|p| format!("{} (n={})", p.label, p.y.n))
             .collect();
         let anchors: Vec<(i32, i32, i32)> = self
             .points
             .iter()
             .zip(&texts)
             .map(|(p, t)| {
-                let (px, py) = chart.backend_coord(&(p.bias.mean, p.accuracy.mean));
+                let (px, py) = chart.backend_coord(&(p.x.mean, p.y.mean));
                 (px, py, label_width(t))
             })
             .collect();
-        for ((text, &(px, py, w)), (lx, ly)) in texts.iter().zip(&anchors).zip(place_labels(&anchors)) {
+        let places = match self.view.labels {
+            PointLabels::Spread => place_labels(&anchors),
+            PointLabels::Fixed => anchors
+                .iter()
+                .map(|&(px, py, _)| (px + 10, py - LABEL_RISE))
+                .collect(),
+            PointLabels::None => Vec::new(),
+        };
+        for ((text, &(px, py, w)), (lx, ly)) in texts.iter().zip(&anchors).zip(places) {
             if ly != py - LABEL_RISE {
                 body.draw(&PathElement::new(
                     [(px, py), (lx - 2, ly + LABEL_HEIGHT / 2)],
@@ -390,7 +521,12 @@ impl Figure for Fig3 {
                 .map_err(plot_err)?;
         }
 
-        for (name, b) in [("Spearman ρ", &self.spearman), ("Pearson r", &self.pearson)] {
+        let correlations = if self.view.fit {
+            vec![("Spearman ρ", &self.spearman), ("Pearson r", &self.pearson)]
+        } else {
+            Vec::new()
+        };
+        for (name, b) in correlations {
             chart
                 .draw_series(std::iter::empty::<Circle<(f64, f64), i32>>())
                 .map_err(plot_err)?
@@ -411,15 +547,25 @@ impl Figure for Fig3 {
             .draw()
             .map_err(plot_err)?;
 
-        let mut note = format!(
-            "ρ and r on configuration means; 95% CIs: percentile bootstrap over configurations \
-             (B = {}, seed {}). Cells: {} of {} with metrics.",
-            BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, self.cells.0, self.cells.1
-        );
+        let mut note = if self.view.fit {
+            format!(
+                "ρ and r on configuration means; 95% CIs: percentile bootstrap over configurations \
+                 (B = {BOOTSTRAP_RESAMPLES}, seed {BOOTSTRAP_SEED}). "
+            )
+        } else {
+            String::new()
+        };
+        note.push_str(&format!(
+            "Cells: {} of {} with metrics.",
+            self.cells.0, self.cells.1
+        ));
         match self.without_data.len() {
             0 => {}
             1..=3 => note.push_str(&format!(" No data: {}.", self.without_data.join(", "))),
-            k => note.push_str(&format!(" No data for {k} configurations (see fig3.notes.md).")),
+            k => note.push_str(&format!(
+                " No data for {k} configurations (see {}.notes.md).",
+                self.stem
+            )),
         }
         foot.draw(&Text::new(note, (20, 18), font(16.0)))
             .map_err(plot_err)?;

@@ -1,4 +1,5 @@
-//! Atomic file writes, checksums and small facts about this process.
+//! Atomic file writes and small facts about this process, for the grid (status files, index
+//! CSVs, Slurm scripts) and the report (figures, tables, notes).
 
 use anyhow::{Context, Result};
 use std::fs::{self, File};
@@ -7,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder (named as
-/// [`protoclr_formats::temps`] says, so a killed writer's leftover is swept), fsync, rename over
+/// [`crate::temps`] says, so a killed writer's leftover is swept), fsync, rename over
 /// `path`, fsync of the folder. Readers see the old content or the new one, never a part.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -45,9 +46,6 @@ pub fn sync_dir(dir: &Path) {
     }
 }
 
-/// SHA-256 helpers: one definition, shared with the report (`protoclr_formats`).
-pub use protoclr_formats::{sha256_file, sha256_hex};
-
 /// This machine's host name.
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -73,6 +71,7 @@ pub fn now_unix() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{sha256_file, sha256_hex};
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temporary() {
