@@ -12,8 +12,9 @@
 //! or into a fixed number of image groups reduced in order (weight gradient), so results do not
 //! depend on the thread count.
 
-use super::direct::{dx_phases, grid_planes, has_avx512, Padded};
-use super::{output_vec, sum_over_image_groups, with_scratch, PlaneMoments};
+use super::bf16::{as_u16, as_u32, convert, has_bf16, to_bf16};
+use super::direct::{dx_phases, grid_planes, has_avx512, pair_planes, Padded};
+use super::{output_vec, sum_over_image_groups, with_scratch, PlaneMoments, Precision};
 use rayon::prelude::*;
 
 /// Output channels a tile (four 16-float vectors).
@@ -62,11 +63,35 @@ pub fn forward(
     co: usize,
     stride: usize,
 ) -> Vec<f32> {
-    forward_moments(x, wt, n, c, h, w, co, stride, false).0
+    forward_moments(x, wt, n, c, h, w, co, stride, false, Precision::F32).0
+}
+
+/// Weights as bf16 pairs of the reduced (input) channels, channels-last for the kernels here:
+/// `[⌈nin/2⌉][taps][nout]`, lane `bf16(w(o, 2k, t)) | bf16(w(o, 2k + 1, t)) << 16` (zero past
+/// the last input channel). `w(o, i, t)` is the weight of output channel o, input channel i,
+/// tap t (of `taps`).
+fn pair_weights(nout: usize, nin: usize, taps: &[usize], w: impl Fn(usize, usize, usize) -> f32) -> Vec<u32> {
+    let (cp, nt) = (nin.div_ceil(2), taps.len());
+    let mut v = vec![0u32; cp * nt * nout];
+    for k in 0..cp {
+        for (ti, &t) in taps.iter().enumerate() {
+            for o in 0..nout {
+                let lo = to_bf16(w(o, 2 * k, t)) as u32;
+                let hi = if 2 * k + 1 < nin {
+                    to_bf16(w(o, 2 * k + 1, t)) as u32
+                } else {
+                    0
+                };
+                v[(k * nt + ti) * nout + o] = lo | hi << 16;
+            }
+        }
+    }
+    v
 }
 
 /// [`forward`], and with `moments` the [`PlaneMoments`] of every output plane (`[n][co]`,
-/// from the channels-last tile buffer while it is in cache; empty without).
+/// from the channels-last tile buffer while it is in cache; empty without). `prec`: the bf16
+/// kernel ([`fwd_kernel_bf16`], on pairs of input channels) or the f32 one.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_moments(
     x: &[f32],
@@ -78,23 +103,38 @@ pub fn forward_moments(
     co: usize,
     stride: usize,
     moments: bool,
+    prec: Precision,
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
     assert!(
         applies(c, co, h, w, 3, stride, 1),
         "direct_small::forward on an unsupported convolution"
     );
+    let bf16 = prec == Precision::Bf16;
+    assert!(
+        !bf16 || has_bf16(),
+        "direct_small::forward: bf16 needs AVX-512 BF16"
+    );
     let pd = Padded::new(h, w, stride);
     let addr = addresses(pd.oh, pd.ow, pd.wp);
     let (cstride, offs) = (pd.block(), pd.offs(pd.plane));
-    // Weights channels-last: wk[c][t][co].
-    let mut wk = vec![0f32; c * 9 * co];
-    for o in 0..co {
-        for ci in 0..c {
-            for t in 0..9 {
-                wk[(ci * 9 + t) * co + o] = wt[(o * c + ci) * 9 + t];
+    // Weights channels-last: wk[c][t][co] (f32), or wk2[c/2][t][co] in channel pairs (bf16).
+    let mut wk = vec![0f32; if bf16 { 0 } else { c * 9 * co }];
+    if !bf16 {
+        for o in 0..co {
+            for ci in 0..c {
+                for t in 0..9 {
+                    wk[(ci * 9 + t) * co + o] = wt[(o * c + ci) * 9 + t];
+                }
             }
         }
     }
+    let taps: Vec<usize> = (0..9).collect();
+    let wk2 = if bf16 {
+        pair_weights(co, c, &taps, |o, i, t| wt[(o * c + i) * 9 + t])
+    } else {
+        Vec::new()
+    };
+    let cp = c.div_ceil(2);
     let (p, pin) = (pd.p(), h * w);
     // Writes every element of every image's block (the transposition below).
     let mut mom = vec![(0f64, 0f64); if moments { n * co } else { 0 }];
@@ -118,27 +158,61 @@ pub fn forward_moments(
                         cstride,
                         pd.plane,
                     );
-                    with_scratch(addr.len() * co, |ycl| {
-                        for ob in (0..co).step_by(OC) {
-                            for (ti, tile) in addr.chunks_exact(T).enumerate() {
-                                let q0 = ti * T;
-                                // SAFETY: `applies` checked AVX-512F; every address + tap offset lies in
-                                // its padded plane (addresses() and Padded::new); wk holds c·9·co and
-                                // ycl addr.len()·co floats; ob + 64 ≤ co.
-                                unsafe {
-                                    fwd_kernel(xp, c, cstride, &offs, &wk, co, ob, tile, &mut ycl[q0 * co..])
-                                };
+                    with_scratch(if bf16 { cp * cstride } else { 0 }, |xp2| {
+                        let xp2 = as_u32(xp2);
+                        if bf16 {
+                            pair_planes(xp, c, cstride, xp2);
+                        }
+                        with_scratch(addr.len() * co, |ycl| {
+                            for ob in (0..co).step_by(OC) {
+                                for (ti, tile) in addr.chunks_exact(T).enumerate() {
+                                    let q0 = ti * T;
+                                    if bf16 {
+                                        // SAFETY: as below, in channel pairs: xp2 holds cp blocks of
+                                        // `cstride` lanes, wk2 cp·9·co; AVX-512 BF16 asserted above.
+                                        unsafe {
+                                            fwd_kernel_bf16(
+                                                xp2,
+                                                cp,
+                                                cstride,
+                                                &offs,
+                                                &wk2,
+                                                co,
+                                                ob,
+                                                tile,
+                                                &mut ycl[q0 * co..],
+                                            )
+                                        };
+                                    } else {
+                                        // SAFETY: `applies` checked AVX-512F; every address + tap offset lies in
+                                        // its padded plane (addresses() and Padded::new); wk holds c·9·co and
+                                        // ycl addr.len()·co floats; ob + 64 ≤ co.
+                                        unsafe {
+                                            fwd_kernel(
+                                                xp,
+                                                c,
+                                                cstride,
+                                                &offs,
+                                                &wk,
+                                                co,
+                                                ob,
+                                                tile,
+                                                &mut ycl[q0 * co..],
+                                            )
+                                        };
+                                    }
+                                }
                             }
-                        }
-                        // Channels-last tile rows → NCHW.
-                        for q in 0..p {
-                            for o in 0..co {
-                                yimg[o * p + q].write(ycl[q * co + o]);
+                            // Channels-last tile rows → NCHW.
+                            for q in 0..p {
+                                for o in 0..co {
+                                    yimg[o * p + q].write(ycl[q * co + o]);
+                                }
                             }
-                        }
-                        if moments {
-                            channels_last_moments(&ycl[..p * co], co, mimg);
-                        }
+                            if moments {
+                                channels_last_moments(&ycl[..p * co], co, mimg);
+                            }
+                        });
                     });
                 });
             })
@@ -186,7 +260,8 @@ pub fn dx_applies(c: usize, co: usize, h: usize, w: usize) -> bool {
 /// small-plane twin of [`super::direct::input_grad_stride2`]: the same four phases, each a small
 /// forward convolution of dY computed with `fwd_kernel` (tiles of 6 positions × 64 of dx's
 /// channels), its results written to every other row and column of dx. Only where
-/// [`dx_applies`] is true.
+/// [`dx_applies`] is true. `prec`: bf16 pairs dY's channels ([`fwd_kernel_bf16`]).
+#[allow(clippy::too_many_arguments)]
 pub fn input_grad_stride2(
     dy: &[f32],
     wt: &[f32],
@@ -195,21 +270,40 @@ pub fn input_grad_stride2(
     h: usize,
     w: usize,
     co: usize,
+    prec: Precision,
 ) -> Vec<f32> {
     assert!(
         dx_applies(c, co, h, w),
         "direct_small::input_grad_stride2 on an unsupported convolution"
     );
+    let bf16 = prec == Precision::Bf16;
+    assert!(
+        !bf16 || has_bf16(),
+        "direct_small::input_grad_stride2: bf16 needs AVX-512 BF16"
+    );
     let pd = Padded::new(h, w, 2);
     let phases = dx_phases(pd.wp);
+    // bf16: per phase, weights as pairs of dY's channels, [co/2][taps][c].
+    let cop = co.div_ceil(2);
+    let wk2: Vec<Vec<u32>> = if bf16 {
+        phases
+            .iter()
+            .map(|(_, _, taps)| {
+                let t: Vec<usize> = taps.iter().map(|&(t, _)| t).collect();
+                pair_weights(c, co, &t, |l, o, t| wt[(o * c + l) * 9 + t])
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     // Per phase: weights channels-last [co][taps][c]; the grid address of each of its pixels
     // (a, b), repeated up to a multiple of T.
     let plan: Vec<(Vec<f32>, Vec<usize>)> = phases
         .iter()
         .map(|(r, s, taps)| {
             let nt = taps.len();
-            let mut wk = vec![0f32; co * nt * c];
-            for o in 0..co {
+            let mut wk = vec![0f32; if bf16 { 0 } else { co * nt * c }];
+            for o in 0..if bf16 { 0 } else { co } {
                 for (k, &(t, _)) in taps.iter().enumerate() {
                     for ci in 0..c {
                         wk[(o * nt + k) * c + ci] = wt[(o * c + ci) * 9 + t];
@@ -241,42 +335,67 @@ pub fn input_grad_stride2(
                     pd.plane,
                     pd.plane,
                 );
-                for ((r, s, taps), (wk, addr)) in phases.iter().zip(&plan) {
-                    let ws = (w - s).div_ceil(2);
-                    let m = (h - r).div_ceil(2) * ws;
-                    if m == 0 {
-                        continue;
+                with_scratch(if bf16 { cop * pd.plane } else { 0 }, |dyp2| {
+                    let dyp2 = as_u32(dyp2);
+                    if bf16 {
+                        pair_planes(dyp, co, pd.plane, dyp2);
                     }
-                    with_scratch(addr.len() * c, |ycl| {
-                        for ob in (0..c).step_by(OC) {
-                            for (ti, tile) in addr.chunks_exact(T).enumerate() {
-                                // SAFETY: `dx_applies` checked AVX-512F; every address plus tap
-                                // offset (≤ wp + 1) lies in a plane of `pd.plane` floats; wk
-                                // holds co·taps·c, ycl addr.len()·c floats; ob + 64 ≤ c.
-                                unsafe {
-                                    phase_kernel(
-                                        dyp,
-                                        co,
-                                        pd.plane,
-                                        taps,
-                                        wk,
-                                        c,
-                                        ob,
-                                        tile,
-                                        &mut ycl[ti * T * c..],
-                                    )
-                                };
-                            }
+                    for (ph, ((r, s, taps), (wk, addr))) in phases.iter().zip(&plan).enumerate() {
+                        let ws = (w - s).div_ceil(2);
+                        let m = (h - r).div_ceil(2) * ws;
+                        if m == 0 {
+                            continue;
                         }
-                        for q in 0..m {
-                            let (a, b) = (q / ws, q % ws);
-                            let at = (2 * a + r) * w + 2 * b + s;
-                            for ci in 0..c {
-                                dximg[ci * pin + at].write(ycl[q * c + ci]);
+                        with_scratch(addr.len() * c, |ycl| {
+                            for ob in (0..c).step_by(OC) {
+                                for (ti, tile) in addr.chunks_exact(T).enumerate() {
+                                    if bf16 {
+                                        // SAFETY: as below, in pairs of dY's channels: dyp2 holds cop
+                                        // planes of `pd.plane` lanes, wk2[ph] cop·taps·c; AVX-512 BF16
+                                        // asserted above.
+                                        unsafe {
+                                            phase_kernel_bf16(
+                                                dyp2,
+                                                cop,
+                                                pd.plane,
+                                                taps,
+                                                &wk2[ph],
+                                                c,
+                                                ob,
+                                                tile,
+                                                &mut ycl[ti * T * c..],
+                                            )
+                                        };
+                                        continue;
+                                    }
+                                    // SAFETY: `dx_applies` checked AVX-512F; every address plus tap
+                                    // offset (≤ wp + 1) lies in a plane of `pd.plane` floats; wk
+                                    // holds co·taps·c, ycl addr.len()·c floats; ob + 64 ≤ c.
+                                    unsafe {
+                                        phase_kernel(
+                                            dyp,
+                                            co,
+                                            pd.plane,
+                                            taps,
+                                            wk,
+                                            c,
+                                            ob,
+                                            tile,
+                                            &mut ycl[ti * T * c..],
+                                        )
+                                    };
+                                }
                             }
-                        }
-                    });
-                }
+                            for q in 0..m {
+                                let (a, b) = (q / ws, q % ws);
+                                let at = (2 * a + r) * w + 2 * b + s;
+                                for ci in 0..c {
+                                    dximg[ci * pin + at].write(ycl[q * c + ci]);
+                                }
+                            }
+                        });
+                    }
+                });
             });
         })
     };
@@ -377,9 +496,108 @@ unsafe fn fwd_kernel<const NT: usize>(
     unreachable!("direct_small::applies is false off x86_64")
 }
 
+/// [`fwd_kernel_bf16`] with a phase's taps (1, 2 or 4; offsets from the `(tap, offset)` pairs).
+///
+/// # Safety
+/// As [`fwd_kernel_bf16`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn phase_kernel_bf16(
+    xp: &[u32],
+    cp: usize,
+    cstride: usize,
+    taps: &[(usize, usize)],
+    wk: &[u32],
+    co: usize,
+    ob: usize,
+    tile: &[usize],
+    out: &mut [f32],
+) {
+    fn offs<const N: usize>(taps: &[(usize, usize)]) -> [usize; N] {
+        std::array::from_fn(|k| taps[k].1)
+    }
+    match taps.len() {
+        1 => fwd_kernel_bf16::<1>(xp, cp, cstride, &offs(taps), wk, co, ob, tile, out),
+        2 => fwd_kernel_bf16::<2>(xp, cp, cstride, &offs(taps), wk, co, ob, tile, out),
+        4 => fwd_kernel_bf16::<4>(xp, cp, cstride, &offs(taps), wk, co, ob, tile, out),
+        k => unreachable!("a stride-2 phase has 1, 2 or 4 taps, not {k}"),
+    }
+}
+
+/// [`fwd_kernel`] in bf16: `xp` holds `cp` padded planes of channel pairs (lane = two bf16,
+/// [`pair_planes`]) and `wk` the pair weights `[cp][NT][co]` ([`pair_weights`]). Per channel
+/// pair and tap: 4 loads of 64 output channels' weight pairs, 6 broadcasts of an input pair and
+/// 24 `vdpbf16ps` (two multiply-adds a lane each), accumulated in f32.
+///
+/// # Safety
+/// AVX-512F and AVX-512 BF16 must be available; `tile[k] + offs[t] < cstride`;
+/// `xp.len() ≥ cp·cstride`; `wk.len() ≥ cp·NT·co`; `ob + 64 ≤ co`;
+/// `out.len() ≥ (T − 1)·co + ob + 64`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn fwd_kernel_bf16<const NT: usize>(
+    xp: &[u32],
+    cp: usize,
+    cstride: usize,
+    offs: &[usize; NT],
+    wk: &[u32],
+    co: usize,
+    ob: usize,
+    tile: &[usize],
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    use std::mem::transmute;
+    debug_assert!(tile.len() == T && ob + OC <= co && out.len() >= (T - 1) * co + ob + OC);
+    debug_assert!(xp.len() >= cp * cstride && wk.len() >= cp * NT * co);
+    let mut acc = [[_mm512_setzero_ps(); 4]; T];
+    for ci in 0..cp {
+        let xb = xp.as_ptr().add(ci * cstride);
+        let wc = wk.as_ptr().add(ci * NT * co + ob);
+        for (t, &off) in offs.iter().enumerate() {
+            let wt = wc.add(t * co);
+            let wv: [__m512bh; 4] = [
+                transmute::<__m512i, __m512bh>(_mm512_loadu_si512(wt.cast())),
+                transmute::<__m512i, __m512bh>(_mm512_loadu_si512(wt.add(16).cast())),
+                transmute::<__m512i, __m512bh>(_mm512_loadu_si512(wt.add(32).cast())),
+                transmute::<__m512i, __m512bh>(_mm512_loadu_si512(wt.add(48).cast())),
+            ];
+            for (k, a) in acc.iter_mut().enumerate() {
+                let xv: __m512bh = transmute(_mm512_set1_epi32(*xb.add(tile[k] + off) as i32));
+                for v in 0..4 {
+                    a[v] = _mm512_dpbf16_ps(a[v], wv[v], xv);
+                }
+            }
+        }
+    }
+    for (k, a) in acc.iter().enumerate() {
+        let dst = out.as_mut_ptr().add(k * co + ob);
+        for (v, r) in a.iter().enumerate() {
+            _mm512_storeu_ps(dst.add(16 * v), *r);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn fwd_kernel_bf16<const NT: usize>(
+    _: &[u32],
+    _: usize,
+    _: usize,
+    _: &[usize; NT],
+    _: &[u32],
+    _: usize,
+    _: usize,
+    _: &[usize],
+    _: &mut [f32],
+) {
+    unreachable!("bf16::has_bf16 is false off x86_64")
+}
+
 /// `dW` (`[co, c, 3, 3]`) of [`forward`] from its input `x` and output gradient `dy`; only where
 /// [`applies`] is true. Images are split into at most 8 groups (fixed, whatever the thread
-/// count), summed per group in a channels-last buffer `[c·9][co]` and added in order.
+/// count), summed per group in a channels-last buffer `[c·9][co]` and added in order. `prec`:
+/// bf16 sums over pairs of positions ([`weight_grad_bf16`]).
 #[allow(clippy::too_many_arguments)]
 pub fn weight_grad(
     x: &[f32],
@@ -390,11 +608,15 @@ pub fn weight_grad(
     w: usize,
     co: usize,
     stride: usize,
+    prec: Precision,
 ) -> Vec<f32> {
     assert!(
         applies(c, co, h, w, 3, stride, 1),
         "direct_small::weight_grad on an unsupported convolution"
     );
+    if prec == Precision::Bf16 {
+        return weight_grad_bf16(x, dy, n, c, h, w, co, stride);
+    }
     let pd = Padded::new(h, w, stride);
     let (p, pin) = (pd.p(), h * w);
     let addr = addresses(pd.oh, pd.ow, pd.wp);
@@ -504,10 +726,397 @@ unsafe fn wgrad_kernel(_: &[f32], _: &[f32], _: &[usize], _: &[usize], _: usize,
     unreachable!("direct_small::applies is false off x86_64")
 }
 
+/// Positions a batch of [`weight_grad_bf16`] (whole images): the output gradient's pairs for
+/// 64 output channels then take 16 KB, so they stay in L1 across the kernel's passes.
+const BATCH_POSITIONS: usize = 128;
+
+/// [`weight_grad`] in bf16. `vdpbf16ps` sums pairs of adjacent elements, so the reduction over
+/// positions runs over position pairs: the images of a batch ([`BATCH_POSITIONS`]) are
+/// flattened to one sequence of (image, position) items and items `2m`, `2m + 1` form pair m
+/// (a zero item pads an odd count). The output gradient goes channels-last in pairs,
+/// `dyp[m][o]` = two bf16 in a u32 lane; the input values under (channel, tap) k for pair m are
+/// one 32-bit broadcast at `xs[base[m] + koff[k]]`: where the output rows have even length
+/// (every ResNet layer here), the two positions of a pair are neighbours in a row, hence in the
+/// bf16 padded planes themselves; otherwise a table `[m][k]` of the pairs is built per batch.
+/// Batches are fixed by the shape and groups as in [`weight_grad`], so results do not depend
+/// on the thread count.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_bf16(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    stride: usize,
+) -> Vec<f32> {
+    assert!(has_bf16(), "direct_small::weight_grad: bf16 needs AVX-512 BF16");
+    let pd = Padded::new(h, w, stride);
+    let (p, pin) = (pd.p(), h * w);
+    let addr = addresses(pd.oh, pd.ow, pd.wp);
+    let (cstride, tap) = (pd.block(), pd.offs(pd.plane));
+    let pairs = c * 9;
+    // (input channel, tap) pairs as offsets in an image's planes, padded to a multiple of T
+    // (the dummies' results land in spare rows of the accumulator).
+    let offs: Vec<usize> = (0..pairs.div_ceil(T) * T)
+        .map(|k| {
+            let k = k.min(pairs - 1);
+            (k / 9) * cstride + tap[k % 9]
+        })
+        .collect();
+    let kn = offs.len();
+    // Row pairs: a pair never straddles a row (nor an image: p = oh·ow is then even).
+    let rows_paired = pd.ow.is_multiple_of(2);
+    let batch = (BATCH_POSITIONS / p).max(1);
+    let block = c * cstride;
+    let acc = sum_over_image_groups(n, kn * co, |imgs| {
+        let mut acc = vec![0f32; kn * co];
+        let mut img = imgs.start;
+        while img < imgs.end {
+            let b = batch.min(imgs.end - img);
+            let (items, mp) = (b * p, (b * p).div_ceil(2));
+            with_scratch((b * block).div_ceil(2) + 1, |xh| {
+                let xh = as_u16(xh);
+                with_scratch(block, |xp| {
+                    for i in 0..b {
+                        let xi = &x[(img + i) * c * pin..(img + i + 1) * c * pin];
+                        pd.fill(xi, c, h, w, xp, cstride, pd.plane);
+                        convert(xp, &mut xh[i * block..(i + 1) * block]);
+                    }
+                });
+                with_scratch(mp * co, |dyp| {
+                    let dyp = as_u32(dyp);
+                    pair_positions(&dy[img * co * p..(img + b) * co * p], b, co, p, dyp);
+                    // Where item (image i, position q) begins in `xh`.
+                    let at = |g: usize| (g / p) * block + addr[g % p];
+                    let run = |xs: &[u16], base: &[usize], koff: &[usize], acc: &mut [f32]| {
+                        for ob in (0..co).step_by(OC) {
+                            for (k, chunk) in koff.chunks_exact(T).enumerate() {
+                                // SAFETY: AVX-512 BF16 asserted above; every base + koff + 1
+                                // indexes xs (a real position, or the table); dyp holds mp·co
+                                // lanes, acc kn·co floats; ob + 64 ≤ co.
+                                unsafe {
+                                    wgrad_kernel_bf16(xs, base, chunk, dyp, co, ob, &mut acc[k * T * co..])
+                                };
+                            }
+                        }
+                    };
+                    if rows_paired {
+                        let base: Vec<usize> = (0..mp).map(|m| at(2 * m)).collect();
+                        run(xh, &base, &offs, &mut acc);
+                    } else {
+                        with_scratch(mp * kn, |tab| {
+                            let tab = as_u32(tab);
+                            for m in 0..mp {
+                                let (g0, g1) = (2 * m, 2 * m + 1);
+                                for (k, &off) in offs.iter().enumerate() {
+                                    let lo = xh[at(g0) + off] as u32;
+                                    let hi = if g1 < items { xh[at(g1) + off] as u32 } else { 0 };
+                                    tab[m * kn + k] = lo | hi << 16;
+                                }
+                            }
+                            let base: Vec<usize> = (0..mp).map(|m| 2 * m * kn).collect();
+                            let koff: Vec<usize> = (0..kn).map(|k| 2 * k).collect();
+                            run(as_u16_ro(tab), &base, &koff, &mut acc);
+                        });
+                    }
+                });
+            });
+            img += b;
+        }
+        acc
+    });
+    let mut dw = vec![0f32; co * c * 9];
+    for o in 0..co {
+        for k in 0..pairs {
+            dw[o * pairs + k] = acc[k * co + o];
+        }
+    }
+    dw
+}
+
+/// A u32 buffer viewed as bf16 (u16) elements, twice as many (little-endian: lane = lo | hi << 16).
+fn as_u16_ro(v: &[u32]) -> &[u16] {
+    // SAFETY: u16's alignment divides u32's; 2·len u16 cover exactly the same bytes.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u16>(), v.len() * 2) }
+}
+
+/// [`as_u16_ro`], writable.
+fn u16_view_mut(v: &mut [u32]) -> &mut [u16] {
+    // SAFETY: as `as_u16_ro`; every bit pattern is a valid u16 and u32.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u16>(), v.len() * 2) }
+}
+
+/// `acc[k·co + ob + o] += Σ_m dyp[m·co + ob + o] ⋅ xs[base[m] + koff[k] ..][..2]` for the [`T`]
+/// (channel, tap) pairs of `koff` and 64 output channels from `ob`, `⋅` the two-element bf16
+/// dot product of `vdpbf16ps` (a u32 lane of `dyp` against the two bf16 at `xs[base + koff]`,
+/// broadcast): per position pair 4 loads, 6 broadcasts and 24 `vdpbf16ps`.
+///
+/// # Safety
+/// AVX-512F and AVX-512 BF16 must be available; `base[m] + koff[k] + 1 < xs.len()`;
+/// `dyp.len() ≥ base.len()·co`; `ob + 64 ≤ co`; `acc.len() ≥ (T − 1)·co + ob + 64`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn wgrad_kernel_bf16(
+    xs: &[u16],
+    base: &[usize],
+    koff: &[usize],
+    dyp: &[u32],
+    co: usize,
+    ob: usize,
+    acc: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    use std::mem::transmute;
+    debug_assert!(koff.len() == T && ob + OC <= co && acc.len() >= (T - 1) * co + ob + OC);
+    debug_assert!(dyp.len() >= base.len() * co);
+    let koff: [usize; T] = std::array::from_fn(|k| koff[k]);
+    let mut a = [[_mm512_setzero_ps(); 4]; T];
+    for (m, &b0) in base.iter().enumerate() {
+        let g = dyp.as_ptr().add(m * co + ob);
+        let gv: [__m512bh; 4] = [
+            transmute::<__m512i, __m512bh>(_mm512_loadu_si512(g.cast())),
+            transmute::<__m512i, __m512bh>(_mm512_loadu_si512(g.add(16).cast())),
+            transmute::<__m512i, __m512bh>(_mm512_loadu_si512(g.add(32).cast())),
+            transmute::<__m512i, __m512bh>(_mm512_loadu_si512(g.add(48).cast())),
+        ];
+        let xb = xs.as_ptr().add(b0);
+        for (k, r) in a.iter_mut().enumerate() {
+            let pair = std::ptr::read_unaligned(xb.add(koff[k]).cast::<i32>());
+            let xv: __m512bh = transmute(_mm512_set1_epi32(pair));
+            for v in 0..4 {
+                r[v] = _mm512_dpbf16_ps(r[v], gv[v], xv);
+            }
+        }
+    }
+    for (k, r) in a.iter().enumerate() {
+        let dst = acc.as_mut_ptr().add(k * co + ob);
+        for (v, x) in r.iter().enumerate() {
+            let d = dst.add(16 * v);
+            _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), *x));
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn wgrad_kernel_bf16(
+    _: &[u16],
+    _: &[usize],
+    _: &[usize],
+    _: &[u32],
+    _: usize,
+    _: usize,
+    _: &mut [f32],
+) {
+    unreachable!("bf16::has_bf16 is false off x86_64")
+}
+
+/// `dy` (`b` images `[co][p]`) as bf16 position pairs channels-last: item g = (image g / p,
+/// position g % p), `dyp[m·co + o] = bf16(dy(2m, o)) | bf16(dy(2m + 1, o)) << 16`, the partner
+/// of an odd count's last item zero.
+fn pair_positions(dy: &[f32], b: usize, co: usize, p: usize, dyp: &mut [u32]) {
+    let items = b * p;
+    let mp = items.div_ceil(2);
+    with_scratch(items * co / 2 + 1, |buf| {
+        convert(dy, as_u16(buf));
+        if p.is_multiple_of(2) {
+            // A pair is two neighbours of one plane: move u32 lanes.
+            let dh = as_u32(buf);
+            let half = p / 2;
+            for i in 0..b {
+                for o in 0..co {
+                    let src = &dh[(i * co + o) * half..(i * co + o + 1) * half];
+                    for (mq, &v) in src.iter().enumerate() {
+                        dyp[(i * half + mq) * co + o] = v;
+                    }
+                }
+            }
+        } else {
+            let (dh, out) = (as_u16(buf), u16_view_mut(dyp));
+            for i in 0..b {
+                for o in 0..co {
+                    for q in 0..p {
+                        let g = i * p + q;
+                        out[2 * ((g / 2) * co + o) + g % 2] = dh[(i * co + o) * p + q];
+                    }
+                }
+            }
+            if items % 2 == 1 {
+                for o in 0..co {
+                    out[2 * ((mp - 1) * co + o) + 1] = 0;
+                }
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ops::direct::reference;
+    use crate::ops::Precision::{Bf16, F32};
+
+    // The entry points at one precision, as the reference checks' plain function types.
+    #[allow(clippy::too_many_arguments)]
+    fn wgrad_f32(
+        x: &[f32],
+        dy: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        weight_grad(x, dy, n, c, h, w, co, s, F32)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn wgrad_bf16(
+        x: &[f32],
+        dy: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        weight_grad(x, dy, n, c, h, w, co, s, Bf16)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn moments_f32(
+        x: &[f32],
+        wt: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+        m: bool,
+    ) -> (Vec<f32>, Vec<PlaneMoments>) {
+        forward_moments(x, wt, n, c, h, w, co, s, m, F32)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn moments_bf16(
+        x: &[f32],
+        wt: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+        m: bool,
+    ) -> (Vec<f32>, Vec<PlaneMoments>) {
+        forward_moments(x, wt, n, c, h, w, co, s, m, Bf16)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn forward_bf16(
+        x: &[f32],
+        wt: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        forward_moments(x, wt, n, c, h, w, co, s, false, Bf16).0
+    }
+    fn dx_f32(dy: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
+        input_grad_stride2(dy, wt, n, c, h, w, co, F32)
+    }
+    fn dx_bf16(dy: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
+        input_grad_stride2(dy, wt, n, c, h, w, co, Bf16)
+    }
+
+    #[test]
+    fn bf16_kernels_are_the_convolution_of_the_rounded_operands() {
+        if !has_bf16() {
+            eprintln!("no AVX-512 BF16 here: the bf16 kernels are never used, nothing to test");
+            return;
+        }
+        // (n, c, h, w, co). Odd input channel counts (a half-empty last channel pair), one and
+        // two output-channel blocks, the ResNets' 8×8 and 4×4 planes, odd planes whose rows
+        // have odd length (the weight gradient's pair table, pairs straddling rows and images,
+        // an odd number of positions a batch), more images than groups and batches.
+        for shape in [
+            (2, 3, 4, 4, 64),
+            (3, 8, 8, 8, 128),
+            (2, 64, 8, 8, 64),
+            (2, 128, 4, 4, 128),
+            (11, 5, 3, 5, 64),
+            (2, 2, 7, 9, 64),
+        ] {
+            let (_, c, h, w, co) = shape;
+            assert!(applies(c, co, h, w, 3, 1, 1));
+            reference::check_forward_bf16(forward_bf16, shape, 1);
+            reference::check_weight_grad_bf16(wgrad_bf16, shape, 1);
+        }
+        for shape in [(40, 3, 4, 4, 64), (19, 5, 3, 3, 64), (9, 7, 8, 8, 128)] {
+            reference::check_weight_grad_bf16(wgrad_bf16, shape, 1);
+        }
+        // Stride 2: 8×8 → 4×4 and 16×16 → 8×8 as in the ResNets, odd inputs (odd output rows).
+        for shape in [
+            (2, 3, 8, 8, 64),
+            (3, 8, 16, 16, 128),
+            (2, 64, 8, 8, 128),
+            (5, 4, 7, 9, 64),
+            (2, 3, 5, 6, 64),
+        ] {
+            let (_, c, h, w, co) = shape;
+            assert!(applies(c, co, h, w, 3, 2, 1));
+            reference::check_forward_bf16(forward_bf16, shape, 2);
+            reference::check_weight_grad_bf16(wgrad_bf16, shape, 2);
+        }
+        reference::check_weight_grad_bf16(wgrad_bf16, (21, 3, 9, 7, 64), 2);
+        // Stride-2 input gradient: odd dY channel counts (a half-empty pair), odd inputs.
+        for shape in [
+            (2, 64, 8, 8, 128),
+            (1, 128, 9, 7, 17),
+            (1, 64, 2, 3, 5),
+            (3, 64, 16, 16, 8),
+        ] {
+            let (_, c, h, w, co) = shape;
+            assert!(dx_applies(c, co, h, w));
+            reference::check_input_grad_stride2_bf16(dx_bf16, shape);
+        }
+        reference::check_moments(moments_bf16, forward_bf16, (3, 5, 4, 4, 64), 1);
+        reference::check_moments(moments_bf16, forward_bf16, (2, 8, 7, 8, 128), 2);
+        reference::check_thread_independence(forward_bf16, wgrad_bf16, (19, 6, 4, 4, 64), 1);
+        reference::check_thread_independence(forward_bf16, wgrad_bf16, (19, 5, 8, 7, 64), 2);
+        reference::check_thread_independence(forward_bf16, wgrad_bf16, (23, 3, 5, 5, 64), 1);
+    }
+
+    #[test]
+    fn position_pairs_are_laid_out_channels_last_with_a_zero_last_partner() {
+        // (images, channels, positions): odd and even positions a plane, an odd item count.
+        for (b, co, p) in [(3, 5, 9), (2, 3, 16), (1, 64, 15)] {
+            let dy = reference::data(b * co * p, 29, 89);
+            let mp = (b * p).div_ceil(2);
+            // NaN bit patterns in both halves: whatever is not written shows.
+            let mut dyp = vec![0x7fc0_7fc0u32; mp * co];
+            pair_positions(&dy, b, co, p, &mut dyp);
+            for m in 0..mp {
+                for o in 0..co {
+                    let half = |g: usize| {
+                        if g < b * p {
+                            to_bf16(dy[((g / p) * co + o) * p + g % p]) as u32
+                        } else {
+                            0
+                        }
+                    };
+                    assert_eq!(
+                        dyp[m * co + o],
+                        half(2 * m) | half(2 * m + 1) << 16,
+                        "{b}x{co}x{p} m {m} o {o}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn forward_and_weight_gradient_match_nested_loop_references() {
@@ -527,7 +1136,7 @@ mod tests {
             let (_, c, h, w, co) = shape;
             assert!(applies(c, co, h, w, 3, 1, 1));
             reference::check_forward(forward, shape, 1);
-            reference::check_weight_grad(weight_grad, shape, 1);
+            reference::check_weight_grad(wgrad_f32, shape, 1);
         }
         // Stride 2 (polyphase): 8×8 → 4×4 and 16×16 → 8×8 as in the ResNets, odd and tiny inputs.
         for shape in [
@@ -540,15 +1149,15 @@ mod tests {
             let (_, c, h, w, co) = shape;
             assert!(applies(c, co, h, w, 3, 2, 1));
             reference::check_forward(forward, shape, 2);
-            reference::check_weight_grad(weight_grad, shape, 2);
+            reference::check_weight_grad(wgrad_f32, shape, 2);
         }
     }
 
     #[test]
     fn plane_moments_are_those_of_the_output() {
         if has_avx512() {
-            reference::check_moments(forward_moments, forward, (3, 5, 4, 4, 64), 1);
-            reference::check_moments(forward_moments, forward, (2, 8, 7, 8, 128), 2);
+            reference::check_moments(moments_f32, forward, (3, 5, 4, 4, 64), 1);
+            reference::check_moments(moments_f32, forward, (2, 8, 7, 8, 128), 2);
         }
     }
 
@@ -567,15 +1176,15 @@ mod tests {
         ] {
             let (_, c, h, w, co) = shape;
             assert!(dx_applies(c, co, h, w));
-            reference::check_input_grad_stride2(input_grad_stride2, shape);
+            reference::check_input_grad_stride2(dx_f32, shape);
         }
     }
 
     #[test]
     fn same_results_with_one_or_two_threads() {
         if has_avx512() {
-            reference::check_thread_independence(forward, weight_grad, (19, 6, 4, 4, 64), 1);
-            reference::check_thread_independence(forward, weight_grad, (19, 6, 8, 7, 64), 2);
+            reference::check_thread_independence(forward, wgrad_f32, (19, 6, 4, 4, 64), 1);
+            reference::check_thread_independence(forward, wgrad_f32, (19, 6, 8, 7, 64), 2);
         }
     }
 
