@@ -14,7 +14,7 @@
 
 use super::bf16::{as_u16, as_u32, convert, has_bf16, to_bf16};
 use super::direct::{dx_phases, grid_planes, has_avx512, pair_planes, Padded};
-use super::{output_vec, sum_over_image_groups, with_scratch, PlaneMoments, Precision};
+use super::{amx, output_vec, sum_over_image_groups, with_scratch, PlaneMoments, Precision};
 use rayon::prelude::*;
 
 /// Output channels a tile (four 16-float vectors).
@@ -90,8 +90,9 @@ fn pair_weights(nout: usize, nin: usize, taps: &[usize], w: impl Fn(usize, usize
 }
 
 /// [`forward`], and with `moments` the [`PlaneMoments`] of every output plane (`[n][co]`,
-/// from the channels-last tile buffer while it is in cache; empty without). `prec`: the bf16
-/// kernel ([`fwd_kernel_bf16`], on pairs of input channels) or the f32 one.
+/// from the channels-last tile buffer while it is in cache; empty without). `prec`: bf16 runs
+/// on AMX where [`amx::available`] ([`forward_amx`]), else on the AVX-512 BF16 kernel
+/// ([`fwd_kernel_bf16`], on pairs of input channels); f32 on the f32 one.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_moments(
     x: &[f32],
@@ -105,11 +106,50 @@ pub fn forward_moments(
     moments: bool,
     prec: Precision,
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
+    forward_moments_as(x, wt, n, c, h, w, co, stride, moments, Arith::of(prec))
+}
+
+/// How a kernel multiplies: f32 FMAs, bf16 `vdpbf16ps` (AVX-512 BF16) or bf16 AMX tiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arith {
+    F32,
+    Dp,
+    Amx,
+}
+
+impl Arith {
+    /// The fastest arithmetic of a precision on this CPU.
+    fn of(prec: Precision) -> Self {
+        match prec {
+            Precision::F32 => Arith::F32,
+            Precision::Bf16 if amx::available() => Arith::Amx,
+            Precision::Bf16 => Arith::Dp,
+        }
+    }
+}
+
+/// [`forward_moments`] with the arithmetic chosen.
+#[allow(clippy::too_many_arguments)]
+fn forward_moments_as(
+    x: &[f32],
+    wt: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    stride: usize,
+    moments: bool,
+    arith: Arith,
+) -> (Vec<f32>, Vec<PlaneMoments>) {
     assert!(
         applies(c, co, h, w, 3, stride, 1),
         "direct_small::forward on an unsupported convolution"
     );
-    let bf16 = prec == Precision::Bf16;
+    if arith == Arith::Amx {
+        return forward_amx(x, wt, n, c, h, w, co, stride, moments);
+    }
+    let bf16 = arith == Arith::Dp;
     assert!(
         !bf16 || has_bf16(),
         "direct_small::forward: bf16 needs AVX-512 BF16"
@@ -211,6 +251,135 @@ pub fn forward_moments(
                             }
                             if moments {
                                 channels_last_moments(&ycl[..p * co], co, mimg);
+                            }
+                        });
+                    });
+                });
+            })
+    };
+    // SAFETY: see `fill`.
+    let y = unsafe { output_vec(n * co * p, fill) };
+    (y, mom)
+}
+
+/// Weights for [`amx::gemm_taps`]' A operand, `[taps][⌈nin/32⌉][nout][16]`: lane j of row o in
+/// block k is the bf16 pair of input channels `2(16k + j)`, `+ 1` (zero past `nin`).
+fn amx_weights(nout: usize, nin: usize, taps: &[usize], w: impl Fn(usize, usize, usize) -> f32) -> Vec<u32> {
+    let nk = nin.div_ceil(32);
+    let mut v = vec![0u32; taps.len() * nk * nout * 16];
+    for (ti, &t) in taps.iter().enumerate() {
+        for k in 0..nk {
+            for o in 0..nout {
+                for j in 0..16 {
+                    let i = 2 * (16 * k + j);
+                    let half = |i: usize| if i < nin { to_bf16(w(o, i, t)) as u32 } else { 0 };
+                    v[((ti * nk + k) * nout + o) * 16 + j] = half(i) | half(i + 1) << 16;
+                }
+            }
+        }
+    }
+    v
+}
+
+/// Pair planes for [`amx::gemm_taps`]' B operand: the `c` f32 planes of `xp` (`cstride` apart)
+/// as `⌈c/32⌉·16` planes of channel pairs ([`pair_planes`]; the planes past `⌈c/2⌉` zero), then
+/// `tail` zero lanes for the tiles' reads past the last plane.
+fn amx_planes(xp: &[f32], c: usize, cstride: usize, tail: usize, out: &mut [u32]) {
+    let (cp, np) = (c.div_ceil(2), c.div_ceil(32) * 16);
+    pair_planes(xp, c, cstride, out);
+    out[cp * cstride..np * cstride + tail].fill(0);
+}
+
+/// [`forward_moments`] on AMX: per image, `Y[o][q] = Σ_t Σ_k W_t[o][k] ⋅ X2[k][q + offs[t]]` on
+/// the padded grid as in [`super::direct`] (positions `y·wp + x`, the `x ≥ ow` ones computed and
+/// dropped), `X2` the image's planes in channel pairs, so the tiles load straight from them: per
+/// 32 channels and tap, 2 weight tiles, 2 input tiles, 4 `tdpbf16ps`.
+#[allow(clippy::too_many_arguments)]
+fn forward_amx(
+    x: &[f32],
+    wt: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    stride: usize,
+    moments: bool,
+) -> (Vec<f32>, Vec<PlaneMoments>) {
+    let pd = Padded::new(h, w, stride);
+    let (cstride, offs) = (pd.block(), pd.offs(pd.plane));
+    let taps: Vec<usize> = (0..9).collect();
+    let wa = amx_weights(co, c, &taps, |o, i, t| wt[(o * c + i) * 9 + t]);
+    let nk = c.div_ceil(32);
+    // Grid positions, in whole 32-column tile pairs; the tiles read up to nm + max(offs) past a
+    // plane's start.
+    let nm = (pd.oh * pd.wp).div_ceil(32) * 32;
+    let tail = nm + offs.iter().max().unwrap();
+    let (p, pin) = (pd.p(), h * w);
+    let rows = super::simd::Planes {
+        s: pd.ow,
+        stride: pd.wp,
+        n: pd.oh,
+    };
+    let mut mom = vec![(0f64, 0f64); if moments { n * co } else { 0 }];
+    // Writes every image's block: all co planes, every row.
+    let fill = |y: &mut [std::mem::MaybeUninit<f32>]| {
+        let mom_chunks: Vec<&mut [PlaneMoments]> = if moments {
+            mom.chunks_mut(co).collect()
+        } else {
+            (0..n).map(|_| <&mut [PlaneMoments]>::default()).collect()
+        };
+        y.par_chunks_mut(co * p)
+            .zip(mom_chunks)
+            .enumerate()
+            .for_each(|(img, (yimg, mimg))| {
+                with_scratch(c * cstride, |xp| {
+                    pd.fill(
+                        &x[img * c * pin..(img + 1) * c * pin],
+                        c,
+                        h,
+                        w,
+                        xp,
+                        cstride,
+                        pd.plane,
+                    );
+                    with_scratch(nk * 16 * cstride + tail, |xp2| {
+                        let xp2 = as_u32(xp2);
+                        amx_planes(xp, c, cstride, tail, xp2);
+                        with_scratch(co * nm, |tmp| {
+                            // SAFETY: AMX available (Arith::of); wa holds 9·nk·co·16 lanes; the
+                            // B tiles read below (nk·16 − 1)·cstride + max(offs) + nm ≤ the
+                            // planes' length; tmp holds co rows of nm; co and nm are multiples
+                            // of 32 (applies: co of 64).
+                            unsafe {
+                                amx::gemm_taps(
+                                    wa.as_ptr(),
+                                    co * 16,
+                                    xp2.as_ptr(),
+                                    cstride,
+                                    &offs,
+                                    nk,
+                                    co,
+                                    nm,
+                                    tmp.as_mut_ptr(),
+                                    nm,
+                                )
+                            };
+                            for o in 0..co {
+                                let src = &tmp[o * nm..(o + 1) * nm];
+                                super::simd::copy_rows_uninit(
+                                    &mut yimg[o * p..(o + 1) * p],
+                                    pd.ow,
+                                    src,
+                                    pd.wp,
+                                    pd.oh,
+                                    pd.ow,
+                                );
+                                if moments {
+                                    let sum = super::simd::moments(src, rows, 0.0).0;
+                                    let mean = (sum / p as f64) as f32;
+                                    mimg[o] = (sum, super::simd::moments(src, rows, mean).1);
+                                }
                             }
                         });
                     });
@@ -1010,7 +1179,21 @@ mod tests {
         s: usize,
         m: bool,
     ) -> (Vec<f32>, Vec<PlaneMoments>) {
-        forward_moments(x, wt, n, c, h, w, co, s, m, Bf16)
+        forward_moments_as(x, wt, n, c, h, w, co, s, m, Arith::Dp)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn moments_amx(
+        x: &[f32],
+        wt: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+        m: bool,
+    ) -> (Vec<f32>, Vec<PlaneMoments>) {
+        forward_moments_as(x, wt, n, c, h, w, co, s, m, Arith::Amx)
     }
     #[allow(clippy::too_many_arguments)]
     fn forward_bf16(
@@ -1023,7 +1206,30 @@ mod tests {
         co: usize,
         s: usize,
     ) -> Vec<f32> {
-        forward_moments(x, wt, n, c, h, w, co, s, false, Bf16).0
+        forward_moments_as(x, wt, n, c, h, w, co, s, false, Arith::Dp).0
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn forward_amx_k(
+        x: &[f32],
+        wt: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        forward_moments_as(x, wt, n, c, h, w, co, s, false, Arith::Amx).0
+    }
+    /// The bf16 forward kernels this CPU runs: AVX-512 BF16, and AMX where available.
+    fn forward_kernels() -> Vec<reference::Kernel> {
+        let mut v: Vec<reference::Kernel> = vec![forward_bf16];
+        if amx::available() {
+            v.push(forward_amx_k);
+        } else {
+            eprintln!("no AMX here: the AMX kernels are not exercised");
+        }
+        v
     }
     fn dx_f32(dy: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
         input_grad_stride2(dy, wt, n, c, h, w, co, F32)
@@ -1052,7 +1258,9 @@ mod tests {
         ] {
             let (_, c, h, w, co) = shape;
             assert!(applies(c, co, h, w, 3, 1, 1));
-            reference::check_forward_bf16(forward_bf16, shape, 1);
+            for f in forward_kernels() {
+                reference::check_forward_bf16(f, shape, 1);
+            }
             reference::check_weight_grad_bf16(wgrad_bf16, shape, 1);
         }
         for shape in [(40, 3, 4, 4, 64), (19, 5, 3, 3, 64), (9, 7, 8, 8, 128)] {
@@ -1068,7 +1276,9 @@ mod tests {
         ] {
             let (_, c, h, w, co) = shape;
             assert!(applies(c, co, h, w, 3, 2, 1));
-            reference::check_forward_bf16(forward_bf16, shape, 2);
+            for f in forward_kernels() {
+                reference::check_forward_bf16(f, shape, 2);
+            }
             reference::check_weight_grad_bf16(wgrad_bf16, shape, 2);
         }
         reference::check_weight_grad_bf16(wgrad_bf16, (21, 3, 9, 7, 64), 2);
@@ -1085,6 +1295,11 @@ mod tests {
         }
         reference::check_moments(moments_bf16, forward_bf16, (3, 5, 4, 4, 64), 1);
         reference::check_moments(moments_bf16, forward_bf16, (2, 8, 7, 8, 128), 2);
+        if amx::available() {
+            reference::check_moments(moments_amx, forward_amx_k, (3, 5, 4, 4, 64), 1);
+            reference::check_moments(moments_amx, forward_amx_k, (2, 40, 7, 8, 128), 2);
+            reference::check_thread_independence(forward_amx_k, wgrad_bf16, (19, 6, 4, 4, 64), 1);
+        }
         reference::check_thread_independence(forward_bf16, wgrad_bf16, (19, 6, 4, 4, 64), 1);
         reference::check_thread_independence(forward_bf16, wgrad_bf16, (19, 5, 8, 7, 64), 2);
         reference::check_thread_independence(forward_bf16, wgrad_bf16, (23, 3, 5, 5, 64), 1);
