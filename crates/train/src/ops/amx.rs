@@ -143,6 +143,102 @@ pub(super) unsafe fn gemm_taps(
     asm!("tilerelease", options(nostack, nomem));
 }
 
+/// `c[r·ldc + j] += Σ_{m < nm} a[r·a_row + m] · b[(m / 2)·b_row + j][m % 2]` for `r < nr`,
+/// `j < nc`: a reduction over `nm` bf16 elements (multiples of 32 each), `a` rows of bf16 `a_row`
+/// elements apart (any alignment), `b` the VNNI layout (row = a pair of reduced elements, lane =
+/// their two bf16 for one column), rows `b_row` lanes apart. Tiles of 2 × 2 (32 × 32 of `c`)
+/// are loaded from `c`, accumulate over all of `nm` and are stored back.
+///
+/// # Safety
+/// AMX must be [`available`]; `a` readable for `(nr − 1)·a_row + nm` elements, `b` for
+/// `(nm/2 − 1)·b_row + nc` lanes, `c` writable for `(nr − 1)·ldc + nc` floats; `nr`, `nc`, `nm`
+/// multiples of 32.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm_acc(
+    a: *const u16,
+    a_row: usize,
+    b: *const u32,
+    b_row: usize,
+    nr: usize,
+    nc: usize,
+    nm: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    use std::arch::asm;
+    debug_assert!(nr.is_multiple_of(32) && nc.is_multiple_of(32) && nm.is_multiple_of(32));
+    asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+    let (sa, sb, sc) = (a_row * 2, b_row * 4, ldc * 4);
+    for r0 in (0..nr).step_by(32) {
+        for j0 in (0..nc).step_by(32) {
+            let c0 = c.add(r0 * ldc + j0);
+            asm!(
+                "tileloadd tmm0, [{c0} + {sc}*1]",
+                "tileloadd tmm1, [{c1} + {sc}*1]",
+                "tileloadd tmm2, [{c2} + {sc}*1]",
+                "tileloadd tmm3, [{c3} + {sc}*1]",
+                c0 = in(reg) c0,
+                c1 = in(reg) c0.add(16),
+                c2 = in(reg) c0.add(16 * ldc),
+                c3 = in(reg) c0.add(16 * ldc + 16),
+                sc = in(reg) sc,
+                options(nostack, readonly)
+            );
+            for m0 in (0..nm).step_by(32) {
+                let a0 = a.add(r0 * a_row + m0);
+                let b0 = b.add(m0 / 2 * b_row + j0);
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    a0 = in(reg) a0,
+                    a1 = in(reg) a0.add(16 * a_row),
+                    b0 = in(reg) b0,
+                    b1 = in(reg) b0.add(16),
+                    sa = in(reg) sa,
+                    sb = in(reg) sb,
+                    options(nostack, readonly)
+                );
+            }
+            asm!(
+                "tilestored [{c0} + {sc}*1], tmm0",
+                "tilestored [{c1} + {sc}*1], tmm1",
+                "tilestored [{c2} + {sc}*1], tmm2",
+                "tilestored [{c3} + {sc}*1], tmm3",
+                c0 = in(reg) c0,
+                c1 = in(reg) c0.add(16),
+                c2 = in(reg) c0.add(16 * ldc),
+                c3 = in(reg) c0.add(16 * ldc + 16),
+                sc = in(reg) sc,
+                options(nostack)
+            );
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm_acc(
+    _: *const u16,
+    _: usize,
+    _: *const u32,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: *mut f32,
+    _: usize,
+) {
+    unreachable!("amx::available is false off x86_64")
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn gemm_taps(

@@ -445,7 +445,25 @@ pub fn input_grad_stride2(
         dx_applies(c, co, h, w),
         "direct_small::input_grad_stride2 on an unsupported convolution"
     );
-    let bf16 = prec == Precision::Bf16;
+    input_grad_stride2_as(dy, wt, n, c, h, w, co, Arith::of(prec))
+}
+
+/// [`input_grad_stride2`] with the arithmetic chosen.
+#[allow(clippy::too_many_arguments)]
+fn input_grad_stride2_as(
+    dy: &[f32],
+    wt: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    arith: Arith,
+) -> Vec<f32> {
+    if arith == Arith::Amx {
+        return input_grad_stride2_amx(dy, wt, n, c, h, w, co);
+    }
+    let bf16 = arith == Arith::Dp;
     assert!(
         !bf16 || has_bf16(),
         "direct_small::input_grad_stride2: bf16 needs AVX-512 BF16"
@@ -564,6 +582,96 @@ pub fn input_grad_stride2(
                             }
                         });
                     }
+                });
+            });
+        })
+    };
+    // SAFETY: see `fill`.
+    unsafe { output_vec(n * c * pin, fill) }
+}
+
+/// [`input_grad_stride2`] on AMX: each phase of `dx_phases` as [`amx::gemm_taps`] over dY's
+/// channel-pair planes on the grid (dx's channels as the tile rows), its results written to
+/// every other row and column of dx.
+#[allow(clippy::too_many_arguments)]
+fn input_grad_stride2_amx(
+    dy: &[f32],
+    wt: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+) -> Vec<f32> {
+    let pd = Padded::new(h, w, 2);
+    let phases = dx_phases(pd.wp);
+    let nk = co.div_ceil(32);
+    // Per phase: weights with dx's channels as the rows, the taps' grid offsets.
+    let plan: Vec<(Vec<u32>, Vec<usize>)> = phases
+        .iter()
+        .map(|(_, _, taps)| {
+            let t: Vec<usize> = taps.iter().map(|&(t, _)| t).collect();
+            let wa = amx_weights(c, co, &t, |l, o, t| wt[(o * c + l) * 9 + t]);
+            (wa, taps.iter().map(|&(_, off)| off).collect())
+        })
+        .collect();
+    let nm_max = (pd.oh * pd.wp).div_ceil(32) * 32;
+    let tail = nm_max + pd.wp + 1;
+    let (p, pin) = (pd.p(), h * w);
+    // Writes every element: each input pixel has exactly one parity phase, and each phase
+    // writes all its pixels for all c channels.
+    let fill = |dx: &mut [std::mem::MaybeUninit<f32>]| {
+        dx.par_chunks_mut(c * pin).enumerate().for_each(|(img, dximg)| {
+            with_scratch(co * pd.plane, |dyp| {
+                grid_planes(
+                    &dy[img * co * p..(img + 1) * co * p],
+                    co,
+                    &pd,
+                    dyp,
+                    pd.plane,
+                    pd.plane,
+                );
+                with_scratch(nk * 16 * pd.plane + tail, |dyp2| {
+                    let dyp2 = as_u32(dyp2);
+                    amx_planes(dyp, co, pd.plane, tail, dyp2);
+                    with_scratch(c * nm_max, |tmp| {
+                        for ((r, s, _), (wa, offs)) in phases.iter().zip(&plan) {
+                            let (hr, ws) = ((h - r).div_ceil(2), (w - s).div_ceil(2));
+                            if hr * ws == 0 {
+                                continue;
+                            }
+                            let nm = (hr * pd.wp).div_ceil(32) * 32;
+                            // SAFETY: AMX available (Arith::of); wa holds taps·nk·c·16 lanes;
+                            // the B tiles read below (nk·16 − 1)·plane + wp + 1 + nm ≤ the
+                            // planes' length; tmp holds c rows of nm ≤ nm_max; c (of 64) and
+                            // nm are multiples of 32.
+                            unsafe {
+                                amx::gemm_taps(
+                                    wa.as_ptr(),
+                                    c * 16,
+                                    dyp2.as_ptr(),
+                                    pd.plane,
+                                    offs,
+                                    nk,
+                                    c,
+                                    nm,
+                                    tmp.as_mut_ptr(),
+                                    nm,
+                                )
+                            };
+                            for l in 0..c {
+                                let plane = &mut dximg[l * pin..(l + 1) * pin];
+                                let src = &tmp[l * nm..(l + 1) * nm];
+                                for a in 0..hr {
+                                    let row = &mut plane[(2 * a + r) * w..(2 * a + r + 1) * w];
+                                    let vals = &src[a * pd.wp..a * pd.wp + ws];
+                                    for (d, &v) in row[*s..].iter_mut().step_by(2).zip(vals) {
+                                        d.write(v);
+                                    }
+                                }
+                            }
+                        }
+                    });
                 });
             });
         })
@@ -783,8 +891,10 @@ pub fn weight_grad(
         applies(c, co, h, w, 3, stride, 1),
         "direct_small::weight_grad on an unsupported convolution"
     );
-    if prec == Precision::Bf16 {
-        return weight_grad_bf16(x, dy, n, c, h, w, co, stride);
+    match Arith::of(prec) {
+        Arith::Amx => return weight_grad_amx(x, dy, n, c, h, w, co, stride),
+        Arith::Dp => return weight_grad_bf16(x, dy, n, c, h, w, co, stride),
+        Arith::F32 => {}
     }
     let pd = Padded::new(h, w, stride);
     let (p, pin) = (pd.p(), h * w);
@@ -893,6 +1003,218 @@ unsafe fn wgrad_kernel(
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn wgrad_kernel(_: &[f32], _: &[f32], _: &[usize], _: &[usize], _: usize, _: usize, _: &mut [f32]) {
     unreachable!("direct_small::applies is false off x86_64")
+}
+
+/// [`weight_grad`] on AMX: `dW_t[ci][o] = Σ_q X[ci][q + offs[t]] · dY[o][q]` over the grid
+/// positions q of a batch of images laid out back to back on the padded grid as in
+/// [`super::direct::weight_grad`] (dY zero at the dropped columns and between images, so they
+/// add nothing). A tile of X is 16 channels × 32 positions straight from the bf16 planes; dY
+/// goes channels-last in position pairs (`dyp[q/2][o]`, the tiles' VNNI layout). Per tap, the
+/// 32 × 32 (channel, output channel) blocks accumulate in tiles over a whole batch.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_amx(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    stride: usize,
+) -> Vec<f32> {
+    let pd = Padded::new(h, w, stride);
+    let (p, pin, phases) = (pd.p(), h * w, pd.phases());
+    // Floats per image a channel (and phase), the images overlapping in their zero borders:
+    // stride 1, the padded grid less one pad row (an image's bottom pad row is the next one's
+    // top row); stride 2, the phase plane's rows (its tail past them, all zero, is the next
+    // image's start). Each image's fill writes `span` floats, zeros past `pk`, before the next
+    // image's fill overwrites them with the same zeros and its own values.
+    let (pk, span) = if stride == 1 {
+        ((pd.oh + 1) * pd.wp, (pd.oh + 2) * pd.wp)
+    } else {
+        ((pd.oh + 1) * pd.wp, pd.plane)
+    };
+    let batch = (4096 / (phases * pk)).max(1);
+    let cpad = c.div_ceil(32) * 32;
+    let acc = sum_over_image_groups(n, 9 * cpad * co, |imgs| {
+        let mut acc = vec![0f32; 9 * cpad * co];
+        let mut img = imgs.start;
+        while img < imgs.end {
+            let b = batch.min(imgs.end - img);
+            let len = ((b - 1) * pk + span).div_ceil(32) * 32;
+            let offs = pd.offs(len);
+            let reach = offs.iter().max().unwrap() + 32;
+            let cstride = phases * len + reach;
+            with_scratch((cpad * cstride).div_ceil(2), |xh| {
+                let xh = as_u16(xh);
+                let xs = &x[img * c * pin..(img + b) * c * pin];
+                batch_planes_bf16(
+                    xs,
+                    b,
+                    c,
+                    h,
+                    w,
+                    &pd,
+                    (pk, span, len, cstride),
+                    &mut xh[..cpad * cstride],
+                );
+                {
+                    with_scratch(len / 2 * co, |dyp| {
+                        let dyp = as_u32(dyp);
+                        grid_pairs(&dy[img * co * p..(img + b) * co * p], b, co, &pd, pk, len, dyp);
+                        for (t, &off) in offs.iter().enumerate() {
+                            // SAFETY: AMX available (Arith::of); the A tiles read rows ci < cpad
+                            // of xh from `off`, up to len + off < cstride elements each; dyp
+                            // holds len/2 rows of co lanes; acc's tap block holds cpad × co;
+                            // cpad, co (of 64) and len are multiples of 32.
+                            unsafe {
+                                amx::gemm_acc(
+                                    xh.as_ptr().add(off),
+                                    cstride,
+                                    dyp.as_ptr(),
+                                    co,
+                                    cpad,
+                                    co,
+                                    len,
+                                    acc.as_mut_ptr().add(t * cpad * co),
+                                    co,
+                                )
+                            };
+                        }
+                    });
+                }
+            });
+            img += b;
+        }
+        acc
+    });
+    let mut dw = vec![0f32; co * c * 9];
+    for o in 0..co {
+        for ci in 0..c {
+            for t in 0..9 {
+                dw[(o * c + ci) * 9 + t] = acc[(t * cpad + ci) * co + o];
+            }
+        }
+    }
+    dw
+}
+
+/// The `b` images `xs` (`[b][c][h][w]`) as [`weight_grad_amx`]'s bf16 planes: per channel
+/// (`cstride` apart; `xh` may hold more, zero, channels), per phase (`len` apart), image k's
+/// padded (phase) plane at `k·pk`, and zeros everywhere no image writes. Stride 1 converts the
+/// rows straight into place ([`rows_to_bf16`]); stride 2 goes through f32 phase planes.
+#[allow(clippy::too_many_arguments)]
+fn batch_planes_bf16(
+    xs: &[f32],
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    pd: &Padded,
+    (pk, span, len, cstride): (usize, usize, usize, usize),
+    xh: &mut [u16],
+) {
+    let (pin, wp, phases) = (h * w, pd.wp, pd.phases());
+    if pd.stride == 1 {
+        for ci in 0..c {
+            let ch = &mut xh[ci * cstride..(ci + 1) * cstride];
+            for k in 0..b {
+                let base = k * pk;
+                ch[base..base + wp + 1].fill(0);
+                let src = &xs[(k * c + ci) * pin..(k * c + ci + 1) * pin];
+                // SAFETY: AVX-512 BF16 (Arith::of chose AMX, which needs it); the rows' writes
+                // (16-element blocks) end before base + h·wp + w + 16 ≤ cstride (reach ≥ 32 past
+                // the last image's span).
+                unsafe { rows_to_bf16(src, w, h, &mut ch[base + wp + 1..], wp) };
+                // The pad column after each row (over what the row's last block spilled), then
+                // the bottom pad row (the next image's top row).
+                for y in 0..h {
+                    ch[base + (y + 2) * wp] = 0;
+                }
+                ch[base + (h + 1) * wp..base + span].fill(0);
+            }
+            ch[(b - 1) * pk + span..].fill(0);
+        }
+    } else {
+        with_scratch(c * cstride, |xp| {
+            for k in 0..b {
+                pd.fill(
+                    &xs[k * c * pin..(k + 1) * c * pin],
+                    c,
+                    h,
+                    w,
+                    &mut xp[k * pk..],
+                    cstride,
+                    len,
+                );
+            }
+            for ci in 0..c {
+                let ch = &mut xp[ci * cstride..(ci + 1) * cstride];
+                for r in 0..phases {
+                    ch[r * len + (b - 1) * pk + span..(r + 1) * len].fill(0.0);
+                }
+                ch[phases * len..].fill(0.0);
+            }
+            convert(xp, xh);
+        });
+    }
+    xh[c * cstride..].fill(0);
+}
+
+/// Rows of `w` floats (`src`, `h` rows back to back) to bf16 at `dst[y·wp..]`, in 16-element
+/// blocks stored whole: each row's last block spills up to 15 elements past it, which the next
+/// row (or the caller) overwrites.
+///
+/// # Safety
+/// AVX-512F and AVX-512 BF16 must be available; `src.len() ≥ h·w`; `dst.len() ≥ (h − 1)·wp +
+/// ⌈w/16⌉·16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn rows_to_bf16(src: &[f32], w: usize, h: usize, dst: &mut [u16], wp: usize) {
+    use std::arch::x86_64::*;
+    debug_assert!(src.len() >= h * w && dst.len() >= (h - 1) * wp + w.div_ceil(16) * 16);
+    for y in 0..h {
+        for k in (0..w).step_by(16) {
+            let m: __mmask16 = if w - k >= 16 {
+                0xffff
+            } else {
+                (1u16 << (w - k)) - 1
+            };
+            let v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, src.as_ptr().add(y * w + k)));
+            _mm256_storeu_si256(
+                dst.as_mut_ptr().add(y * wp + k).cast(),
+                std::mem::transmute::<__m256bh, __m256i>(v),
+            );
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn rows_to_bf16(_: &[f32], _: usize, _: usize, _: &mut [u16], _: usize) {
+    unreachable!("bf16::has_bf16 is false off x86_64")
+}
+
+/// `dy` (`b` images `[co][oh·ow]`) on the weight gradient's batched grid (image k at `k·pk`,
+/// position `y·wp + x`, zero elsewhere up to `len`), in bf16 position pairs channels-last:
+/// `dyp[m·co + o] = bf16(g[o][2m]) | bf16(g[o][2m + 1]) << 16`.
+fn grid_pairs(dy: &[f32], b: usize, co: usize, pd: &Padded, pk: usize, len: usize, dyp: &mut [u32]) {
+    let (p, ow, wp) = (pd.p(), pd.ow, pd.wp);
+    dyp[..len / 2 * co].fill(0);
+    with_scratch((b * co * p).div_ceil(2), |buf| {
+        let dh = as_u16(buf);
+        convert(dy, dh);
+        let out = u16_view_mut(dyp);
+        for k in 0..b {
+            for q in 0..p {
+                let g = k * pk + (q / ow) * wp + q % ow;
+                let row = &mut out[(g / 2) * co * 2 + g % 2..];
+                let src = &dh[k * co * p + q..];
+                for o in 0..co {
+                    row[2 * o] = src[o * p];
+                }
+            }
+        }
+    });
 }
 
 /// Positions a batch of [`weight_grad_bf16`] (whole images): the output gradient's pairs for
@@ -1124,7 +1446,7 @@ fn pair_positions(dy: &[f32], b: usize, co: usize, p: usize, dyp: &mut [u32]) {
 mod tests {
     use super::*;
     use crate::ops::direct::reference;
-    use crate::ops::Precision::{Bf16, F32};
+    use crate::ops::Precision::F32;
 
     // The entry points at one precision, as the reference checks' plain function types.
     #[allow(clippy::too_many_arguments)]
@@ -1151,7 +1473,28 @@ mod tests {
         co: usize,
         s: usize,
     ) -> Vec<f32> {
-        weight_grad(x, dy, n, c, h, w, co, s, Bf16)
+        weight_grad_bf16(x, dy, n, c, h, w, co, s)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn wgrad_amx(
+        x: &[f32],
+        dy: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        weight_grad_amx(x, dy, n, c, h, w, co, s)
+    }
+    /// The bf16 weight-gradient kernels this CPU runs.
+    fn wgrad_kernels() -> Vec<reference::Kernel> {
+        let mut v: Vec<reference::Kernel> = vec![wgrad_bf16];
+        if amx::available() {
+            v.push(wgrad_amx);
+        }
+        v
     }
     #[allow(clippy::too_many_arguments)]
     fn moments_f32(
@@ -1235,7 +1578,10 @@ mod tests {
         input_grad_stride2(dy, wt, n, c, h, w, co, F32)
     }
     fn dx_bf16(dy: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
-        input_grad_stride2(dy, wt, n, c, h, w, co, Bf16)
+        input_grad_stride2_as(dy, wt, n, c, h, w, co, Arith::Dp)
+    }
+    fn dx_amx(dy: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
+        input_grad_stride2_as(dy, wt, n, c, h, w, co, Arith::Amx)
     }
 
     #[test]
@@ -1261,10 +1607,14 @@ mod tests {
             for f in forward_kernels() {
                 reference::check_forward_bf16(f, shape, 1);
             }
-            reference::check_weight_grad_bf16(wgrad_bf16, shape, 1);
+            for f in wgrad_kernels() {
+                reference::check_weight_grad_bf16(f, shape, 1);
+            }
         }
         for shape in [(40, 3, 4, 4, 64), (19, 5, 3, 3, 64), (9, 7, 8, 8, 128)] {
-            reference::check_weight_grad_bf16(wgrad_bf16, shape, 1);
+            for f in wgrad_kernels() {
+                reference::check_weight_grad_bf16(f, shape, 1);
+            }
         }
         // Stride 2: 8×8 → 4×4 and 16×16 → 8×8 as in the ResNets, odd inputs (odd output rows).
         for shape in [
@@ -1279,9 +1629,13 @@ mod tests {
             for f in forward_kernels() {
                 reference::check_forward_bf16(f, shape, 2);
             }
-            reference::check_weight_grad_bf16(wgrad_bf16, shape, 2);
+            for f in wgrad_kernels() {
+                reference::check_weight_grad_bf16(f, shape, 2);
+            }
         }
-        reference::check_weight_grad_bf16(wgrad_bf16, (21, 3, 9, 7, 64), 2);
+        for f in wgrad_kernels() {
+            reference::check_weight_grad_bf16(f, (21, 3, 9, 7, 64), 2);
+        }
         // Stride-2 input gradient: odd dY channel counts (a half-empty pair), odd inputs.
         for shape in [
             (2, 64, 8, 8, 128),
@@ -1292,13 +1646,17 @@ mod tests {
             let (_, c, h, w, co) = shape;
             assert!(dx_applies(c, co, h, w));
             reference::check_input_grad_stride2_bf16(dx_bf16, shape);
+            if amx::available() {
+                reference::check_input_grad_stride2_bf16(dx_amx, shape);
+            }
         }
         reference::check_moments(moments_bf16, forward_bf16, (3, 5, 4, 4, 64), 1);
         reference::check_moments(moments_bf16, forward_bf16, (2, 8, 7, 8, 128), 2);
         if amx::available() {
             reference::check_moments(moments_amx, forward_amx_k, (3, 5, 4, 4, 64), 1);
             reference::check_moments(moments_amx, forward_amx_k, (2, 40, 7, 8, 128), 2);
-            reference::check_thread_independence(forward_amx_k, wgrad_bf16, (19, 6, 4, 4, 64), 1);
+            reference::check_thread_independence(forward_amx_k, wgrad_amx, (19, 6, 4, 4, 64), 1);
+            reference::check_thread_independence(forward_amx_k, wgrad_amx, (19, 5, 8, 7, 64), 2);
         }
         reference::check_thread_independence(forward_bf16, wgrad_bf16, (19, 6, 4, 4, 64), 1);
         reference::check_thread_independence(forward_bf16, wgrad_bf16, (19, 5, 8, 7, 64), 2);
