@@ -333,19 +333,11 @@ fn forward_amx(
             .zip(mom_chunks)
             .enumerate()
             .for_each(|(img, (yimg, mimg))| {
-                with_scratch(c * cstride, |xp| {
-                    pd.fill(
-                        &x[img * c * pin..(img + 1) * c * pin],
-                        c,
-                        h,
-                        w,
-                        xp,
-                        cstride,
-                        pd.plane,
-                    );
+                {
                     with_scratch(nk * 16 * cstride + tail, |xp2| {
                         let xp2 = as_u32(xp2);
-                        amx_planes(xp, c, cstride, tail, xp2);
+                        let ximg = &x[img * c * pin..(img + 1) * c * pin];
+                        image_pair_planes(ximg, c, h, w, &pd, cstride, tail, xp2);
                         with_scratch(co * nm, |tmp| {
                             // SAFETY: AMX available (Arith::of); wa holds 9·nk·co·16 lanes; the
                             // B tiles read below (nk·16 − 1)·cstride + max(offs) + nm ≤ the
@@ -383,12 +375,86 @@ fn forward_amx(
                             }
                         });
                     });
-                });
+                }
             })
     };
     // SAFETY: see `fill`.
     let y = unsafe { output_vec(n * co * p, fill) };
     (y, mom)
+}
+
+/// One image `x [c][h][w]` as [`amx_planes`] lays it out (padded planes of channel pairs,
+/// `cstride` apart, zero pairs up to the tile multiple, `tail` zero lanes). Stride 1 converts
+/// the rows straight into place ([`rows_to_bf16_pairs`]); stride 2 goes through f32 phase planes.
+#[allow(clippy::too_many_arguments)]
+fn image_pair_planes(
+    x: &[f32],
+    c: usize,
+    h: usize,
+    w: usize,
+    pd: &Padded,
+    cstride: usize,
+    tail: usize,
+    out: &mut [u32],
+) {
+    if pd.stride != 1 {
+        with_scratch(c * cstride, |xp| {
+            pd.fill(x, c, h, w, xp, cstride, pd.plane);
+            amx_planes(xp, c, cstride, tail, out);
+        });
+        return;
+    }
+    let (pin, wp, cp, np) = (h * w, pd.wp, c.div_ceil(2), c.div_ceil(32) * 16);
+    for k in 0..cp {
+        let plane = &mut out[k * cstride..];
+        plane[..wp + 1].fill(0);
+        let a = &x[2 * k * pin..(2 * k + 1) * pin];
+        let b = (2 * k + 1 < c).then(|| &x[(2 * k + 1) * pin..(2 * k + 2) * pin]);
+        // SAFETY: AVX-512 BF16 (AMX was chosen, which needs it); the rows' 16-lane blocks end
+        // before wp + 1 + h·wp + 16 ≤ cstride + tail lanes from the plane's start.
+        unsafe { rows_to_bf16_pairs(a, b, w, h, &mut plane[wp + 1..], wp) };
+        for y in 0..h {
+            plane[(y + 2) * wp] = 0;
+        }
+        plane[(h + 1) * wp..cstride].fill(0);
+    }
+    out[cp * cstride..np * cstride + tail].fill(0);
+}
+
+/// [`rows_to_bf16`] for two planes interleaved as bf16 pairs (`lane = bf16(a) | bf16(b) << 16`,
+/// `b` zero when absent), 16-lane blocks stored whole (spilling up to 15 lanes past a row).
+///
+/// # Safety
+/// AVX-512F and AVX-512 BF16 must be available; `a` (and `b`) hold `h·w` floats;
+/// `dst.len() ≥ (h − 1)·wp + ⌈w/16⌉·16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn rows_to_bf16_pairs(a: &[f32], b: Option<&[f32]>, w: usize, h: usize, dst: &mut [u32], wp: usize) {
+    use std::arch::x86_64::*;
+    use std::mem::transmute;
+    debug_assert!(a.len() >= h * w && dst.len() >= (h - 1) * wp + w.div_ceil(16) * 16);
+    for y in 0..h {
+        for k in (0..w).step_by(16) {
+            let m: __mmask16 = if w - k >= 16 {
+                0xffff
+            } else {
+                (1u16 << (w - k)) - 1
+            };
+            let lo = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, a.as_ptr().add(y * w + k)));
+            let mut v = _mm512_cvtepu16_epi32(transmute::<__m256bh, __m256i>(lo));
+            if let Some(b) = b {
+                let hi = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, b.as_ptr().add(y * w + k)));
+                let hi = _mm512_cvtepu16_epi32(transmute::<__m256bh, __m256i>(hi));
+                v = _mm512_or_si512(v, _mm512_slli_epi32::<16>(hi));
+            }
+            _mm512_storeu_si512(dst.as_mut_ptr().add(y * wp + k).cast(), v);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn rows_to_bf16_pairs(_: &[f32], _: Option<&[f32]>, _: usize, _: usize, _: &mut [u32], _: usize) {
+    unreachable!("bf16::has_bf16 is false off x86_64")
 }
 
 /// [`PlaneMoments`] per channel of a channels-last `[p][co]` block: f32 sums over the ≤ 64
