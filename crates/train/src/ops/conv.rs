@@ -371,7 +371,7 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> (Vec<f32>, Ve
     let (n, c, h, w, co) = (geo.n, geo.c, geo.h, geo.w, geo.co);
     if geo.stride == 2 && geo.kh == 3 && geo.kw == 3 && geo.pad == 1 {
         // Polyphase input gradient (see direct::dx_phases).
-        let dx = if super::direct_small::dx_applies(c, co, h, w) {
+        let dx = if super::direct_small::dx_applies(c, co, h, w, geo.prec) {
             Some(super::direct_small::input_grad_stride2(
                 dy, wt, n, c, h, w, co, geo.prec,
             ))

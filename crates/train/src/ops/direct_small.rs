@@ -481,10 +481,12 @@ fn channels_last_moments(ycl: &[f32], co: usize, out: &mut [PlaneMoments]) {
 }
 
 /// Whether [`input_grad_stride2`] handles the input gradient of a 3×3, stride-2, padding-1
-/// convolution: input channels `c` a multiple of 64 (at most 128), at most 256 output
-/// channels, output planes of at most 64 positions, AVX-512F.
-pub fn dx_applies(c: usize, co: usize, h: usize, w: usize) -> bool {
-    c.is_multiple_of(OC)
+/// convolution at precision `prec`: input channels `c` a multiple of 64 (32 for bf16 on AMX,
+/// whose tiles hold 32 × 32 blocks) and at most 128, at most 256 output channels, output planes
+/// of at most 64 positions, AVX-512F.
+pub fn dx_applies(c: usize, co: usize, h: usize, w: usize, prec: Precision) -> bool {
+    let block = if Arith::of(prec) == Arith::Amx { 32 } else { OC };
+    c.is_multiple_of(block)
         && (1..=128).contains(&c)
         && (1..=256).contains(&co)
         && h.div_ceil(2) * w.div_ceil(2) <= 64
@@ -508,7 +510,7 @@ pub fn input_grad_stride2(
     prec: Precision,
 ) -> Vec<f32> {
     assert!(
-        dx_applies(c, co, h, w),
+        dx_applies(c, co, h, w, prec),
         "direct_small::input_grad_stride2 on an unsupported convolution"
     );
     input_grad_stride2_as(dy, wt, n, c, h, w, co, Arith::of(prec))
@@ -1710,9 +1712,17 @@ mod tests {
             (3, 64, 16, 16, 8),
         ] {
             let (_, c, h, w, co) = shape;
-            assert!(dx_applies(c, co, h, w));
+            assert!(dx_applies(c, co, h, w, F32));
             reference::check_input_grad_stride2_bf16(dx_bf16, shape);
             if amx::available() {
+                reference::check_input_grad_stride2_bf16(dx_amx, shape);
+            }
+        }
+        // AMX also takes dx channels in multiples of 32 (16×16 → 8×8 at width 16).
+        if amx::available() {
+            assert!(dx_applies(32, 64, 16, 16, Precision::Bf16));
+            assert!(!dx_applies(32, 64, 16, 16, F32));
+            for shape in [(2, 32, 16, 16, 64), (1, 96, 9, 7, 17)] {
                 reference::check_input_grad_stride2_bf16(dx_amx, shape);
             }
         }
@@ -1814,7 +1824,7 @@ mod tests {
             (3, 64, 16, 16, 8),
         ] {
             let (_, c, h, w, co) = shape;
-            assert!(dx_applies(c, co, h, w));
+            assert!(dx_applies(c, co, h, w, F32));
             reference::check_input_grad_stride2(dx_f32, shape);
         }
     }
