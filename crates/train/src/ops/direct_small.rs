@@ -263,21 +263,34 @@ fn forward_moments_as(
 }
 
 /// Weights for [`amx::gemm_taps`]' A operand, `[taps][⌈nin/32⌉][nout][16]`: lane j of row o in
-/// block k is the bf16 pair of input channels `2(16k + j)`, `+ 1` (zero past `nin`).
-fn amx_weights(nout: usize, nin: usize, taps: &[usize], w: impl Fn(usize, usize, usize) -> f32) -> Vec<u32> {
+/// block k is the bf16 pair of input channels `2(16k + j)`, `+ 1` (zero past `nin`), the weight
+/// of output channel o, input channel i, tap t being `wt[at(o, i, t)]` (one vector conversion
+/// of `wt` to bf16 first, then only moves).
+fn amx_weights(
+    nout: usize,
+    nin: usize,
+    taps: &[usize],
+    wt: &[f32],
+    at: impl Fn(usize, usize, usize) -> usize,
+) -> Vec<u32> {
     let nk = nin.div_ceil(32);
     let mut v = vec![0u32; taps.len() * nk * nout * 16];
-    for (ti, &t) in taps.iter().enumerate() {
-        for k in 0..nk {
-            for o in 0..nout {
-                for j in 0..16 {
-                    let i = 2 * (16 * k + j);
-                    let half = |i: usize| if i < nin { to_bf16(w(o, i, t)) as u32 } else { 0 };
-                    v[((ti * nk + k) * nout + o) * 16 + j] = half(i) | half(i + 1) << 16;
+    with_scratch(wt.len().div_ceil(2), |buf| {
+        let wb = as_u16(buf);
+        convert(wt, wb);
+        for (ti, &t) in taps.iter().enumerate() {
+            for k in 0..nk {
+                for o in 0..nout {
+                    let row = &mut v[((ti * nk + k) * nout + o) * 16..][..16];
+                    for (j, lane) in row.iter_mut().enumerate() {
+                        let i = 2 * (16 * k + j);
+                        let half = |i: usize| if i < nin { wb[at(o, i, t)] as u32 } else { 0 };
+                        *lane = half(i) | half(i + 1) << 16;
+                    }
                 }
             }
         }
-    }
+    });
     v
 }
 
@@ -309,7 +322,7 @@ fn forward_amx(
     let pd = Padded::new(h, w, stride);
     let (cstride, offs) = (pd.block(), pd.offs(pd.plane));
     let taps: Vec<usize> = (0..9).collect();
-    let wa = amx_weights(co, c, &taps, |o, i, t| wt[(o * c + i) * 9 + t]);
+    let wa = amx_weights(co, c, &taps, wt, |o, i, t| (o * c + i) * 9 + t);
     let nk = c.div_ceil(32);
     // Grid positions, in whole 32-column tile pairs; the tiles read up to nm + max(offs) past a
     // plane's start.
@@ -679,7 +692,7 @@ fn input_grad_stride2_amx(
         .iter()
         .map(|(_, _, taps)| {
             let t: Vec<usize> = taps.iter().map(|&(t, _)| t).collect();
-            let wa = amx_weights(c, co, &t, |l, o, t| wt[(o * c + l) * 9 + t]);
+            let wa = amx_weights(c, co, &t, wt, |l, o, t| (o * c + l) * 9 + t);
             (wa, taps.iter().map(|&(_, off)| off).collect())
         })
         .collect();
