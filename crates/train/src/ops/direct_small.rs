@@ -11,6 +11,15 @@
 //! FMAs, summed in registers over the positions of an image. Work is split by image (forward)
 //! or into a fixed number of image groups reduced in order (weight gradient), so results do not
 //! depend on the thread count.
+//!
+//! bf16 (`Precision::Bf16`): on AMX ([`super::amx`], where the CPU and OS allow it) the three
+//! products are tile gemms on the padded grid — forward and stride-2 input gradient over
+//! channel-pair planes ([`forward_amx`], [`input_grad_stride2_amx`]), the weight gradient per tap
+//! over the bf16 planes and dY in position pairs ([`weight_grad_amx`]); elsewhere the register
+//! tiles above with `vdpbf16ps` on channel pairs (forward, [`fwd_kernel_bf16`]) or position
+//! pairs (weight gradient, [`weight_grad_bf16`]). Width-16 step, 256 images, best of 3
+//! interleaved runs on the 2-core development machine (AMX): 64→64 8×8 forward 7.3 → 1.9 ms,
+//! backward 15.3 → 4.0 ms; 128→128 4×4 forward 6.0 → 2.4 ms, backward 24.3 → 4.4 ms.
 
 use super::bf16::{as_u16, as_u32, convert, has_bf16, to_bf16};
 use super::direct::{dx_phases, grid_planes, has_avx512, pair_planes, Padded};
