@@ -14,10 +14,10 @@
 //!
 //! bf16 (`Precision::Bf16`): on AMX ([`super::amx`], where the CPU and OS allow it) the three
 //! products are tile gemms on the padded grid — forward and stride-2 input gradient over
-//! channel-pair planes ([`forward_amx`], [`input_grad_stride2_amx`]), the weight gradient per tap
-//! over the bf16 planes and dY in position pairs ([`weight_grad_amx`]); elsewhere the register
-//! tiles above with `vdpbf16ps` on channel pairs (forward, [`fwd_kernel_bf16`]) or position
-//! pairs (weight gradient, [`weight_grad_bf16`]). Width-16 step, 256 images, best of 3
+//! channel-pair planes (`forward_amx`, `input_grad_stride2_amx`), the weight gradient per tap
+//! over the bf16 planes and dY in position pairs (`weight_grad_amx`); elsewhere the register
+//! tiles above with `vdpbf16ps` on channel pairs (forward, `fwd_kernel_bf16`) or position
+//! pairs (weight gradient, `weight_grad_bf16`). Width-16 step, 256 images, best of 3
 //! interleaved runs on the 2-core development machine (AMX): 64→64 8×8 forward 7.3 → 1.9 ms,
 //! backward 15.3 → 4.0 ms; 128→128 4×4 forward 6.0 → 2.4 ms, backward 24.3 → 4.4 ms.
 
@@ -100,8 +100,8 @@ fn pair_weights(nout: usize, nin: usize, taps: &[usize], w: impl Fn(usize, usize
 
 /// [`forward`], and with `moments` the [`PlaneMoments`] of every output plane (`[n][co]`,
 /// from the channels-last tile buffer while it is in cache; empty without). `prec`: bf16 runs
-/// on AMX where [`amx::available`] ([`forward_amx`]), else on the AVX-512 BF16 kernel
-/// ([`fwd_kernel_bf16`], on pairs of input channels); f32 on the f32 one.
+/// on AMX where [`amx::available`] (`forward_amx`), else on the AVX-512 BF16 kernel
+/// (`fwd_kernel_bf16`, on pairs of input channels); f32 on the f32 one.
 #[allow(clippy::too_many_arguments)]
 pub fn forward_moments(
     x: &[f32],
@@ -519,7 +519,7 @@ pub fn dx_applies(c: usize, co: usize, h: usize, w: usize, prec: Precision) -> b
 /// small-plane twin of [`super::direct::input_grad_stride2`]: the same four phases, each a small
 /// forward convolution of dY computed with `fwd_kernel` (tiles of 6 positions × 64 of dx's
 /// channels), its results written to every other row and column of dx. Only where
-/// [`dx_applies`] is true. `prec`: bf16 pairs dY's channels ([`fwd_kernel_bf16`]).
+/// [`dx_applies`] is true. `prec`: bf16 pairs dY's channels (`fwd_kernel_bf16`).
 #[allow(clippy::too_many_arguments)]
 pub fn input_grad_stride2(
     dy: &[f32],
@@ -964,7 +964,7 @@ unsafe fn fwd_kernel_bf16<const NT: usize>(
 /// `dW` (`[co, c, 3, 3]`) of [`forward`] from its input `x` and output gradient `dy`; only where
 /// [`applies`] is true. Images are split into at most 8 groups (fixed, whatever the thread
 /// count), summed per group in a channels-last buffer `[c·9][co]` and added in order. `prec`:
-/// bf16 sums over pairs of positions ([`weight_grad_bf16`]).
+/// bf16 sums over pairs of positions (`weight_grad_bf16`).
 #[allow(clippy::too_many_arguments)]
 pub fn weight_grad(
     x: &[f32],
