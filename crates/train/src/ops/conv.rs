@@ -282,7 +282,7 @@ fn conv_forward_moments(
     let some = |(y, m): (Vec<f32>, Vec<PlaneMoments>)| (y, moments.then_some(m));
     match geo.kernels() {
         Kernels::DirectSmall => some(super::direct_small::forward_moments(
-            x, wt, n, c, h, w, co, geo.stride, moments,
+            x, wt, n, c, h, w, co, geo.stride, moments, geo.prec,
         )),
         Kernels::Direct => some(super::direct::forward_moments(
             x, wt, n, c, h, w, co, geo.stride, moments, geo.prec,
@@ -371,8 +371,10 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> (Vec<f32>, Ve
     let (n, c, h, w, co) = (geo.n, geo.c, geo.h, geo.w, geo.co);
     if geo.stride == 2 && geo.kh == 3 && geo.kw == 3 && geo.pad == 1 {
         // Polyphase input gradient (see direct::dx_phases).
-        let dx = if super::direct_small::dx_applies(c, co, h, w) {
-            Some(super::direct_small::input_grad_stride2(dy, wt, n, c, h, w, co))
+        let dx = if super::direct_small::dx_applies(c, co, h, w, geo.prec) {
+            Some(super::direct_small::input_grad_stride2(
+                dy, wt, n, c, h, w, co, geo.prec,
+            ))
         } else if super::direct::dx_applies(c, co, h, w) {
             Some(super::direct::input_grad_stride2(
                 dy, wt, n, c, h, w, co, geo.prec,
@@ -396,7 +398,7 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> (Vec<f32>, Ve
 fn conv_weight_grad(x: &[f32], wt: &[f32], dy: &[f32], geo: &Geom) -> Vec<f32> {
     let (n, c, h, w, co) = (geo.n, geo.c, geo.h, geo.w, geo.co);
     match geo.kernels() {
-        Kernels::DirectSmall => super::direct_small::weight_grad(x, dy, n, c, h, w, co, geo.stride),
+        Kernels::DirectSmall => super::direct_small::weight_grad(x, dy, n, c, h, w, co, geo.stride, geo.prec),
         Kernels::Direct => super::direct::weight_grad(x, dy, n, c, h, w, co, geo.stride, geo.prec),
         Kernels::Gemm => conv_backward_impl(x, wt, dy, geo, false, true).1,
     }

@@ -10,6 +10,7 @@
 //! Determinism: work is split into a fixed number of chunks that does not depend on the thread
 //! count, and partial sums are reduced in chunk order, so results are bit-identical across runs.
 
+pub mod amx;
 pub mod batchnorm;
 pub mod bf16;
 pub mod conv;
