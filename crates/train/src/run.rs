@@ -183,6 +183,11 @@ pub struct Metrics {
     /// before it existed: `None`, "unversioned").
     #[serde(default)]
     pub numerics_version: Option<u32>,
+    /// With `train.precision: bf16`, the unit that multiplied (`amx` or `avx512_bf16`,
+    /// [`crate::ops::bf16::unit`]): the two accumulate in different orders, so a bf16 run is
+    /// reproducible bit for bit only on a CPU with the same unit. Absent for f32 runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bf16_unit: Option<String>,
 }
 
 /// The commit of the working tree (`PROTOCLR_GIT_COMMIT` overrides), or "unknown".
@@ -549,6 +554,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         config_sha256: config_sha,
         protoclr_version: env!("CARGO_PKG_VERSION").into(),
         numerics_version: Some(crate::NUMERICS_VERSION),
+        bf16_unit: (model.precision == crate::ops::Precision::Bf16).then(|| crate::ops::bf16::unit().into()),
     };
     let outcome = if let Some(d) = diverged {
         metrics.status = "diverged".into();

@@ -61,6 +61,18 @@ pub fn has_bf16() -> bool {
     false
 }
 
+/// The unit the bf16 kernels multiply on here: `amx` (AMX-BF16 tiles, where the CPU and the
+/// kernel allow them, [`super::amx::available`]) or `avx512_bf16` (`vdpbf16ps`). The two sum in
+/// different orders, so bf16 results are bit-identical only between machines with the same unit
+/// (recorded in metrics.json as `bf16_unit`).
+pub fn unit() -> &'static str {
+    if super::amx::available() {
+        "amx"
+    } else {
+        "avx512_bf16"
+    }
+}
+
 /// `v` rounded to bf16 as `vcvtneps2bf16` does: to nearest, ties to even; denormal inputs are
 /// treated as zero (keeping the sign), NaNs stay (quiet) NaNs. The scalar reference of the
 /// vector conversions, and their tail loop.
