@@ -2,7 +2,8 @@
 //!
 //! Everything one training run needs, on candle's CPU backend (or CUDA, [`device`]): the CIFAR readers and subsets
 //! ([`data`]), the augmentation pipeline ([`augment`]), ResNet encoders and the projection head
-//! ([`model`]) on our custom convolution and batch-norm kernels ([`ops`]), the balanced
+//! ([`model`]) on our custom convolution and batch-norm kernels ([`ops`]), the training step
+//! ([`step`], with the graph-free encoder pass of [`fastpath`]), the balanced
 //! contrastive and supervised prototype objectives ([`loss`]), optimisers ([`optim`]),
 //! evaluation ([`eval`]; the sets and scoring shared by every dataset in [`protocol`]), the
 //! prototype representation bias and the theorem bounds ([`bias`]), and the run itself with
@@ -74,4 +75,5 @@ pub mod run;
 pub mod runtime;
 pub mod signals;
 pub mod source;
+pub mod step;
 pub use protoclr_formats::yamlscan;

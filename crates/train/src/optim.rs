@@ -10,7 +10,7 @@
 use crate::config::OptimConfig;
 use crate::model::is_bn_or_bias;
 use anyhow::{bail, Result};
-use candle_core::{backprop::GradStore, Tensor, Var};
+use candle_core::{Tensor, Var};
 use std::collections::HashMap;
 
 /// Learning rate at global step `step` of `total` steps with `warmup` warm-up steps.
@@ -32,16 +32,6 @@ pub struct Optimizer {
     pub v: HashMap<String, Vec<f32>>,
     /// Steps taken.
     pub t: u64,
-}
-
-/// The gradients of `vars` in a candle gradient store, in the order of `vars`.
-pub fn grads_from_store(vars: &[(String, Var)], store: &GradStore) -> Result<Vec<Option<Vec<f32>>>> {
-    vars.iter()
-        .map(|(_, v)| match store.get(v.as_tensor()) {
-            Some(g) => Ok(Some(g.flatten_all()?.to_vec1::<f32>()?)),
-            None => Ok(None),
-        })
-        .collect()
 }
 
 /// A non-finite gradient, named.
@@ -123,6 +113,7 @@ impl Optimizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::step::grads_from_store;
     use candle_core::Device;
 
     fn cfg(name: &str) -> OptimConfig {
