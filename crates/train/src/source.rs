@@ -17,13 +17,16 @@
 //! Folder datasets are normalised with the ImageNet mean and standard deviation.
 
 use crate::augment::{self, Pipeline};
+use crate::bias;
 use crate::config::{Config, DataConfig};
 use crate::data::folder::{self, FolderLayout, ImageList};
 use crate::data::{self, Dataset, Split};
+use crate::eval::{self, ImageSet};
 use crate::input::{ImageStore, InputStream, Mode, StreamOptions};
+use crate::metrics::EvalResult;
 use crate::model::{ResNet, SimClrModel};
+use crate::progress::{emit, ProgressMode};
 use crate::protocol::{self, EvalFeatures, EvalSets, Features};
-use crate::run::{emit, evaluate, EvalResult, ProgressMode};
 use anyhow::{anyhow, Result};
 use candle_core::Tensor;
 use rand::seq::SliceRandom;
@@ -206,6 +209,70 @@ impl FolderSource {
     }
 }
 
+/// Evaluates `model`'s encoder on the in-memory CIFAR splits: the [`EvalSets`] of the official
+/// training split `train` (of which `heldout` is the validation split) and `test`, scored by
+/// [`protocol::score`].
+#[allow(clippy::too_many_arguments)]
+fn evaluate_memory(
+    model: &SimClrModel,
+    cfg: &Config,
+    train: &Dataset,
+    heldout: &[usize],
+    train_counts: &[usize],
+    test: &Dataset,
+    pipeline: &Pipeline,
+    mean: [f32; 3],
+    std: [f32; 3],
+    progress: ProgressMode,
+) -> Result<EvalResult> {
+    let e = &cfg.eval;
+    let size = cfg.augment.size;
+    let sets = EvalSets::new(cfg, train.n, heldout, test.n);
+    emit(progress, serde_json::json!({"event": "eval", "what": "features"}));
+    let feats = |ds: &Dataset, idx: &[usize]| -> Result<Features> {
+        let sub = ds.subset(idx);
+        let x = eval::extract_features(&model.encoder, &images(&sub), size, mean, std, 512)?;
+        Ok(Features {
+            x,
+            labels: sub.labels,
+        })
+    };
+    let views = |idx: &[usize]| -> Result<Features> {
+        let sub = test.subset(idx);
+        let x = bias::view_features(
+            &model.encoder,
+            &images(&sub),
+            pipeline,
+            size,
+            e.bias_views,
+            cfg.seed,
+        )?;
+        Ok(Features {
+            x,
+            labels: sub.labels,
+        })
+    };
+    let f = EvalFeatures {
+        bank: feats(train, &sets.bank)?,
+        test: feats(test, &sets.test)?,
+        val: (!sets.val.is_empty())
+            .then(|| feats(train, &sets.val))
+            .transpose()?,
+        views: (!sets.bias.is_empty()).then(|| views(&sets.bias)).transpose()?,
+        train_counts: train_counts.to_vec(),
+    };
+    protocol::score(&f, cfg, model.encoder.feat_dim, train.num_classes, progress)
+}
+
+fn images(ds: &Dataset) -> ImageSet<'_> {
+    ImageSet {
+        pixels: &ds.images,
+        n: ds.n,
+        h: ds.height,
+        w: ds.width,
+    }
+}
+
 /// The batches of one epoch (see the module doc for the order and seeds).
 pub enum EpochBatches<'a> {
     Memory {
@@ -375,7 +442,7 @@ impl TrainSource {
         }
     }
 
-    /// Evaluates `model` (see [`crate::run`] for CIFAR, [`FolderSource::evaluate`] for folders).
+    /// Evaluates `model` (`evaluate_memory` for CIFAR, [`FolderSource::evaluate`] for folders).
     pub fn evaluate(
         &self,
         model: &SimClrModel,
@@ -390,7 +457,7 @@ impl TrainSource {
                 split,
                 heldout,
                 train,
-            } => evaluate(
+            } => evaluate_memory(
                 model,
                 cfg,
                 &split.train,
