@@ -14,6 +14,128 @@ use serde::{Deserialize, Serialize};
 use serde_norway::Value;
 use std::path::Path;
 
+/// A string-valued config choice as an enum: each variant is (de)serialised as exactly its
+/// spelling in the YAML (so resolved configs, and the cell ids hashed from them, are the same
+/// bytes as when these keys were strings), and a value outside the list is refused when the
+/// config is read, by serde, with the key's dotted path and the allowed spellings.
+macro_rules! choice {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $var:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $s)] $var),+
+        }
+
+        impl $name {
+            /// Every value, in the order of the docs.
+            pub const ALL: &'static [$name] = &[$($name::$var),+];
+
+            /// The spelling in the YAML.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$var => $s),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        /// The value of a spelling (for command-line flags such as `bench step --model`).
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                $name::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
+                    let all: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                    format!("unknown value `{s}`, expected one of {}", all.join(", "))
+                })
+            }
+        }
+    };
+}
+
+choice! {
+    /// `model.arch`.
+    Arch {
+        Resnet18 = "resnet18",
+        Resnet50 = "resnet50",
+    }
+}
+
+choice! {
+    /// `model.stem`.
+    Stem {
+        /// 3×3 conv stride 1, no max-pool.
+        Cifar = "cifar",
+        /// 7×7 conv stride 2 + max-pool.
+        Imagenet = "imagenet",
+    }
+}
+
+choice! {
+    /// `model.ops`: which kernels the layers run on.
+    Ops {
+        /// Our im2col/gemm and direct convolutions and fused batch norm ([`crate::ops`]).
+        Custom = "custom",
+        /// candle's ops.
+        Stock = "stock",
+    }
+}
+
+choice! {
+    /// `augment.preset`.
+    Preset {
+        /// crop, flip, color_jitter, grayscale.
+        Simclr = "simclr",
+        /// No transform (only what `augment.add` adds).
+        None = "none",
+    }
+}
+
+choice! {
+    /// `loss.name`: the training objective.
+    LossName {
+        /// Our reconstruction of the paper's balanced contrastive loss.
+        Balanced = "balanced",
+        /// `balanced` at α = λ = 1, coupled.
+        Ntxent = "ntxent",
+        /// Fig. 1–2: attract the own class prototype, repel the closest other one.
+        SupervisedPrototype = "supervised_prototype",
+    }
+}
+
+choice! {
+    /// `loss.max` of the supervised prototype objective.
+    LossMax {
+        Hard = "hard",
+        /// τ·logsumexp(·/τ).
+        Smooth = "smooth",
+    }
+}
+
+choice! {
+    /// `loss.prototypes` of the supervised prototype objective.
+    PrototypeKind {
+        /// EMA class means.
+        Realistic = "realistic",
+        /// Fixed simplex ETF directions, seeded random rotation.
+        Oracle = "oracle",
+    }
+}
+
+choice! {
+    /// `optim.name`.
+    OptimName {
+        Sgd = "sgd",
+        /// SGD with LARS trust ratios (SimCLR).
+        Lars = "lars",
+        Adamw = "adamw",
+    }
+}
+
 /// Complete configuration of one training run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -199,28 +321,28 @@ impl Default for DataConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// `resnet18` or `resnet50`.
-    pub arch: String,
+    pub arch: Arch,
     /// Channels of the first stage (64 is the standard ResNet; 16 gives widths 16-32-64-128).
     pub width: usize,
     /// `cifar` (3×3 conv stride 1, no max-pool) or `imagenet` (7×7 stride 2 + max-pool).
-    pub stem: String,
+    pub stem: Stem,
     /// Hidden width of the projection head Linear–BN–ReLU–Linear.
     pub proj_hidden: usize,
     /// Output width of the projection head.
     pub proj_dim: usize,
     /// `custom` (our im2col/gemm convolution and fused batch norm) or `stock` (candle's ops).
-    pub ops: String,
+    pub ops: Ops,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
-            arch: "resnet18".into(),
+            arch: Arch::Resnet18,
             width: 64,
-            stem: "cifar".into(),
+            stem: Stem::Cifar,
             proj_hidden: 512,
             proj_dim: 128,
-            ops: "custom".into(),
+            ops: Ops::Custom,
         }
     }
 }
@@ -327,7 +449,7 @@ impl Default for CutoutConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AugmentConfig {
     /// `simclr` (crop, flip, color_jitter, grayscale) or `none`.
-    pub preset: String,
+    pub preset: Preset,
     /// Names removed from the preset: crop, flip, color_jitter, grayscale, …
     pub remove: Vec<String>,
     /// Names added after the preset: blur, solarize, rotation, cutout, …
@@ -348,7 +470,7 @@ pub struct AugmentConfig {
 impl Default for AugmentConfig {
     fn default() -> Self {
         Self {
-            preset: "simclr".into(),
+            preset: Preset::Simclr,
             remove: vec![],
             add: vec![],
             size: 32,
@@ -372,7 +494,7 @@ pub struct LossConfig {
     /// `balanced` (reconstruction of the paper's balanced contrastive loss), `ntxent`
     /// (balanced at α = λ = 1) or `supervised_prototype` (Fig. 1–2: attract own prototype,
     /// repel the closest other one).
-    pub name: String,
+    pub name: LossName,
     /// Temperature τ > 0.
     pub tau: f64,
     /// Weight α > 0 of the attracting (positive-pair) term.
@@ -382,10 +504,10 @@ pub struct LossConfig {
     /// Exclude the positive from the log-sum-exp (decoupled form).
     pub decoupled: bool,
     /// Supervised prototype objective: `hard` max or `smooth` (τ·logsumexp(·/τ)).
-    pub max: String,
+    pub max: LossMax,
     /// Supervised prototype objective: `realistic` (EMA class means) or `oracle` (fixed simplex
     /// ETF directions, seeded random rotation).
-    pub prototypes: String,
+    pub prototypes: PrototypeKind,
     /// EMA momentum of the realistic prototypes.
     pub ema: f64,
 }
@@ -393,13 +515,13 @@ pub struct LossConfig {
 impl Default for LossConfig {
     fn default() -> Self {
         Self {
-            name: "balanced".into(),
+            name: LossName::Balanced,
             tau: 0.5,
             alpha: 1.0,
             lambda: 1.0,
             decoupled: false,
-            max: "hard".into(),
-            prototypes: "realistic".into(),
+            max: LossMax::Hard,
+            prototypes: PrototypeKind::Realistic,
             ema: 0.9,
         }
     }
@@ -410,7 +532,7 @@ impl Default for LossConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct OptimConfig {
     /// `sgd`, `lars` or `adamw`.
-    pub name: String,
+    pub name: OptimName,
     /// Peak learning rate (not scaled by batch size).
     pub lr: f64,
     pub momentum: f64,
@@ -427,7 +549,7 @@ pub struct OptimConfig {
 impl Default for OptimConfig {
     fn default() -> Self {
         Self {
-            name: "sgd".into(),
+            name: OptimName::Sgd,
             lr: 0.06,
             momentum: 0.9,
             weight_decay: 5e-4,
@@ -631,9 +753,6 @@ impl Config {
         if self.data.per_class == Some(0) {
             bail!("`data.per_class` must be ≥ 1");
         }
-        one_of("model.arch", &self.model.arch, &["resnet18", "resnet50"])?;
-        one_of("model.stem", &self.model.stem, &["cifar", "imagenet"])?;
-        one_of("model.ops", &self.model.ops, &["custom", "stock"])?;
         if self.model.width == 0 || self.model.proj_hidden == 0 || self.model.proj_dim == 0 {
             bail!("`model.width`, `model.proj_hidden` and `model.proj_dim` must be ≥ 1");
         }
@@ -653,7 +772,6 @@ impl Config {
                 bail!("`{key}` must be ≤ {max}, got {v}");
             }
         }
-        one_of("augment.preset", &self.augment.preset, &["simclr", "none"])?;
         for (key, list) in [
             ("augment.remove", &self.augment.remove),
             ("augment.add", &self.augment.add),
@@ -704,19 +822,11 @@ impl Config {
             0.0,
             1.0,
         )?;
-        one_of(
-            "loss.name",
-            &self.loss.name,
-            &["balanced", "ntxent", "supervised_prototype"],
-        )?;
         positive_finite("loss.tau", self.loss.tau)?;
         positive_finite("loss.alpha", self.loss.alpha)?;
         positive_finite("loss.lambda", self.loss.lambda)?;
-        one_of("loss.max", &self.loss.max, &["hard", "smooth"])?;
-        one_of("loss.prototypes", &self.loss.prototypes, &["realistic", "oracle"])?;
         unit_open("loss.ema", self.loss.ema)?;
         let o = &self.optim;
-        one_of("optim.name", &o.name, &["sgd", "lars", "adamw"])?;
         positive_finite("optim.lr", o.lr)?;
         unit_open("optim.momentum", o.momentum)?;
         non_negative_finite("optim.weight_decay", o.weight_decay)?;
@@ -746,7 +856,7 @@ impl Config {
                 bail!("`train.max_weight_growth` must be > 1 (.inf: no limit), got {g}");
             }
         }
-        if self.train.precision() == crate::ops::Precision::Bf16 && self.model.ops != "custom" {
+        if self.train.precision() == crate::ops::Precision::Bf16 && self.model.ops != Ops::Custom {
             bail!("`train.precision: bf16` runs on the custom CPU kernels only: set `model.ops: custom`");
         }
         let e = &self.eval;
@@ -765,7 +875,7 @@ impl Config {
 
     /// The effective loss weights: `ntxent` forces α = λ = 1 and the coupled form.
     pub fn loss_weights(&self) -> (f64, f64) {
-        if self.loss.name == "ntxent" {
+        if self.loss.name == LossName::Ntxent {
             (1.0, 1.0)
         } else {
             (self.loss.alpha, self.loss.lambda)
@@ -923,6 +1033,110 @@ pub fn resolve_value(value: Value, origin: &str) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every choice key with its values as the YAML spells them (the spellings the keys had when
+    /// they were strings) and the config's value of that key.
+    #[allow(clippy::type_complexity)]
+    fn choices() -> Vec<(
+        &'static str,
+        Vec<&'static str>,
+        Box<dyn Fn(&Config) -> &'static str>,
+    )> {
+        vec![
+            (
+                "model.arch",
+                vec!["resnet18", "resnet50"],
+                Box::new(|c| c.model.arch.as_str()),
+            ),
+            (
+                "model.stem",
+                vec!["cifar", "imagenet"],
+                Box::new(|c| c.model.stem.as_str()),
+            ),
+            (
+                "model.ops",
+                vec!["custom", "stock"],
+                Box::new(|c| c.model.ops.as_str()),
+            ),
+            (
+                "augment.preset",
+                vec!["simclr", "none"],
+                Box::new(|c| c.augment.preset.as_str()),
+            ),
+            (
+                "loss.name",
+                vec!["balanced", "ntxent", "supervised_prototype"],
+                Box::new(|c| c.loss.name.as_str()),
+            ),
+            (
+                "loss.max",
+                vec!["hard", "smooth"],
+                Box::new(|c| c.loss.max.as_str()),
+            ),
+            (
+                "loss.prototypes",
+                vec!["realistic", "oracle"],
+                Box::new(|c| c.loss.prototypes.as_str()),
+            ),
+            (
+                "optim.name",
+                vec!["sgd", "lars", "adamw"],
+                Box::new(|c| c.optim.name.as_str()),
+            ),
+        ]
+    }
+
+    #[test]
+    fn choices_read_and_write_their_old_spelling() {
+        for (key, values, get) in choices() {
+            let leaf = key.rsplit('.').next().unwrap();
+            for v in &values {
+                let cfg = load(None, &[format!("{key}={v}")]).unwrap_or_else(|e| panic!("{key}={v}: {e:#}"));
+                assert_eq!(get(&cfg), *v);
+                // Written as the string was: the same line in the resolved YAML, and back.
+                let line = format!("{leaf}: {}", serde_norway::to_string(v).unwrap());
+                assert!(
+                    cfg.to_yaml().lines().any(|l| l.trim() == line.trim()),
+                    "{key}: {v}"
+                );
+                assert_eq!(load_text(&cfg.to_yaml()), cfg);
+            }
+        }
+        // The Rust-side lists are the same as the YAML's.
+        let arch: Vec<&str> = Arch::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(arch, ["resnet18", "resnet50"]);
+        assert_eq!("lars".parse::<OptimName>(), Ok(OptimName::Lars));
+        assert!("resnet34"
+            .parse::<Arch>()
+            .unwrap_err()
+            .contains("resnet18, resnet50"));
+    }
+
+    #[test]
+    fn a_bad_choice_is_refused_naming_the_key_and_the_allowed_values() {
+        for (key, values, _) in choices() {
+            // From --set (the key's dotted path comes from serde_path_to_error) ...
+            let msg = format!("{:#}", load(None, &[format!("{key}=fancy")]).unwrap_err());
+            assert!(
+                msg.contains(&format!("`{key}`")) && msg.contains("fancy"),
+                "{msg}"
+            );
+            for v in &values {
+                assert!(msg.contains(&format!("`{v}`")), "{key}: {msg}");
+            }
+            // ... and from a file, with its line.
+            let (section, leaf) = key.split_once('.').unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c.yaml");
+            std::fs::write(&path, format!("seed: 1\n{section}:\n  {leaf}: fancy\n")).unwrap();
+            let msg = format!("{:#}", load(Some(&path), &[]).unwrap_err());
+            assert!(msg.contains("c.yaml") && msg.contains("line 3"), "{msg}");
+            assert!(msg.contains(key) && msg.contains("fancy"), "{msg}");
+            for v in &values {
+                assert!(msg.contains(&format!("`{v}`")), "{key}: {msg}");
+            }
+        }
+    }
 
     #[test]
     fn defaults_round_trip_through_yaml() {

@@ -6,7 +6,7 @@
 //! Kaiming-normal (fan-out, ReLU) convolutions, γ = 1 and β = 0 in batch norm, and PyTorch's
 //! default uniform(±1/√fan_in) for linear layers; all drawn from one seeded ChaCha stream.
 
-use crate::config::ModelConfig;
+use crate::config::{Arch, ModelConfig, Ops, Stem};
 use crate::ops;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor, Var, D};
@@ -92,7 +92,7 @@ impl ParamStore {
 /// CPU kernels; on a CUDA device every layer runs on candle's stock (CUDA) ops, whatever
 /// `model.ops` says.
 pub fn uses_custom_ops(cfg: &ModelConfig, device: &Device) -> bool {
-    cfg.ops == "custom" && device.is_cpu()
+    cfg.ops == Ops::Custom && device.is_cpu()
 }
 
 /// Whether a parameter is a batch-norm parameter or a bias (excluded from weight decay and LARS
@@ -355,12 +355,11 @@ pub struct ResNet {
 impl ResNet {
     pub fn new(ps: &mut ParamStore, cfg: &ModelConfig) -> Result<Self> {
         let w = cfg.width;
-        let (bottleneck, depths) = match cfg.arch.as_str() {
-            "resnet18" => (false, [2, 2, 2, 2]),
-            "resnet50" => (true, [3, 4, 6, 3]),
-            other => bail!("model.arch: unknown architecture `{other}`"),
+        let (bottleneck, depths) = match cfg.arch {
+            Arch::Resnet18 => (false, [2, 2, 2, 2]),
+            Arch::Resnet50 => (true, [3, 4, 6, 3]),
         };
-        let imagenet_stem = cfg.stem == "imagenet";
+        let imagenet_stem = cfg.stem == Stem::Imagenet;
         let (k, s, p) = if imagenet_stem { (7, 2, 3) } else { (3, 1, 1) };
         let stem = Unit::new(ps, "encoder.stem", "encoder.stem_bn", 3, w, k, s, p, true)?;
         let expansion = if bottleneck { 4 } else { 1 };
@@ -570,14 +569,14 @@ mod tests {
     use super::*;
     use crate::ops::testutil::{randn, rel_err};
 
-    fn cfg(arch: &str, stem: &str, ops: &str) -> ModelConfig {
+    fn cfg(arch: Arch, stem: Stem, ops: Ops) -> ModelConfig {
         ModelConfig {
-            arch: arch.into(),
+            arch,
             width: 4,
-            stem: stem.into(),
+            stem,
             proj_hidden: 16,
             proj_dim: 8,
-            ops: ops.into(),
+            ops,
         }
     }
 
@@ -589,7 +588,7 @@ mod tests {
         let mut ps = ParamStore::new(0);
         let full = ModelConfig {
             width: 64,
-            ..cfg("resnet18", "cifar", "custom")
+            ..cfg(Arch::Resnet18, Stem::Cifar, Ops::Custom)
         };
         let enc = ResNet::new(&mut ps, &full).unwrap();
         assert_eq!(enc.feat_dim, 512);
@@ -598,7 +597,7 @@ mod tests {
         let mut ps = ParamStore::new(0);
         let r50 = ModelConfig {
             width: 64,
-            ..cfg("resnet50", "imagenet", "custom")
+            ..cfg(Arch::Resnet50, Stem::Imagenet, Ops::Custom)
         };
         let enc = ResNet::new(&mut ps, &r50).unwrap();
         assert_eq!(enc.feat_dim, 2048);
@@ -609,7 +608,7 @@ mod tests {
     fn a_blocks_shortcut_parameters_are_created_before_its_chain() {
         // The creation order fixes which RNG draws each tensor gets (comment in ResNet::new).
         let mut ps = ParamStore::new(0);
-        ResNet::new(&mut ps, &cfg("resnet18", "cifar", "custom")).unwrap();
+        ResNet::new(&mut ps, &cfg(Arch::Resnet18, Stem::Cifar, Ops::Custom)).unwrap();
         let names: Vec<&str> = ps.vars.iter().map(|(n, _)| n.as_str()).collect();
         let at = |n: &str| {
             names
@@ -626,9 +625,9 @@ mod tests {
 
     #[test]
     fn custom_and_stock_paths_agree() {
-        for (arch, stem) in [("resnet18", "cifar"), ("resnet50", "imagenet")] {
-            let a = SimClrModel::new(&cfg(arch, stem, "custom"), 7).unwrap();
-            let b = SimClrModel::new(&cfg(arch, stem, "stock"), 7).unwrap();
+        for (arch, stem) in [(Arch::Resnet18, Stem::Cifar), (Arch::Resnet50, Stem::Imagenet)] {
+            let a = SimClrModel::new(&cfg(arch, stem, Ops::Custom), 7).unwrap();
+            let b = SimClrModel::new(&cfg(arch, stem, Ops::Stock), 7).unwrap();
             let x = randn(&[4, 3, 32, 32], 1);
             for train in [true, false] {
                 let (ha, za) = a.forward(&x, train).unwrap();
@@ -643,10 +642,10 @@ mod tests {
 
     #[test]
     fn state_round_trip() {
-        let a = SimClrModel::new(&cfg("resnet18", "cifar", "custom"), 1).unwrap();
+        let a = SimClrModel::new(&cfg(Arch::Resnet18, Stem::Cifar, Ops::Custom), 1).unwrap();
         let x = randn(&[4, 3, 8, 8], 2);
         a.forward(&x, true).unwrap(); // moves running stats away from their init
-        let b = SimClrModel::new(&cfg("resnet18", "cifar", "custom"), 2).unwrap();
+        let b = SimClrModel::new(&cfg(Arch::Resnet18, Stem::Cifar, Ops::Custom), 2).unwrap();
         b.load_state(&a.state().unwrap()).unwrap();
         let (_, za) = a.forward(&x, false).unwrap();
         let (_, zb) = b.forward(&x, false).unwrap();

@@ -14,7 +14,7 @@
 
 use crate::augment::Pipeline;
 use crate::checkpoint::{self, CheckpointMeta};
-use crate::config::Config;
+use crate::config::{Config, LossMax, LossName, PrototypeKind};
 use crate::fsutil::{atomic_write, remove_stale_temps, sha256_hex};
 use crate::loss::{self, Prototypes};
 use crate::model::SimClrModel;
@@ -127,13 +127,12 @@ fn finished_run(out: &Path, yaml: &str, config_sha: &str) -> Result<Option<Outco
 
 /// The class prototypes of the supervised prototype objective (None for the contrastive ones).
 fn prototypes(cfg: &Config, classes: usize) -> Result<Option<Prototypes>> {
-    if cfg.loss.name != "supervised_prototype" {
+    if cfg.loss.name != LossName::SupervisedPrototype {
         return Ok(None);
     }
-    Ok(Some(if cfg.loss.prototypes == "oracle" {
-        Prototypes::oracle(classes, cfg.model.proj_dim, cfg.seed)?
-    } else {
-        Prototypes::realistic(classes, cfg.model.proj_dim, cfg.loss.ema as f32)
+    Ok(Some(match cfg.loss.prototypes {
+        PrototypeKind::Oracle => Prototypes::oracle(classes, cfg.model.proj_dim, cfg.seed)?,
+        PrototypeKind::Realistic => Prototypes::realistic(classes, cfg.model.proj_dim, cfg.loss.ema as f32),
     }))
 }
 
@@ -211,7 +210,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
     let total_steps = steps * cfg.train.epochs;
     let warmup = (cfg.optim.warmup_epochs * steps as f64).round() as usize;
     let (alpha, lambda) = cfg.loss_weights();
-    let smooth = (cfg.loss.max == "smooth").then_some(cfg.loss.tau);
+    let smooth = (cfg.loss.max == LossMax::Smooth).then_some(cfg.loss.tau);
     let size = cfg.augment.size;
 
     let progress = Progress::start(opts.progress, cfg.train.epochs, steps, b, start_epoch);

@@ -477,7 +477,7 @@ impl TrainSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{EvalConfig, ModelConfig, TrainLoopConfig};
+    use crate::config::{Arch, EvalConfig, ModelConfig, Stem, TrainLoopConfig};
     use crate::data::folder::test_support::write_tree;
     use crate::run::{train, Outcome, RunOptions};
 
@@ -498,9 +498,9 @@ mod tests {
         let mut cfg = Config {
             seed: 3,
             model: ModelConfig {
-                arch: "resnet18".into(),
+                arch: Arch::Resnet18,
                 width: 4,
-                stem: "imagenet".into(),
+                stem: Stem::Imagenet,
                 proj_hidden: 16,
                 proj_dim: 8,
                 ..ModelConfig::default()

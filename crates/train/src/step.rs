@@ -101,17 +101,17 @@ impl SimClrModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ModelConfig;
+    use crate::config::{Arch, ModelConfig, Ops, Stem};
     use crate::ops::testutil::{randn, rel_err};
 
-    fn cfg(arch: &str, stem: &str, ops: &str) -> ModelConfig {
+    fn cfg(arch: Arch, stem: Stem, ops: Ops) -> ModelConfig {
         ModelConfig {
-            arch: arch.into(),
+            arch,
             width: 4,
-            stem: stem.into(),
+            stem,
             proj_hidden: 16,
             proj_dim: 8,
-            ops: ops.into(),
+            ops,
         }
     }
 
@@ -120,16 +120,16 @@ mod tests {
         // Width 4 runs the large-plane direct kernels (stride 1 and 2, polyphase dx) and gemm;
         // width 16 adds the small-plane ones of the last two stages (64 and 128 channels).
         for (arch, stem, width, n) in [
-            ("resnet18", "cifar", 4, 6),
-            ("resnet50", "imagenet", 4, 6),
-            ("resnet18", "cifar", 16, 2),
+            (Arch::Resnet18, Stem::Cifar, 4, 6),
+            (Arch::Resnet50, Stem::Imagenet, 4, 6),
+            (Arch::Resnet18, Stem::Cifar, 16, 2),
         ] {
             let with_width = |ops| ModelConfig {
                 width,
                 ..cfg(arch, stem, ops)
             };
-            let a = SimClrModel::new(&with_width("custom"), 3).unwrap();
-            let b = SimClrModel::new(&with_width("stock"), 3).unwrap();
+            let a = SimClrModel::new(&with_width(Ops::Custom), 3).unwrap();
+            let b = SimClrModel::new(&with_width(Ops::Stock), 3).unwrap();
             let x = randn(&[n, 3, 32, 32], 4);
             let oa = a.train_step(&x, |z| crate::loss::ntxent(z, 0.5)).unwrap();
             let ob = b.train_step(&x, |z| crate::loss::ntxent(z, 0.5)).unwrap();
@@ -171,7 +171,7 @@ mod tests {
         }
         let mc = ModelConfig {
             width: 16,
-            ..cfg("resnet18", "cifar", "custom")
+            ..cfg(Arch::Resnet18, Stem::Cifar, Ops::Custom)
         };
         let mut m = SimClrModel::new(&mc, 5).unwrap();
         let x = randn(&[8, 3, 32, 32], 6);
@@ -216,7 +216,7 @@ mod tests {
         // 0.5 % within three steps, so the run uses lr 0.001, where the loss falls steadily.
         let with_ops = |ops| ModelConfig {
             width: 16,
-            ..cfg("resnet18", "cifar", ops)
+            ..cfg(Arch::Resnet18, Stem::Cifar, ops)
         };
         let run = |ops| {
             let m = SimClrModel::new(&with_ops(ops), 11).unwrap();
@@ -234,8 +234,8 @@ mod tests {
                 .collect();
             (losses, m.state().unwrap())
         };
-        let (la, sa) = run("custom");
-        let (lb, sb) = run("stock");
+        let (la, sa) = run(Ops::Custom);
+        let (lb, sb) = run(Ops::Stock);
         for (step, (a, b)) in la.iter().zip(&lb).enumerate() {
             assert!(
                 (a - b).abs() <= 1e-3 * b.abs().max(1.0),

@@ -77,7 +77,7 @@ pub use ops::{
     resized_crop_hw, rotate, sample_crop_params, solarize, to_grayscale, Image, LUMA,
 };
 
-use crate::config::AugmentConfig;
+use crate::config::{AugmentConfig, Preset};
 use anyhow::{bail, Result};
 use ops::uniform;
 use rand::seq::SliceRandom;
@@ -151,10 +151,9 @@ impl Pipeline {
     /// pixel units). Errors (never panics) on unknown names and on parameters that would make a
     /// transform meaningless.
     pub fn new(cfg: &AugmentConfig, mean: [f32; 3], std: [f32; 3]) -> Result<Pipeline> {
-        let preset: &[Op] = match cfg.preset.as_str() {
-            "simclr" => &[Op::Crop, Op::Flip, Op::ColorJitter, Op::Grayscale],
-            "none" => &[],
-            other => bail!("`augment.preset`: unknown preset `{other}`, expected simclr or none"),
+        let preset: &[Op] = match cfg.preset {
+            Preset::Simclr => &[Op::Crop, Op::Flip, Op::ColorJitter, Op::Grayscale],
+            Preset::None => &[],
         };
         let remove = cfg
             .remove
