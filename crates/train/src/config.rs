@@ -58,6 +58,18 @@ macro_rules! choice {
 }
 
 choice! {
+    /// `data.dataset`.
+    DatasetName {
+        /// The official CIFAR-10 binary release.
+        Cifar10 = "cifar10",
+        /// The official CIFAR-100 binary release (fine labels).
+        Cifar100 = "cifar100",
+        /// A class-per-folder tree of JPEGs or a list file (`data::folder`).
+        Imagefolder = "imagefolder",
+    }
+}
+
+choice! {
     /// `model.arch`.
     Arch {
         Resnet18 = "resnet18",
@@ -155,8 +167,8 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// `cifar10` or `cifar100` (official binary releases).
-    pub dataset: String,
+    /// `cifar10` or `cifar100` (official binary releases), or `imagefolder`.
+    pub dataset: DatasetName,
     /// Keep this many training images per class (first in file order after a seeded shuffle).
     pub per_class: Option<usize>,
     /// Keep a seeded random fraction of the training images, in (0, 1].
@@ -222,7 +234,7 @@ impl DataConfig {
 
     /// `dataset: imagefolder`.
     pub fn is_folder(&self) -> bool {
-        self.dataset == "imagefolder"
+        self.dataset == DatasetName::Imagefolder
     }
 
     /// For folder datasets, writes out the defaults of `skip_bad`, `prefetch` and `eval_crop` so
@@ -295,7 +307,7 @@ impl DataConfig {
 impl Default for DataConfig {
     fn default() -> Self {
         Self {
-            dataset: "cifar10".into(),
+            dataset: DatasetName::Cifar10,
             per_class: None,
             fraction: None,
             imbalance_ratio: None,
@@ -734,11 +746,6 @@ fn one_of(key: &str, v: &str, allowed: &[&str]) -> Result<()> {
 impl Config {
     /// Checks every value range and name; the error names the offending key.
     pub fn validate(&self) -> Result<()> {
-        one_of(
-            "data.dataset",
-            &self.data.dataset,
-            &["cifar10", "cifar100", "imagefolder"],
-        )?;
         self.data.validate_folder_keys()?;
         if let Some(f) = self.data.fraction {
             if !(f > 0.0 && f <= 1.0) {
@@ -1044,6 +1051,11 @@ mod tests {
     )> {
         vec![
             (
+                "data.dataset",
+                vec!["cifar10", "cifar100", "imagefolder"],
+                Box::new(|c| c.data.dataset.as_str()),
+            ),
+            (
                 "model.arch",
                 vec!["resnet18", "resnet50"],
                 Box::new(|c| c.model.arch.as_str()),
@@ -1091,7 +1103,11 @@ mod tests {
         for (key, values, get) in choices() {
             let leaf = key.rsplit('.').next().unwrap();
             for v in &values {
-                let cfg = load(None, &[format!("{key}={v}")]).unwrap_or_else(|e| panic!("{key}={v}: {e:#}"));
+                let mut sets = vec![format!("{key}={v}")];
+                if *v == "imagefolder" {
+                    sets.extend(["data.train_dir=t".to_string(), "data.val_dir=v".into()]);
+                }
+                let cfg = load(None, &sets).unwrap_or_else(|e| panic!("{key}={v}: {e:#}"));
                 assert_eq!(get(&cfg), *v);
                 // Written as the string was: the same line in the resolved YAML, and back.
                 let line = format!("{leaf}: {}", serde_norway::to_string(v).unwrap());

@@ -13,7 +13,7 @@
 //! host terms are checked then.
 
 use crate::augment::blur_kernel_size;
-use crate::config::{Arch, Config, OptimName, Stem};
+use crate::config::{Arch, Config, DatasetName, OptimName, Stem};
 use anyhow::{bail, Result};
 
 /// One term of the estimate: what it is, the keys that size it, bytes.
@@ -148,7 +148,8 @@ pub fn estimate(cfg: &Config) -> Vec<Term> {
         });
     }
     // The official training split of CIFAR (folder datasets: unknown before listing).
-    let full_split = matches!(cfg.data.dataset.as_str(), "cifar10" | "cifar100").then_some(50_000.0);
+    let full_split =
+        matches!(cfg.data.dataset, DatasetName::Cifar10 | DatasetName::Cifar100).then_some(50_000.0);
     let bank = e.train_images.map(|n| n as f64).or(full_split);
     if let Some(n) = bank {
         terms.push(Term {

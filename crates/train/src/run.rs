@@ -318,7 +318,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         threads: rayon::current_num_threads(),
         device: crate::device::label(&opts.device),
         git_commit: git_commit(),
-        dataset: cfg.data.dataset.clone(),
+        dataset: cfg.data.dataset.to_string(),
         dataset_fingerprint: source.fingerprint().to_string(),
         dataset_verified: source.verified(),
         config_sha256: config_sha,

@@ -18,7 +18,7 @@
 
 use crate::augment::{self, Pipeline};
 use crate::bias;
-use crate::config::{Config, DataConfig};
+use crate::config::{Config, DataConfig, DatasetName};
 use crate::data::folder::{self, FolderLayout, ImageList};
 use crate::data::{self, Dataset, Split};
 use crate::eval::{self, ImageSet};
@@ -339,7 +339,7 @@ impl TrainSource {
                 data_root,
             )?));
         }
-        let split = data::load(&cfg.data.dataset, data_root, cfg.data.allow_unverified)?;
+        let split = data::load(cfg.data.dataset.as_str(), data_root, cfg.data.allow_unverified)?;
         let t = &split.train;
         let val = cfg
             .eval
@@ -375,11 +375,10 @@ impl TrainSource {
 
     /// Normalisation: CIFAR's official statistics (else those of the training split); the
     /// ImageNet ones for folders.
-    pub fn mean_std(&self, dataset: &str) -> ([f32; 3], [f32; 3]) {
+    pub fn mean_std(&self, dataset: &DatasetName) -> ([f32; 3], [f32; 3]) {
         match self {
-            TrainSource::Memory { split, .. } => {
-                data::official_mean_std(dataset).unwrap_or_else(|| data::channel_mean_std(&split.train))
-            }
+            TrainSource::Memory { split, .. } => data::official_mean_std(dataset.as_str())
+                .unwrap_or_else(|| data::channel_mean_std(&split.train)),
             TrainSource::Folder(_) => (data::IMAGENET_MEAN, data::IMAGENET_STD),
         }
     }
@@ -521,7 +520,7 @@ mod tests {
             },
             ..Config::default()
         };
-        cfg.data.dataset = "imagefolder".into();
+        cfg.data.dataset = DatasetName::Imagefolder;
         cfg.data.train_dir = Some("imagenet/train".into());
         cfg.data.val_list = Some("imagenet/val.txt".into());
         cfg.data.list_root = Some("imagenet".into());
