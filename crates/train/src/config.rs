@@ -108,6 +108,21 @@ choice! {
 }
 
 choice! {
+    /// A transform of the augmentation pipeline (`augment.remove`, `augment.add`), in the
+    /// canonical order in which the pipeline applies them ([`crate::augment`]).
+    Transform {
+        Crop = "crop",
+        Flip = "flip",
+        ColorJitter = "color_jitter",
+        Grayscale = "grayscale",
+        Blur = "blur",
+        Solarize = "solarize",
+        Rotation = "rotation",
+        Cutout = "cutout",
+    }
+}
+
+choice! {
     /// `loss.name`: the training objective.
     LossName {
         /// Our reconstruction of the paper's balanced contrastive loss.
@@ -463,9 +478,9 @@ pub struct AugmentConfig {
     /// `simclr` (crop, flip, color_jitter, grayscale) or `none`.
     pub preset: Preset,
     /// Names removed from the preset: crop, flip, color_jitter, grayscale, …
-    pub remove: Vec<String>,
+    pub remove: Vec<Transform>,
     /// Names added after the preset: blur, solarize, rotation, cutout, …
-    pub add: Vec<String>,
+    pub add: Vec<Transform>,
     /// Output side in pixels (the dataset's side for CIFAR).
     pub size: usize,
     pub crop_scale: [f32; 2],
@@ -671,18 +686,6 @@ impl Default for EvalConfig {
     }
 }
 
-/// Known augmentation names (for `augment.remove` / `augment.add`).
-pub const TRANSFORMS: &[&str] = &[
-    "crop",
-    "flip",
-    "color_jitter",
-    "grayscale",
-    "blur",
-    "solarize",
-    "rotation",
-    "cutout",
-];
-
 fn positive_finite(key: &str, v: f64) -> Result<()> {
     if !(v.is_finite() && v > 0.0) {
         bail!("`{key}` must be a finite number > 0, got {v}");
@@ -736,13 +739,6 @@ fn probability(key: &str, v: f32) -> Result<()> {
     Ok(())
 }
 
-fn one_of(key: &str, v: &str, allowed: &[&str]) -> Result<()> {
-    if !allowed.contains(&v) {
-        bail!("`{key}`: unknown value `{v}`, expected one of {allowed:?}");
-    }
-    Ok(())
-}
-
 impl Config {
     /// Checks every value range and name; the error names the offending key.
     pub fn validate(&self) -> Result<()> {
@@ -777,14 +773,6 @@ impl Config {
         ] {
             if v > max {
                 bail!("`{key}` must be ≤ {max}, got {v}");
-            }
-        }
-        for (key, list) in [
-            ("augment.remove", &self.augment.remove),
-            ("augment.add", &self.augment.add),
-        ] {
-            for name in list {
-                one_of(key, name, TRANSFORMS)?;
             }
         }
         if self.augment.size == 0 {
@@ -1118,6 +1106,14 @@ mod tests {
                 assert_eq!(load_text(&cfg.to_yaml()), cfg);
             }
         }
+        // Transform lists, in the order written (the pipeline sorts them, not the config).
+        let cfg = load(None, &["augment.add=[cutout, blur]".into()]).unwrap();
+        assert_eq!(cfg.augment.add, [Transform::Cutout, Transform::Blur]);
+        assert!(
+            cfg.to_yaml().contains("\n  add:\n  - cutout\n  - blur\n"),
+            "{}",
+            cfg.to_yaml()
+        );
         // The Rust-side lists are the same as the YAML's.
         let arch: Vec<&str> = Arch::ALL.iter().map(|a| a.as_str()).collect();
         assert_eq!(arch, ["resnet18", "resnet50"]);
@@ -1150,6 +1146,20 @@ mod tests {
             assert!(msg.contains(key) && msg.contains("fancy"), "{msg}");
             for v in &values {
                 assert!(msg.contains(&format!("`{v}`")), "{key}: {msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_transform_name_is_refused_naming_the_list_and_the_known_names() {
+        for key in ["augment.remove", "augment.add"] {
+            let msg = format!(
+                "{:#}",
+                load(None, &[format!("{key}=[flip, sharpen]")]).unwrap_err()
+            );
+            assert!(msg.contains(key) && msg.contains("sharpen"), "{msg}");
+            for t in Transform::ALL {
+                assert!(msg.contains(&format!("`{t}`")), "{msg}");
             }
         }
     }

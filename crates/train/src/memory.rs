@@ -13,7 +13,7 @@
 //! host terms are checked then.
 
 use crate::augment::blur_kernel_size;
-use crate::config::{Arch, Config, DatasetName, OptimName, Stem};
+use crate::config::{Arch, Config, DatasetName, OptimName, Stem, Transform};
 use anyhow::{bail, Result};
 
 /// One term of the estimate: what it is, the keys that size it, bytes.
@@ -127,7 +127,7 @@ pub fn estimate(cfg: &Config) -> Vec<Term> {
             on_device: false,
         });
     }
-    let blur = cfg.augment.add.iter().any(|t| t == "blur") && !cfg.augment.remove.iter().any(|t| t == "blur");
+    let blur = cfg.augment.add.contains(&Transform::Blur) && !cfg.augment.remove.contains(&Transform::Blur);
     if blur {
         // Kernel, padded row (f32) and row index table (usize) of one blur.
         let k = blur_kernel_size(cfg.augment.size, cfg.augment.blur.kernel_frac) as f64;
