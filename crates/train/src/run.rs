@@ -11,6 +11,12 @@
 //! augmentation) is drawn from a stream seeded by (seed, e, image, view), and the checkpoint holds
 //! the parameters, batch-norm statistics, optimiser buffers and prototypes, so a run resumed from
 //! epoch k continues exactly as an uninterrupted one. Same config and seed → same metrics.
+//!
+//! [`train`] is the loop; what it drives lives beside it: the batches and the evaluation of
+//! either kind of data ([`crate::source`], scored by [`crate::protocol`]), the forward and
+//! backward pass ([`crate::step`]), the update ([`crate::optim`]), the checkpoints
+//! ([`crate::checkpoint`]), the progress output ([`crate::progress`]) and the `metrics.json`
+//! types ([`crate::metrics`], re-exported here).
 
 use crate::augment::Pipeline;
 use crate::checkpoint::{self, CheckpointMeta};
