@@ -4,7 +4,8 @@
 
 use anyhow::Result;
 use clap::Subcommand;
-use protoclr_train::{bench, config::ModelConfig};
+use protoclr_train::bench;
+use protoclr_train::config::{Arch, ModelConfig, Ops};
 use std::path::PathBuf;
 
 mod table;
@@ -14,7 +15,7 @@ pub enum BenchCommand {
     /// One SimCLR step: two views, NT-Xent τ = 0.5, SGD with momentum; median of timed steps.
     Step {
         #[arg(long, default_value = "resnet18")]
-        model: String,
+        model: Arch,
         /// First-stage width (16 → widths 16-32-64-128; 64 is the full ResNet).
         #[arg(long, default_value_t = 16)]
         width: usize,
@@ -27,7 +28,7 @@ pub enum BenchCommand {
         warmup: usize,
         /// custom (our kernels) or stock (candle's ops).
         #[arg(long, default_value = "custom")]
-        ops: String,
+        ops: Ops,
         /// Arithmetic of the convolutions: f32, or bf16 (bf16 operands, f32 accumulation, as
         /// `train.precision: bf16`; custom ops on a CPU with AVX-512 BF16).
         #[arg(long, default_value = "f32")]
@@ -39,7 +40,7 @@ pub enum BenchCommand {
     /// Eval-mode encoder forward pass on one batch.
     Infer {
         #[arg(long, default_value = "resnet18")]
-        model: String,
+        model: Arch,
         #[arg(long, default_value_t = 16)]
         width: usize,
         #[arg(long, default_value_t = 512)]
@@ -49,7 +50,7 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         warmup: usize,
         #[arg(long, default_value = "custom")]
-        ops: String,
+        ops: Ops,
         #[arg(long)]
         json: bool,
     },
@@ -97,11 +98,11 @@ pub enum BenchCommand {
     },
 }
 
-fn model_cfg(model: &str, width: usize, ops: &str) -> ModelConfig {
+fn model_cfg(model: Arch, width: usize, ops: Ops) -> ModelConfig {
     ModelConfig {
-        arch: model.into(),
+        arch: model,
         width,
-        ops: ops.into(),
+        ops,
         ..ModelConfig::default()
     }
 }
@@ -120,7 +121,7 @@ pub fn run(cmd: BenchCommand, device: &candle_core::Device) -> Result<()> {
             json,
         } => {
             let r = bench::step(
-                &model_cfg(&model, width, &ops),
+                &model_cfg(model, width, ops),
                 batch,
                 steps,
                 warmup,
@@ -148,7 +149,7 @@ pub fn run(cmd: BenchCommand, device: &candle_core::Device) -> Result<()> {
             ops,
             json,
         } => {
-            let r = bench::infer(&model_cfg(&model, width, &ops), batch, steps, warmup, device)?;
+            let r = bench::infer(&model_cfg(model, width, ops), batch, steps, warmup, device)?;
             if json {
                 let mut v = serde_json::to_value(&r)?;
                 v["framework"] = "protoclr".into();

@@ -690,3 +690,48 @@ pub fn run(cmd: GridCommand, device: Option<String>) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every committed cell trained by the current numerics is found under its id: its
+    /// `config.yaml` resolved by this backend (which reads it into `protoclr_train`'s typed
+    /// config and writes it back out) and hashed with the dataset fingerprint its run recorded
+    /// gives the name of its folder. A change to the config types that altered a resolved
+    /// config would move these cells to other ids (and retrain them).
+    #[test]
+    fn committed_cells_are_found_under_their_ids() {
+        let cells = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results/cells");
+        let backend = TrainBackend::new(None, None).unwrap();
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&cells).unwrap() {
+            let dir = entry.unwrap().path();
+            let Ok(metrics) = std::fs::read_to_string(dir.join("metrics.json")) else {
+                continue;
+            };
+            let m: serde_json::Value = serde_json::from_str(&metrics).unwrap();
+            if m["numerics_version"] != protoclr_train::NUMERICS_VERSION {
+                continue; // unversioned cells: by design no longer under the current ids
+            }
+            let text = std::fs::read_to_string(dir.join("config.yaml")).unwrap();
+            let resolved = backend
+                .resolve(serde_norway::from_str(&text).unwrap(), "committed cell")
+                .unwrap();
+            let fp = m["dataset_fingerprint"].as_str().unwrap();
+            let id = protoclr_grid::plan::cell_id(&resolved, fp, backend.numerics_version());
+            assert_eq!(
+                dir.file_name().unwrap().to_str().unwrap(),
+                id,
+                "{}",
+                dir.display()
+            );
+            assert_eq!(backend.config_text(&resolved).unwrap(), text, "{}", dir.display());
+            checked += 1;
+        }
+        assert!(
+            checked >= 12,
+            "only {checked} committed cells of the current numerics"
+        );
+    }
+}

@@ -190,7 +190,7 @@ fn train(args: TrainArgs, device: Option<&str>) -> Result<ExitCode> {
 /// `data verify --config`: every entry of an image-folder dataset listed, checked and decoded.
 fn verify_folder(config: &std::path::Path, sets: &[String], root: PathBuf) -> Result<()> {
     let cfg = config::load(Some(config), sets)?;
-    if cfg.data.dataset != data::folder::FOLDER_DATASET {
+    if !cfg.data.is_folder() {
         anyhow::bail!(
             "{}: `data.dataset` is `{}`; --config verifies image-folder datasets (use --dir for CIFAR)",
             config.display(),

@@ -2,7 +2,7 @@
 //! inference, on random 32×32 inputs, timed per phase; peak RSS from `/proc/self/status`.
 //! Speed targets live here, never in timed unit tests.
 
-use crate::config::{ModelConfig, OptimConfig};
+use crate::config::{ModelConfig, OptimConfig, OptimName};
 use crate::loss;
 use crate::model::SimClrModel;
 use crate::optim::Optimizer;
@@ -103,7 +103,7 @@ pub fn step(
     }
     model.precision = precision;
     let ocfg = OptimConfig {
-        name: "sgd".into(),
+        name: OptimName::Sgd,
         ..OptimConfig::default()
     };
     let mut opt = Optimizer::new(&ocfg);
@@ -129,7 +129,7 @@ pub fn step(
     }
     let step_ms = median(tot);
     Ok(StepBench {
-        model: model_cfg.arch.clone(),
+        model: model_cfg.arch.to_string(),
         width: model_cfg.width,
         batch,
         threads: rayon::current_num_threads(),
@@ -165,7 +165,7 @@ pub fn infer(
         }
     }
     Ok(InferBench {
-        model: model_cfg.arch.clone(),
+        model: model_cfg.arch.to_string(),
         width: model_cfg.width,
         batch,
         threads: rayon::current_num_threads(),

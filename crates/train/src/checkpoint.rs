@@ -21,9 +21,9 @@
 
 use crate::fsutil::{atomic_write_at, failpoint, sha256_file};
 use crate::loss::Prototypes;
+use crate::metrics::EpochRecord;
 use crate::model::SimClrModel;
 use crate::optim::Optimizer;
-use crate::run::EpochRecord;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};

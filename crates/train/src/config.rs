@@ -14,6 +14,155 @@ use serde::{Deserialize, Serialize};
 use serde_norway::Value;
 use std::path::Path;
 
+/// A string-valued config choice as an enum: each variant is (de)serialised as exactly its
+/// spelling in the YAML (so resolved configs, and the cell ids hashed from them, are the same
+/// bytes as when these keys were strings), and a value outside the list is refused when the
+/// config is read, by serde, with the key's dotted path and the allowed spellings.
+macro_rules! choice {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $var:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $s)] $var),+
+        }
+
+        impl $name {
+            /// Every value, in the order of the docs.
+            pub const ALL: &'static [$name] = &[$($name::$var),+];
+
+            /// The spelling in the YAML.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$var => $s),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        /// The value of a spelling (for command-line flags such as `bench step --model`).
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> std::result::Result<Self, String> {
+                $name::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
+                    let all: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                    format!("unknown value `{s}`, expected one of {}", all.join(", "))
+                })
+            }
+        }
+    };
+}
+
+choice! {
+    /// `data.dataset`.
+    DatasetName {
+        /// The official CIFAR-10 binary release.
+        Cifar10 = "cifar10",
+        /// The official CIFAR-100 binary release (fine labels).
+        Cifar100 = "cifar100",
+        /// A class-per-folder tree of JPEGs or a list file (`data::folder`).
+        Imagefolder = "imagefolder",
+    }
+}
+
+choice! {
+    /// `model.arch`.
+    Arch {
+        Resnet18 = "resnet18",
+        Resnet50 = "resnet50",
+    }
+}
+
+choice! {
+    /// `model.stem`.
+    Stem {
+        /// 3×3 conv stride 1, no max-pool.
+        Cifar = "cifar",
+        /// 7×7 conv stride 2 + max-pool.
+        Imagenet = "imagenet",
+    }
+}
+
+choice! {
+    /// `model.ops`: which kernels the layers run on.
+    Ops {
+        /// Our im2col/gemm and direct convolutions and fused batch norm ([`crate::ops`]).
+        Custom = "custom",
+        /// candle's ops.
+        Stock = "stock",
+    }
+}
+
+choice! {
+    /// `augment.preset`.
+    Preset {
+        /// crop, flip, color_jitter, grayscale.
+        Simclr = "simclr",
+        /// No transform (only what `augment.add` adds).
+        None = "none",
+    }
+}
+
+choice! {
+    /// A transform of the augmentation pipeline (`augment.remove`, `augment.add`), in the
+    /// canonical order in which the pipeline applies them ([`crate::augment`]).
+    Transform {
+        Crop = "crop",
+        Flip = "flip",
+        ColorJitter = "color_jitter",
+        Grayscale = "grayscale",
+        Blur = "blur",
+        Solarize = "solarize",
+        Rotation = "rotation",
+        Cutout = "cutout",
+    }
+}
+
+choice! {
+    /// `loss.name`: the training objective.
+    LossName {
+        /// Our reconstruction of the paper's balanced contrastive loss.
+        Balanced = "balanced",
+        /// `balanced` at α = λ = 1, coupled.
+        Ntxent = "ntxent",
+        /// Fig. 1–2: attract the own class prototype, repel the closest other one.
+        SupervisedPrototype = "supervised_prototype",
+    }
+}
+
+choice! {
+    /// `loss.max` of the supervised prototype objective.
+    LossMax {
+        Hard = "hard",
+        /// τ·logsumexp(·/τ).
+        Smooth = "smooth",
+    }
+}
+
+choice! {
+    /// `loss.prototypes` of the supervised prototype objective.
+    PrototypeKind {
+        /// EMA class means.
+        Realistic = "realistic",
+        /// Fixed simplex ETF directions, seeded random rotation.
+        Oracle = "oracle",
+    }
+}
+
+choice! {
+    /// `optim.name`.
+    OptimName {
+        Sgd = "sgd",
+        /// SGD with LARS trust ratios (SimCLR).
+        Lars = "lars",
+        Adamw = "adamw",
+    }
+}
+
 /// Complete configuration of one training run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -33,8 +182,8 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// `cifar10` or `cifar100` (official binary releases).
-    pub dataset: String,
+    /// `cifar10` or `cifar100` (official binary releases), or `imagefolder`.
+    pub dataset: DatasetName,
     /// Keep this many training images per class (first in file order after a seeded shuffle).
     pub per_class: Option<usize>,
     /// Keep a seeded random fraction of the training images, in (0, 1].
@@ -100,7 +249,7 @@ impl DataConfig {
 
     /// `dataset: imagefolder`.
     pub fn is_folder(&self) -> bool {
-        self.dataset == "imagefolder"
+        self.dataset == DatasetName::Imagefolder
     }
 
     /// For folder datasets, writes out the defaults of `skip_bad`, `prefetch` and `eval_crop` so
@@ -173,7 +322,7 @@ impl DataConfig {
 impl Default for DataConfig {
     fn default() -> Self {
         Self {
-            dataset: "cifar10".into(),
+            dataset: DatasetName::Cifar10,
             per_class: None,
             fraction: None,
             imbalance_ratio: None,
@@ -199,28 +348,28 @@ impl Default for DataConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
     /// `resnet18` or `resnet50`.
-    pub arch: String,
+    pub arch: Arch,
     /// Channels of the first stage (64 is the standard ResNet; 16 gives widths 16-32-64-128).
     pub width: usize,
     /// `cifar` (3×3 conv stride 1, no max-pool) or `imagenet` (7×7 stride 2 + max-pool).
-    pub stem: String,
+    pub stem: Stem,
     /// Hidden width of the projection head Linear–BN–ReLU–Linear.
     pub proj_hidden: usize,
     /// Output width of the projection head.
     pub proj_dim: usize,
     /// `custom` (our im2col/gemm convolution and fused batch norm) or `stock` (candle's ops).
-    pub ops: String,
+    pub ops: Ops,
 }
 
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
-            arch: "resnet18".into(),
+            arch: Arch::Resnet18,
             width: 64,
-            stem: "cifar".into(),
+            stem: Stem::Cifar,
             proj_hidden: 512,
             proj_dim: 128,
-            ops: "custom".into(),
+            ops: Ops::Custom,
         }
     }
 }
@@ -327,11 +476,11 @@ impl Default for CutoutConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AugmentConfig {
     /// `simclr` (crop, flip, color_jitter, grayscale) or `none`.
-    pub preset: String,
+    pub preset: Preset,
     /// Names removed from the preset: crop, flip, color_jitter, grayscale, …
-    pub remove: Vec<String>,
+    pub remove: Vec<Transform>,
     /// Names added after the preset: blur, solarize, rotation, cutout, …
-    pub add: Vec<String>,
+    pub add: Vec<Transform>,
     /// Output side in pixels (the dataset's side for CIFAR).
     pub size: usize,
     pub crop_scale: [f32; 2],
@@ -348,7 +497,7 @@ pub struct AugmentConfig {
 impl Default for AugmentConfig {
     fn default() -> Self {
         Self {
-            preset: "simclr".into(),
+            preset: Preset::Simclr,
             remove: vec![],
             add: vec![],
             size: 32,
@@ -372,7 +521,7 @@ pub struct LossConfig {
     /// `balanced` (reconstruction of the paper's balanced contrastive loss), `ntxent`
     /// (balanced at α = λ = 1) or `supervised_prototype` (Fig. 1–2: attract own prototype,
     /// repel the closest other one).
-    pub name: String,
+    pub name: LossName,
     /// Temperature τ > 0.
     pub tau: f64,
     /// Weight α > 0 of the attracting (positive-pair) term.
@@ -382,10 +531,10 @@ pub struct LossConfig {
     /// Exclude the positive from the log-sum-exp (decoupled form).
     pub decoupled: bool,
     /// Supervised prototype objective: `hard` max or `smooth` (τ·logsumexp(·/τ)).
-    pub max: String,
+    pub max: LossMax,
     /// Supervised prototype objective: `realistic` (EMA class means) or `oracle` (fixed simplex
     /// ETF directions, seeded random rotation).
-    pub prototypes: String,
+    pub prototypes: PrototypeKind,
     /// EMA momentum of the realistic prototypes.
     pub ema: f64,
 }
@@ -393,13 +542,13 @@ pub struct LossConfig {
 impl Default for LossConfig {
     fn default() -> Self {
         Self {
-            name: "balanced".into(),
+            name: LossName::Balanced,
             tau: 0.5,
             alpha: 1.0,
             lambda: 1.0,
             decoupled: false,
-            max: "hard".into(),
-            prototypes: "realistic".into(),
+            max: LossMax::Hard,
+            prototypes: PrototypeKind::Realistic,
             ema: 0.9,
         }
     }
@@ -410,7 +559,7 @@ impl Default for LossConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct OptimConfig {
     /// `sgd`, `lars` or `adamw`.
-    pub name: String,
+    pub name: OptimName,
     /// Peak learning rate (not scaled by batch size).
     pub lr: f64,
     pub momentum: f64,
@@ -427,7 +576,7 @@ pub struct OptimConfig {
 impl Default for OptimConfig {
     fn default() -> Self {
         Self {
-            name: "sgd".into(),
+            name: OptimName::Sgd,
             lr: 0.06,
             momentum: 0.9,
             weight_decay: 5e-4,
@@ -537,18 +686,6 @@ impl Default for EvalConfig {
     }
 }
 
-/// Known augmentation names (for `augment.remove` / `augment.add`).
-pub const TRANSFORMS: &[&str] = &[
-    "crop",
-    "flip",
-    "color_jitter",
-    "grayscale",
-    "blur",
-    "solarize",
-    "rotation",
-    "cutout",
-];
-
 fn positive_finite(key: &str, v: f64) -> Result<()> {
     if !(v.is_finite() && v > 0.0) {
         bail!("`{key}` must be a finite number > 0, got {v}");
@@ -602,21 +739,9 @@ fn probability(key: &str, v: f32) -> Result<()> {
     Ok(())
 }
 
-fn one_of(key: &str, v: &str, allowed: &[&str]) -> Result<()> {
-    if !allowed.contains(&v) {
-        bail!("`{key}`: unknown value `{v}`, expected one of {allowed:?}");
-    }
-    Ok(())
-}
-
 impl Config {
     /// Checks every value range and name; the error names the offending key.
     pub fn validate(&self) -> Result<()> {
-        one_of(
-            "data.dataset",
-            &self.data.dataset,
-            &["cifar10", "cifar100", "imagefolder"],
-        )?;
         self.data.validate_folder_keys()?;
         if let Some(f) = self.data.fraction {
             if !(f > 0.0 && f <= 1.0) {
@@ -631,9 +756,6 @@ impl Config {
         if self.data.per_class == Some(0) {
             bail!("`data.per_class` must be ≥ 1");
         }
-        one_of("model.arch", &self.model.arch, &["resnet18", "resnet50"])?;
-        one_of("model.stem", &self.model.stem, &["cifar", "imagenet"])?;
-        one_of("model.ops", &self.model.ops, &["custom", "stock"])?;
         if self.model.width == 0 || self.model.proj_hidden == 0 || self.model.proj_dim == 0 {
             bail!("`model.width`, `model.proj_hidden` and `model.proj_dim` must be ≥ 1");
         }
@@ -651,15 +773,6 @@ impl Config {
         ] {
             if v > max {
                 bail!("`{key}` must be ≤ {max}, got {v}");
-            }
-        }
-        one_of("augment.preset", &self.augment.preset, &["simclr", "none"])?;
-        for (key, list) in [
-            ("augment.remove", &self.augment.remove),
-            ("augment.add", &self.augment.add),
-        ] {
-            for name in list {
-                one_of(key, name, TRANSFORMS)?;
             }
         }
         if self.augment.size == 0 {
@@ -704,19 +817,11 @@ impl Config {
             0.0,
             1.0,
         )?;
-        one_of(
-            "loss.name",
-            &self.loss.name,
-            &["balanced", "ntxent", "supervised_prototype"],
-        )?;
         positive_finite("loss.tau", self.loss.tau)?;
         positive_finite("loss.alpha", self.loss.alpha)?;
         positive_finite("loss.lambda", self.loss.lambda)?;
-        one_of("loss.max", &self.loss.max, &["hard", "smooth"])?;
-        one_of("loss.prototypes", &self.loss.prototypes, &["realistic", "oracle"])?;
         unit_open("loss.ema", self.loss.ema)?;
         let o = &self.optim;
-        one_of("optim.name", &o.name, &["sgd", "lars", "adamw"])?;
         positive_finite("optim.lr", o.lr)?;
         unit_open("optim.momentum", o.momentum)?;
         non_negative_finite("optim.weight_decay", o.weight_decay)?;
@@ -746,7 +851,7 @@ impl Config {
                 bail!("`train.max_weight_growth` must be > 1 (.inf: no limit), got {g}");
             }
         }
-        if self.train.precision() == crate::ops::Precision::Bf16 && self.model.ops != "custom" {
+        if self.train.precision() == crate::ops::Precision::Bf16 && self.model.ops != Ops::Custom {
             bail!("`train.precision: bf16` runs on the custom CPU kernels only: set `model.ops: custom`");
         }
         let e = &self.eval;
@@ -765,7 +870,7 @@ impl Config {
 
     /// The effective loss weights: `ntxent` forces α = λ = 1 and the coupled form.
     pub fn loss_weights(&self) -> (f64, f64) {
-        if self.loss.name == "ntxent" {
+        if self.loss.name == LossName::Ntxent {
             (1.0, 1.0)
         } else {
             (self.loss.alpha, self.loss.lambda)
@@ -923,6 +1028,141 @@ pub fn resolve_value(value: Value, origin: &str) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every choice key with its values as the YAML spells them (the spellings the keys had when
+    /// they were strings) and the config's value of that key.
+    #[allow(clippy::type_complexity)]
+    fn choices() -> Vec<(
+        &'static str,
+        Vec<&'static str>,
+        Box<dyn Fn(&Config) -> &'static str>,
+    )> {
+        vec![
+            (
+                "data.dataset",
+                vec!["cifar10", "cifar100", "imagefolder"],
+                Box::new(|c| c.data.dataset.as_str()),
+            ),
+            (
+                "model.arch",
+                vec!["resnet18", "resnet50"],
+                Box::new(|c| c.model.arch.as_str()),
+            ),
+            (
+                "model.stem",
+                vec!["cifar", "imagenet"],
+                Box::new(|c| c.model.stem.as_str()),
+            ),
+            (
+                "model.ops",
+                vec!["custom", "stock"],
+                Box::new(|c| c.model.ops.as_str()),
+            ),
+            (
+                "augment.preset",
+                vec!["simclr", "none"],
+                Box::new(|c| c.augment.preset.as_str()),
+            ),
+            (
+                "loss.name",
+                vec!["balanced", "ntxent", "supervised_prototype"],
+                Box::new(|c| c.loss.name.as_str()),
+            ),
+            (
+                "loss.max",
+                vec!["hard", "smooth"],
+                Box::new(|c| c.loss.max.as_str()),
+            ),
+            (
+                "loss.prototypes",
+                vec!["realistic", "oracle"],
+                Box::new(|c| c.loss.prototypes.as_str()),
+            ),
+            (
+                "optim.name",
+                vec!["sgd", "lars", "adamw"],
+                Box::new(|c| c.optim.name.as_str()),
+            ),
+        ]
+    }
+
+    #[test]
+    fn choices_read_and_write_their_old_spelling() {
+        for (key, values, get) in choices() {
+            let leaf = key.rsplit('.').next().unwrap();
+            for v in &values {
+                let mut sets = vec![format!("{key}={v}")];
+                if *v == "imagefolder" {
+                    sets.extend(["data.train_dir=t".to_string(), "data.val_dir=v".into()]);
+                }
+                let cfg = load(None, &sets).unwrap_or_else(|e| panic!("{key}={v}: {e:#}"));
+                assert_eq!(get(&cfg), *v);
+                // Written as the string was: the same line in the resolved YAML, and back.
+                let line = format!("{leaf}: {}", serde_norway::to_string(v).unwrap());
+                assert!(
+                    cfg.to_yaml().lines().any(|l| l.trim() == line.trim()),
+                    "{key}: {v}"
+                );
+                assert_eq!(load_text(&cfg.to_yaml()), cfg);
+            }
+        }
+        // Transform lists, in the order written (the pipeline sorts them, not the config).
+        let cfg = load(None, &["augment.add=[cutout, blur]".into()]).unwrap();
+        assert_eq!(cfg.augment.add, [Transform::Cutout, Transform::Blur]);
+        assert!(
+            cfg.to_yaml().contains("\n  add:\n  - cutout\n  - blur\n"),
+            "{}",
+            cfg.to_yaml()
+        );
+        // The Rust-side lists are the same as the YAML's.
+        let arch: Vec<&str> = Arch::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(arch, ["resnet18", "resnet50"]);
+        assert_eq!("lars".parse::<OptimName>(), Ok(OptimName::Lars));
+        assert!("resnet34"
+            .parse::<Arch>()
+            .unwrap_err()
+            .contains("resnet18, resnet50"));
+    }
+
+    #[test]
+    fn a_bad_choice_is_refused_naming_the_key_and_the_allowed_values() {
+        for (key, values, _) in choices() {
+            // From --set (the key's dotted path comes from serde_path_to_error) ...
+            let msg = format!("{:#}", load(None, &[format!("{key}=fancy")]).unwrap_err());
+            assert!(
+                msg.contains(&format!("`{key}`")) && msg.contains("fancy"),
+                "{msg}"
+            );
+            for v in &values {
+                assert!(msg.contains(&format!("`{v}`")), "{key}: {msg}");
+            }
+            // ... and from a file, with its line.
+            let (section, leaf) = key.split_once('.').unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c.yaml");
+            std::fs::write(&path, format!("seed: 1\n{section}:\n  {leaf}: fancy\n")).unwrap();
+            let msg = format!("{:#}", load(Some(&path), &[]).unwrap_err());
+            assert!(msg.contains("c.yaml") && msg.contains("line 3"), "{msg}");
+            assert!(msg.contains(key) && msg.contains("fancy"), "{msg}");
+            for v in &values {
+                assert!(msg.contains(&format!("`{v}`")), "{key}: {msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bad_transform_name_is_refused_naming_the_list_and_the_known_names() {
+        for key in ["augment.remove", "augment.add"] {
+            let msg = format!(
+                "{:#}",
+                load(None, &[format!("{key}=[flip, sharpen]")]).unwrap_err()
+            );
+            assert!(msg.contains(key) && msg.contains("sharpen"), "{msg}");
+            for t in Transform::ALL {
+                assert!(msg.contains(&format!("`{t}`")), "{msg}");
+            }
+        }
+    }
 
     #[test]
     fn defaults_round_trip_through_yaml() {

@@ -2,13 +2,23 @@
 //!
 //! Everything one training run needs, on candle's CPU backend (or CUDA, [`device`]): the CIFAR readers and subsets
 //! ([`data`]), the augmentation pipeline ([`augment`]), ResNet encoders and the projection head
-//! ([`model`]) on our custom convolution and batch-norm kernels ([`ops`]), the balanced
+//! ([`model`]) on our custom convolution and batch-norm kernels ([`ops`]), the training step
+//! ([`step`], with the graph-free encoder pass of [`fastpath`]), the balanced
 //! contrastive and supervised prototype objectives ([`loss`]), optimisers ([`optim`]),
 //! evaluation ([`eval`]; the sets and scoring shared by every dataset in [`protocol`]), the
-//! prototype representation bias and the theorem bounds ([`bias`]), and the run itself with
-//! checkpoints and `metrics.json` ([`run`]). [`bench`](mod@bench) measures training and inference speed.
+//! prototype representation bias and the theorem bounds ([`bias`]), and the run itself ([`run`]:
+//! the training loop) with its checkpoints ([`checkpoint`]), its `metrics.json` types
+//! ([`metrics`]) and its progress output ([`progress`]). [`bench`](mod@bench) measures training
+//! and inference speed. The config ([`config`]) names every choice as an enum spelt as in the YAML.
 //! Image-folder datasets (ImageNet, ImageNet-LT) are listed by [`data::folder`] and streamed by
-//! the JPEG input pipeline ([`input`]); [`source`] gives the run either kind of training data.
+//! the JPEG input pipeline ([`input`]); [`source`] gives the run either kind of training data
+//! and evaluates on it.
+//!
+//! # Module layers
+//! The modules import each other without a cycle (`tests/module_graph.rs` checks it): the
+//! kernels ([`ops`]) and the config at the bottom; the model, then the graph-free pass
+//! ([`fastpath`]) and the step ([`step`]) over it, the optimiser, losses and evaluation beside
+//! them; the data sources and the evaluation protocol above those; the run loop ([`run`]) on top.
 //!
 //! The balanced contrastive loss and the bias metric are our reconstruction of the paper's
 //! definitions (B. Lee, TMLR 2025, arXiv 2510.10572); see `docs/paper.md` in the repository.
@@ -66,12 +76,15 @@ pub mod fsutil;
 pub mod input;
 pub mod loss;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod progress;
 pub mod protocol;
 pub mod run;
 pub mod runtime;
 pub mod signals;
 pub mod source;
+pub mod step;
 pub use protoclr_formats::yamlscan;

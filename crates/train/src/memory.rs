@@ -13,7 +13,7 @@
 //! host terms are checked then.
 
 use crate::augment::blur_kernel_size;
-use crate::config::Config;
+use crate::config::{Arch, Config, DatasetName, OptimName, Stem, Transform};
 use anyhow::{bail, Result};
 
 /// One term of the estimate: what it is, the keys that size it, bytes.
@@ -32,12 +32,12 @@ const F32: f64 = 4.0;
 fn resnet(cfg: &Config, size: f64) -> (f64, f64) {
     let m = &cfg.model;
     let w = m.width as f64;
-    let (bottleneck, depths) = if m.arch == "resnet50" {
+    let (bottleneck, depths) = if m.arch == Arch::Resnet50 {
         (true, [3.0, 4.0, 6.0, 3.0])
     } else {
         (false, [2.0, 2.0, 2.0, 2.0])
     };
-    let imagenet = m.stem == "imagenet";
+    let imagenet = m.stem == Stem::Imagenet;
     let k = if imagenet { 7.0 } else { 3.0 };
     let mut params = 3.0 * w * k * k + 2.0 * w;
     // Conv and batch-norm outputs are both kept for the backward pass.
@@ -87,14 +87,18 @@ pub fn estimate(cfg: &Config) -> Vec<Term> {
     let (params, acts) = resnet(cfg, size);
     let feat_dim = {
         let w = cfg.model.width as f64 * 8.0;
-        if cfg.model.arch == "resnet50" {
+        if cfg.model.arch == Arch::Resnet50 {
             w * 4.0
         } else {
             w
         }
     };
     // Parameters, gradients and the optimiser's state (momentum; AdamW keeps two moments).
-    let copies = if cfg.optim.name == "adamw" { 4.0 } else { 3.0 };
+    let copies = if cfg.optim.name == OptimName::Adamw {
+        4.0
+    } else {
+        3.0
+    };
     let mut terms = vec![
         Term {
             what: "parameters, gradients and optimiser state",
@@ -123,7 +127,7 @@ pub fn estimate(cfg: &Config) -> Vec<Term> {
             on_device: false,
         });
     }
-    let blur = cfg.augment.add.iter().any(|t| t == "blur") && !cfg.augment.remove.iter().any(|t| t == "blur");
+    let blur = cfg.augment.add.contains(&Transform::Blur) && !cfg.augment.remove.contains(&Transform::Blur);
     if blur {
         // Kernel, padded row (f32) and row index table (usize) of one blur.
         let k = blur_kernel_size(cfg.augment.size, cfg.augment.blur.kernel_frac) as f64;
@@ -144,7 +148,8 @@ pub fn estimate(cfg: &Config) -> Vec<Term> {
         });
     }
     // The official training split of CIFAR (folder datasets: unknown before listing).
-    let full_split = matches!(cfg.data.dataset.as_str(), "cifar10" | "cifar100").then_some(50_000.0);
+    let full_split =
+        matches!(cfg.data.dataset, DatasetName::Cifar10 | DatasetName::Cifar100).then_some(50_000.0);
     let bank = e.train_images.map(|n| n as f64).or(full_split);
     if let Some(n) = bank {
         terms.push(Term {

@@ -7,10 +7,10 @@
 //!   adapted when `exclude_bn_bias` is set.
 //! - AdamW (decoupled decay): `p ← p − lr·wd·p`, then Adam with bias correction, ε = 1e-8.
 
-use crate::config::OptimConfig;
+use crate::config::{OptimConfig, OptimName};
 use crate::model::is_bn_or_bias;
-use anyhow::{bail, Result};
-use candle_core::{backprop::GradStore, Tensor, Var};
+use anyhow::Result;
+use candle_core::{Tensor, Var};
 use std::collections::HashMap;
 
 /// Learning rate at global step `step` of `total` steps with `warmup` warm-up steps.
@@ -32,16 +32,6 @@ pub struct Optimizer {
     pub v: HashMap<String, Vec<f32>>,
     /// Steps taken.
     pub t: u64,
-}
-
-/// The gradients of `vars` in a candle gradient store, in the order of `vars`.
-pub fn grads_from_store(vars: &[(String, Var)], store: &GradStore) -> Result<Vec<Option<Vec<f32>>>> {
-    vars.iter()
-        .map(|(_, v)| match store.get(v.as_tensor()) {
-            Some(g) => Ok(Some(g.flatten_all()?.to_vec1::<f32>()?)),
-            None => Ok(None),
-        })
-        .collect()
 }
 
 /// A non-finite gradient, named.
@@ -79,10 +69,10 @@ impl Optimizer {
             let excluded = c.exclude_bn_bias && is_bn_or_bias(name);
             let mut p = var.flatten_all()?.to_vec1::<f32>()?;
             let wd = if excluded { 0.0 } else { c.weight_decay as f32 };
-            match c.name.as_str() {
-                "sgd" | "lars" => {
+            match c.name {
+                OptimName::Sgd | OptimName::Lars => {
                     g.iter_mut().zip(&p).for_each(|(g, p)| *g += wd * p);
-                    if c.name == "lars" && !excluded {
+                    if c.name == OptimName::Lars && !excluded {
                         let pn = p.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
                         let gn = g.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
                         if pn > 0.0 && gn > 0.0 {
@@ -97,7 +87,7 @@ impl Optimizer {
                         *pi -= lr as f32 * *b;
                     }
                 }
-                "adamw" => {
+                OptimName::Adamw => {
                     let (b1, b2) = (c.betas[0], c.betas[1]);
                     let m = self.m.entry(name.clone()).or_insert_with(|| vec![0.0; g.len()]);
                     let v = self.v.entry(name.clone()).or_insert_with(|| vec![0.0; g.len()]);
@@ -112,7 +102,6 @@ impl Optimizer {
                         p[i] -= (lr * mh / (vh.sqrt() + 1e-8)) as f32;
                     }
                 }
-                other => bail!("optim.name: unknown optimiser `{other}`"),
             }
             var.set(&Tensor::from_vec(p, var.dims(), var.device())?)?;
         }
@@ -123,11 +112,12 @@ impl Optimizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::step::grads_from_store;
     use candle_core::Device;
 
-    fn cfg(name: &str) -> OptimConfig {
+    fn cfg(name: OptimName) -> OptimConfig {
         OptimConfig {
-            name: name.into(),
+            name,
             lr: 0.1,
             momentum: 0.9,
             weight_decay: 0.01,
@@ -138,7 +128,7 @@ mod tests {
         }
     }
 
-    fn one_step(name: &str, var_name: &str, steps: usize) -> Vec<f32> {
+    fn one_step(name: OptimName, var_name: &str, steps: usize) -> Vec<f32> {
         let p = Var::from_tensor(&Tensor::new(&[1.0f32, -2.0], &Device::Cpu).unwrap()).unwrap();
         let vars = vec![(var_name.to_string(), p.clone())];
         let mut opt = Optimizer::new(&cfg(name));
@@ -158,14 +148,14 @@ mod tests {
     #[test]
     fn sgd_matches_hand_computation() {
         // step 1: g = [3 + 0.01, −4 − 0.02] ; b = g ; p = p − 0.1·b
-        let p = one_step("sgd", "w.weight", 1);
+        let p = one_step(OptimName::Sgd, "w.weight", 1);
         assert!((p[0] - (1.0 - 0.1 * 3.01)).abs() < 1e-6);
         assert!((p[1] - (-2.0 + 0.1 * 4.02)).abs() < 1e-6);
         // excluded parameter: no weight decay
-        let p = one_step("sgd", "bn.gamma", 1);
+        let p = one_step(OptimName::Sgd, "bn.gamma", 1);
         assert!((p[0] - 0.7).abs() < 1e-6);
         // two steps with momentum: b₂ = 0.9·b₁ + g₂
-        let p = one_step("sgd", "bn.gamma", 2);
+        let p = one_step(OptimName::Sgd, "bn.gamma", 2);
         let p1 = -2.0f32 + 0.4;
         let b2 = 0.9 * -4.0 + 2.0 * p1;
         assert!((p[1] - (p1 - 0.1 * b2)).abs() < 1e-5);
@@ -173,24 +163,24 @@ mod tests {
 
     #[test]
     fn lars_scales_by_trust_ratio() {
-        let p = one_step("lars", "w.weight", 1);
+        let p = one_step(OptimName::Lars, "w.weight", 1);
         let g = [3.01f64, -4.02];
         let pn = 5f64.sqrt();
         let gn = (g[0] * g[0] + g[1] * g[1]).sqrt();
         let r = 0.001 * pn / gn;
         assert!((p[0] as f64 - (1.0 - 0.1 * r * g[0])).abs() < 1e-6);
         // excluded from adaptation: plain SGD step without decay
-        let p = one_step("lars", "fc.bias", 1);
+        let p = one_step(OptimName::Lars, "fc.bias", 1);
         assert!((p[0] - 0.7).abs() < 1e-6);
     }
 
     #[test]
     fn adamw_first_step_is_sign_step() {
         // First Adam step moves each coordinate by lr·sign(g) (bias-corrected), after decay.
-        let p = one_step("adamw", "fc.bias", 1);
+        let p = one_step(OptimName::Adamw, "fc.bias", 1);
         assert!((p[0] - 0.9).abs() < 1e-5);
         assert!((p[1] - (-1.9)).abs() < 1e-5);
-        let p = one_step("adamw", "w.weight", 1);
+        let p = one_step(OptimName::Adamw, "w.weight", 1);
         assert!((p[0] - (1.0 - 0.1 * 0.01 - 0.1)).abs() < 1e-5);
     }
 
@@ -212,7 +202,7 @@ mod tests {
             .sum_all()
             .unwrap();
         let grads = loss.backward().unwrap();
-        let mut opt = Optimizer::new(&cfg("sgd"));
+        let mut opt = Optimizer::new(&cfg(OptimName::Sgd));
         let r = opt
             .step(&vars, grads_from_store(&vars, &grads).unwrap(), 0.1)
             .unwrap();

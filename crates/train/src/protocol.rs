@@ -19,8 +19,23 @@ use crate::bias;
 use crate::config::Config;
 use crate::data;
 use crate::eval::{self, LinearProbe, ProbeConfig};
-use crate::run::{emit, seeded_subset, EvalResult, ProgressMode};
+use crate::metrics::EvalResult;
+use crate::progress::{emit, ProgressMode};
 use anyhow::Result;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// Seeded subset of `n` indices of size `k` (all when `k` is None or ≥ n), sorted.
+pub fn seeded_subset(n: usize, k: Option<usize>, seed: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    if let Some(k) = k.filter(|&k| k < n) {
+        idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+        idx.truncate(k);
+        idx.sort_unstable();
+    }
+    idx
+}
 
 /// The images of each evaluation: indices into the official training split (`bank`, `val`) and
 /// test split (`test`, `bias`), sorted.

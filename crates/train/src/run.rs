@@ -11,29 +11,30 @@
 //! augmentation) is drawn from a stream seeded by (seed, e, image, view), and the checkpoint holds
 //! the parameters, batch-norm statistics, optimiser buffers and prototypes, so a run resumed from
 //! epoch k continues exactly as an uninterrupted one. Same config and seed → same metrics.
+//!
+//! [`train`] is the loop; what it drives lives beside it: the batches and the evaluation of
+//! either kind of data ([`crate::source`], scored by [`crate::protocol`]), the forward and
+//! backward pass ([`crate::step`]), the update ([`crate::optim`]), the checkpoints
+//! ([`crate::checkpoint`]), the progress output ([`crate::progress`]) and the `metrics.json`
+//! types ([`crate::metrics`], re-exported here).
 
 use crate::augment::Pipeline;
-use crate::bias;
 use crate::checkpoint::{self, CheckpointMeta};
-use crate::config::Config;
-use crate::data::Dataset;
-use crate::eval::{self, ImageSet};
+use crate::config::{Config, LossMax, LossName, PrototypeKind};
 use crate::fsutil::{atomic_write, remove_stale_temps, sha256_hex};
 use crate::loss::{self, Prototypes};
 use crate::model::SimClrModel;
 use crate::optim::{lr_at, Optimizer};
-use crate::protocol::{self, EvalFeatures, EvalSets, Features};
+use crate::progress::Progress;
 use crate::signals::{self, Interrupted};
 use crate::source::TrainSource;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+pub use crate::metrics::{Diverged, EpochRecord, EvalResult, Metrics};
+pub use crate::progress::ProgressMode;
 
 /// `train.precision`, or an error naming the key where this machine cannot run it (bf16 needs
 /// the custom ops on a CPU with AVX-512 BF16).
@@ -50,16 +51,6 @@ pub fn checked_precision(cfg: &Config, device: &candle_core::Device) -> Result<c
     Ok(p)
 }
 
-/// How progress is shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProgressMode {
-    /// indicatif bar on stderr (epoch, loss, img/s, ETA).
-    Bar,
-    /// One JSON object a line on stdout (for the grid runner).
-    Jsonl,
-    None,
-}
-
 /// Where a run reads and writes.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -72,122 +63,6 @@ pub struct RunOptions {
     /// Where the model trains and evaluates ([`crate::device::parse`]); data are prepared on
     /// the host whatever the device.
     pub device: Device,
-}
-
-/// One epoch's record.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub loss: f64,
-    pub lr: f64,
-    /// Augmented views through the network per second (2 per image).
-    pub images_per_sec: f64,
-    pub wall_s: f64,
-}
-
-/// Evaluation of one encoder (see [`crate::protocol`]; the keys in docs/formats.md). Every
-/// `Option` is null when not computed (and absent in files written before it existed).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct EvalResult {
-    pub linear_top1: f64,
-    pub linear_top5: f64,
-    pub knn_top1: f64,
-    pub knn_top5: f64,
-    pub bias_l2: Option<f64>,
-    pub bias_l2_ci95: Option<[f64; 2]>,
-    pub bias_cos: Option<f64>,
-    pub bias_cos_ci95: Option<[f64; 2]>,
-    /// Images of the probe/kNN bank.
-    pub n_train: usize,
-    pub n_test: usize,
-    /// Linear probe (trained on the bank) and kNN (bank as memory) on the validation split.
-    #[serde(default)]
-    pub val_linear_top1: Option<f64>,
-    #[serde(default)]
-    pub val_linear_top5: Option<f64>,
-    #[serde(default)]
-    pub val_knn_top1: Option<f64>,
-    #[serde(default)]
-    pub val_knn_top5: Option<f64>,
-    #[serde(default)]
-    pub n_val: Option<usize>,
-    /// Scale-free bias ([`crate::bias`]).
-    #[serde(default)]
-    pub bias_rel: Option<f64>,
-    #[serde(default)]
-    pub bias_rel_ci95: Option<[f64; 2]>,
-    /// Theorem bounds on the bias images: share in [0, 1] where each holds, mean slack, samples.
-    #[serde(default)]
-    pub bound_attract_holds: Option<f64>,
-    #[serde(default)]
-    pub bound_attract_slack: Option<f64>,
-    #[serde(default)]
-    pub bound_repel_holds: Option<f64>,
-    #[serde(default)]
-    pub bound_repel_slack: Option<f64>,
-    #[serde(default)]
-    pub bound_n: Option<usize>,
-    /// Long-tail groups ([`eval::group_accuracy`]): linear-probe test top-1 of the many-,
-    /// medium- and few-shot classes by their count in the self-supervised training set, and the
-    /// number of classes in each group. Null when that set is balanced.
-    #[serde(default)]
-    pub linear_many: Option<f64>,
-    #[serde(default)]
-    pub linear_medium: Option<f64>,
-    #[serde(default)]
-    pub linear_few: Option<f64>,
-    #[serde(default)]
-    pub n_many: Option<usize>,
-    #[serde(default)]
-    pub n_medium: Option<usize>,
-    #[serde(default)]
-    pub n_few: Option<usize>,
-}
-
-/// Where and why a run diverged.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Diverged {
-    pub epoch: usize,
-    pub step: usize,
-    pub what: String,
-}
-
-fn cpu_label() -> String {
-    "cpu".into()
-}
-
-/// `metrics.json` (see docs/formats.md).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Metrics {
-    pub schema: u32,
-    pub status: String,
-    pub epochs_planned: usize,
-    pub epochs: Vec<EpochRecord>,
-    pub eval: Option<EvalResult>,
-    pub reference: Option<EvalResult>,
-    pub diverged: Option<Diverged>,
-    pub wall_time_s: f64,
-    pub train_images_per_sec: f64,
-    pub train_images: usize,
-    pub threads: usize,
-    /// `cpu` or `cuda:N` (absent in results written before devices existed: `cpu`).
-    #[serde(default = "cpu_label")]
-    pub device: String,
-    pub git_commit: String,
-    pub dataset: String,
-    pub dataset_fingerprint: String,
-    pub dataset_verified: bool,
-    pub config_sha256: String,
-    pub protoclr_version: String,
-    /// [`crate::NUMERICS_VERSION`] of the binary that trained the run (absent in files written
-    /// before it existed: `None`, "unversioned").
-    #[serde(default)]
-    pub numerics_version: Option<u32>,
-    /// With `train.precision: bf16`, the unit that multiplied (`amx` or `avx512_bf16`,
-    /// [`crate::ops::bf16::unit`]): the two accumulate in different orders, so a bf16 run is
-    /// reproducible bit for bit only on a CPU with the same unit. Absent for f32 runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bf16_unit: Option<String>,
 }
 
 /// The commit of the working tree (`PROTOCLR_GIT_COMMIT` overrides), or "unknown".
@@ -204,14 +79,6 @@ pub fn git_commit() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Prints a progress line in `Jsonl` mode; a closed stdout stops the lines, not the run
-/// ([`signals::stdout_line`]).
-pub(crate) fn emit(mode: ProgressMode, v: serde_json::Value) {
-    if mode == ProgressMode::Jsonl {
-        signals::stdout_line(&v.to_string());
-    }
-}
-
 /// L2 norm of all trainable parameters.
 fn weight_norm(model: &SimClrModel) -> Result<f64> {
     let mut sq = 0f64;
@@ -219,81 +86,6 @@ fn weight_norm(model: &SimClrModel) -> Result<f64> {
         sq += v.as_tensor().sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
     }
     Ok(sq.sqrt())
-}
-
-/// Seeded subset of `n` indices of size `k` (all when `k` is None or ≥ n), sorted.
-pub(crate) fn seeded_subset(n: usize, k: Option<usize>, seed: u64) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..n).collect();
-    if let Some(k) = k.filter(|&k| k < n) {
-        idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
-        idx.truncate(k);
-        idx.sort_unstable();
-    }
-    idx
-}
-
-fn images(ds: &Dataset) -> ImageSet<'_> {
-    ImageSet {
-        pixels: &ds.images,
-        n: ds.n,
-        h: ds.height,
-        w: ds.width,
-    }
-}
-
-/// Evaluates `model`'s encoder on the in-memory CIFAR splits: the [`EvalSets`] of the official
-/// training split `train` (of which `heldout` is the validation split) and `test`, scored by
-/// [`protocol::score`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn evaluate(
-    model: &SimClrModel,
-    cfg: &Config,
-    train: &Dataset,
-    heldout: &[usize],
-    train_counts: &[usize],
-    test: &Dataset,
-    pipeline: &Pipeline,
-    mean: [f32; 3],
-    std: [f32; 3],
-    progress: ProgressMode,
-) -> Result<EvalResult> {
-    let e = &cfg.eval;
-    let size = cfg.augment.size;
-    let sets = EvalSets::new(cfg, train.n, heldout, test.n);
-    emit(progress, serde_json::json!({"event": "eval", "what": "features"}));
-    let feats = |ds: &Dataset, idx: &[usize]| -> Result<Features> {
-        let sub = ds.subset(idx);
-        let x = eval::extract_features(&model.encoder, &images(&sub), size, mean, std, 512)?;
-        Ok(Features {
-            x,
-            labels: sub.labels,
-        })
-    };
-    let views = |idx: &[usize]| -> Result<Features> {
-        let sub = test.subset(idx);
-        let x = bias::view_features(
-            &model.encoder,
-            &images(&sub),
-            pipeline,
-            size,
-            e.bias_views,
-            cfg.seed,
-        )?;
-        Ok(Features {
-            x,
-            labels: sub.labels,
-        })
-    };
-    let f = EvalFeatures {
-        bank: feats(train, &sets.bank)?,
-        test: feats(test, &sets.test)?,
-        val: (!sets.val.is_empty())
-            .then(|| feats(train, &sets.val))
-            .transpose()?,
-        views: (!sets.bias.is_empty()).then(|| views(&sets.bias)).transpose()?,
-        train_counts: train_counts.to_vec(),
-    };
-    protocol::score(&f, cfg, model.encoder.feat_dim, train.num_classes, progress)
 }
 
 /// Outcome of [`train`].
@@ -311,6 +103,64 @@ impl Outcome {
     }
 }
 
+/// The outcome of a run already finished in `out` with this config (`yaml`, hashed
+/// `config_sha`), or None. A `config.yaml` of another config there is an error.
+fn finished_run(out: &Path, yaml: &str, config_sha: &str) -> Result<Option<Outcome>> {
+    let cfg_path = out.join("config.yaml");
+    let Ok(existing) = std::fs::read_to_string(&cfg_path) else {
+        return Ok(None);
+    };
+    if existing != yaml {
+        bail!(
+            "{} holds a run of a different config; use another --out (nothing was changed)",
+            cfg_path.display()
+        );
+    }
+    let Ok(text) = std::fs::read_to_string(out.join("metrics.json")) else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_str::<Metrics>(&text)
+        .ok()
+        .filter(|m| m.config_sha256 == config_sha)
+        .map(|m| {
+            if m.status == "diverged" {
+                Outcome::Diverged(m)
+            } else {
+                Outcome::Completed(m)
+            }
+        }))
+}
+
+/// The class prototypes of the supervised prototype objective (None for the contrastive ones).
+fn prototypes(cfg: &Config, classes: usize) -> Result<Option<Prototypes>> {
+    if cfg.loss.name != LossName::SupervisedPrototype {
+        return Ok(None);
+    }
+    Ok(Some(match cfg.loss.prototypes {
+        PrototypeKind::Oracle => Prototypes::oracle(classes, cfg.model.proj_dim, cfg.seed)?,
+        PrototypeKind::Realistic => Prototypes::realistic(classes, cfg.model.proj_dim, cfg.loss.ema as f32),
+    }))
+}
+
+/// The error of a run stopped by a signal after `epochs_done` epochs.
+fn interrupted(signal: i32, epochs_done: usize, cfg: &Config, checkpoint: &Option<PathBuf>) -> anyhow::Error {
+    Interrupted {
+        signal,
+        epochs_done,
+        epochs_planned: cfg.train.epochs,
+        checkpoint: checkpoint.clone(),
+    }
+    .into()
+}
+
+/// Writes `metrics.json` into `out` (atomically).
+fn write_metrics(out: &Path, metrics: &Metrics) -> Result<()> {
+    atomic_write(
+        &out.join("metrics.json"),
+        serde_json::to_string_pretty(metrics)?.as_bytes(),
+    )
+}
+
 /// Trains (or resumes) the run described by `cfg` into `opts.out_dir`.
 pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
     cfg.validate()?;
@@ -321,26 +171,8 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
     remove_stale_temps(out);
     let yaml = cfg.to_yaml();
     let config_sha = sha256_hex(yaml.as_bytes());
-    let cfg_path = out.join("config.yaml");
-    if let Ok(existing) = std::fs::read_to_string(&cfg_path) {
-        if existing != yaml {
-            bail!(
-                "{} holds a run of a different config; use another --out (nothing was changed)",
-                cfg_path.display()
-            );
-        }
-        let metrics_path = out.join("metrics.json");
-        if let Ok(text) = std::fs::read_to_string(&metrics_path) {
-            if let Ok(m) = serde_json::from_str::<Metrics>(&text) {
-                if m.config_sha256 == config_sha {
-                    return Ok(if m.status == "diverged" {
-                        Outcome::Diverged(m)
-                    } else {
-                        Outcome::Completed(m)
-                    });
-                }
-            }
-        }
+    if let Some(done) = finished_run(out, &yaml, &config_sha)? {
+        return Ok(done);
     }
     let ckpt_dir = opts
         .checkpoint_dir
@@ -352,28 +184,17 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
     // before config.yaml is written, so that a dataset error leaves the run folder reusable
     // with another config (e.g. `--skip-bad`).
     let source = TrainSource::open(cfg, &opts.data_root)?;
+    let cfg_path = out.join("config.yaml");
     if !cfg_path.exists() {
         atomic_write(&cfg_path, yaml.as_bytes())?;
     }
     let (mean, std) = source.mean_std(&cfg.data.dataset);
     let pipeline = Pipeline::new(&cfg.augment, mean, std)?;
-    let classes = source.num_classes();
 
     let mut model = SimClrModel::new_on(&cfg.model, cfg.seed, &opts.device)?;
     model.precision = checked_precision(cfg, &opts.device)?;
     let mut opt = Optimizer::new(&cfg.optim);
-    let supervised = cfg.loss.name == "supervised_prototype";
-    let mut protos = if !supervised {
-        None
-    } else if cfg.loss.prototypes == "oracle" {
-        Some(Prototypes::oracle(classes, cfg.model.proj_dim, cfg.seed)?)
-    } else {
-        Some(Prototypes::realistic(
-            classes,
-            cfg.model.proj_dim,
-            cfg.loss.ema as f32,
-        ))
-    };
+    let mut protos = prototypes(cfg, source.num_classes())?;
     let init_norm = weight_norm(&model)?;
     let growth_limit = cfg.train.weight_growth_limit();
     let found = checkpoint::find(&ckpt_dir, &config_sha, &model, protos.as_ref(), cfg.train.epochs);
@@ -395,23 +216,10 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
     let total_steps = steps * cfg.train.epochs;
     let warmup = (cfg.optim.warmup_epochs * steps as f64).round() as usize;
     let (alpha, lambda) = cfg.loss_weights();
+    let smooth = (cfg.loss.max == LossMax::Smooth).then_some(cfg.loss.tau);
     let size = cfg.augment.size;
 
-    let bar = if opts.progress == ProgressMode::Bar {
-        let pb = ProgressBar::new(total_steps as u64);
-        pb.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} steps · {msg} · ETA {eta}",
-            )
-            .unwrap()
-            .progress_chars("=> "),
-        );
-        pb.set_position((start_epoch * steps) as u64);
-        pb.reset_eta();
-        Some(pb)
-    } else {
-        None
-    };
+    let progress = Progress::start(opts.progress, cfg.train.epochs, steps, b, start_epoch);
     let run_start = Instant::now();
     let mut diverged: Option<Diverged> = None;
     'epochs: for epoch in start_epoch..cfg.train.epochs {
@@ -421,16 +229,8 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         let mut lr = 0.0;
         for step in 0..steps {
             if let Some(signal) = signals::stop_requested() {
-                if let Some(pb) = &bar {
-                    pb.abandon();
-                }
-                return Err(Interrupted {
-                    signal,
-                    epochs_done: epoch,
-                    epochs_planned: cfg.train.epochs,
-                    checkpoint: last_ckpt,
-                }
-                .into());
+                progress.abandon();
+                return Err(interrupted(signal, epoch, cfg, &last_ckpt));
             }
             let (buf, batch_labels) = batches.next_batch()?;
             let x = Tensor::from_vec(buf, (2 * b, 3, size, size), &opts.device)?;
@@ -445,47 +245,30 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
                 p.update(&z0, &labels)?;
             }
             let proto_t = protos.as_ref().map(|p| p.tensor()).transpose()?;
-            let smooth = (cfg.loss.max == "smooth").then_some(cfg.loss.tau);
             let out = model.train_step(&x, |z| match &proto_t {
                 None => loss::balanced(z, cfg.loss.tau, alpha, lambda, cfg.loss.decoupled),
                 Some(p) => loss::supervised_prototype(z, &labels, p, alpha, lambda, smooth),
             })?;
             let lv = out.loss as f64;
+            let at = |what: String| Diverged {
+                epoch: epoch + 1,
+                step: step + 1,
+                what,
+            };
             let Some(grads) = out.grads else {
-                diverged = Some(Diverged {
-                    epoch: epoch + 1,
-                    step: step + 1,
-                    what: format!("loss is {lv}"),
-                });
+                diverged = Some(at(format!("loss is {lv}")));
                 break 'epochs;
             };
             lr = lr_at(cfg.optim.lr, epoch * steps + step, total_steps, warmup);
             if let Err(bad) = opt.step(&model.params.vars, grads, lr)? {
-                diverged = Some(Diverged {
-                    epoch: epoch + 1,
-                    step: step + 1,
-                    what: format!("non-finite gradient in `{}`", bad.0),
-                });
+                diverged = Some(at(format!("non-finite gradient in `{}`", bad.0)));
                 break 'epochs;
             }
             if let Some(p) = protos.as_mut() {
                 p.update(&out.z, &labels)?;
             }
             loss_sum += lv;
-            if let Some(pb) = &bar {
-                pb.inc(1);
-                let ips = 2.0 * b as f64 * (step + 1) as f64 / t_epoch.elapsed().as_secs_f64();
-                pb.set_message(format!(
-                    "epoch {}/{} · loss {lv:.4} · {ips:.0} img/s",
-                    epoch + 1,
-                    cfg.train.epochs
-                ));
-            }
-            emit(
-                opts.progress,
-                serde_json::json!({"event": "step", "epoch": epoch + 1, "epochs": cfg.train.epochs,
-                                   "step": step + 1, "steps": steps, "loss": lv}),
-            );
+            progress.step(epoch, step, lv, t_epoch);
         }
         let wall = t_epoch.elapsed().as_secs_f64();
         let rec = EpochRecord {
@@ -496,12 +279,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
             wall_s: wall,
         };
         let growth = weight_norm(&model)? / init_norm;
-        emit(
-            opts.progress,
-            serde_json::json!({"event": "epoch", "epoch": rec.epoch, "epochs": cfg.train.epochs,
-                               "loss": rec.loss, "images_per_sec": rec.images_per_sec,
-                               "weight_growth": growth}),
-        );
+        progress.epoch(&rec, growth);
         records.push(rec);
         if growth.is_nan() || growth > growth_limit {
             diverged = Some(Diverged {
@@ -524,9 +302,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         };
         last_ckpt = Some(checkpoint::save(&ckpt_dir, &model, &opt, protos.as_ref(), &meta)?);
     }
-    if let Some(pb) = bar {
-        pb.finish_and_clear();
-    }
+    progress.finish();
 
     let train_secs: f64 = records.iter().map(|r| r.wall_s).sum();
     let train_views: f64 = records.iter().map(|r| r.images_per_sec * r.wall_s).sum();
@@ -548,7 +324,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         threads: rayon::current_num_threads(),
         device: crate::device::label(&opts.device),
         git_commit: git_commit(),
-        dataset: cfg.data.dataset.clone(),
+        dataset: cfg.data.dataset.to_string(),
         dataset_fingerprint: source.fingerprint().to_string(),
         dataset_verified: source.verified(),
         config_sha256: config_sha,
@@ -560,50 +336,30 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         metrics.status = "diverged".into();
         metrics.diverged = Some(d);
         metrics.wall_time_s = prior_wall + run_start.elapsed().as_secs_f64();
-        atomic_write(
-            &out.join("metrics.json"),
-            serde_json::to_string_pretty(&metrics)?.as_bytes(),
-        )?;
+        write_metrics(out, &metrics)?;
         Outcome::Diverged(metrics)
     } else {
-        let stop_check = |last_ckpt: &Option<PathBuf>| -> Result<()> {
-            match signals::stop_requested() {
-                Some(signal) => Err(Interrupted {
-                    signal,
-                    epochs_done: cfg.train.epochs,
-                    epochs_planned: cfg.train.epochs,
-                    checkpoint: last_ckpt.clone(),
-                }
-                .into()),
-                None => Ok(()),
-            }
+        let stop_check = || match signals::stop_requested() {
+            Some(signal) => Err(interrupted(signal, cfg.train.epochs, cfg, &last_ckpt)),
+            None => Ok(()),
         };
-        stop_check(&last_ckpt)?;
-        metrics.eval = Some(source.evaluate(&model, cfg, &pipeline, mean, std, opts.progress)?);
+        stop_check()?;
+        metrics.eval = Some(source.evaluate(&model, cfg, &pipeline, mean, std, progress.mode())?);
         if cfg.eval.random_init_reference {
-            stop_check(&last_ckpt)?;
-            emit(
-                opts.progress,
-                serde_json::json!({"event": "eval", "what": "reference"}),
-            );
+            stop_check()?;
+            progress.event(serde_json::json!({"event": "eval", "what": "reference"}));
             let fresh = SimClrModel::new_on(&cfg.model, cfg.seed, &opts.device)?;
             metrics.reference =
                 Some(source.evaluate(&fresh, cfg, &pipeline, mean, std, ProgressMode::None)?);
         }
         metrics.wall_time_s = prior_wall + run_start.elapsed().as_secs_f64();
-        atomic_write(
-            &out.join("metrics.json"),
-            serde_json::to_string_pretty(&metrics)?.as_bytes(),
-        )?;
+        write_metrics(out, &metrics)?;
         // The run is finished: only the newest checkpoint is kept (the trained weights).
         if let Some(latest) = checkpoint::list(&ckpt_dir, &metrics.config_sha256).first() {
             checkpoint::prune(&ckpt_dir, &metrics.config_sha256, latest.0)?;
         }
         Outcome::Completed(metrics)
     };
-    emit(
-        opts.progress,
-        serde_json::json!({"event": "done", "status": outcome.metrics().status}),
-    );
+    progress.event(serde_json::json!({"event": "done", "status": outcome.metrics().status}));
     Ok(outcome)
 }

@@ -17,13 +17,16 @@
 //! Folder datasets are normalised with the ImageNet mean and standard deviation.
 
 use crate::augment::{self, Pipeline};
-use crate::config::{Config, DataConfig};
+use crate::bias;
+use crate::config::{Config, DataConfig, DatasetName};
 use crate::data::folder::{self, FolderLayout, ImageList};
 use crate::data::{self, Dataset, Split};
+use crate::eval::{self, ImageSet};
 use crate::input::{ImageStore, InputStream, Mode, StreamOptions};
+use crate::metrics::EvalResult;
 use crate::model::{ResNet, SimClrModel};
+use crate::progress::{emit, ProgressMode};
 use crate::protocol::{self, EvalFeatures, EvalSets, Features};
-use crate::run::{emit, evaluate, EvalResult, ProgressMode};
 use anyhow::{anyhow, Result};
 use candle_core::Tensor;
 use rand::seq::SliceRandom;
@@ -206,6 +209,70 @@ impl FolderSource {
     }
 }
 
+/// Evaluates `model`'s encoder on the in-memory CIFAR splits: the [`EvalSets`] of the official
+/// training split `train` (of which `heldout` is the validation split) and `test`, scored by
+/// [`protocol::score`].
+#[allow(clippy::too_many_arguments)]
+fn evaluate_memory(
+    model: &SimClrModel,
+    cfg: &Config,
+    train: &Dataset,
+    heldout: &[usize],
+    train_counts: &[usize],
+    test: &Dataset,
+    pipeline: &Pipeline,
+    mean: [f32; 3],
+    std: [f32; 3],
+    progress: ProgressMode,
+) -> Result<EvalResult> {
+    let e = &cfg.eval;
+    let size = cfg.augment.size;
+    let sets = EvalSets::new(cfg, train.n, heldout, test.n);
+    emit(progress, serde_json::json!({"event": "eval", "what": "features"}));
+    let feats = |ds: &Dataset, idx: &[usize]| -> Result<Features> {
+        let sub = ds.subset(idx);
+        let x = eval::extract_features(&model.encoder, &images(&sub), size, mean, std, 512)?;
+        Ok(Features {
+            x,
+            labels: sub.labels,
+        })
+    };
+    let views = |idx: &[usize]| -> Result<Features> {
+        let sub = test.subset(idx);
+        let x = bias::view_features(
+            &model.encoder,
+            &images(&sub),
+            pipeline,
+            size,
+            e.bias_views,
+            cfg.seed,
+        )?;
+        Ok(Features {
+            x,
+            labels: sub.labels,
+        })
+    };
+    let f = EvalFeatures {
+        bank: feats(train, &sets.bank)?,
+        test: feats(test, &sets.test)?,
+        val: (!sets.val.is_empty())
+            .then(|| feats(train, &sets.val))
+            .transpose()?,
+        views: (!sets.bias.is_empty()).then(|| views(&sets.bias)).transpose()?,
+        train_counts: train_counts.to_vec(),
+    };
+    protocol::score(&f, cfg, model.encoder.feat_dim, train.num_classes, progress)
+}
+
+fn images(ds: &Dataset) -> ImageSet<'_> {
+    ImageSet {
+        pixels: &ds.images,
+        n: ds.n,
+        h: ds.height,
+        w: ds.width,
+    }
+}
+
 /// The batches of one epoch (see the module doc for the order and seeds).
 pub enum EpochBatches<'a> {
     Memory {
@@ -272,7 +339,7 @@ impl TrainSource {
                 data_root,
             )?));
         }
-        let split = data::load(&cfg.data.dataset, data_root, cfg.data.allow_unverified)?;
+        let split = data::load(cfg.data.dataset.as_str(), data_root, cfg.data.allow_unverified)?;
         let t = &split.train;
         let val = cfg
             .eval
@@ -308,11 +375,10 @@ impl TrainSource {
 
     /// Normalisation: CIFAR's official statistics (else those of the training split); the
     /// ImageNet ones for folders.
-    pub fn mean_std(&self, dataset: &str) -> ([f32; 3], [f32; 3]) {
+    pub fn mean_std(&self, dataset: &DatasetName) -> ([f32; 3], [f32; 3]) {
         match self {
-            TrainSource::Memory { split, .. } => {
-                data::official_mean_std(dataset).unwrap_or_else(|| data::channel_mean_std(&split.train))
-            }
+            TrainSource::Memory { split, .. } => data::official_mean_std(dataset.as_str())
+                .unwrap_or_else(|| data::channel_mean_std(&split.train)),
             TrainSource::Folder(_) => (data::IMAGENET_MEAN, data::IMAGENET_STD),
         }
     }
@@ -375,7 +441,7 @@ impl TrainSource {
         }
     }
 
-    /// Evaluates `model` (see [`crate::run`] for CIFAR, [`FolderSource::evaluate`] for folders).
+    /// Evaluates `model` (`evaluate_memory` for CIFAR, [`FolderSource::evaluate`] for folders).
     pub fn evaluate(
         &self,
         model: &SimClrModel,
@@ -390,7 +456,7 @@ impl TrainSource {
                 split,
                 heldout,
                 train,
-            } => evaluate(
+            } => evaluate_memory(
                 model,
                 cfg,
                 &split.train,
@@ -410,7 +476,7 @@ impl TrainSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{EvalConfig, ModelConfig, TrainLoopConfig};
+    use crate::config::{Arch, EvalConfig, ModelConfig, Stem, TrainLoopConfig};
     use crate::data::folder::test_support::write_tree;
     use crate::run::{train, Outcome, RunOptions};
 
@@ -431,9 +497,9 @@ mod tests {
         let mut cfg = Config {
             seed: 3,
             model: ModelConfig {
-                arch: "resnet18".into(),
+                arch: Arch::Resnet18,
                 width: 4,
-                stem: "imagenet".into(),
+                stem: Stem::Imagenet,
                 proj_hidden: 16,
                 proj_dim: 8,
                 ..ModelConfig::default()
@@ -454,7 +520,7 @@ mod tests {
             },
             ..Config::default()
         };
-        cfg.data.dataset = "imagefolder".into();
+        cfg.data.dataset = DatasetName::Imagefolder;
         cfg.data.train_dir = Some("imagenet/train".into());
         cfg.data.val_list = Some("imagenet/val.txt".into());
         cfg.data.list_root = Some("imagenet".into());

@@ -31,8 +31,8 @@
 //! `simclr` = [crop, flip, color_jitter, grayscale]; `none` = []. Names in `remove` are dropped
 //! from the preset (a name the preset lacks is ignored). Names in `add` that are not already in
 //! the pipeline are appended in the canonical order [crop, flip, color_jitter, grayscale, blur,
-//! solarize, rotation, cutout] (`config::TRANSFORMS`), whatever their order in the list. A name
-//! both removed and added, or an unknown name, is an error naming it. Without `crop`, an image
+//! solarize, rotation, cutout] (`config::Transform`), whatever their order in the list. A name
+//! both removed and added is an error naming it (an unknown name is refused when the config is read). Without `crop`, an image
 //! whose side differs from `size` is first centre-resized ([`center_resize`]).
 //!
 //! # Randomness
@@ -77,7 +77,9 @@ pub use ops::{
     resized_crop_hw, rotate, sample_crop_params, solarize, to_grayscale, Image, LUMA,
 };
 
-use crate::config::AugmentConfig;
+// One named transform of the pipeline (`augment.remove` / `augment.add` name them).
+use crate::config::Transform as Op;
+use crate::config::{AugmentConfig, Preset};
 use anyhow::{bail, Result};
 use ops::uniform;
 use rand::seq::SliceRandom;
@@ -85,55 +87,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-/// One named transform of the pipeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Crop,
-    Flip,
-    ColorJitter,
-    Grayscale,
-    Blur,
-    Solarize,
-    Rotation,
-    Cutout,
-}
-
-/// Canonical order (the order of `config::TRANSFORMS`).
-const CANONICAL: [Op; 8] = [
-    Op::Crop,
-    Op::Flip,
-    Op::ColorJitter,
-    Op::Grayscale,
-    Op::Blur,
-    Op::Solarize,
-    Op::Rotation,
-    Op::Cutout,
-];
-
-impl Op {
-    fn name(self) -> &'static str {
-        match self {
-            Op::Crop => "crop",
-            Op::Flip => "flip",
-            Op::ColorJitter => "color_jitter",
-            Op::Grayscale => "grayscale",
-            Op::Blur => "blur",
-            Op::Solarize => "solarize",
-            Op::Rotation => "rotation",
-            Op::Cutout => "cutout",
-        }
-    }
-
-    fn parse(key: &str, name: &str) -> Result<Op> {
-        match CANONICAL.iter().find(|op| op.name() == name) {
-            Some(&op) => Ok(op),
-            None => {
-                let known: Vec<&str> = CANONICAL.iter().map(|op| op.name()).collect();
-                bail!("`{key}`: unknown transform `{name}`, expected one of {known:?}")
-            }
-        }
-    }
-}
+/// Canonical order: the order of [`Op::ALL`].
+const CANONICAL: &[Op] = Op::ALL;
 
 /// A configured augmentation pipeline (cheap to share across threads: it holds no buffers).
 #[derive(Debug, Clone)]
@@ -151,26 +106,16 @@ impl Pipeline {
     /// pixel units). Errors (never panics) on unknown names and on parameters that would make a
     /// transform meaningless.
     pub fn new(cfg: &AugmentConfig, mean: [f32; 3], std: [f32; 3]) -> Result<Pipeline> {
-        let preset: &[Op] = match cfg.preset.as_str() {
-            "simclr" => &[Op::Crop, Op::Flip, Op::ColorJitter, Op::Grayscale],
-            "none" => &[],
-            other => bail!("`augment.preset`: unknown preset `{other}`, expected simclr or none"),
+        let preset: &[Op] = match cfg.preset {
+            Preset::Simclr => &[Op::Crop, Op::Flip, Op::ColorJitter, Op::Grayscale],
+            Preset::None => &[],
         };
-        let remove = cfg
-            .remove
-            .iter()
-            .map(|n| Op::parse("augment.remove", n))
-            .collect::<Result<Vec<_>>>()?;
-        let add = cfg
-            .add
-            .iter()
-            .map(|n| Op::parse("augment.add", n))
-            .collect::<Result<Vec<_>>>()?;
+        let (remove, add) = (&cfg.remove, &cfg.add);
         if let Some(op) = add.iter().find(|op| remove.contains(op)) {
-            bail!("`augment`: transform `{}` is both removed and added", op.name());
+            bail!("`augment`: transform `{}` is both removed and added", op.as_str());
         }
         let mut ops: Vec<Op> = preset.iter().copied().filter(|op| !remove.contains(op)).collect();
-        for op in CANONICAL {
+        for &op in CANONICAL {
             if add.contains(&op) && !ops.contains(&op) {
                 ops.push(op);
             }
@@ -240,7 +185,7 @@ impl Pipeline {
 
     /// The transforms in the order they are applied.
     pub fn names(&self) -> Vec<&'static str> {
-        self.ops.iter().map(|op| op.name()).collect()
+        self.ops.iter().map(|op| op.as_str()).collect()
     }
 
     /// Output side in pixels.

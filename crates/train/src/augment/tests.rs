@@ -43,9 +43,9 @@ fn transpose(img: &Image) -> Image {
 
 fn cfg_with(preset: &str, remove: &[&str], add: &[&str]) -> AugmentConfig {
     AugmentConfig {
-        preset: preset.into(),
-        remove: remove.iter().map(|s| s.to_string()).collect(),
-        add: add.iter().map(|s| s.to_string()).collect(),
+        preset: preset.parse().unwrap(),
+        remove: remove.iter().map(|s| s.parse().unwrap()).collect(),
+        add: add.iter().map(|s| s.parse().unwrap()).collect(),
         ..AugmentConfig::default()
     }
 }
@@ -461,16 +461,11 @@ fn pipeline_names_follow_presets() {
 }
 
 #[test]
-fn pipeline_rejects_unknown_and_conflicting_names() {
-    for (cfg, needle) in [
-        (cfg_with("simclr", &[], &["sharpen"]), "sharpen"),
-        (cfg_with("simclr", &["jitter"], &[]), "jitter"),
-        (cfg_with("fancy", &[], &[]), "fancy"),
-        (cfg_with("simclr", &["flip"], &["flip"]), "flip"),
-    ] {
-        let err = Pipeline::new(&cfg, CIFAR_MEAN, CIFAR_STD).unwrap_err();
-        assert!(format!("{err:#}").contains(needle), "{err:#}");
-    }
+fn pipeline_rejects_conflicting_names() {
+    // (Unknown names are refused when the config is read: `config::Transform`.)
+    let cfg = cfg_with("simclr", &["flip"], &["flip"]);
+    let err = Pipeline::new(&cfg, CIFAR_MEAN, CIFAR_STD).unwrap_err();
+    assert!(format!("{err:#}").contains("flip"), "{err:#}");
     let cfg = AugmentConfig {
         size: 0,
         ..AugmentConfig::default()

@@ -215,7 +215,7 @@ impl FolderLayout {
     /// The layout named by `data` (`train_dir` or `train_list`, `val_dir` or `val_list`,
     /// `class_map`, `list_root`), paths resolved against `data_root` (absolute ones are kept).
     pub fn from_config(data: &DataConfig, data_root: &Path) -> Result<FolderLayout> {
-        if data.dataset != FOLDER_DATASET {
+        if !data.is_folder() {
             bail!("`data.dataset` is `{}`, not `{FOLDER_DATASET}`", data.dataset);
         }
         let list_root = data_root.join(data.list_root.as_deref().unwrap_or(""));
@@ -811,7 +811,7 @@ mod tests {
 
     fn data_cfg(f: impl FnOnce(&mut DataConfig)) -> DataConfig {
         let mut d = DataConfig {
-            dataset: FOLDER_DATASET.into(),
+            dataset: crate::config::DatasetName::Imagefolder,
             ..DataConfig::default()
         };
         f(&mut d);

@@ -280,7 +280,7 @@ mod tests {
         entries.sort();
         assert_eq!(entries, vec!["nette", "nette-lt10"], "no staging folder left");
         let data = DataConfig {
-            dataset: "imagefolder".into(),
+            dataset: crate::config::DatasetName::Imagefolder,
             train_list: Some("nette-lt10/train.txt".into()),
             val_list: Some("nette-lt10/val.txt".into()),
             list_root: Some("nette".into()),

@@ -99,7 +99,7 @@ pub fn dataset_fingerprint(
     if data.is_folder() {
         folder::fingerprint(data, root)
     } else {
-        fingerprint(&data.dataset, root)
+        fingerprint(data.dataset.as_str(), root)
     }
 }
 
@@ -108,7 +108,7 @@ pub fn dataset_fingerprint(
 /// `class_map`) and `skip_bad`.
 pub fn dataset_key(data: &crate::config::DataConfig) -> String {
     if !data.is_folder() {
-        return data.dataset.clone();
+        return data.dataset.to_string();
     }
     format!(
         "{}\n{:?}",
