@@ -64,12 +64,14 @@ const CONFIG: Config = {
     Config(b)
 };
 
-/// `out[o·ldo + m] = Σ_t Σ_k a(t, k)[o] ⋅ b(t, k)[m]` for `o < no`, `m < nm` (multiples of 32):
-/// a sum of 16 × 16-pair tile products, `⋅` the bf16 pair dot product. The A operand of step
+/// `out[o·ldo + m] = Σ_t Σ_k a(t, k)[o] ⋅ b(t, k)[m]` for `o < no` (a multiple of 16),
+/// `m < nm` (a multiple of 32): a sum of 16 × 16-pair tile products, `⋅` the bf16 pair dot
+/// product. The A operand of step
 /// (t, k) for output rows o0..o0 + 16 is the 16 × 16 u32 tile at `a + (t·nk + k)·a_step + o0·16`
 /// (rows 64 bytes apart, so `a` is laid out `[t][k][o][16]`); the B operand for columns
 /// m0..m0 + 16 is the tile at `b + k·16·b_row + offs[t] + m0` with rows `b_row` lanes apart.
-/// Tiles of 2 × 2 (32 rows × 32 columns of `out`) accumulate over all (t, k) before one store.
+/// Tiles of 2 × 2 (32 rows × 32 columns of `out`) accumulate over all (t, k) before one store;
+/// a last 16 rows (`no` an odd multiple of 16, e.g. a 16-channel layer) run as 1 × 2 tiles.
 ///
 /// # Safety
 /// AMX must be [`available`]; every tile read must lie inside its buffer
@@ -90,10 +92,45 @@ pub(super) unsafe fn gemm_taps(
     ldo: usize,
 ) {
     use std::arch::asm;
-    debug_assert!(no.is_multiple_of(32) && nm.is_multiple_of(32));
+    debug_assert!(no.is_multiple_of(16) && nm.is_multiple_of(32));
     asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
     let (sa, sb, so) = (64usize, b_row * 4, ldo * 4);
-    for o0 in (0..no).step_by(32) {
+    let no32 = no / 32 * 32;
+    if no32 < no {
+        let o0 = no32;
+        for m0 in (0..nm).step_by(32) {
+            asm!("tilezero tmm0", "tilezero tmm1", options(nostack, nomem));
+            for (t, &off) in offs.iter().enumerate() {
+                for k in 0..nk {
+                    let a0 = a.add((t * nk + k) * a_step + o0 * 16);
+                    let b0 = b.add(k * 16 * b_row + off + m0);
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        a0 = in(reg) a0,
+                        b0 = in(reg) b0,
+                        b1 = in(reg) b0.add(16),
+                        sa = in(reg) sa,
+                        sb = in(reg) sb,
+                        options(nostack, readonly)
+                    );
+                }
+            }
+            let c0 = out.add(o0 * ldo + m0);
+            asm!(
+                "tilestored [{c0} + {so}*1], tmm0",
+                "tilestored [{c1} + {so}*1], tmm1",
+                c0 = in(reg) c0,
+                c1 = in(reg) c0.add(16),
+                so = in(reg) so,
+                options(nostack)
+            );
+        }
+    }
+    for o0 in (0..no32).step_by(32) {
         for m0 in (0..nm).step_by(32) {
             asm!(
                 "tilezero tmm0",
@@ -144,15 +181,16 @@ pub(super) unsafe fn gemm_taps(
 }
 
 /// `c[r·ldc + j] += Σ_{m < nm} a[r·a_row + m] · b[(m / 2)·b_row + j][m % 2]` for `r < nr`,
-/// `j < nc`: a reduction over `nm` bf16 elements (multiples of 32 each), `a` rows of bf16 `a_row`
+/// `j < nc`: a reduction over `nm` bf16 elements (`nr`, `nm` multiples of 32, `nc` of 16), `a` rows of bf16 `a_row`
 /// elements apart (any alignment), `b` the VNNI layout (row = a pair of reduced elements, lane =
 /// their two bf16 for one column), rows `b_row` lanes apart. Tiles of 2 × 2 (32 × 32 of `c`)
-/// are loaded from `c`, accumulate over all of `nm` and are stored back.
+/// are loaded from `c`, accumulate over all of `nm` and are stored back; a last 16 columns
+/// (`nc` an odd multiple of 16) run as 2 × 1 tiles.
 ///
 /// # Safety
 /// AMX must be [`available`]; `a` readable for `(nr − 1)·a_row + nm` elements, `b` for
-/// `(nm/2 − 1)·b_row + nc` lanes, `c` writable for `(nr − 1)·ldc + nc` floats; `nr`, `nc`, `nm`
-/// multiples of 32.
+/// `(nm/2 − 1)·b_row + nc` lanes, `c` writable for `(nr − 1)·ldc + nc` floats; `nr`, `nm`
+/// multiples of 32, `nc` of 16.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn gemm_acc(
@@ -167,11 +205,48 @@ pub(super) unsafe fn gemm_acc(
     ldc: usize,
 ) {
     use std::arch::asm;
-    debug_assert!(nr.is_multiple_of(32) && nc.is_multiple_of(32) && nm.is_multiple_of(32));
+    debug_assert!(nr.is_multiple_of(32) && nc.is_multiple_of(16) && nm.is_multiple_of(32));
     asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
     let (sa, sb, sc) = (a_row * 2, b_row * 4, ldc * 4);
+    let nc32 = nc / 32 * 32;
     for r0 in (0..nr).step_by(32) {
-        for j0 in (0..nc).step_by(32) {
+        if nc32 < nc {
+            let c0 = c.add(r0 * ldc + nc32);
+            asm!(
+                "tileloadd tmm0, [{c0} + {sc}*1]",
+                "tileloadd tmm2, [{c2} + {sc}*1]",
+                c0 = in(reg) c0,
+                c2 = in(reg) c0.add(16 * ldc),
+                sc = in(reg) sc,
+                options(nostack, readonly)
+            );
+            for m0 in (0..nm).step_by(32) {
+                let a0 = a.add(r0 * a_row + m0);
+                let b0 = b.add(m0 / 2 * b_row + nc32);
+                asm!(
+                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    a0 = in(reg) a0,
+                    a1 = in(reg) a0.add(16 * a_row),
+                    b0 = in(reg) b0,
+                    sa = in(reg) sa,
+                    sb = in(reg) sb,
+                    options(nostack, readonly)
+                );
+            }
+            asm!(
+                "tilestored [{c0} + {sc}*1], tmm0",
+                "tilestored [{c2} + {sc}*1], tmm2",
+                c0 = in(reg) c0,
+                c2 = in(reg) c0.add(16 * ldc),
+                sc = in(reg) sc,
+                options(nostack)
+            );
+        }
+        for j0 in (0..nc32).step_by(32) {
             let c0 = c.add(r0 * ldc + j0);
             asm!(
                 "tileloadd tmm0, [{c0} + {sc}*1]",

@@ -42,6 +42,38 @@ pub fn applies(c: usize, co: usize, h: usize, w: usize, k: usize, stride: usize,
         && has_avx512()
 }
 
+/// How a product multiplies: f32 FMAs, bf16 `vdpbf16ps` (AVX-512 BF16) or bf16 AMX tiles
+/// ([`super::amx`], through the tile gemms of `direct_small`, whose padded-grid and pair-plane
+/// layout is this module's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arith {
+    F32,
+    Dp,
+    Amx,
+}
+
+impl Arith {
+    /// The fastest arithmetic of a precision here: bf16 on AMX where it is available, the tile
+    /// rows come in multiples of 16 (`rows`: output channels of the forward and the weight
+    /// gradient, dx channels of the stride-2 input gradient) and at least
+    /// [`AMX_MIN_CHANNELS`] channels are reduced (`red`; the tiles pad them to 32), else on
+    /// `vdpbf16ps`.
+    fn of(prec: Precision, rows: usize, red: usize) -> Self {
+        match prec {
+            Precision::F32 => Arith::F32,
+            Precision::Bf16
+                if rows.is_multiple_of(16) && red >= AMX_MIN_CHANNELS && super::amx::available() =>
+            {
+                Arith::Amx
+            }
+            Precision::Bf16 => Arith::Dp,
+        }
+    }
+}
+
+/// Fewest reduced channels for which the AMX tiles, padded to 32 channels, pay.
+const AMX_MIN_CHANNELS: usize = 8;
+
 #[cfg(target_arch = "x86_64")]
 pub(super) fn has_avx512() -> bool {
     std::is_x86_feature_detected!("avx512f")
@@ -264,11 +296,31 @@ pub fn forward_moments(
     moments: bool,
     prec: Precision,
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
+    forward_moments_as(x, wt, n, c, h, w, co, stride, moments, Arith::of(prec, co, c))
+}
+
+/// [`forward_moments`] with the arithmetic chosen.
+#[allow(clippy::too_many_arguments)]
+fn forward_moments_as(
+    x: &[f32],
+    wt: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    stride: usize,
+    moments: bool,
+    arith: Arith,
+) -> (Vec<f32>, Vec<PlaneMoments>) {
     assert!(
         applies(c, co, h, w, 3, stride, 1),
         "direct::forward on an unsupported convolution"
     );
-    let bf16 = prec == Precision::Bf16;
+    if arith == Arith::Amx {
+        return super::direct_small::forward_amx(x, wt, n, c, h, w, co, stride, moments);
+    }
+    let bf16 = arith == Arith::Dp;
     assert!(
         !bf16 || super::bf16::has_bf16(),
         "direct::forward: bf16 needs AVX-512 BF16"
@@ -378,11 +430,30 @@ pub fn weight_grad(
     stride: usize,
     prec: Precision,
 ) -> Vec<f32> {
+    weight_grad_as(x, dy, n, c, h, w, co, stride, Arith::of(prec, co, c))
+}
+
+/// [`weight_grad`] with the arithmetic chosen.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_as(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    stride: usize,
+    arith: Arith,
+) -> Vec<f32> {
     assert!(
         applies(c, co, h, w, 3, stride, 1),
         "direct::weight_grad on an unsupported convolution"
     );
-    let bf16 = prec == Precision::Bf16;
+    if arith == Arith::Amx {
+        return super::direct_small::weight_grad_amx(x, dy, n, c, h, w, co, stride);
+    }
+    let bf16 = arith == Arith::Dp;
     assert!(
         !bf16 || super::bf16::has_bf16(),
         "direct::weight_grad: bf16 needs AVX-512 BF16"
@@ -508,11 +579,29 @@ pub fn input_grad_stride2(
     co: usize,
     prec: Precision,
 ) -> Vec<f32> {
+    input_grad_stride2_as(dy, wt, n, c, h, w, co, Arith::of(prec, c, co))
+}
+
+/// [`input_grad_stride2`] with the arithmetic chosen.
+#[allow(clippy::too_many_arguments)]
+fn input_grad_stride2_as(
+    dy: &[f32],
+    wt: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    arith: Arith,
+) -> Vec<f32> {
     assert!(
         dx_applies(c, co, h, w),
         "direct::input_grad_stride2 on an unsupported convolution"
     );
-    let bf16 = prec == Precision::Bf16;
+    if arith == Arith::Amx {
+        return super::direct_small::input_grad_stride2_amx(dy, wt, n, c, h, w, co);
+    }
+    let bf16 = arith == Arith::Dp;
     assert!(
         !bf16 || super::bf16::has_bf16(),
         "direct::input_grad_stride2: bf16 needs AVX-512 BF16"
@@ -1386,6 +1475,79 @@ mod tests {
     fn dx_bf16(dy: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
         input_grad_stride2(dy, wt, n, c, h, w, co, Bf16)
     }
+    // The bf16 entry points with the arithmetic forced: `vdpbf16ps` (Dp) or AMX tiles.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_dp(
+        x: &[f32],
+        wt: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        forward_moments_as(x, wt, n, c, h, w, co, s, false, Arith::Dp).0
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn forward_amx(
+        x: &[f32],
+        wt: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        forward_moments_as(x, wt, n, c, h, w, co, s, false, Arith::Amx).0
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn moments_amx(
+        x: &[f32],
+        wt: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+        m: bool,
+    ) -> (Vec<f32>, Vec<crate::ops::PlaneMoments>) {
+        forward_moments_as(x, wt, n, c, h, w, co, s, m, Arith::Amx)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn wgrad_dp(
+        x: &[f32],
+        dy: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        weight_grad_as(x, dy, n, c, h, w, co, s, Arith::Dp)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn wgrad_amx(
+        x: &[f32],
+        dy: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        weight_grad_as(x, dy, n, c, h, w, co, s, Arith::Amx)
+    }
+    fn dx_dp(dy: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
+        input_grad_stride2_as(dy, wt, n, c, h, w, co, Arith::Dp)
+    }
+    fn dx_amx(dy: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
+        input_grad_stride2_as(dy, wt, n, c, h, w, co, Arith::Amx)
+    }
 
     #[test]
     fn bf16_kernels_are_the_convolution_of_the_rounded_operands() {
@@ -1393,6 +1555,8 @@ mod tests {
             eprintln!("no AVX-512 BF16 here: the bf16 kernels are never used, nothing to test");
             return;
         }
+        // The vdpbf16ps kernels (the fallback where AMX is not available, and the choice for
+        // fewer than AMX_MIN_CHANNELS reduced channels or tile rows not a multiple of 16).
         // Odd channel counts (a half-empty last pair), several channel blocks, odd planes.
         for shape in [
             (2, 3, 8, 8, 8),
@@ -1400,10 +1564,10 @@ mod tests {
             (3, 2, 13, 11, 8),
             (2, 16, 32, 32, 16),
         ] {
-            reference::check_forward_bf16(forward_bf16, shape, 1);
+            reference::check_forward_bf16(forward_dp, shape, 1);
         }
         for shape in [(2, 3, 16, 16, 8), (1, 5, 17, 15, 16), (1, 1, 31, 16, 8)] {
-            reference::check_forward_bf16(forward_bf16, shape, 2);
+            reference::check_forward_bf16(forward_dp, shape, 2);
         }
         for shape in [
             (3, 3, 8, 8, 8),
@@ -1411,15 +1575,93 @@ mod tests {
             (2, 16, 32, 32, 16),
             (40, 3, 8, 8, 8),
         ] {
-            reference::check_weight_grad_bf16(wgrad_bf16, shape, 1);
+            reference::check_weight_grad_bf16(wgrad_dp, shape, 1);
         }
         for shape in [(3, 3, 16, 16, 8), (11, 2, 17, 17, 16), (40, 2, 16, 16, 8)] {
-            reference::check_weight_grad_bf16(wgrad_bf16, shape, 2);
+            reference::check_weight_grad_bf16(wgrad_dp, shape, 2);
         }
         for shape in [(2, 8, 16, 16, 4), (1, 16, 17, 15, 8), (1, 8, 31, 16, 3)] {
-            reference::check_input_grad_stride2_bf16(dx_bf16, shape);
+            reference::check_input_grad_stride2_bf16(dx_dp, shape);
         }
-        reference::check_thread_independence(forward_bf16, wgrad_bf16, (21, 4, 17, 16, 16), 2);
+        reference::check_thread_independence(forward_dp, wgrad_dp, (21, 4, 17, 16, 16), 2);
+    }
+
+    #[test]
+    fn amx_kernels_are_the_convolution_of_the_rounded_operands() {
+        if !crate::ops::amx::available() {
+            eprintln!("no AMX here: the AMX paths are never used, nothing to test");
+            return;
+        }
+        // (n, c, h, w, co). check_*_bf16 asserts 1e-5 from the f64 convolution of the bf16-rounded
+        // operands and 1e-4..1e-2 from the unrounded one, so an f32 kernel fails it. Odd channel
+        // counts (padded to 32), co = 16 (the 16-row tiles), 48 (32-row tiles and a 16-row
+        // rest), two 32-channel blocks, odd planes, and the width-16 ResNet's layers.
+        for shape in [
+            (1, 5, 9, 9, 16),
+            (2, 40, 13, 11, 48),
+            (2, 3, 32, 32, 16),
+            (2, 16, 32, 32, 16),
+            (2, 32, 16, 16, 32),
+        ] {
+            reference::check_forward_bf16(forward_amx, shape, 1);
+        }
+        for shape in [(1, 5, 17, 15, 16), (1, 24, 31, 16, 48), (2, 16, 32, 32, 32)] {
+            reference::check_forward_bf16(forward_amx, shape, 2);
+        }
+        for shape in [
+            (11, 2, 9, 9, 16),
+            (3, 40, 13, 11, 48),
+            (40, 3, 8, 8, 16),
+            (2, 3, 32, 32, 16),
+            (2, 16, 32, 32, 16),
+            (2, 32, 16, 16, 32),
+        ] {
+            reference::check_weight_grad_bf16(wgrad_amx, shape, 1);
+        }
+        for shape in [(11, 2, 17, 17, 16), (3, 24, 31, 16, 48), (2, 16, 32, 32, 32)] {
+            reference::check_weight_grad_bf16(wgrad_amx, shape, 2);
+        }
+        for shape in [
+            (2, 16, 16, 16, 4),
+            (1, 48, 17, 15, 40),
+            (1, 16, 31, 16, 3),
+            (2, 16, 32, 32, 32),
+        ] {
+            reference::check_input_grad_stride2_bf16(dx_amx, shape);
+        }
+        reference::check_moments(moments_amx, forward_amx, (3, 5, 9, 11, 16), 1);
+        reference::check_moments(moments_amx, forward_amx, (2, 40, 17, 16, 48), 2);
+        reference::check_thread_independence(forward_amx, wgrad_amx, (21, 16, 10, 9, 16), 1);
+        reference::check_thread_independence(forward_amx, wgrad_amx, (21, 24, 17, 16, 48), 2);
+    }
+
+    #[test]
+    fn bf16_runs_on_amx_where_it_pays() {
+        let amx = crate::ops::amx::available();
+        let tiles = if amx { Arith::Amx } else { Arith::Dp };
+        // The width-16 ResNet's large-plane layers: forward and dW (rows co, reducing c), the
+        // stride-2 dx (rows c, reducing co), the stride-1 dx (a forward with c, co swapped).
+        assert_eq!(Arith::of(Bf16, 16, 16), tiles, "16 → 16");
+        assert_eq!(Arith::of(Bf16, 32, 16), tiles, "16 → 32 stride 2");
+        assert_eq!(Arith::of(Bf16, 16, 32), tiles, "16 → 32 stride-2 dx");
+        assert_eq!(Arith::of(Bf16, 32, 32), tiles, "32 → 32");
+        assert_eq!(Arith::of(Bf16, 16, 3), Arith::Dp, "the 3-channel stem");
+        assert_eq!(Arith::of(Bf16, 8, 16), Arith::Dp, "8 tile rows");
+        assert_eq!(Arith::of(Bf16, 24, 16), Arith::Dp, "24 tile rows");
+        assert_eq!(Arith::of(F32, 16, 16), Arith::F32);
+        if crate::ops::bf16::has_bf16() {
+            // The public entry points follow that choice: bit-equal to the chosen arithmetic.
+            let (n, c, h, w, co) = (2, 16, 32, 32, 32);
+            let x = reference::data(n * c * h * w, 37, 101);
+            let wt = reference::data(co * c * 9, 53, 97);
+            let dy = reference::data(n * co * 256, 29, 89);
+            let fwd = |a| forward_moments_as(&x, &wt, n, c, h, w, co, 2, false, a).0;
+            assert_eq!(forward_bf16(&x, &wt, n, c, h, w, co, 2), fwd(tiles));
+            let dw = |a| weight_grad_as(&x, &dy, n, c, h, w, co, 2, a);
+            assert_eq!(wgrad_bf16(&x, &dy, n, c, h, w, co, 2), dw(tiles));
+            let dx = |a| input_grad_stride2_as(&dy, &wt, n, c, h, w, co, a);
+            assert_eq!(dx_bf16(&dy, &wt, n, c, h, w, co), dx(tiles));
+        }
     }
 
     #[test]

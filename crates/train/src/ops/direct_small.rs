@@ -317,7 +317,7 @@ fn amx_planes(xp: &[f32], c: usize, cstride: usize, tail: usize, out: &mut [u32]
 /// dropped), `X2` the image's planes in channel pairs, so the tiles load straight from them: per
 /// 32 channels and tap, 2 weight tiles, 2 input tiles, 4 `tdpbf16ps`.
 #[allow(clippy::too_many_arguments)]
-fn forward_amx(
+pub(super) fn forward_amx(
     x: &[f32],
     wt: &[f32],
     n: usize,
@@ -328,6 +328,10 @@ fn forward_amx(
     stride: usize,
     moments: bool,
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
+    assert!(
+        amx::available() && co.is_multiple_of(16),
+        "direct_small::forward_amx needs AMX and output channels in multiples of 16"
+    );
     let pd = Padded::new(h, w, stride);
     let (cstride, offs) = (pd.block(), pd.offs(pd.plane));
     let taps: Vec<usize> = (0..9).collect();
@@ -363,8 +367,8 @@ fn forward_amx(
                         with_scratch(co * nm, |tmp| {
                             // SAFETY: AMX available (Arith::of); wa holds 9·nk·co·16 lanes; the
                             // B tiles read below (nk·16 − 1)·cstride + max(offs) + nm ≤ the
-                            // planes' length; tmp holds co rows of nm; co and nm are multiples
-                            // of 32 (applies: co of 64).
+                            // planes' length; tmp holds co rows of nm; co is a multiple of 16
+                            // (applies: of 64; direct: checked there) and nm of 32.
                             unsafe {
                                 amx::gemm_taps(
                                     wa.as_ptr(),
@@ -684,7 +688,7 @@ fn input_grad_stride2_as(
 /// channel-pair planes on the grid (dx's channels as the tile rows), its results written to
 /// every other row and column of dx.
 #[allow(clippy::too_many_arguments)]
-fn input_grad_stride2_amx(
+pub(super) fn input_grad_stride2_amx(
     dy: &[f32],
     wt: &[f32],
     n: usize,
@@ -693,6 +697,10 @@ fn input_grad_stride2_amx(
     w: usize,
     co: usize,
 ) -> Vec<f32> {
+    assert!(
+        amx::available() && c.is_multiple_of(16),
+        "direct_small::input_grad_stride2_amx needs AMX and input channels in multiples of 16"
+    );
     let pd = Padded::new(h, w, 2);
     let phases = dx_phases(pd.wp);
     let nk = co.div_ceil(32);
@@ -733,8 +741,8 @@ fn input_grad_stride2_amx(
                             let nm = (hr * pd.wp).div_ceil(32) * 32;
                             // SAFETY: AMX available (Arith::of); wa holds taps·nk·c·16 lanes;
                             // the B tiles read below (nk·16 − 1)·plane + wp + 1 + nm ≤ the
-                            // planes' length; tmp holds c rows of nm ≤ nm_max; c (of 64) and
-                            // nm are multiples of 32.
+                            // planes' length; tmp holds c rows of nm ≤ nm_max; c is a multiple
+                            // of 16 (dx_applies; direct: checked there), nm of 32.
                             unsafe {
                                 amx::gemm_taps(
                                     wa.as_ptr(),
@@ -1102,7 +1110,7 @@ unsafe fn wgrad_kernel(_: &[f32], _: &[f32], _: &[usize], _: &[usize], _: usize,
 /// goes channels-last in position pairs (`dyp[q/2][o]`, the tiles' VNNI layout). Per tap, the
 /// 32 × 32 (channel, output channel) blocks accumulate in tiles over a whole batch.
 #[allow(clippy::too_many_arguments)]
-fn weight_grad_amx(
+pub(super) fn weight_grad_amx(
     x: &[f32],
     dy: &[f32],
     n: usize,
@@ -1112,6 +1120,10 @@ fn weight_grad_amx(
     co: usize,
     stride: usize,
 ) -> Vec<f32> {
+    assert!(
+        amx::available() && co.is_multiple_of(16),
+        "direct_small::weight_grad_amx needs AMX and output channels in multiples of 16"
+    );
     let pd = Padded::new(h, w, stride);
     let (p, pin, phases) = (pd.p(), h * w, pd.phases());
     // Floats per image a channel (and phase), the images overlapping in their zero borders:
@@ -1156,7 +1168,8 @@ fn weight_grad_amx(
                             // SAFETY: AMX available (Arith::of); the A tiles read rows ci < cpad
                             // of xh from `off`, up to len + off < cstride elements each; dyp
                             // holds len/2 rows of co lanes; acc's tap block holds cpad × co;
-                            // cpad, co (of 64) and len are multiples of 32.
+                            // cpad and len are multiples of 32, co of 16 (applies: of 64;
+                            // direct: checked there).
                             unsafe {
                                 amx::gemm_acc(
                                     xh.as_ptr().add(off),
