@@ -181,16 +181,15 @@ pub(super) unsafe fn gemm_taps(
 }
 
 /// `c[r·ldc + j] += Σ_{m < nm} a[r·a_row + m] · b[(m / 2)·b_row + j][m % 2]` for `r < nr`,
-/// `j < nc`: a reduction over `nm` bf16 elements (`nr`, `nm` multiples of 32, `nc` of 16), `a` rows of bf16 `a_row`
+/// `j < nc`: a reduction over `nm` bf16 elements (multiples of 32 each), `a` rows of bf16 `a_row`
 /// elements apart (any alignment), `b` the VNNI layout (row = a pair of reduced elements, lane =
 /// their two bf16 for one column), rows `b_row` lanes apart. Tiles of 2 × 2 (32 × 32 of `c`)
-/// are loaded from `c`, accumulate over all of `nm` and are stored back; a last 16 columns
-/// (`nc` an odd multiple of 16) run as 2 × 1 tiles.
+/// are loaded from `c`, accumulate over all of `nm` and are stored back.
 ///
 /// # Safety
 /// AMX must be [`available`]; `a` readable for `(nr − 1)·a_row + nm` elements, `b` for
-/// `(nm/2 − 1)·b_row + nc` lanes, `c` writable for `(nr − 1)·ldc + nc` floats; `nr`, `nm`
-/// multiples of 32, `nc` of 16.
+/// `(nm/2 − 1)·b_row + nc` lanes, `c` writable for `(nr − 1)·ldc + nc` floats; `nr`, `nc`, `nm`
+/// multiples of 32.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn gemm_acc(
@@ -205,48 +204,11 @@ pub(super) unsafe fn gemm_acc(
     ldc: usize,
 ) {
     use std::arch::asm;
-    debug_assert!(nr.is_multiple_of(32) && nc.is_multiple_of(16) && nm.is_multiple_of(32));
+    debug_assert!(nr.is_multiple_of(32) && nc.is_multiple_of(32) && nm.is_multiple_of(32));
     asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
     let (sa, sb, sc) = (a_row * 2, b_row * 4, ldc * 4);
-    let nc32 = nc / 32 * 32;
     for r0 in (0..nr).step_by(32) {
-        if nc32 < nc {
-            let c0 = c.add(r0 * ldc + nc32);
-            asm!(
-                "tileloadd tmm0, [{c0} + {sc}*1]",
-                "tileloadd tmm2, [{c2} + {sc}*1]",
-                c0 = in(reg) c0,
-                c2 = in(reg) c0.add(16 * ldc),
-                sc = in(reg) sc,
-                options(nostack, readonly)
-            );
-            for m0 in (0..nm).step_by(32) {
-                let a0 = a.add(r0 * a_row + m0);
-                let b0 = b.add(m0 / 2 * b_row + nc32);
-                asm!(
-                    "tileloadd tmm4, [{a0} + {sa}*1]",
-                    "tileloadd tmm5, [{a1} + {sa}*1]",
-                    "tileloadd tmm6, [{b0} + {sb}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm6",
-                    "tdpbf16ps tmm2, tmm5, tmm6",
-                    a0 = in(reg) a0,
-                    a1 = in(reg) a0.add(16 * a_row),
-                    b0 = in(reg) b0,
-                    sa = in(reg) sa,
-                    sb = in(reg) sb,
-                    options(nostack, readonly)
-                );
-            }
-            asm!(
-                "tilestored [{c0} + {sc}*1], tmm0",
-                "tilestored [{c2} + {sc}*1], tmm2",
-                c0 = in(reg) c0,
-                c2 = in(reg) c0.add(16 * ldc),
-                sc = in(reg) sc,
-                options(nostack)
-            );
-        }
-        for j0 in (0..nc32).step_by(32) {
+        for j0 in (0..nc).step_by(32) {
             let c0 = c.add(r0 * ldc + j0);
             asm!(
                 "tileloadd tmm0, [{c0} + {sc}*1]",
@@ -296,6 +258,106 @@ pub(super) unsafe fn gemm_acc(
         }
     }
     asm!("tilerelease", options(nostack, nomem));
+}
+
+/// [`gemm_acc`] for several shifts of `a` at once, in 16 × 16 tiles:
+/// `c[t·c_tap + r·ldc + j] += Σ_{m < nm} a[r·a_row + offs[t] + m] · b[(m / 2)·b_row + j][m % 2]`
+/// for each `t < offs.len()` (a multiple of 3), `r < nr`, `j < nc`. Three shifts share each
+/// tile of `b`: per 32 reduced elements, 1 B tile and 3 A tiles load for 3 `tdpbf16ps`, with
+/// no rows or columns padded past multiples of 16 (a 16-channel layer's weight gradient, taps
+/// as the shifts, would otherwise run half-empty 32-row tiles, one tap at a time).
+///
+/// # Safety
+/// AMX must be [`available`]; `a` readable for `(nr − 1)·a_row + max(offs) + nm` elements, `b`
+/// for `(nm/2 − 1)·b_row + nc` lanes, `c` writable for `(offs.len() − 1)·c_tap + (nr − 1)·ldc +
+/// nc` floats; `nr`, `nc` multiples of 16, `nm` of 32.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm_acc_taps(
+    a: *const u16,
+    a_row: usize,
+    offs: &[usize],
+    b: *const u32,
+    b_row: usize,
+    nr: usize,
+    nc: usize,
+    nm: usize,
+    c: *mut f32,
+    ldc: usize,
+    c_tap: usize,
+) {
+    use std::arch::asm;
+    debug_assert!(nr.is_multiple_of(16) && nc.is_multiple_of(16) && nm.is_multiple_of(32));
+    debug_assert!(offs.len().is_multiple_of(3));
+    asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+    let (sa, sb, sc) = (a_row * 2, b_row * 4, ldc * 4);
+    for (g, three) in offs.chunks_exact(3).enumerate() {
+        let t0 = 3 * g;
+        let (o0, o1, o2) = (three[0], three[1], three[2]);
+        for r0 in (0..nr).step_by(16) {
+            for j0 in (0..nc).step_by(16) {
+                let c0 = c.add(t0 * c_tap + r0 * ldc + j0);
+                asm!(
+                    "tileloadd tmm0, [{c0} + {sc}*1]",
+                    "tileloadd tmm1, [{c1} + {sc}*1]",
+                    "tileloadd tmm2, [{c2} + {sc}*1]",
+                    c0 = in(reg) c0,
+                    c1 = in(reg) c0.add(c_tap),
+                    c2 = in(reg) c0.add(2 * c_tap),
+                    sc = in(reg) sc,
+                    options(nostack, readonly)
+                );
+                let ar = a.add(r0 * a_row);
+                for m0 in (0..nm).step_by(32) {
+                    asm!(
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm3, [{a0} + {sa}*1]",
+                        "tileloadd tmm4, [{a1} + {sa}*1]",
+                        "tileloadd tmm5, [{a2} + {sa}*1]",
+                        "tdpbf16ps tmm0, tmm3, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm6",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        b0 = in(reg) b.add(m0 / 2 * b_row + j0),
+                        a0 = in(reg) ar.add(o0 + m0),
+                        a1 = in(reg) ar.add(o1 + m0),
+                        a2 = in(reg) ar.add(o2 + m0),
+                        sa = in(reg) sa,
+                        sb = in(reg) sb,
+                        options(nostack, readonly)
+                    );
+                }
+                asm!(
+                    "tilestored [{c0} + {sc}*1], tmm0",
+                    "tilestored [{c1} + {sc}*1], tmm1",
+                    "tilestored [{c2} + {sc}*1], tmm2",
+                    c0 = in(reg) c0,
+                    c1 = in(reg) c0.add(c_tap),
+                    c2 = in(reg) c0.add(2 * c_tap),
+                    sc = in(reg) sc,
+                    options(nostack)
+                );
+            }
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm_acc_taps(
+    _: *const u16,
+    _: usize,
+    _: &[usize],
+    _: *const u32,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: *mut f32,
+    _: usize,
+    _: usize,
+) {
+    unreachable!("amx::available is false off x86_64")
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -1137,7 +1137,15 @@ pub(super) fn weight_grad_amx(
         ((pd.oh + 1) * pd.wp, pd.plane)
     };
     let batch = (4096 / (phases * pk)).max(1);
-    let cpad = c.div_ceil(32) * 32;
+    // 16-channel blocks (c or co not in multiples of 32, as in direct's 16-channel layers):
+    // three taps at a time on 16 × 16 tiles (amx::gemm_acc_taps) instead of 32-row tiles half
+    // of padding.
+    let narrow = !c.div_ceil(16).is_multiple_of(2) || !co.is_multiple_of(32);
+    let cpad = if narrow {
+        c.div_ceil(16) * 16
+    } else {
+        c.div_ceil(32) * 32
+    };
     let acc = sum_over_image_groups(n, 9 * cpad * co, |imgs| {
         let mut acc = vec![0f32; 9 * cpad * co];
         let mut img = imgs.start;
@@ -1164,25 +1172,46 @@ pub(super) fn weight_grad_amx(
                     with_scratch(len / 2 * co, |dyp| {
                         let dyp = as_u32(dyp);
                         grid_pairs(&dy[img * co * p..(img + b) * co * p], b, co, &pd, pk, len, dyp);
-                        for (t, &off) in offs.iter().enumerate() {
-                            // SAFETY: AMX available (Arith::of); the A tiles read rows ci < cpad
-                            // of xh from `off`, up to len + off < cstride elements each; dyp
-                            // holds len/2 rows of co lanes; acc's tap block holds cpad × co;
-                            // cpad and len are multiples of 32, co of 16 (applies: of 64;
-                            // direct: checked there).
+                        if narrow {
+                            // SAFETY: AMX available (asserted); the A tiles read rows ci < cpad
+                            // of xh from each tap's offset, up to len + off < cstride elements
+                            // each; dyp holds len/2 rows of co lanes; acc holds 9 tap blocks of
+                            // cpad × co; cpad and co are multiples of 16, len of 32.
                             unsafe {
-                                amx::gemm_acc(
-                                    xh.as_ptr().add(off),
+                                amx::gemm_acc_taps(
+                                    xh.as_ptr(),
                                     cstride,
+                                    &offs,
                                     dyp.as_ptr(),
                                     co,
                                     cpad,
                                     co,
                                     len,
-                                    acc.as_mut_ptr().add(t * cpad * co),
+                                    acc.as_mut_ptr(),
                                     co,
+                                    cpad * co,
                                 )
                             };
+                        } else {
+                            for (t, &off) in offs.iter().enumerate() {
+                                // SAFETY: AMX available (Arith::of); the A tiles read rows ci < cpad
+                                // of xh from `off`, up to len + off < cstride elements each; dyp
+                                // holds len/2 rows of co lanes; acc's tap block holds cpad × co;
+                                // cpad, co and len are multiples of 32 (not `narrow`).
+                                unsafe {
+                                    amx::gemm_acc(
+                                        xh.as_ptr().add(off),
+                                        cstride,
+                                        dyp.as_ptr(),
+                                        co,
+                                        cpad,
+                                        co,
+                                        len,
+                                        acc.as_mut_ptr().add(t * cpad * co),
+                                        co,
+                                    )
+                                };
+                            }
                         }
                     });
                 }
@@ -1299,21 +1328,31 @@ unsafe fn rows_to_bf16(_: &[f32], _: usize, _: usize, _: &mut [u16], _: usize) {
 
 /// `dy` (`b` images `[co][oh·ow]`) on the weight gradient's batched grid (image k at `k·pk`,
 /// position `y·wp + x`, zero elsewhere up to `len`), in bf16 position pairs channels-last:
-/// `dyp[m·co + o] = bf16(g[o][2m]) | bf16(g[o][2m + 1]) << 16`.
+/// `dyp[m·co + o] = bf16(g[o][2m]) | bf16(g[o][2m + 1]) << 16`. Each channel's grid goes to
+/// bf16 row by row (vector conversions), and read as `len/2` lanes it is already that
+/// channel's pairs; they are transposed to channels-last in blocks of positions that stay in L1.
 fn grid_pairs(dy: &[f32], b: usize, co: usize, pd: &Padded, pk: usize, len: usize, dyp: &mut [u32]) {
-    let (p, ow, wp) = (pd.p(), pd.ow, pd.wp);
-    dyp[..len / 2 * co].fill(0);
-    with_scratch((b * co * p).div_ceil(2), |buf| {
-        let dh = as_u16(buf);
-        convert(dy, dh);
-        let out = u16_view_mut(dyp);
-        for k in 0..b {
-            for q in 0..p {
-                let g = k * pk + (q / ow) * wp + q % ow;
-                let row = &mut out[(g / 2) * co * 2 + g % 2..];
-                let src = &dh[k * co * p + q..];
-                for o in 0..co {
-                    row[2 * o] = src[o * p];
+    let (p, oh, ow, wp, np) = (pd.p(), pd.oh, pd.ow, pd.wp, len / 2);
+    with_scratch(co * np, |buf| {
+        let rows = as_u16(buf);
+        rows.fill(0);
+        for (o, row) in rows.chunks_exact_mut(len).enumerate() {
+            for k in 0..b {
+                let src = &dy[(k * co + o) * p..(k * co + o + 1) * p];
+                for y in 0..oh {
+                    let at = k * pk + y * wp;
+                    convert(&src[y * ow..(y + 1) * ow], &mut row[at..at + ow]);
+                }
+            }
+        }
+        let pairs = as_u32(buf);
+        const BLOCK: usize = 64;
+        for m0 in (0..np).step_by(BLOCK) {
+            let m1 = (m0 + BLOCK).min(np);
+            for o in 0..co {
+                let src = &pairs[o * np + m0..o * np + m1];
+                for (m, &v) in (m0..m1).zip(src) {
+                    dyp[m * co + o] = v;
                 }
             }
         }
