@@ -53,19 +53,22 @@ enum Arith {
 }
 
 impl Arith {
-    /// The fastest arithmetic of a precision here: bf16 on AMX where it is available, the tile
+    /// The fastest arithmetic of a precision here. bf16: on AMX where it is available, the tile
     /// rows come in multiples of 16 (`rows`: output channels of the forward and the weight
     /// gradient, dx channels of the stride-2 input gradient) and at least
-    /// [`AMX_MIN_CHANNELS`] channels are reduced (`red`; the tiles pad them to 32), else on
-    /// `vdpbf16ps`.
+    /// [`AMX_MIN_CHANNELS`] channels are reduced (`red`; the tiles pad them to 32). Other
+    /// shapes on an AMX CPU run in f32: there (Sapphire Rapids class) `vdpbf16ps` runs at a
+    /// quarter of the FMA rate, so the f32 kernel is the faster one (the 3-channel stem:
+    /// forward 3.8–6.8 ms f32, 5.5–6.0 `vdpbf16ps`, 5.8–9.0 on AMX tiles; weight gradient
+    /// 4.9–6.2 f32, 5.6–6.2 `vdpbf16ps`, 7.6–12 on the tiles; batch 256, loaded machine, the
+    /// tiles 3/16 full with 3 channels and the layout passes as for 16). Without AMX,
+    /// `vdpbf16ps` (twice the FMA rate on AMD Zen 4).
     fn of(prec: Precision, rows: usize, red: usize) -> Self {
+        let amx = super::amx::available();
         match prec {
             Precision::F32 => Arith::F32,
-            Precision::Bf16
-                if rows.is_multiple_of(16) && red >= AMX_MIN_CHANNELS && super::amx::available() =>
-            {
-                Arith::Amx
-            }
+            Precision::Bf16 if amx && rows.is_multiple_of(16) && red >= AMX_MIN_CHANNELS => Arith::Amx,
+            Precision::Bf16 if amx => Arith::F32,
             Precision::Bf16 => Arith::Dp,
         }
     }
@@ -1639,15 +1642,17 @@ mod tests {
     fn bf16_runs_on_amx_where_it_pays() {
         let amx = crate::ops::amx::available();
         let tiles = if amx { Arith::Amx } else { Arith::Dp };
+        // Where AMX is, vdpbf16ps is slower than f32 (see Arith::of).
+        let other = if amx { Arith::F32 } else { Arith::Dp };
         // The width-16 ResNet's large-plane layers: forward and dW (rows co, reducing c), the
         // stride-2 dx (rows c, reducing co), the stride-1 dx (a forward with c, co swapped).
         assert_eq!(Arith::of(Bf16, 16, 16), tiles, "16 → 16");
         assert_eq!(Arith::of(Bf16, 32, 16), tiles, "16 → 32 stride 2");
         assert_eq!(Arith::of(Bf16, 16, 32), tiles, "16 → 32 stride-2 dx");
         assert_eq!(Arith::of(Bf16, 32, 32), tiles, "32 → 32");
-        assert_eq!(Arith::of(Bf16, 16, 3), Arith::Dp, "the 3-channel stem");
-        assert_eq!(Arith::of(Bf16, 8, 16), Arith::Dp, "8 tile rows");
-        assert_eq!(Arith::of(Bf16, 24, 16), Arith::Dp, "24 tile rows");
+        assert_eq!(Arith::of(Bf16, 16, 3), other, "the 3-channel stem");
+        assert_eq!(Arith::of(Bf16, 8, 16), other, "8 tile rows");
+        assert_eq!(Arith::of(Bf16, 24, 16), other, "24 tile rows");
         assert_eq!(Arith::of(F32, 16, 16), Arith::F32);
         if crate::ops::bf16::has_bf16() {
             // The public entry points follow that choice: bit-equal to the chosen arithmetic.
