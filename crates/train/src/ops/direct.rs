@@ -19,6 +19,19 @@
 //! for the forward kernel on 32×32 planes, 16 → 16 channels (a standalone timing); in place of
 //! im2col + `gemm` for these layers it took the width-16 training step from about 280 to 350
 //! images/s (README, Performance).
+//!
+//! bf16 (`Precision::Bf16`; `Arith::of` chooses): on AMX ([`super::amx`]) the forward, the
+//! stride-2 input gradient and the weight gradient are the tile gemms of `direct_small`
+//! (`forward_amx`, `input_grad_stride2_amx`, `weight_grad_amx`), which work on this module's
+//! padded grid and channel-pair planes; 16-channel layers use 16-row A tiles (forward, dx) and
+//! three taps at a time on 16 × 16 tiles (weight gradient). The stride-1 input gradient is the
+//! forward of dY (conv.rs), so it runs there too. Shapes the tiles do not take (the 3-channel
+//! stem, tile rows not a multiple of 16) run in f32 on an AMX CPU, where `vdpbf16ps` is slower
+//! than f32 FMAs; without AMX the `vdpbf16ps` kernels here ([`kernel_bf16`],
+//! [`wgrad_kernel_bf16`], `phase_kernel_bf16`) run. Width-16 step, 2×128 images, loaded
+//! 2-core Sapphire Rapids guest, best of 3–4 interleaved runs: f32 203–274 img/s (the same
+//! code in both builds: the machine's noise), bf16 177 before (all `vdpbf16ps` here), 349 with
+//! the tiles; width 64, 2×64, one round: f32 21.2, bf16 17.8 → 39.0.
 
 use super::bf16::{as_u16, as_u32, convert, convert_pairs, to_bf16};
 use super::{output_vec, simd, sum_over_image_groups, with_scratch, PlaneMoments, Precision};
@@ -284,8 +297,9 @@ pub(super) fn pair_planes(xp: &[f32], c: usize, cstride: usize, out: &mut [u32])
 }
 
 /// [`forward`], and with `moments` the [`PlaneMoments`] of every output plane (`[n][co]`,
-/// computed from the output rows while they are in L1; empty without). `prec`: the bf16
-/// micro-kernel ([`kernel_bf16`], on pairs of input channels) or the f32 one.
+/// computed from the output rows while they are in L1; empty without). `prec`: bf16 on AMX
+/// tiles, the bf16 micro-kernel ([`kernel_bf16`], on pairs of input channels) or the f32 one
+/// (see `Arith::of`).
 #[allow(clippy::too_many_arguments)]
 pub fn forward_moments(
     x: &[f32],
@@ -420,7 +434,8 @@ fn forward_moments_as(
 /// horizontal reductions are paid once a batch (they dominated on 8×8 planes otherwise). Images are split
 /// into at most 8 groups (a fixed split, whatever the thread count); each group sums its images
 /// in its own buffer and the groups are added in order, so results are deterministic.
-/// `prec`: bf16 rounds both operands (after the layout copies) and sums on [`wgrad_kernel_bf16`].
+/// `prec`: bf16 rounds both operands (after the layout copies) and sums on AMX tiles or on
+/// [`wgrad_kernel_bf16`] (see `Arith::of`).
 #[allow(clippy::too_many_arguments)]
 pub fn weight_grad(
     x: &[f32],
@@ -570,7 +585,8 @@ pub fn dx_applies(c: usize, co: usize, h: usize, w: usize) -> bool {
 /// `dy [n, co, ⌈h/2⌉, ⌈w/2⌉]`: per image, dY goes onto the grid once and each phase of
 /// `dx_phases` runs the forward micro-kernel with its own taps (dY's channels as the inputs,
 /// dx's as the outputs), its results written to every other row and column of dx. Replaces
-/// `col2im(Wᵀ·dY)`. Only where [`dx_applies`] is true.
+/// `col2im(Wᵀ·dY)`. Only where [`dx_applies`] is true. `prec`: bf16 on AMX tiles or on
+/// `phase_kernel_bf16` (see `Arith::of`).
 #[allow(clippy::too_many_arguments)]
 pub fn input_grad_stride2(
     dy: &[f32],
