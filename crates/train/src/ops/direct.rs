@@ -27,8 +27,8 @@
 //! three taps at a time on 16 × 16 tiles (weight gradient). The stride-1 input gradient is the
 //! forward of dY (conv.rs), so it runs there too. Shapes the tiles do not take (the 3-channel
 //! stem, tile rows not a multiple of 16) run in f32 on an AMX CPU, where `vdpbf16ps` is slower
-//! than f32 FMAs; without AMX the `vdpbf16ps` kernels here ([`kernel_bf16`],
-//! [`wgrad_kernel_bf16`], `phase_kernel_bf16`) run. Width-16 step, 2×128 images, loaded
+//! than f32 FMAs; without AMX the `vdpbf16ps` kernels here (`kernel_bf16`,
+//! `wgrad_kernel_bf16`, `phase_kernel_bf16`) run. Width-16 step, 2×128 images, loaded
 //! 2-core Sapphire Rapids guest, best of 3–4 interleaved runs: f32 203–274 img/s (the same
 //! code in both builds: the machine's noise), bf16 177 before (all `vdpbf16ps` here), 349 with
 //! the tiles; width 64, 2×64, one round: f32 21.2, bf16 17.8 → 39.0.
@@ -298,7 +298,7 @@ pub(super) fn pair_planes(xp: &[f32], c: usize, cstride: usize, out: &mut [u32])
 
 /// [`forward`], and with `moments` the [`PlaneMoments`] of every output plane (`[n][co]`,
 /// computed from the output rows while they are in L1; empty without). `prec`: bf16 on AMX
-/// tiles, the bf16 micro-kernel ([`kernel_bf16`], on pairs of input channels) or the f32 one
+/// tiles, the bf16 micro-kernel (`kernel_bf16`, on pairs of input channels) or the f32 one
 /// (see `Arith::of`).
 #[allow(clippy::too_many_arguments)]
 pub fn forward_moments(
@@ -435,7 +435,7 @@ fn forward_moments_as(
 /// into at most 8 groups (a fixed split, whatever the thread count); each group sums its images
 /// in its own buffer and the groups are added in order, so results are deterministic.
 /// `prec`: bf16 rounds both operands (after the layout copies) and sums on AMX tiles or on
-/// [`wgrad_kernel_bf16`] (see `Arith::of`).
+/// `wgrad_kernel_bf16` (see `Arith::of`).
 #[allow(clippy::too_many_arguments)]
 pub fn weight_grad(
     x: &[f32],
