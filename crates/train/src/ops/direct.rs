@@ -28,10 +28,12 @@
 //! forward of dY (conv.rs), so it runs there too. Shapes the tiles do not take (the 3-channel
 //! stem, tile rows not a multiple of 16) run in f32 on an AMX CPU, where `vdpbf16ps` is slower
 //! than f32 FMAs; without AMX the `vdpbf16ps` kernels here (`kernel_bf16`,
-//! `wgrad_kernel_bf16`, `phase_kernel_bf16`) run. Width-16 step, 2×128 images, loaded
-//! 2-core Sapphire Rapids guest, best of 3–4 interleaved runs: f32 203–274 img/s (the same
-//! code in both builds: the machine's noise), bf16 177 before (all `vdpbf16ps` here), 349 with
-//! the tiles; width 64, 2×64, one round: f32 21.2, bf16 17.8 → 39.0.
+//! `wgrad_kernel_bf16`, `phase_kernel_bf16`) run. Batch 256, loaded 2-core Sapphire Rapids
+//! guest, best of 3 interleaved runs (`layer_timings`), f32 → bf16: 16→16 32×32 forward 10.4 →
+//! 7.8 ms, backward 36.7 → 15.3; 32→32 16×16 forward 10.5 → 1.9, backward 28.1 → 6.9 (all
+//! convolutions of a width-16 step 691 → 307 ms). Width-16 step, 2×128 images, best of 5:
+//! f32 275 img/s, bf16 270 before (`vdpbf16ps` here), 370 with the tiles; width 64, 2×64, best
+//! of 2: f32 21.2, bf16 17.8 → 39.0.
 
 use super::bf16::{as_u16, as_u32, convert, convert_pairs, to_bf16};
 use super::{output_vec, simd, sum_over_image_groups, with_scratch, PlaneMoments, Precision};

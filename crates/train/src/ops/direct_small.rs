@@ -1108,7 +1108,9 @@ unsafe fn wgrad_kernel(_: &[f32], _: &[f32], _: &[usize], _: &[usize], _: usize,
 /// [`super::direct::weight_grad`] (dY zero at the dropped columns and between images, so they
 /// add nothing). A tile of X is 16 channels × 32 positions straight from the bf16 planes; dY
 /// goes channels-last in position pairs (`dyp[q/2][o]`, the tiles' VNNI layout). Per tap, the
-/// 32 × 32 (channel, output channel) blocks accumulate in tiles over a whole batch.
+/// 32 × 32 (channel, output channel) blocks accumulate in tiles over a whole batch; where `c`
+/// or `co` is not a multiple of 32 (`direct`'s 16-channel layers), 16 × 16 blocks of three taps
+/// at a time ([`amx::gemm_acc_taps`]). Also [`super::direct`]'s bf16 weight gradient on AMX.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn weight_grad_amx(
     x: &[f32],
