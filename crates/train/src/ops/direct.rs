@@ -31,9 +31,9 @@
 //! `wgrad_kernel_bf16`, `phase_kernel_bf16`) run. Batch 256, loaded 2-core Sapphire Rapids
 //! guest, best of 3 interleaved runs (`layer_timings`), f32 → bf16: 16→16 32×32 forward 10.4 →
 //! 7.8 ms, backward 36.7 → 15.3; 32→32 16×16 forward 10.5 → 1.9, backward 28.1 → 6.9 (all
-//! convolutions of a width-16 step 691 → 307 ms). Width-16 step, 2×128 images, best of 5:
-//! f32 275 img/s, bf16 270 before (`vdpbf16ps` here), 370 with the tiles; width 64, 2×64, best
-//! of 2: f32 21.2, bf16 17.8 → 39.0.
+//! convolutions of a width-16 step 691 → 307 ms). Width-16 step, 2×128 images, best of 8
+//! interleaved runs: f32 299 img/s, bf16 316 before (`vdpbf16ps` here), 450 with the tiles;
+//! width 64, 2×64, best of 2: f32 21.2, bf16 17.8 → 39.0.
 
 use super::bf16::{as_u16, as_u32, convert, convert_pairs, to_bf16};
 use super::{output_vec, simd, sum_over_image_groups, with_scratch, PlaneMoments, Precision};
