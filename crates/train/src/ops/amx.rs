@@ -64,12 +64,14 @@ const CONFIG: Config = {
     Config(b)
 };
 
-/// `out[o·ldo + m] = Σ_t Σ_k a(t, k)[o] ⋅ b(t, k)[m]` for `o < no`, `m < nm` (multiples of 32):
-/// a sum of 16 × 16-pair tile products, `⋅` the bf16 pair dot product. The A operand of step
+/// `out[o·ldo + m] = Σ_t Σ_k a(t, k)[o] ⋅ b(t, k)[m]` for `o < no` (a multiple of 16),
+/// `m < nm` (a multiple of 32): a sum of 16 × 16-pair tile products, `⋅` the bf16 pair dot
+/// product. The A operand of step
 /// (t, k) for output rows o0..o0 + 16 is the 16 × 16 u32 tile at `a + (t·nk + k)·a_step + o0·16`
 /// (rows 64 bytes apart, so `a` is laid out `[t][k][o][16]`); the B operand for columns
 /// m0..m0 + 16 is the tile at `b + k·16·b_row + offs[t] + m0` with rows `b_row` lanes apart.
-/// Tiles of 2 × 2 (32 rows × 32 columns of `out`) accumulate over all (t, k) before one store.
+/// Tiles of 2 × 2 (32 rows × 32 columns of `out`) accumulate over all (t, k) before one store;
+/// a last 16 rows (`no` an odd multiple of 16, e.g. a 16-channel layer) run as 1 × 2 tiles.
 ///
 /// # Safety
 /// AMX must be [`available`]; every tile read must lie inside its buffer
@@ -90,10 +92,45 @@ pub(super) unsafe fn gemm_taps(
     ldo: usize,
 ) {
     use std::arch::asm;
-    debug_assert!(no.is_multiple_of(32) && nm.is_multiple_of(32));
+    debug_assert!(no.is_multiple_of(16) && nm.is_multiple_of(32));
     asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
     let (sa, sb, so) = (64usize, b_row * 4, ldo * 4);
-    for o0 in (0..no).step_by(32) {
+    let no32 = no / 32 * 32;
+    if no32 < no {
+        let o0 = no32;
+        for m0 in (0..nm).step_by(32) {
+            asm!("tilezero tmm0", "tilezero tmm1", options(nostack, nomem));
+            for (t, &off) in offs.iter().enumerate() {
+                for k in 0..nk {
+                    let a0 = a.add((t * nk + k) * a_step + o0 * 16);
+                    let b0 = b.add(k * 16 * b_row + off + m0);
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        a0 = in(reg) a0,
+                        b0 = in(reg) b0,
+                        b1 = in(reg) b0.add(16),
+                        sa = in(reg) sa,
+                        sb = in(reg) sb,
+                        options(nostack, readonly)
+                    );
+                }
+            }
+            let c0 = out.add(o0 * ldo + m0);
+            asm!(
+                "tilestored [{c0} + {so}*1], tmm0",
+                "tilestored [{c1} + {so}*1], tmm1",
+                c0 = in(reg) c0,
+                c1 = in(reg) c0.add(16),
+                so = in(reg) so,
+                options(nostack)
+            );
+        }
+    }
+    for o0 in (0..no32).step_by(32) {
         for m0 in (0..nm).step_by(32) {
             asm!(
                 "tilezero tmm0",
@@ -221,6 +258,106 @@ pub(super) unsafe fn gemm_acc(
         }
     }
     asm!("tilerelease", options(nostack, nomem));
+}
+
+/// [`gemm_acc`] for several shifts of `a` at once, in 16 × 16 tiles:
+/// `c[t·c_tap + r·ldc + j] += Σ_{m < nm} a[r·a_row + offs[t] + m] · b[(m / 2)·b_row + j][m % 2]`
+/// for each `t < offs.len()` (a multiple of 3), `r < nr`, `j < nc`. Three shifts share each
+/// tile of `b`: per 32 reduced elements, 1 B tile and 3 A tiles load for 3 `tdpbf16ps`, with
+/// no rows or columns padded past multiples of 16 (a 16-channel layer's weight gradient, taps
+/// as the shifts, would otherwise run half-empty 32-row tiles, one tap at a time).
+///
+/// # Safety
+/// AMX must be [`available`]; `a` readable for `(nr − 1)·a_row + max(offs) + nm` elements, `b`
+/// for `(nm/2 − 1)·b_row + nc` lanes, `c` writable for `(offs.len() − 1)·c_tap + (nr − 1)·ldc +
+/// nc` floats; `nr`, `nc` multiples of 16, `nm` of 32.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm_acc_taps(
+    a: *const u16,
+    a_row: usize,
+    offs: &[usize],
+    b: *const u32,
+    b_row: usize,
+    nr: usize,
+    nc: usize,
+    nm: usize,
+    c: *mut f32,
+    ldc: usize,
+    c_tap: usize,
+) {
+    use std::arch::asm;
+    debug_assert!(nr.is_multiple_of(16) && nc.is_multiple_of(16) && nm.is_multiple_of(32));
+    debug_assert!(offs.len().is_multiple_of(3));
+    asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+    let (sa, sb, sc) = (a_row * 2, b_row * 4, ldc * 4);
+    for (g, three) in offs.chunks_exact(3).enumerate() {
+        let t0 = 3 * g;
+        let (o0, o1, o2) = (three[0], three[1], three[2]);
+        for r0 in (0..nr).step_by(16) {
+            for j0 in (0..nc).step_by(16) {
+                let c0 = c.add(t0 * c_tap + r0 * ldc + j0);
+                asm!(
+                    "tileloadd tmm0, [{c0} + {sc}*1]",
+                    "tileloadd tmm1, [{c1} + {sc}*1]",
+                    "tileloadd tmm2, [{c2} + {sc}*1]",
+                    c0 = in(reg) c0,
+                    c1 = in(reg) c0.add(c_tap),
+                    c2 = in(reg) c0.add(2 * c_tap),
+                    sc = in(reg) sc,
+                    options(nostack, readonly)
+                );
+                let ar = a.add(r0 * a_row);
+                for m0 in (0..nm).step_by(32) {
+                    asm!(
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm3, [{a0} + {sa}*1]",
+                        "tileloadd tmm4, [{a1} + {sa}*1]",
+                        "tileloadd tmm5, [{a2} + {sa}*1]",
+                        "tdpbf16ps tmm0, tmm3, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm6",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        b0 = in(reg) b.add(m0 / 2 * b_row + j0),
+                        a0 = in(reg) ar.add(o0 + m0),
+                        a1 = in(reg) ar.add(o1 + m0),
+                        a2 = in(reg) ar.add(o2 + m0),
+                        sa = in(reg) sa,
+                        sb = in(reg) sb,
+                        options(nostack, readonly)
+                    );
+                }
+                asm!(
+                    "tilestored [{c0} + {sc}*1], tmm0",
+                    "tilestored [{c1} + {sc}*1], tmm1",
+                    "tilestored [{c2} + {sc}*1], tmm2",
+                    c0 = in(reg) c0,
+                    c1 = in(reg) c0.add(c_tap),
+                    c2 = in(reg) c0.add(2 * c_tap),
+                    sc = in(reg) sc,
+                    options(nostack)
+                );
+            }
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm_acc_taps(
+    _: *const u16,
+    _: usize,
+    _: &[usize],
+    _: *const u32,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: *mut f32,
+    _: usize,
+    _: usize,
+) {
+    unreachable!("amx::available is false off x86_64")
 }
 
 #[cfg(not(target_arch = "x86_64"))]

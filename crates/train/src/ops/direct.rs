@@ -19,6 +19,21 @@
 //! for the forward kernel on 32×32 planes, 16 → 16 channels (a standalone timing); in place of
 //! im2col + `gemm` for these layers it took the width-16 training step from about 280 to 350
 //! images/s (README, Performance).
+//!
+//! bf16 (`Precision::Bf16`; `Arith::of` chooses): on AMX ([`super::amx`]) the forward, the
+//! stride-2 input gradient and the weight gradient are the tile gemms of `direct_small`
+//! (`forward_amx`, `input_grad_stride2_amx`, `weight_grad_amx`), which work on this module's
+//! padded grid and channel-pair planes; 16-channel layers use 16-row A tiles (forward, dx) and
+//! three taps at a time on 16 × 16 tiles (weight gradient). The stride-1 input gradient is the
+//! forward of dY (conv.rs), so it runs there too. Shapes the tiles do not take (the 3-channel
+//! stem, tile rows not a multiple of 16) run in f32 on an AMX CPU, where `vdpbf16ps` is slower
+//! than f32 FMAs; without AMX the `vdpbf16ps` kernels here (`kernel_bf16`,
+//! `wgrad_kernel_bf16`, `phase_kernel_bf16`) run. Batch 256, loaded 2-core Sapphire Rapids
+//! guest, best of 3 interleaved runs (`layer_timings`), f32 → bf16: 16→16 32×32 forward 10.4 →
+//! 7.8 ms, backward 36.7 → 15.3; 32→32 16×16 forward 10.5 → 1.9, backward 28.1 → 6.9 (all
+//! convolutions of a width-16 step 691 → 307 ms). Width-16 step, 2×128 images, best of 8
+//! interleaved runs: f32 299 img/s, bf16 316 before (`vdpbf16ps` here), 450 with the tiles;
+//! width 64, 2×64, best of 2: f32 21.2, bf16 17.8 → 39.0.
 
 use super::bf16::{as_u16, as_u32, convert, convert_pairs, to_bf16};
 use super::{output_vec, simd, sum_over_image_groups, with_scratch, PlaneMoments, Precision};
@@ -41,6 +56,41 @@ pub fn applies(c: usize, co: usize, h: usize, w: usize, k: usize, stride: usize,
         && h.div_ceil(stride) * w.div_ceil(stride) >= 64
         && has_avx512()
 }
+
+/// How a product multiplies: f32 FMAs, bf16 `vdpbf16ps` (AVX-512 BF16) or bf16 AMX tiles
+/// ([`super::amx`], through the tile gemms of `direct_small`, whose padded-grid and pair-plane
+/// layout is this module's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arith {
+    F32,
+    Dp,
+    Amx,
+}
+
+impl Arith {
+    /// The fastest arithmetic of a precision here. bf16: on AMX where it is available, the tile
+    /// rows come in multiples of 16 (`rows`: output channels of the forward and the weight
+    /// gradient, dx channels of the stride-2 input gradient) and at least
+    /// [`AMX_MIN_CHANNELS`] channels are reduced (`red`; the tiles pad them to 32). Other
+    /// shapes on an AMX CPU run in f32: there (Sapphire Rapids class) `vdpbf16ps` runs at a
+    /// quarter of the FMA rate, so the f32 kernel is the faster one (the 3-channel stem:
+    /// forward 3.8–6.8 ms f32, 5.5–6.0 `vdpbf16ps`, 5.8–9.0 on AMX tiles; weight gradient
+    /// 4.9–6.2 f32, 5.6–6.2 `vdpbf16ps`, 7.6–12 on the tiles; batch 256, loaded machine, the
+    /// tiles 3/16 full with 3 channels and the layout passes as for 16). Without AMX,
+    /// `vdpbf16ps` (twice the FMA rate on AMD Zen 4).
+    fn of(prec: Precision, rows: usize, red: usize) -> Self {
+        let amx = super::amx::available();
+        match prec {
+            Precision::F32 => Arith::F32,
+            Precision::Bf16 if amx && rows.is_multiple_of(16) && red >= AMX_MIN_CHANNELS => Arith::Amx,
+            Precision::Bf16 if amx => Arith::F32,
+            Precision::Bf16 => Arith::Dp,
+        }
+    }
+}
+
+/// Fewest reduced channels for which the AMX tiles, padded to 32 channels, pay.
+const AMX_MIN_CHANNELS: usize = 8;
 
 #[cfg(target_arch = "x86_64")]
 pub(super) fn has_avx512() -> bool {
@@ -249,8 +299,9 @@ pub(super) fn pair_planes(xp: &[f32], c: usize, cstride: usize, out: &mut [u32])
 }
 
 /// [`forward`], and with `moments` the [`PlaneMoments`] of every output plane (`[n][co]`,
-/// computed from the output rows while they are in L1; empty without). `prec`: the bf16
-/// micro-kernel ([`kernel_bf16`], on pairs of input channels) or the f32 one.
+/// computed from the output rows while they are in L1; empty without). `prec`: bf16 on AMX
+/// tiles, the bf16 micro-kernel (`kernel_bf16`, on pairs of input channels) or the f32 one
+/// (see `Arith::of`).
 #[allow(clippy::too_many_arguments)]
 pub fn forward_moments(
     x: &[f32],
@@ -264,11 +315,31 @@ pub fn forward_moments(
     moments: bool,
     prec: Precision,
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
+    forward_moments_as(x, wt, n, c, h, w, co, stride, moments, Arith::of(prec, co, c))
+}
+
+/// [`forward_moments`] with the arithmetic chosen.
+#[allow(clippy::too_many_arguments)]
+fn forward_moments_as(
+    x: &[f32],
+    wt: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    stride: usize,
+    moments: bool,
+    arith: Arith,
+) -> (Vec<f32>, Vec<PlaneMoments>) {
     assert!(
         applies(c, co, h, w, 3, stride, 1),
         "direct::forward on an unsupported convolution"
     );
-    let bf16 = prec == Precision::Bf16;
+    if arith == Arith::Amx {
+        return super::direct_small::forward_amx(x, wt, n, c, h, w, co, stride, moments);
+    }
+    let bf16 = arith == Arith::Dp;
     assert!(
         !bf16 || super::bf16::has_bf16(),
         "direct::forward: bf16 needs AVX-512 BF16"
@@ -365,7 +436,8 @@ pub fn forward_moments(
 /// horizontal reductions are paid once a batch (they dominated on 8×8 planes otherwise). Images are split
 /// into at most 8 groups (a fixed split, whatever the thread count); each group sums its images
 /// in its own buffer and the groups are added in order, so results are deterministic.
-/// `prec`: bf16 rounds both operands (after the layout copies) and sums on [`wgrad_kernel_bf16`].
+/// `prec`: bf16 rounds both operands (after the layout copies) and sums on AMX tiles or on
+/// `wgrad_kernel_bf16` (see `Arith::of`).
 #[allow(clippy::too_many_arguments)]
 pub fn weight_grad(
     x: &[f32],
@@ -378,11 +450,30 @@ pub fn weight_grad(
     stride: usize,
     prec: Precision,
 ) -> Vec<f32> {
+    weight_grad_as(x, dy, n, c, h, w, co, stride, Arith::of(prec, co, c))
+}
+
+/// [`weight_grad`] with the arithmetic chosen.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_as(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    stride: usize,
+    arith: Arith,
+) -> Vec<f32> {
     assert!(
         applies(c, co, h, w, 3, stride, 1),
         "direct::weight_grad on an unsupported convolution"
     );
-    let bf16 = prec == Precision::Bf16;
+    if arith == Arith::Amx {
+        return super::direct_small::weight_grad_amx(x, dy, n, c, h, w, co, stride);
+    }
+    let bf16 = arith == Arith::Dp;
     assert!(
         !bf16 || super::bf16::has_bf16(),
         "direct::weight_grad: bf16 needs AVX-512 BF16"
@@ -496,7 +587,8 @@ pub fn dx_applies(c: usize, co: usize, h: usize, w: usize) -> bool {
 /// `dy [n, co, ⌈h/2⌉, ⌈w/2⌉]`: per image, dY goes onto the grid once and each phase of
 /// `dx_phases` runs the forward micro-kernel with its own taps (dY's channels as the inputs,
 /// dx's as the outputs), its results written to every other row and column of dx. Replaces
-/// `col2im(Wᵀ·dY)`. Only where [`dx_applies`] is true.
+/// `col2im(Wᵀ·dY)`. Only where [`dx_applies`] is true. `prec`: bf16 on AMX tiles or on
+/// `phase_kernel_bf16` (see `Arith::of`).
 #[allow(clippy::too_many_arguments)]
 pub fn input_grad_stride2(
     dy: &[f32],
@@ -508,11 +600,29 @@ pub fn input_grad_stride2(
     co: usize,
     prec: Precision,
 ) -> Vec<f32> {
+    input_grad_stride2_as(dy, wt, n, c, h, w, co, Arith::of(prec, c, co))
+}
+
+/// [`input_grad_stride2`] with the arithmetic chosen.
+#[allow(clippy::too_many_arguments)]
+fn input_grad_stride2_as(
+    dy: &[f32],
+    wt: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    co: usize,
+    arith: Arith,
+) -> Vec<f32> {
     assert!(
         dx_applies(c, co, h, w),
         "direct::input_grad_stride2 on an unsupported convolution"
     );
-    let bf16 = prec == Precision::Bf16;
+    if arith == Arith::Amx {
+        return super::direct_small::input_grad_stride2_amx(dy, wt, n, c, h, w, co);
+    }
+    let bf16 = arith == Arith::Dp;
     assert!(
         !bf16 || super::bf16::has_bf16(),
         "direct::input_grad_stride2: bf16 needs AVX-512 BF16"
@@ -1386,6 +1496,79 @@ mod tests {
     fn dx_bf16(dy: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
         input_grad_stride2(dy, wt, n, c, h, w, co, Bf16)
     }
+    // The bf16 entry points with the arithmetic forced: `vdpbf16ps` (Dp) or AMX tiles.
+    #[allow(clippy::too_many_arguments)]
+    fn forward_dp(
+        x: &[f32],
+        wt: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        forward_moments_as(x, wt, n, c, h, w, co, s, false, Arith::Dp).0
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn forward_amx(
+        x: &[f32],
+        wt: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        forward_moments_as(x, wt, n, c, h, w, co, s, false, Arith::Amx).0
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn moments_amx(
+        x: &[f32],
+        wt: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+        m: bool,
+    ) -> (Vec<f32>, Vec<crate::ops::PlaneMoments>) {
+        forward_moments_as(x, wt, n, c, h, w, co, s, m, Arith::Amx)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn wgrad_dp(
+        x: &[f32],
+        dy: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        weight_grad_as(x, dy, n, c, h, w, co, s, Arith::Dp)
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn wgrad_amx(
+        x: &[f32],
+        dy: &[f32],
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        co: usize,
+        s: usize,
+    ) -> Vec<f32> {
+        weight_grad_as(x, dy, n, c, h, w, co, s, Arith::Amx)
+    }
+    fn dx_dp(dy: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
+        input_grad_stride2_as(dy, wt, n, c, h, w, co, Arith::Dp)
+    }
+    fn dx_amx(dy: &[f32], wt: &[f32], n: usize, c: usize, h: usize, w: usize, co: usize) -> Vec<f32> {
+        input_grad_stride2_as(dy, wt, n, c, h, w, co, Arith::Amx)
+    }
 
     #[test]
     fn bf16_kernels_are_the_convolution_of_the_rounded_operands() {
@@ -1393,6 +1576,8 @@ mod tests {
             eprintln!("no AVX-512 BF16 here: the bf16 kernels are never used, nothing to test");
             return;
         }
+        // The vdpbf16ps kernels (the fallback where AMX is not available, and the choice for
+        // fewer than AMX_MIN_CHANNELS reduced channels or tile rows not a multiple of 16).
         // Odd channel counts (a half-empty last pair), several channel blocks, odd planes.
         for shape in [
             (2, 3, 8, 8, 8),
@@ -1400,10 +1585,10 @@ mod tests {
             (3, 2, 13, 11, 8),
             (2, 16, 32, 32, 16),
         ] {
-            reference::check_forward_bf16(forward_bf16, shape, 1);
+            reference::check_forward_bf16(forward_dp, shape, 1);
         }
         for shape in [(2, 3, 16, 16, 8), (1, 5, 17, 15, 16), (1, 1, 31, 16, 8)] {
-            reference::check_forward_bf16(forward_bf16, shape, 2);
+            reference::check_forward_bf16(forward_dp, shape, 2);
         }
         for shape in [
             (3, 3, 8, 8, 8),
@@ -1411,15 +1596,95 @@ mod tests {
             (2, 16, 32, 32, 16),
             (40, 3, 8, 8, 8),
         ] {
-            reference::check_weight_grad_bf16(wgrad_bf16, shape, 1);
+            reference::check_weight_grad_bf16(wgrad_dp, shape, 1);
         }
         for shape in [(3, 3, 16, 16, 8), (11, 2, 17, 17, 16), (40, 2, 16, 16, 8)] {
-            reference::check_weight_grad_bf16(wgrad_bf16, shape, 2);
+            reference::check_weight_grad_bf16(wgrad_dp, shape, 2);
         }
         for shape in [(2, 8, 16, 16, 4), (1, 16, 17, 15, 8), (1, 8, 31, 16, 3)] {
-            reference::check_input_grad_stride2_bf16(dx_bf16, shape);
+            reference::check_input_grad_stride2_bf16(dx_dp, shape);
         }
-        reference::check_thread_independence(forward_bf16, wgrad_bf16, (21, 4, 17, 16, 16), 2);
+        reference::check_thread_independence(forward_dp, wgrad_dp, (21, 4, 17, 16, 16), 2);
+    }
+
+    #[test]
+    fn amx_kernels_are_the_convolution_of_the_rounded_operands() {
+        if !crate::ops::amx::available() {
+            eprintln!("no AMX here: the AMX paths are never used, nothing to test");
+            return;
+        }
+        // (n, c, h, w, co). check_*_bf16 asserts 1e-5 from the f64 convolution of the bf16-rounded
+        // operands and 1e-4..1e-2 from the unrounded one, so an f32 kernel fails it. Odd channel
+        // counts (padded to 32), co = 16 (the 16-row tiles), 48 (32-row tiles and a 16-row
+        // rest), two 32-channel blocks, odd planes, and the width-16 ResNet's layers.
+        for shape in [
+            (1, 5, 9, 9, 16),
+            (2, 40, 13, 11, 48),
+            (2, 3, 32, 32, 16),
+            (2, 16, 32, 32, 16),
+            (2, 32, 16, 16, 32),
+        ] {
+            reference::check_forward_bf16(forward_amx, shape, 1);
+        }
+        for shape in [(1, 5, 17, 15, 16), (1, 24, 31, 16, 48), (2, 16, 32, 32, 32)] {
+            reference::check_forward_bf16(forward_amx, shape, 2);
+        }
+        for shape in [
+            (11, 2, 9, 9, 16),
+            (3, 40, 13, 11, 48),
+            (40, 3, 8, 8, 16),
+            (2, 3, 32, 32, 16),
+            (2, 16, 32, 32, 16),
+            (2, 32, 16, 16, 32),
+        ] {
+            reference::check_weight_grad_bf16(wgrad_amx, shape, 1);
+        }
+        for shape in [(11, 2, 17, 17, 16), (3, 24, 31, 16, 48), (2, 16, 32, 32, 32)] {
+            reference::check_weight_grad_bf16(wgrad_amx, shape, 2);
+        }
+        for shape in [
+            (2, 16, 16, 16, 4),
+            (1, 48, 17, 15, 40),
+            (1, 16, 31, 16, 3),
+            (2, 16, 32, 32, 32),
+        ] {
+            reference::check_input_grad_stride2_bf16(dx_amx, shape);
+        }
+        reference::check_moments(moments_amx, forward_amx, (3, 5, 9, 11, 16), 1);
+        reference::check_moments(moments_amx, forward_amx, (2, 40, 17, 16, 48), 2);
+        reference::check_thread_independence(forward_amx, wgrad_amx, (21, 16, 10, 9, 16), 1);
+        reference::check_thread_independence(forward_amx, wgrad_amx, (21, 24, 17, 16, 48), 2);
+    }
+
+    #[test]
+    fn bf16_runs_on_amx_where_it_pays() {
+        let amx = crate::ops::amx::available();
+        let tiles = if amx { Arith::Amx } else { Arith::Dp };
+        // Where AMX is, vdpbf16ps is slower than f32 (see Arith::of).
+        let other = if amx { Arith::F32 } else { Arith::Dp };
+        // The width-16 ResNet's large-plane layers: forward and dW (rows co, reducing c), the
+        // stride-2 dx (rows c, reducing co), the stride-1 dx (a forward with c, co swapped).
+        assert_eq!(Arith::of(Bf16, 16, 16), tiles, "16 → 16");
+        assert_eq!(Arith::of(Bf16, 32, 16), tiles, "16 → 32 stride 2");
+        assert_eq!(Arith::of(Bf16, 16, 32), tiles, "16 → 32 stride-2 dx");
+        assert_eq!(Arith::of(Bf16, 32, 32), tiles, "32 → 32");
+        assert_eq!(Arith::of(Bf16, 16, 3), other, "the 3-channel stem");
+        assert_eq!(Arith::of(Bf16, 8, 16), other, "8 tile rows");
+        assert_eq!(Arith::of(Bf16, 24, 16), other, "24 tile rows");
+        assert_eq!(Arith::of(F32, 16, 16), Arith::F32);
+        if crate::ops::bf16::has_bf16() {
+            // The public entry points follow that choice: bit-equal to the chosen arithmetic.
+            let (n, c, h, w, co) = (2, 16, 32, 32, 32);
+            let x = reference::data(n * c * h * w, 37, 101);
+            let wt = reference::data(co * c * 9, 53, 97);
+            let dy = reference::data(n * co * 256, 29, 89);
+            let fwd = |a| forward_moments_as(&x, &wt, n, c, h, w, co, 2, false, a).0;
+            assert_eq!(forward_bf16(&x, &wt, n, c, h, w, co, 2), fwd(tiles));
+            let dw = |a| weight_grad_as(&x, &dy, n, c, h, w, co, 2, a);
+            assert_eq!(wgrad_bf16(&x, &dy, n, c, h, w, co, 2), dw(tiles));
+            let dx = |a| input_grad_stride2_as(&dy, &wt, n, c, h, w, co, a);
+            assert_eq!(dx_bf16(&dy, &wt, n, c, h, w, co), dx(tiles));
+        }
     }
 
     #[test]

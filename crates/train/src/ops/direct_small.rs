@@ -317,7 +317,7 @@ fn amx_planes(xp: &[f32], c: usize, cstride: usize, tail: usize, out: &mut [u32]
 /// dropped), `X2` the image's planes in channel pairs, so the tiles load straight from them: per
 /// 32 channels and tap, 2 weight tiles, 2 input tiles, 4 `tdpbf16ps`.
 #[allow(clippy::too_many_arguments)]
-fn forward_amx(
+pub(super) fn forward_amx(
     x: &[f32],
     wt: &[f32],
     n: usize,
@@ -328,6 +328,10 @@ fn forward_amx(
     stride: usize,
     moments: bool,
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
+    assert!(
+        amx::available() && co.is_multiple_of(16),
+        "direct_small::forward_amx needs AMX and output channels in multiples of 16"
+    );
     let pd = Padded::new(h, w, stride);
     let (cstride, offs) = (pd.block(), pd.offs(pd.plane));
     let taps: Vec<usize> = (0..9).collect();
@@ -363,8 +367,8 @@ fn forward_amx(
                         with_scratch(co * nm, |tmp| {
                             // SAFETY: AMX available (Arith::of); wa holds 9·nk·co·16 lanes; the
                             // B tiles read below (nk·16 − 1)·cstride + max(offs) + nm ≤ the
-                            // planes' length; tmp holds co rows of nm; co and nm are multiples
-                            // of 32 (applies: co of 64).
+                            // planes' length; tmp holds co rows of nm; co is a multiple of 16
+                            // (applies: of 64; direct: checked there) and nm of 32.
                             unsafe {
                                 amx::gemm_taps(
                                     wa.as_ptr(),
@@ -684,7 +688,7 @@ fn input_grad_stride2_as(
 /// channel-pair planes on the grid (dx's channels as the tile rows), its results written to
 /// every other row and column of dx.
 #[allow(clippy::too_many_arguments)]
-fn input_grad_stride2_amx(
+pub(super) fn input_grad_stride2_amx(
     dy: &[f32],
     wt: &[f32],
     n: usize,
@@ -693,6 +697,10 @@ fn input_grad_stride2_amx(
     w: usize,
     co: usize,
 ) -> Vec<f32> {
+    assert!(
+        amx::available() && c.is_multiple_of(16),
+        "direct_small::input_grad_stride2_amx needs AMX and input channels in multiples of 16"
+    );
     let pd = Padded::new(h, w, 2);
     let phases = dx_phases(pd.wp);
     let nk = co.div_ceil(32);
@@ -733,8 +741,8 @@ fn input_grad_stride2_amx(
                             let nm = (hr * pd.wp).div_ceil(32) * 32;
                             // SAFETY: AMX available (Arith::of); wa holds taps·nk·c·16 lanes;
                             // the B tiles read below (nk·16 − 1)·plane + wp + 1 + nm ≤ the
-                            // planes' length; tmp holds c rows of nm ≤ nm_max; c (of 64) and
-                            // nm are multiples of 32.
+                            // planes' length; tmp holds c rows of nm ≤ nm_max; c is a multiple
+                            // of 16 (dx_applies; direct: checked there), nm of 32.
                             unsafe {
                                 amx::gemm_taps(
                                     wa.as_ptr(),
@@ -1100,9 +1108,11 @@ unsafe fn wgrad_kernel(_: &[f32], _: &[f32], _: &[usize], _: &[usize], _: usize,
 /// [`super::direct::weight_grad`] (dY zero at the dropped columns and between images, so they
 /// add nothing). A tile of X is 16 channels × 32 positions straight from the bf16 planes; dY
 /// goes channels-last in position pairs (`dyp[q/2][o]`, the tiles' VNNI layout). Per tap, the
-/// 32 × 32 (channel, output channel) blocks accumulate in tiles over a whole batch.
+/// 32 × 32 (channel, output channel) blocks accumulate in tiles over a whole batch; where `c`
+/// or `co` is not a multiple of 32 (`direct`'s 16-channel layers), 16 × 16 blocks of three taps
+/// at a time ([`amx::gemm_acc_taps`]). Also [`super::direct`]'s bf16 weight gradient on AMX.
 #[allow(clippy::too_many_arguments)]
-fn weight_grad_amx(
+pub(super) fn weight_grad_amx(
     x: &[f32],
     dy: &[f32],
     n: usize,
@@ -1112,6 +1122,10 @@ fn weight_grad_amx(
     co: usize,
     stride: usize,
 ) -> Vec<f32> {
+    assert!(
+        amx::available() && co.is_multiple_of(16),
+        "direct_small::weight_grad_amx needs AMX and output channels in multiples of 16"
+    );
     let pd = Padded::new(h, w, stride);
     let (p, pin, phases) = (pd.p(), h * w, pd.phases());
     // Floats per image a channel (and phase), the images overlapping in their zero borders:
@@ -1125,7 +1139,15 @@ fn weight_grad_amx(
         ((pd.oh + 1) * pd.wp, pd.plane)
     };
     let batch = (4096 / (phases * pk)).max(1);
-    let cpad = c.div_ceil(32) * 32;
+    // 16-channel blocks (c or co not in multiples of 32, as in direct's 16-channel layers):
+    // three taps at a time on 16 × 16 tiles (amx::gemm_acc_taps) instead of 32-row tiles half
+    // of padding.
+    let narrow = !c.div_ceil(16).is_multiple_of(2) || !co.is_multiple_of(32);
+    let cpad = if narrow {
+        c.div_ceil(16) * 16
+    } else {
+        c.div_ceil(32) * 32
+    };
     let acc = sum_over_image_groups(n, 9 * cpad * co, |imgs| {
         let mut acc = vec![0f32; 9 * cpad * co];
         let mut img = imgs.start;
@@ -1152,24 +1174,46 @@ fn weight_grad_amx(
                     with_scratch(len / 2 * co, |dyp| {
                         let dyp = as_u32(dyp);
                         grid_pairs(&dy[img * co * p..(img + b) * co * p], b, co, &pd, pk, len, dyp);
-                        for (t, &off) in offs.iter().enumerate() {
-                            // SAFETY: AMX available (Arith::of); the A tiles read rows ci < cpad
-                            // of xh from `off`, up to len + off < cstride elements each; dyp
-                            // holds len/2 rows of co lanes; acc's tap block holds cpad × co;
-                            // cpad, co (of 64) and len are multiples of 32.
+                        if narrow {
+                            // SAFETY: AMX available (asserted); the A tiles read rows ci < cpad
+                            // of xh from each tap's offset, up to len + off < cstride elements
+                            // each; dyp holds len/2 rows of co lanes; acc holds 9 tap blocks of
+                            // cpad × co; cpad and co are multiples of 16, len of 32.
                             unsafe {
-                                amx::gemm_acc(
-                                    xh.as_ptr().add(off),
+                                amx::gemm_acc_taps(
+                                    xh.as_ptr(),
                                     cstride,
+                                    &offs,
                                     dyp.as_ptr(),
                                     co,
                                     cpad,
                                     co,
                                     len,
-                                    acc.as_mut_ptr().add(t * cpad * co),
+                                    acc.as_mut_ptr(),
                                     co,
+                                    cpad * co,
                                 )
                             };
+                        } else {
+                            for (t, &off) in offs.iter().enumerate() {
+                                // SAFETY: AMX available (Arith::of); the A tiles read rows ci < cpad
+                                // of xh from `off`, up to len + off < cstride elements each; dyp
+                                // holds len/2 rows of co lanes; acc's tap block holds cpad × co;
+                                // cpad, co and len are multiples of 32 (not `narrow`).
+                                unsafe {
+                                    amx::gemm_acc(
+                                        xh.as_ptr().add(off),
+                                        cstride,
+                                        dyp.as_ptr(),
+                                        co,
+                                        cpad,
+                                        co,
+                                        len,
+                                        acc.as_mut_ptr().add(t * cpad * co),
+                                        co,
+                                    )
+                                };
+                            }
                         }
                     });
                 }
@@ -1286,21 +1330,52 @@ unsafe fn rows_to_bf16(_: &[f32], _: usize, _: usize, _: &mut [u16], _: usize) {
 
 /// `dy` (`b` images `[co][oh·ow]`) on the weight gradient's batched grid (image k at `k·pk`,
 /// position `y·wp + x`, zero elsewhere up to `len`), in bf16 position pairs channels-last:
-/// `dyp[m·co + o] = bf16(g[o][2m]) | bf16(g[o][2m + 1]) << 16`.
+/// `dyp[m·co + o] = bf16(g[o][2m]) | bf16(g[o][2m + 1]) << 16`. Each channel's grid goes to
+/// bf16 row by row (vector conversions), and read as `len/2` lanes it is already that
+/// channel's pairs; they are transposed to channels-last in blocks of positions that stay in L1.
+/// Rows shorter than 16 (this module's own 8×8 and 4×4 planes) go element by element instead,
+/// which measured faster there than a conversion call a row.
 fn grid_pairs(dy: &[f32], b: usize, co: usize, pd: &Padded, pk: usize, len: usize, dyp: &mut [u32]) {
-    let (p, ow, wp) = (pd.p(), pd.ow, pd.wp);
-    dyp[..len / 2 * co].fill(0);
-    with_scratch((b * co * p).div_ceil(2), |buf| {
-        let dh = as_u16(buf);
-        convert(dy, dh);
-        let out = u16_view_mut(dyp);
-        for k in 0..b {
-            for q in 0..p {
-                let g = k * pk + (q / ow) * wp + q % ow;
-                let row = &mut out[(g / 2) * co * 2 + g % 2..];
-                let src = &dh[k * co * p + q..];
-                for o in 0..co {
-                    row[2 * o] = src[o * p];
+    let (p, oh, ow, wp, np) = (pd.p(), pd.oh, pd.ow, pd.wp, len / 2);
+    if ow < 16 {
+        dyp[..np * co].fill(0);
+        with_scratch((b * co * p).div_ceil(2), |buf| {
+            let dh = as_u16(buf);
+            convert(dy, dh);
+            let out = u16_view_mut(dyp);
+            for k in 0..b {
+                for q in 0..p {
+                    let g = k * pk + (q / ow) * wp + q % ow;
+                    let row = &mut out[(g / 2) * co * 2 + g % 2..];
+                    let src = &dh[k * co * p + q..];
+                    for o in 0..co {
+                        row[2 * o] = src[o * p];
+                    }
+                }
+            }
+        });
+        return;
+    }
+    with_scratch(co * np, |buf| {
+        let rows = as_u16(buf);
+        rows.fill(0);
+        for (o, row) in rows.chunks_exact_mut(len).enumerate() {
+            for k in 0..b {
+                let src = &dy[(k * co + o) * p..(k * co + o + 1) * p];
+                for y in 0..oh {
+                    let at = k * pk + y * wp;
+                    convert(&src[y * ow..(y + 1) * ow], &mut row[at..at + ow]);
+                }
+            }
+        }
+        let pairs = as_u32(buf);
+        const BLOCK: usize = 64;
+        for m0 in (0..np).step_by(BLOCK) {
+            let m1 = (m0 + BLOCK).min(np);
+            for o in 0..co {
+                let src = &pairs[o * np + m0..o * np + m1];
+                for (m, &v) in (m0..m1).zip(src) {
+                    dyp[m * co + o] = v;
                 }
             }
         }
