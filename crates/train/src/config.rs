@@ -891,41 +891,11 @@ pub fn set_dotted(root: &mut Value, key: &str, value: &str) -> Result<()> {
     }
     let parsed: Value = serde_norway::from_str(value)
         .with_context(|| format!("--set {key}={value}: the value is not valid YAML"))?;
-    let mut cur = root;
-    let parts: Vec<&str> = key.split('.').collect();
-    for (i, part) in parts.iter().enumerate() {
-        if part.is_empty() {
-            bail!("--set {key}: empty key segment");
-        }
-        if cur.is_null() {
-            *cur = Value::Mapping(Default::default());
-        }
-        let map = cur
-            .as_mapping_mut()
-            .with_context(|| format!("--set {key}: `{}` is not a mapping", parts[..i].join(".")))?;
-        let k = Value::String((*part).to_string());
-        if i + 1 == parts.len() {
-            map.insert(k, parsed);
-            return Ok(());
-        }
-        cur = map.entry(k).or_insert(Value::Null);
-    }
-    unreachable!("key has at least one segment")
-}
-
-/// The leaf paths a value sets under `prefix` (dotted keys of nested mappings split; nothing
-/// for an empty mapping).
-fn leaf_paths(prefix: Vec<String>, v: &Value, out: &mut Vec<Vec<String>>) {
-    match v.as_mapping() {
-        Some(m) => {
-            for (k, v) in m {
-                let mut p = prefix.clone();
-                p.extend(k.as_str().unwrap_or("?").split('.').map(str::to_string));
-                leaf_paths(p, v, out);
-            }
-        }
-        None => out.push(prefix),
-    }
+    use protoclr_formats::dotted::{self, DottedError};
+    dotted::set_dotted(root, key, parsed).map_err(|e| match e {
+        DottedError::EmptySegment => anyhow::anyhow!("--set {key}: empty key segment"),
+        DottedError::NotAMapping(p) => anyhow::anyhow!("--set {key}: `{p}` is not a mapping"),
+    })
 }
 
 /// Which `--set` set each config leaf: two with different keys that set the same leaf
@@ -939,7 +909,12 @@ impl SetClaims {
     /// Records that the `--set` text `who` sets `value` at the dotted `key` (its owner: the key).
     fn claim(&mut self, who: &str, key: &str, value: &Value) -> Result<()> {
         let mut paths = Vec::new();
-        leaf_paths(key.split('.').map(str::to_string).collect(), value, &mut paths);
+        protoclr_formats::dotted::leaf_paths(
+            key.split('.').map(str::to_string).collect(),
+            value,
+            &|_| "?".into(),
+            &mut paths,
+        );
         self.0
             .claim(who, &key.to_string(), paths)
             .map_err(|(leaf, other)| anyhow::anyhow!("`{leaf}` is set twice: by `{other}` and by `{who}`"))
