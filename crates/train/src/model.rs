@@ -565,11 +565,12 @@ impl SimClrModel {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ops::testutil::{randn, rel_err};
 
-    fn cfg(arch: Arch, stem: Stem, ops: Ops) -> ModelConfig {
+    /// A small model config for tests (width 4, head 16 → 8); also used by `step`'s tests.
+    pub(crate) fn cfg(arch: Arch, stem: Stem, ops: Ops) -> ModelConfig {
         ModelConfig {
             arch,
             width: 4,

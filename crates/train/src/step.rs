@@ -102,18 +102,8 @@ impl SimClrModel {
 mod tests {
     use super::*;
     use crate::config::{Arch, ModelConfig, Ops, Stem};
+    use crate::model::tests::cfg;
     use crate::ops::testutil::{randn, rel_err};
-
-    fn cfg(arch: Arch, stem: Stem, ops: Ops) -> ModelConfig {
-        ModelConfig {
-            arch,
-            width: 4,
-            stem,
-            proj_hidden: 16,
-            proj_dim: 8,
-            ops,
-        }
-    }
 
     #[test]
     fn train_step_without_graph_matches_candle_autograd() {
