@@ -219,7 +219,7 @@ fn print_summary(m: &run::Metrics, out: &std::path::Path) {
     eprintln!("run folder: {}", out.display());
     eprintln!(
         "status: {} · {} epochs · {:.0} s · {:.0} train img/s · {} threads",
-        m.status,
+        m.status.as_str(),
         m.epochs.len(),
         m.wall_time_s,
         m.train_images_per_sec,

@@ -1,42 +1,98 @@
-//! Atomic file writes and small facts about this process, for the grid (status files, index
-//! CSVs, Slurm scripts) and the report (figures, tables, notes).
+//! Atomic file writes (with the crash-test failpoints) and small facts about this process: one
+//! definition for training outputs and checkpoints, the grid (status files, index CSVs, Slurm
+//! scripts) and the report (figures, tables, notes).
 
 use anyhow::{Context, Result};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder (named as
 /// [`crate::temps`] says, so a killed writer's leftover is swept), fsync, rename over
-/// `path`, fsync of the folder. Readers see the old content or the new one, never a part.
+/// `path`, fsync of the folder. Readers see the old content or the new one, never a part. An
+/// error names the file and says once what went wrong (e.g. a full disk); the temporary file is
+/// removed again.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_at(path, bytes, "write")
+}
+
+/// [`atomic_write`] whose steps are [`failpoint`]s named `tag`: half of the temporary file
+/// written, temporary complete and fsynced, renamed into place.
+pub fn atomic_write_at(path: &Path, bytes: &[u8], tag: &str) -> Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create folder {}", dir.display()))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(
         ".{name}.tmp-{}-{}",
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let result = (|| -> Result<()> {
-        let mut f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
-        sync_dir(dir);
-        Ok(())
-    })();
-    if result.is_err() {
+    let written = File::create(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))
+        .and_then(|mut f| write_synced(&mut f, bytes, path, tag));
+    if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
+        return Err(e);
     }
-    result.with_context(|| format!("cannot write {}", path.display()))
+    failpoint(tag);
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()));
+    }
+    failpoint(tag);
+    sync_dir(dir);
+    Ok(())
+}
+
+/// Writes `bytes` into `f` and fsyncs it; errors name `path` (the file being written).
+/// Under the failpoint `tag` the process may die half-way through the bytes.
+pub fn write_synced(f: &mut File, bytes: &[u8], path: &Path, tag: &str) -> Result<()> {
+    let half = bytes.len() / 2;
+    let what = || format!("cannot write {}", path.display());
+    f.write_all(&bytes[..half]).with_context(what)?;
+    if failpoint_armed(tag) {
+        let _ = f.flush();
+        failpoint(tag);
+    }
+    f.write_all(&bytes[half..]).with_context(what)?;
+    f.sync_all().with_context(what)
+}
+
+fn failpoint_spec() -> Option<(String, usize)> {
+    let spec = std::env::var("PROTOCLR_FAILPOINT").ok()?;
+    let (tag, n) = spec.split_once(':')?;
+    Some((tag.to_string(), n.parse().ok()?))
+}
+
+fn failpoint_armed(tag: &str) -> bool {
+    failpoint_spec().is_some_and(|(t, _)| t == tag)
+}
+
+/// Test hook for crash safety: with `PROTOCLR_FAILPOINT=<tag>:<n>` in the environment, the
+/// `n`-th call of `failpoint(<tag>)` in this process kills it with SIGKILL (no unwinding, no
+/// flushing: a crash at that instruction). [`atomic_write_at`] has three points (see there);
+/// training's checkpoints add their own under the tag `ckpt` (`protoclr_train::checkpoint`).
+/// Plain [`atomic_write`]s use the tag `write`.
+pub fn failpoint(tag: &str) {
+    static HITS: AtomicUsize = AtomicUsize::new(0);
+    let Some((t, n)) = failpoint_spec() else {
+        return;
+    };
+    if t != tag {
+        return;
+    }
+    if HITS.fetch_add(1, Ordering::SeqCst) + 1 == n {
+        eprintln!("failpoint {tag}:{n}: killing the process");
+        // SAFETY: plain signal delivery to ourselves.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
 }
 
 /// fsyncs a folder so that a rename in it is durable (best effort: some filesystems refuse).
@@ -86,5 +142,20 @@ mod tests {
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
         assert_eq!(sha256_hex(b"two"), sha256_file(&p).unwrap());
+    }
+
+    #[test]
+    fn a_full_disk_error_names_the_file_once() {
+        // /dev/full fails every write with ENOSPC, like a full disk.
+        let Ok(mut f) = File::options().write(true).open("/dev/full") else {
+            return; // not Linux
+        };
+        let target = Path::new("/results/cells/x/metrics.json");
+        let e = format!(
+            "{:#}",
+            write_synced(&mut f, &[7u8; 4096], target, "write").unwrap_err()
+        );
+        assert!(e.contains("cannot write /results/cells/x/metrics.json"), "{e}");
+        assert_eq!(e.matches("No space left on device").count(), 1, "{e}");
     }
 }

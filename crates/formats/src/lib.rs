@@ -127,7 +127,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// SHA-256 (hex) of a file's content; None when it cannot be read.
 pub fn sha256_file(path: &Path) -> Option<String> {
-    fs::read(path).ok().map(|b| sha256_hex(&b))
+    sha256_of_file(path).ok()
+}
+
+/// SHA-256 (hex) of a file's content; the error names the file.
+pub fn sha256_of_file(path: &Path) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(sha256_hex(&bytes))
 }
 
 /// A cell whose `status.json` is readable and whose every recorded checksum matches.

@@ -407,7 +407,9 @@ impl Table {
         ];
         if let Some(first) = self.metrics.first() {
             let val = format!("val_{first}");
-            if protoclr_formats::EVAL_METRICS.contains(&val.as_str()) {
+            // A table that lists the validation metric among its own columns has its mean
+            // there already (a second `<val>_mean` column would be a duplicate name).
+            if protoclr_formats::EVAL_METRICS.contains(&val.as_str()) && !self.metrics.contains(&val) {
                 cols.push(Column::new(
                     format!("{val}_mean").into(),
                     get(&|r| r.val_first.map(|s| s.mean)),
@@ -603,6 +605,75 @@ mod tests {
     #[test]
     fn tex_escape_specials() {
         assert_eq!(tex_escape("a_b & 5% — α"), "a\\_b \\& 5\\% --- $\\alpha$");
+    }
+
+    fn summary(mean: f64) -> Option<Summary> {
+        Some(Summary {
+            mean,
+            std: Some(0.5),
+            n: 2,
+        })
+    }
+
+    fn table(metrics: &[&str]) -> Table {
+        Table {
+            stem: "t".into(),
+            title: "t".into(),
+            metrics: metrics.iter().map(|m| m.to_string()).collect(),
+            rows: vec![Row {
+                method: "NT-Xent".into(),
+                setting: String::new(),
+                settings: 1,
+                selected_on: None,
+                val_first: summary(40.0),
+                values: (0..metrics.len()).map(|i| summary(50.0 + i as f64)).collect(),
+                shots: Shots::default(),
+            }],
+            partial: None,
+            shot_groups: false,
+            paper_column: false,
+        }
+    }
+
+    fn names(t: &Table) -> Vec<String> {
+        t.frame()
+            .unwrap()
+            .get_column_names()
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn validation_column_is_shown_once() {
+        // The first metric's validation form gets its own column ...
+        let plain = names(&table(&["linear_top1", "knn_top1"]));
+        assert_eq!(
+            plain.iter().filter(|n| *n == "val_linear_top1_mean").count(),
+            1,
+            "{plain:?}"
+        );
+        // ... unless the table lists it among its metrics: then that is the one column.
+        let t = table(&["linear_top1", "val_linear_top1"]);
+        let listed = names(&t);
+        assert_eq!(
+            listed.iter().filter(|n| *n == "val_linear_top1_mean").count(),
+            1,
+            "{listed:?}"
+        );
+        let col = t
+            .frame()
+            .unwrap()
+            .column("val_linear_top1_mean")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            col,
+            Some(51.0),
+            "the listed metric's own mean, not the selection's"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! bookkeeping ([`CheckpointMeta`]: config hash, epochs done, epoch records, optimiser step,
 //! prototype flags) and the SHA-256 of the tensors (names, dtypes, shapes and bytes in name
 //! order). It is written to a temporary file in the same folder, fsynced, renamed into place and
-//! the folder fsynced ([`crate::fsutil::atomic_write`]), so a reader sees a whole checkpoint or
+//! the folder fsynced ([`protoclr_formats::fsutil::atomic_write`]), so a reader sees a whole checkpoint or
 //! none: there is no pair of files that can disagree.
 //!
 //! The previous epoch's checkpoint is deleted only after the new one is published, so the
@@ -19,13 +19,14 @@
 //! `state.safetensors` + `state.json` of earlier versions is still read (when nothing newer
 //! exists) and removed once a checkpoint of the new kind is written.
 
-use crate::fsutil::{atomic_write_at, failpoint, sha256_file};
 use crate::loss::Prototypes;
 use crate::metrics::EpochRecord;
 use crate::model::SimClrModel;
 use crate::optim::Optimizer;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
+use protoclr_formats::fsutil::{atomic_write_at, failpoint};
+use protoclr_formats::sha256_of_file as sha256_file;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -72,7 +72,6 @@ pub mod data;
 pub mod device;
 pub mod eval;
 pub mod fastpath;
-pub mod fsutil;
 pub mod input;
 pub mod loss;
 pub mod memory;

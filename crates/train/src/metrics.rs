@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use protoclr_formats::metrics::Status;
+
 /// One epoch's record.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EpochRecord {
@@ -90,7 +92,8 @@ fn cpu_label() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Metrics {
     pub schema: u32,
-    pub status: String,
+    /// `completed` or `diverged`: the one [`Status`] the grid and the report read.
+    pub status: Status,
     pub epochs_planned: usize,
     pub epochs: Vec<EpochRecord>,
     pub eval: Option<EvalResult>,

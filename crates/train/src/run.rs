@@ -21,7 +21,6 @@
 use crate::augment::Pipeline;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::config::{Config, LossMax, LossName, PrototypeKind};
-use crate::fsutil::{atomic_write, remove_stale_temps, sha256_hex};
 use crate::loss::{self, Prototypes};
 use crate::model::SimClrModel;
 use crate::optim::{lr_at, Optimizer};
@@ -30,10 +29,13 @@ use crate::signals::{self, Interrupted};
 use crate::source::TrainSource;
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
+use protoclr_formats::fsutil::atomic_write;
+use protoclr_formats::sha256_hex;
+use protoclr_formats::temps::remove_stale_temps;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use crate::metrics::{Diverged, EpochRecord, EvalResult, Metrics};
+pub use crate::metrics::{Diverged, EpochRecord, EvalResult, Metrics, Status};
 pub use crate::progress::ProgressMode;
 
 /// `train.precision`, or an error naming the key where this machine cannot run it (bf16 needs
@@ -123,7 +125,7 @@ fn finished_run(out: &Path, yaml: &str, config_sha: &str) -> Result<Option<Outco
         .ok()
         .filter(|m| m.config_sha256 == config_sha)
         .map(|m| {
-            if m.status == "diverged" {
+            if m.status == Status::Diverged {
                 Outcome::Diverged(m)
             } else {
                 Outcome::Completed(m)
@@ -308,7 +310,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
     let train_views: f64 = records.iter().map(|r| r.images_per_sec * r.wall_s).sum();
     let mut metrics = Metrics {
         schema: 1,
-        status: "completed".into(),
+        status: Status::Completed,
         epochs_planned: cfg.train.epochs,
         epochs: records,
         eval: None,
@@ -333,7 +335,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         bf16_unit: (model.precision == crate::ops::Precision::Bf16).then(|| crate::ops::bf16::unit().into()),
     };
     let outcome = if let Some(d) = diverged {
-        metrics.status = "diverged".into();
+        metrics.status = Status::Diverged;
         metrics.diverged = Some(d);
         metrics.wall_time_s = prior_wall + run_start.elapsed().as_secs_f64();
         write_metrics(out, &metrics)?;
@@ -360,6 +362,6 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         }
         Outcome::Completed(metrics)
     };
-    progress.event(serde_json::json!({"event": "done", "status": outcome.metrics().status}));
+    progress.event(serde_json::json!({"event": "done", "status": outcome.metrics().status.as_str()}));
     Ok(outcome)
 }

@@ -13,8 +13,8 @@
 //! they must come back byte for byte once those added `null` keys are left out, and nothing else
 //! may differ.
 
+use protoclr_formats::sha256_hex;
 use protoclr_train::config::{from_value, parse_yaml_text, Config};
-use protoclr_train::fsutil::sha256_hex;
 use protoclr_train::NUMERICS_VERSION;
 use serde_norway::Value;
 use std::path::Path;

@@ -178,7 +178,7 @@ pub fn write_lt(lists: &LtLists, out: &Path) -> Result<bool> {
     let result = (|| -> Result<()> {
         std::fs::create_dir(&staging).with_context(|| format!("cannot create {}", staging.display()))?;
         for (file, text) in files(lists) {
-            crate::fsutil::atomic_write(&staging.join(file), text.as_bytes())?;
+            protoclr_formats::fsutil::atomic_write(&staging.join(file), text.as_bytes())?;
         }
         std::fs::rename(&staging, out)
             .with_context(|| format!("cannot rename {} to {}", staging.display(), out.display()))?;
