@@ -234,6 +234,11 @@ impl Backend for TrainBackend {
             .arg("--checkpoint-dir")
             .arg(checkpoint_dir)
             .args(["--progress", "jsonl"]);
+        // Beside the cells' checkpoint folders (not committed): the random-init references,
+        // one per seed and evaluation setting, shared by the cells of a grid.
+        if let Some(root) = checkpoint_dir.parent() {
+            c.arg("--reference-cache").arg(root.join("references"));
+        }
         if let Some(root) = &self.data_root {
             c.arg("--data-root").arg(root);
         }

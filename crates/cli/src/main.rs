@@ -73,6 +73,10 @@ struct TrainArgs {
     /// Checkpoint folder (default OUT/checkpoints).
     #[arg(long)]
     checkpoint_dir: Option<PathBuf>,
+    /// Folder of random-init reference evaluations shared between runs that would compute the
+    /// same one (`grid` passes RESULTS/checkpoints/references); default: computed in each run.
+    #[arg(long)]
+    reference_cache: Option<PathBuf>,
     /// Folder holding cifar-10-batches-bin/ (default: $PROTOCLR_DATA).
     #[arg(long, env = "PROTOCLR_DATA")]
     data_root: Option<PathBuf>,
@@ -167,6 +171,7 @@ fn train(args: TrainArgs, device: Option<&str>) -> Result<ExitCode> {
     let opts = run::RunOptions {
         out_dir: args.out.clone(),
         checkpoint_dir: args.checkpoint_dir,
+        reference_cache: args.reference_cache,
         data_root: data_root(args.data_root)?,
         progress: match args.progress {
             Progress::Bar => run::ProgressMode::Bar,

@@ -226,3 +226,57 @@ fn long_tailed_cifar_run_reports_class_groups() {
     // The random-init reference is grouped by the same training counts.
     assert_eq!(m["reference"]["n_many"], 5);
 }
+
+#[test]
+fn the_random_init_reference_is_computed_once_per_setting_and_shared() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("references");
+    let with_cache = |out: &str, extra: &[&str]| {
+        let mut c = train_cmd(
+            &tmp.path().join(out),
+            &[&["eval.random_init_reference=true"], extra].concat(),
+        );
+        c.arg("--reference-cache").arg(&cache);
+        assert!(c.status().unwrap().success(), "{out}");
+        comparable(&tmp.path().join(out))
+    };
+    let first = with_cache("first", &["loss.alpha=0.5"]);
+    let entries: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    // Computed without the cache, the reference is the same bit for bit: the cache only
+    // saves the time.
+    let st = train_cmd(
+        &tmp.path().join("plain"),
+        &["eval.random_init_reference=true", "loss.alpha=0.5"],
+    )
+    .status()
+    .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        comparable(&tmp.path().join("plain"))["reference"],
+        first["reference"]
+    );
+    // A run that differs only in what it trains with reads the stored entry (planted value) ...
+    let text = std::fs::read_to_string(&entries[0]).unwrap();
+    let real = first["reference"]["linear_top1"].as_f64().unwrap();
+    let planted = text.replacen(
+        &format!("\"linear_top1\": {}", serde_json::to_string(&real).unwrap()),
+        "\"linear_top1\": 12.25",
+        1,
+    );
+    assert_ne!(planted, text);
+    std::fs::write(&entries[0], planted).unwrap();
+    let other_loss = with_cache("other_loss", &["loss.alpha=1.5", "loss.lambda=0.75"]);
+    assert_eq!(other_loss["reference"]["linear_top1"], 12.25);
+    assert_ne!(
+        other_loss["eval"], first["eval"],
+        "a different loss trains a different encoder"
+    );
+    // ... and one with another seed computes and stores its own.
+    let other_seed = with_cache("other_seed", &["loss.alpha=0.5", "seed=7"]);
+    assert_ne!(other_seed["reference"], first["reference"]);
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 2);
+}

@@ -8,7 +8,8 @@
 //! evaluation ([`eval`]; the sets and scoring shared by every dataset in [`protocol`]), the
 //! prototype representation bias and the theorem bounds ([`bias`]), and the run itself ([`run`]:
 //! the training loop) with its checkpoints ([`checkpoint`]), its `metrics.json` types
-//! ([`metrics`]) and its progress output ([`progress`]). [`bench`](mod@bench) measures training
+//! ([`metrics`]), its progress output ([`progress`]) and the random-init reference evaluations
+//! it can share with other runs ([`reference`]). [`bench`](mod@bench) measures training
 //! and inference speed. The config ([`config`]) names every choice as an enum spelt as in the YAML.
 //! Image-folder datasets (ImageNet, ImageNet-LT) are listed by [`data::folder`] and streamed by
 //! the JPEG input pipeline ([`input`]); [`source`] gives the run either kind of training data
@@ -81,6 +82,7 @@ pub mod ops;
 pub mod optim;
 pub mod progress;
 pub mod protocol;
+pub mod reference;
 pub mod run;
 pub mod runtime;
 pub mod signals;

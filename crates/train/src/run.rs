@@ -25,6 +25,7 @@ use crate::loss::{self, Prototypes};
 use crate::model::SimClrModel;
 use crate::optim::{lr_at, Optimizer};
 use crate::progress::Progress;
+use crate::reference;
 use crate::signals::{self, Interrupted};
 use crate::source::TrainSource;
 use anyhow::{bail, Context, Result};
@@ -65,6 +66,9 @@ pub struct RunOptions {
     /// Where the model trains and evaluates ([`crate::device::parse`]); data are prepared on
     /// the host whatever the device.
     pub device: Device,
+    /// Folder of shared random-init reference evaluations ([`crate::reference`]); None computes
+    /// the reference in every run.
+    pub reference_cache: Option<PathBuf>,
 }
 
 /// The commit of the working tree (`PROTOCLR_GIT_COMMIT` overrides), or "unknown".
@@ -350,9 +354,25 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         if cfg.eval.random_init_reference {
             stop_check()?;
             progress.event(serde_json::json!({"event": "eval", "what": "reference"}));
-            let fresh = SimClrModel::new_on(&cfg.model, cfg.seed, &opts.device)?;
-            metrics.reference =
-                Some(source.evaluate(&fresh, cfg, &pipeline, mean, std, ProgressMode::None)?);
+            let evaluate_fresh = || -> Result<EvalResult> {
+                let fresh = SimClrModel::new_on(&cfg.model, cfg.seed, &opts.device)?;
+                source.evaluate(&fresh, cfg, &pipeline, mean, std, ProgressMode::None)
+            };
+            metrics.reference = Some(match &opts.reference_cache {
+                None => evaluate_fresh()?,
+                Some(dir) => {
+                    let inputs =
+                        reference::inputs(cfg, source.fingerprint(), &metrics.device, metrics.threads)?;
+                    match reference::load(dir, &reference::key(&inputs)) {
+                        Some(r) => r,
+                        None => {
+                            let r = evaluate_fresh()?;
+                            reference::store(dir, &inputs, &r)?;
+                            r
+                        }
+                    }
+                }
+            });
         }
         metrics.wall_time_s = prior_wall + run_start.elapsed().as_secs_f64();
         write_metrics(out, &metrics)?;

@@ -542,6 +542,7 @@ mod tests {
             data_root: t.path().to_path_buf(),
             progress: ProgressMode::None,
             device: candle_core::Device::Cpu,
+            reference_cache: None,
         };
         let m = match train(&cfg, &opts("a")).unwrap() {
             Outcome::Completed(m) => m,
@@ -604,6 +605,7 @@ mod tests {
             data_root: t.path().to_path_buf(),
             progress: ProgressMode::None,
             device: candle_core::Device::Cpu,
+            reference_cache: None,
         };
         let m = train(&cfg, &opts).unwrap();
         let ev = m.metrics().eval.clone().unwrap();
@@ -687,6 +689,7 @@ mod tests {
             data_root: t.path().to_path_buf(),
             progress: ProgressMode::None,
             device: candle_core::Device::Cpu,
+            reference_cache: None,
         };
         let e = format!("{:#}", train(&cfg, &opts).unwrap_err());
         assert!(
