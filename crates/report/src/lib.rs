@@ -23,7 +23,8 @@
 //! - [`select`]: every "best of k" choice, on validation accuracy when the cells have it (else on
 //!   test, and said so); [`ratio`]: accuracy against α/λ with the diagonal α = λ marked;
 //!   [`bounds`]: claim (d) and `table_bounds.*`, the theorems' bounds measured by training;
-//!   [`output`]: atomic file writes.
+//!   [`compute`]: `compute.*`, the training time the committed cells took (what `make
+//!   reproduce-all` costs from an empty `results/`); [`output`]: atomic file writes.
 //! - [`stats`]: the statistics, each tested against known answers; [`style`]: the bundled font
 //!   (DejaVu Sans, registered with plotters' `ab_glyph` renderer) and colour maps.
 //!
@@ -37,6 +38,7 @@
 
 pub mod bounds;
 pub mod claims;
+pub mod compute;
 pub mod confirm;
 pub mod curve;
 pub mod heatmap;
@@ -71,7 +73,7 @@ pub enum Target {
     Tables,
     /// `claims.md` and `table_bounds.*`.
     Claims,
-    /// Every experiment of the experiments folder, then the claims.
+    /// Every experiment of the experiments folder, then the claims and `compute.*`.
     All,
 }
 
@@ -494,6 +496,13 @@ pub fn run(target: Target, opts: &Options, ntxent_deviation: f64) -> Result<Repo
             match build_claims(opts, &files, ntxent_deviation) {
                 Ok(r) => report.merge(r),
                 Err(e) => errors.push(format!("claims: {e:#}")),
+            }
+            let names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
+            match compute::Compute::load(&opts.results, &names, &opts.profile)
+                .and_then(|c| c.write(&opts.out))
+            {
+                Ok(w) => report.written.extend(w),
+                Err(e) => errors.push(format!("compute: {e:#}")),
             }
             if !errors.is_empty() {
                 let written: Vec<String> = report.written.iter().map(|p| p.display().to_string()).collect();
