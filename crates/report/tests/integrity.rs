@@ -62,18 +62,15 @@ fn edit_number(results: &Path, id: &str, key: &str, value: &str) {
 }
 
 #[test]
-fn committed_results_are_complete_and_unversioned() {
+fn committed_results_are_complete_and_of_one_numerics_version() {
     let exp = Experiment::load(&committed_results(), "fig3", "cpu").unwrap();
     assert_eq!((exp.with_metrics(), exp.total()), (27, 27));
-    // Every committed cell predates the numerics version: one group, drawable.
+    // Every committed fig3 cell was retrained under numerics version 2: one group, drawable.
     assert!(!exp.provenance.is_mixed());
-    assert_eq!(exp.provenance.versions_text(), "unversioned (27 cells)");
+    assert_eq!(exp.provenance.versions_text(), "v2 (27 cells)");
     exp.check_numerics(false).unwrap();
     let notes = exp.coverage_markdown();
-    assert!(
-        notes.contains("numerics unversioned: 27 cells; commits `"),
-        "{notes}"
-    );
+    assert!(notes.contains("numerics v2: 27 cells; commits `"), "{notes}");
 }
 
 #[test]
