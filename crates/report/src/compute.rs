@@ -14,11 +14,39 @@ use anyhow::Result;
 use polars::prelude::*;
 use protoclr_formats::CellRecord;
 
-use crate::load::{dedup_rows, read_index};
+use crate::load::{dedup_rows, index_path, read_index};
 use crate::tables::tex_escape;
 
 /// File stem of the table.
 pub const STEM: &str = "compute";
+
+/// What a set of done cells cost.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cost {
+    /// Done and intact cells with a recorded wall time.
+    pub done: usize,
+    /// Sum of their `wall_time_s`, seconds.
+    pub wall_s: f64,
+    /// Sum of their `wall_time_s × threads`, seconds.
+    pub core_s: f64,
+}
+
+impl Cost {
+    fn add(&mut self, wall: f64, threads: u64) {
+        self.done += 1;
+        self.wall_s += wall;
+        self.core_s += wall * threads as f64;
+    }
+
+    /// Mean wall time of a cell in minutes (`–` without cells).
+    fn mean_min(&self) -> String {
+        if self.done == 0 {
+            "–".into()
+        } else {
+            format!("{:.1}", self.wall_s / self.done as f64 / 60.0)
+        }
+    }
+}
 
 /// One experiment stage's cells.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,12 +56,8 @@ pub struct ComputeRow {
     pub stage: &'static str,
     /// Distinct cell ids in its index.
     pub listed: usize,
-    /// Of those, done and intact with a recorded wall time.
-    pub done: usize,
-    /// Sum of `wall_time_s` of the done cells, seconds.
-    pub wall_s: f64,
-    /// Sum of `wall_time_s × threads`, seconds.
-    pub core_s: f64,
+    /// What its done cells cost.
+    pub cost: Cost,
     /// Thread counts the done cells ran with.
     pub threads: BTreeSet<u64>,
 }
@@ -43,10 +67,8 @@ pub struct ComputeRow {
 pub struct Compute {
     pub profile: String,
     pub rows: Vec<ComputeRow>,
-    /// Distinct done cells over every row, and their wall and core seconds.
-    pub total_cells: usize,
-    pub total_wall_s: f64,
-    pub total_core_s: f64,
+    /// Distinct done cells over every row (a cell in several rows counts once).
+    pub total: Cost,
 }
 
 /// `wall_time_s` and `threads` of a done and intact cell.
@@ -63,16 +85,14 @@ fn cell_cost(results: &Path, id: &str) -> Option<(f64, u64)> {
     Some((wall, threads))
 }
 
-/// Distinct cell ids of an index file, in file order.
+/// Cell ids of an index file, in file order: distinct, as [`dedup_rows`] leaves them.
 fn index_ids(path: &Path) -> Result<Vec<String>> {
     let df = dedup_rows(path, read_index(path)?)?;
-    let mut seen = HashSet::new();
     Ok(df
         .column("cell_id")?
         .str()?
         .iter()
         .flatten()
-        .filter(|id| seen.insert(id.to_string()))
         .map(str::to_string)
         .collect())
 }
@@ -83,13 +103,15 @@ impl Compute {
     pub fn load(results: &Path, experiments: &[String], profile: &str) -> Result<Self> {
         let mut rows = Vec::new();
         let mut counted: HashSet<String> = HashSet::new();
-        let (mut total_cells, mut total_wall_s, mut total_core_s) = (0, 0.0, 0.0);
+        let mut total = Cost::default();
         for name in experiments {
-            for (stage, file) in [
-                ("grid", format!("{name}.{profile}.csv")),
-                ("confirmation", format!("{name}.{profile}.confirm.csv")),
+            for (stage, path) in [
+                ("grid", index_path(results, name, profile)),
+                (
+                    "confirmation",
+                    crate::confirm::confirm_index_path(results, name, profile),
+                ),
             ] {
-                let path: PathBuf = results.join(file);
                 if !path.is_file() {
                     continue;
                 }
@@ -98,23 +120,17 @@ impl Compute {
                     experiment: name.clone(),
                     stage,
                     listed: ids.len(),
-                    done: 0,
-                    wall_s: 0.0,
-                    core_s: 0.0,
+                    cost: Cost::default(),
                     threads: BTreeSet::new(),
                 };
-                for id in &ids {
-                    let Some((wall, threads)) = cell_cost(results, id) else {
+                for id in ids {
+                    let Some((wall, threads)) = cell_cost(results, &id) else {
                         continue;
                     };
-                    row.done += 1;
-                    row.wall_s += wall;
-                    row.core_s += wall * threads as f64;
+                    row.cost.add(wall, threads);
                     row.threads.insert(threads);
-                    if counted.insert(id.clone()) {
-                        total_cells += 1;
-                        total_wall_s += wall;
-                        total_core_s += wall * threads as f64;
+                    if counted.insert(id) {
+                        total.add(wall, threads);
                     }
                 }
                 rows.push(row);
@@ -123,9 +139,7 @@ impl Compute {
         Ok(Self {
             profile: profile.to_string(),
             rows,
-            total_cells,
-            total_wall_s,
-            total_core_s,
+            total,
         })
     }
 
@@ -133,17 +147,9 @@ impl Compute {
         t.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
     }
 
-    fn mean_min(wall_s: f64, n: usize) -> String {
-        if n == 0 {
-            "–".into()
-        } else {
-            format!("{:.1}", wall_s / n as f64 / 60.0)
-        }
-    }
-
     /// The footnote: what the numbers are and how they turn into a wall time.
     pub fn footnote(&self) -> String {
-        let core_h = self.total_core_s / 3600.0;
+        let core_h = self.total.core_s / 3600.0;
         format!(
             "Profile `{}`. Wall time: the training process of each done cell (`metrics.json` \
              `wall_time_s`; a resumed cell includes its earlier attempts), summed; core-hours: \
@@ -154,7 +160,7 @@ impl Compute {
              longest cell (an extrapolation: it assumes a core trains a cell as fast there as \
              here).",
             self.profile,
-            self.total_cells,
+            self.total.done,
             core_h / 2.0,
             core_h / 16.0,
         )
@@ -165,26 +171,31 @@ impl Compute {
         let mut s = String::from("# Compute: what the committed results took to train\n\n");
         s.push_str("| Experiment | Stage | Cells done / listed | Wall time (h) | Core-hours | Mean cell (min) | Threads a cell |\n");
         s.push_str("|---|---|---|---|---|---|---|\n");
+        // `head`: the cells before "Cells"; `tail`: the last cell's content with its spaces.
+        let line = |head: String, cells: String, c: &Cost, tail: String| {
+            format!(
+                "| {head} | {cells} | {:.2} | {:.2} | {} |{tail}|\n",
+                c.wall_s / 3600.0,
+                c.core_s / 3600.0,
+                c.mean_min(),
+            )
+        };
         for r in &self.rows {
-            s.push_str(&format!(
-                "| {} | {} | {} / {} | {:.2} | {:.2} | {} | {} |\n",
-                r.experiment,
-                r.stage,
-                r.done,
-                r.listed,
-                r.wall_s / 3600.0,
-                r.core_s / 3600.0,
-                Self::mean_min(r.wall_s, r.done),
-                Self::threads_text(&r.threads),
+            s.push_str(&line(
+                format!("{} | {}", r.experiment, r.stage),
+                format!("{} / {}", r.cost.done, r.listed),
+                &r.cost,
+                format!(" {} ", Self::threads_text(&r.threads)),
             ));
         }
-        s.push_str(&format!(
-            "| **all (distinct cells)** | | {} | {:.2} | {:.2} | {} | |\n\n",
-            self.total_cells,
-            self.total_wall_s / 3600.0,
-            self.total_core_s / 3600.0,
-            Self::mean_min(self.total_wall_s, self.total_cells),
+        let t = &self.total;
+        s.push_str(&line(
+            "**all (distinct cells)** |".into(),
+            t.done.to_string(),
+            t,
+            " ".into(),
         ));
+        s.push('\n');
         s.push_str(&self.footnote());
         s.push('\n');
         s
@@ -196,25 +207,29 @@ impl Compute {
         s.push_str("\\begin{table}[t]\n\\centering\n\\caption{Compute of the committed results}\n");
         s.push_str("\\label{tab:compute}\n\\begin{tabular}{llrrrr}\n\\toprule\n");
         s.push_str("Experiment & Stage & Cells & Wall (h) & Core-h & Mean cell (min) \\\\\n\\midrule\n");
+        // `head`: the cells before "Cells".
+        let line = |head: String, cells: String, c: &Cost| {
+            format!(
+                "{head} & {cells} & {:.2} & {:.2} & {} \\\\\n",
+                c.wall_s / 3600.0,
+                c.core_s / 3600.0,
+                tex_escape(&c.mean_min()),
+            )
+        };
         for r in &self.rows {
-            s.push_str(&format!(
-                "{} & {} & {} / {} & {:.2} & {:.2} & {} \\\\\n",
-                tex_escape(&r.experiment),
-                r.stage,
-                r.done,
-                r.listed,
-                r.wall_s / 3600.0,
-                r.core_s / 3600.0,
-                tex_escape(&Self::mean_min(r.wall_s, r.done)),
+            s.push_str(&line(
+                format!("{} & {}", tex_escape(&r.experiment), r.stage),
+                format!("{} / {}", r.cost.done, r.listed),
+                &r.cost,
             ));
         }
-        s.push_str(&format!(
-            "\\midrule\nall (distinct) & & {} & {:.2} & {:.2} & {} \\\\\n\\bottomrule\n\\end{{tabular}}\n",
-            self.total_cells,
-            self.total_wall_s / 3600.0,
-            self.total_core_s / 3600.0,
-            tex_escape(&Self::mean_min(self.total_wall_s, self.total_cells)),
+        s.push_str("\\midrule\n");
+        s.push_str(&line(
+            "all (distinct) &".into(),
+            self.total.done.to_string(),
+            &self.total,
         ));
+        s.push_str("\\bottomrule\n\\end{tabular}\n");
         s.push_str(&format!(
             "\\par\\smallskip{{\\footnotesize {}}}\n\\end{{table}}\n",
             tex_escape(&self.footnote())
@@ -228,15 +243,13 @@ impl Compute {
         let mut experiment: Vec<String> = self.rows.iter().map(|r| r.experiment.clone()).collect();
         let mut stage: Vec<&str> = self.rows.iter().map(|r| r.stage).collect();
         let mut listed: Vec<Option<u32>> = self.rows.iter().map(|r| Some(r.listed as u32)).collect();
-        let mut done: Vec<u32> = self.rows.iter().map(|r| r.done as u32).collect();
-        let mut wall: Vec<f64> = self.rows.iter().map(|r| r.wall_s).collect();
-        let mut core: Vec<f64> = self.rows.iter().map(|r| r.core_s).collect();
+        let costs = || self.rows.iter().map(|r| &r.cost).chain([&self.total]);
+        let done: Vec<u32> = costs().map(|c| c.done as u32).collect();
+        let wall: Vec<f64> = costs().map(|c| c.wall_s).collect();
+        let core: Vec<f64> = costs().map(|c| c.core_s).collect();
         experiment.push("all".into());
         stage.push("total");
         listed.push(None);
-        done.push(self.total_cells as u32);
-        wall.push(self.total_wall_s);
-        core.push(self.total_core_s);
         Ok(DataFrame::new_infer_height(vec![
             Column::new("experiment".into(), experiment),
             Column::new("stage".into(), stage),
@@ -306,13 +319,13 @@ mod tests {
         let c = Compute::load(r, &["x".into(), "y".into(), "z".into()], "cpu").unwrap();
         assert_eq!(c.rows.len(), 3, "z has no index and no row");
         let x = &c.rows[0];
-        assert_eq!((x.stage, x.listed, x.done), ("grid", 3, 2));
-        assert_eq!((x.wall_s, x.core_s), (900.0, 1200.0));
+        assert_eq!((x.stage, x.listed, x.cost.done), ("grid", 3, 2));
+        assert_eq!((x.cost.wall_s, x.cost.core_s), (900.0, 1200.0));
         assert_eq!(x.threads, BTreeSet::from([1, 2]));
-        assert_eq!((c.rows[1].stage, c.rows[1].wall_s), ("confirmation", 120.0));
-        assert_eq!((c.rows[2].experiment.as_str(), c.rows[2].done), ("y", 1));
-        assert_eq!(c.total_cells, 3);
-        assert_eq!((c.total_wall_s, c.total_core_s), (1020.0, 1320.0));
+        assert_eq!((c.rows[1].stage, c.rows[1].cost.wall_s), ("confirmation", 120.0));
+        assert_eq!((c.rows[2].experiment.as_str(), c.rows[2].cost.done), ("y", 1));
+        assert_eq!(c.total.done, 3);
+        assert_eq!((c.total.wall_s, c.total.core_s), (1020.0, 1320.0));
         let md = c.markdown();
         assert!(
             md.contains("| x | grid | 2 / 3 | 0.25 | 0.33 | 7.5 | 1, 2 |"),
@@ -333,7 +346,7 @@ mod tests {
         std::fs::write(r.join("cells/a/metrics.json"), b"{\"wall_time_s\": 1}").unwrap();
         index(r, "x.cpu.csv", &["a"]);
         let c = Compute::load(r, &["x".into()], "cpu").unwrap();
-        assert_eq!((c.rows[0].listed, c.rows[0].done, c.total_cells), (1, 0, 0));
+        assert_eq!((c.rows[0].listed, c.rows[0].cost.done, c.total.done), (1, 0, 0));
         assert!(c.markdown().contains("| x | grid | 0 / 1 | 0.00 | 0.00 | – |"));
     }
 }

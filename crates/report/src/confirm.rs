@@ -18,7 +18,7 @@
 //!   complete pairs is shown as provisional), with fewer than 2 pairs, or when the selection no
 //!   longer matches the grid's cells.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use statrs::distribution::{ContinuousCDF, Normal};
@@ -270,6 +270,11 @@ fn outcome_of(results: &Path, id: &str) -> std::result::Result<f64, String> {
         .ok_or_else(|| format!("`{}` has no eval.{OUTCOME}", short_id(id)))
 }
 
+/// Path of an experiment's confirmation-stage index CSV (`<experiment>.<profile>.confirm.csv`).
+pub fn confirm_index_path(results: &Path, experiment: &str, profile: &str) -> PathBuf {
+    results.join(format!("{experiment}.{profile}.confirm.csv"))
+}
+
 /// Loads the confirmation stage of `experiment`; Ok(None) when there is no selection file.
 pub fn load(results: &Path, experiment: &str, profile: &str) -> Result<Option<ConfirmData>> {
     let sel_path = results.join(format!("{experiment}.{profile}.selection.json"));
@@ -323,7 +328,7 @@ pub fn load(results: &Path, experiment: &str, profile: &str) -> Result<Option<Co
         pairs: Vec::new(),
         no_index: false,
     };
-    let confirm_index = results.join(format!("{experiment}.{profile}.confirm.csv"));
+    let confirm_index = confirm_index_path(results, experiment, profile);
     if !confirm_index.is_file() {
         data.no_index = true;
         return Ok(Some(data));
