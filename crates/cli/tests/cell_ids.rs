@@ -23,8 +23,11 @@ fn data_root() -> PathBuf {
     p
 }
 
-/// The 12-hex-digit ids `protoclr grid plan` lists, in plan order.
-fn planned(file: &Path) -> Vec<String> {
+/// The 12-hex-digit ids `protoclr grid plan` lists, in plan order; `Err(folder)` when the plan
+/// fails only because a dataset folder its cells fingerprint is not under the data root (CI has
+/// CIFAR-10 alone; the Imagenette and CIFAR-100 experiments then cannot be planned). Any other
+/// failure panics.
+fn planned(file: &Path) -> Result<Vec<String>, PathBuf> {
     let empty = tempfile::tempdir().unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_protoclr"))
         .args(["grid", "plan"])
@@ -36,13 +39,24 @@ fn planned(file: &Path) -> Vec<String> {
         .current_dir(repo())
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    String::from_utf8_lossy(&o.stdout)
+    let err = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() {
+        const MISSING: &str = "dataset fingerprint: cannot read folder ";
+        let folder = err
+            .find(MISSING)
+            .and_then(|at| err[at + MISSING.len()..].split(": ").next())
+            .map(PathBuf::from);
+        match folder {
+            Some(f) if !f.exists() => return Err(f),
+            _ => panic!("{err}"),
+        }
+    }
+    Ok(String::from_utf8_lossy(&o.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().nth(1))
         .filter(|t| t.len() == 12 && t.chars().all(|c| c.is_ascii_hexdigit()))
         .map(str::to_string)
-        .collect()
+        .collect())
 }
 
 #[test]
@@ -78,13 +92,25 @@ fn every_experiment_plans_to_its_committed_index() {
             continue;
         }
         let short: Vec<String> = ids.iter().map(|id| id[..12].to_string()).collect();
+        let planned = match planned(&file) {
+            Ok(p) => p,
+            Err(folder) => {
+                eprintln!(
+                    "{name}: its data ({}) is not here, not compared",
+                    folder.display()
+                );
+                continue;
+            }
+        };
         assert_eq!(
-            planned(&file),
+            planned,
             short,
             "{name}: planned ids differ from {}",
             index.display()
         );
         compared.push(name);
     }
-    assert!(compared.contains(&"fig5".to_string()), "compared: {compared:?}");
+    for must in ["fig3", "fig5", "table_cifar10"] {
+        assert!(compared.iter().any(|c| c == must), "compared: {compared:?}");
+    }
 }
