@@ -15,8 +15,8 @@ fn every_experiment_file_expands() {
         ("fig3", 27),
         ("fig4", 50),
         ("fig5", 50),
-        ("table_cifar10", 21),
-        ("table_cifar100", 21),
+        ("table_cifar10", 27),
+        ("table_cifar100", 27),
         ("long_tail", 36),
         ("tiny", 3),
     ];

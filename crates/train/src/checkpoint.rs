@@ -435,6 +435,8 @@ mod tests {
                     lr: 0.1,
                     images_per_sec: 1.0,
                     wall_s: 1.0,
+                    mean_direction: None,
+                    proto_train_acc: None,
                 })
                 .collect(),
             optimizer_t: 3,

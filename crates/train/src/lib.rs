@@ -71,6 +71,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod diag;
 pub mod eval;
 pub mod fastpath;
 pub mod input;

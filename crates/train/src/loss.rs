@@ -86,6 +86,14 @@ pub fn ntxent(z: &Tensor, tau: f64) -> Result<Tensor> {
 /// The supervised prototype objective averaged over the rows of `z` (`[M, d]`), with `labels`
 /// (len M) and unit prototypes `protos` (`[C, d]`, treated as constants). `smooth_tau`: use
 /// τ·logsumexp(·/τ) instead of the hard max.
+///
+/// Trained from a random init, the hard max degenerates (measured on the cpu profile, README):
+/// a view whose own cosine is below its largest other one lowers its loss by moving away from
+/// every prototype at once (the cosines shrink towards 0 and so does the loss), so gradient
+/// descent grows the part of the views orthogonal to the prototypes' span and the objective
+/// settles at 0, the value of a representation that knows no class. The smooth max has the
+/// far-field value τ·log(C − 1) > 0 and pulls such views in instead; the test
+/// `dilution_lowers_the_hard_objective_and_raises_the_smooth_one` plants the case.
 pub fn supervised_prototype(
     z: &Tensor,
     labels: &[u32],
@@ -416,6 +424,62 @@ mod tests {
             .to_scalar::<f64>()
             .unwrap();
         assert!((l - (-1.0 - 0.5)).abs() < 1e-6, "{l}");
+    }
+
+    /// The planted mechanism of the hard max's degeneracy. With C = 4 simplex prototypes, the
+    /// view z = μ₁ + 0.9·μ₀ of class 0 has dot products 0.567 with μ₀, 0.7 with μ₁ and −0.633
+    /// with μ₂, μ₃ (‖z‖ = 1.1): its own cosine is below the largest other but above the others'
+    /// mean. Adding s·u, u a unit vector orthogonal to every prototype, divides each cosine by
+    /// √(1.21 + s²)/1.1: the hard objective (0.133/‖z‖ > 0) falls towards 0 as s grows, the
+    /// smooth one (τ = 0.5: 0.2027 at s = 0, 0.2098 at s = 0.5, τ·log 3 as s → ∞) rises.
+    #[test]
+    fn dilution_lowers_the_hard_objective_and_raises_the_smooth_one() {
+        let c = 4;
+        let p = Prototypes::oracle(c, 8, 2).unwrap();
+        let protos = p.tensor().unwrap().to_dtype(DType::F64).unwrap();
+        let mu = protos.to_vec2::<f64>().unwrap();
+        // (The prototypes are f32: values agree to ~1e-7.)
+        // u: a Gaussian vector minus its projection on the prototypes' span (Gram–Schmidt on the
+        // first C − 1 prototypes, which span it), normalised.
+        let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+        let mut basis: Vec<Vec<f64>> = vec![];
+        for row in mu.iter().take(c - 1) {
+            let mut v = row.clone();
+            for b in &basis {
+                let d = dot(&v, b);
+                v.iter_mut().zip(b).for_each(|(a, b)| *a -= d * b);
+            }
+            let n = dot(&v, &v).sqrt();
+            basis.push(v.into_iter().map(|a| a / n).collect());
+        }
+        let mut u = rand_rows(1, 8, 5).remove(0);
+        for b in &basis {
+            let d = dot(&u, b);
+            u.iter_mut().zip(b).for_each(|(a, b)| *a -= d * b);
+        }
+        let n = dot(&u, &u).sqrt();
+        u.iter_mut().for_each(|a| *a /= n);
+        let z0: Vec<f64> = mu[1].iter().zip(&mu[0]).map(|(a, b)| a + 0.9 * b).collect();
+        let loss = |s: f64, smooth: Option<f64>| {
+            let z: Vec<f64> = z0.iter().zip(&u).map(|(a, b)| a + s * b).collect();
+            supervised_prototype(&tensor64(&[z]), &[0], &protos, 1.0, 1.0, smooth)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let scales = [0.0f64, 0.5, 2.0, 10.0];
+        for s in scales {
+            let norm = (1.21 + s * s).sqrt();
+            let want = (0.7 - (0.9 - 1.0 / 3.0)) / norm;
+            assert!((loss(s, None) - want).abs() < 1e-6, "hard at s = {s}: {}", loss(s, None));
+        }
+        assert!((loss(0.0, Some(0.5)) - 0.20273).abs() < 1e-4, "{}", loss(0.0, Some(0.5)));
+        assert!((loss(0.5, Some(0.5)) - 0.20980).abs() < 1e-4, "{}", loss(0.5, Some(0.5)));
+        for w in scales.windows(2) {
+            assert!(loss(w[1], None) < loss(w[0], None));
+            assert!(loss(w[1], Some(0.5)) > loss(w[0], Some(0.5)));
+        }
+        assert!((loss(1e6, Some(0.5)) - 0.5 * 3f64.ln()).abs() < 1e-5);
     }
 
     #[test]

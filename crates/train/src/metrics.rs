@@ -15,6 +15,14 @@ pub struct EpochRecord {
     /// Augmented views through the network per second (2 per image).
     pub images_per_sec: f64,
     pub wall_s: f64,
+    /// Mean over the epoch's steps of ‖mean unit projection‖ ([`crate::diag::ViewStats`]): 1 when
+    /// all views point one way. Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_direction: Option<f64>,
+    /// Supervised prototype objective: share of training views nearest their own prototype,
+    /// averaged over the epoch's steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto_train_acc: Option<f64>,
 }
 
 /// Evaluation of one encoder (see [`crate::protocol`]; the keys in docs/formats.md). Every

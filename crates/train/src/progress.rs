@@ -99,7 +99,9 @@ impl Progress {
         self.event(
             serde_json::json!({"event": "epoch", "epoch": rec.epoch, "epochs": self.epochs,
                                       "loss": rec.loss, "images_per_sec": rec.images_per_sec,
-                                      "weight_growth": weight_growth}),
+                                      "weight_growth": weight_growth,
+                                      "mean_direction": rec.mean_direction,
+                                      "proto_train_acc": rec.proto_train_acc}),
         );
     }
 

@@ -21,6 +21,7 @@
 use crate::augment::Pipeline;
 use crate::checkpoint::{self, CheckpointMeta};
 use crate::config::{Config, LossMax, LossName, PrototypeKind};
+use crate::diag;
 use crate::loss::{self, Prototypes};
 use crate::model::SimClrModel;
 use crate::optim::{lr_at, Optimizer};
@@ -29,7 +30,7 @@ use crate::reference;
 use crate::signals::{self, Interrupted};
 use crate::source::TrainSource;
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use protoclr_formats::fsutil::atomic_write;
 use protoclr_formats::sha256_hex;
 use protoclr_formats::temps::remove_stale_temps;
@@ -232,6 +233,7 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
         let t_epoch = Instant::now();
         let mut batches = source.epoch(cfg, &pipeline, epoch, steps);
         let mut loss_sum = 0f64;
+        let mut stats = diag::EpochStats::default();
         let mut lr = 0.0;
         for step in 0..steps {
             if let Some(signal) = signals::stop_requested() {
@@ -270,6 +272,9 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
                 diverged = Some(at(format!("non-finite gradient in `{}`", bad.0)));
                 break 'epochs;
             }
+            let zs = out.z.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let mu = protos.as_ref().map(|p| p.mu.as_slice());
+            stats.add(diag::view_stats(&zs, cfg.model.proj_dim, &labels, mu));
             if let Some(p) = protos.as_mut() {
                 p.update(&out.z, &labels)?;
             }
@@ -283,6 +288,8 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
             lr,
             images_per_sec: 2.0 * (b * steps) as f64 / wall,
             wall_s: wall,
+            mean_direction: stats.means().0,
+            proto_train_acc: stats.means().1,
         };
         let growth = weight_norm(&model)? / init_norm;
         progress.epoch(&rec, growth);
