@@ -16,7 +16,12 @@ pub struct ViewStats {
 }
 
 fn unit(row: &[f32]) -> Vec<f64> {
-    let n = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt().max(1e-12);
+    let n = row
+        .iter()
+        .map(|&v| (v as f64) * (v as f64))
+        .sum::<f64>()
+        .sqrt()
+        .max(1e-12);
     row.iter().map(|&v| v as f64 / n).collect()
 }
 
@@ -25,28 +30,31 @@ fn unit(row: &[f32]) -> Vec<f64> {
 /// not seen yet) never wins.
 pub fn view_stats(z: &[f32], d: usize, labels: &[u32], protos: Option<&[f32]>) -> ViewStats {
     let m = z.len() / d.max(1);
+    let rows: Vec<Vec<f64>> = z.chunks_exact(d).map(unit).collect();
     let mut sum = vec![0f64; d];
-    for row in z.chunks_exact(d) {
-        sum.iter_mut().zip(unit(row)).for_each(|(s, v)| *s += v);
+    for r in &rows {
+        sum.iter_mut().zip(r).for_each(|(s, v)| *s += v);
     }
     let mean_direction = sum.iter().map(|s| s * s).sum::<f64>().sqrt() / m.max(1) as f64;
     let proto_correct = protos.map(|p| {
-        let protos: Vec<Vec<f64>> = p.chunks_exact(d).map(unit).collect();
-        let mut correct = 0usize;
-        for (row, &y) in z.chunks_exact(d).zip(labels) {
-            let r = unit(row);
-            let score = |mu: &Vec<f64>| {
-                if mu.iter().all(|&v| v == 0.0) {
-                    f64::NEG_INFINITY
-                } else {
-                    r.iter().zip(mu).map(|(a, b)| a * b).sum::<f64>()
-                }
-            };
-            let best = (0..protos.len())
-                .max_by(|&a, &b| score(&protos[a]).total_cmp(&score(&protos[b])))
-                .unwrap_or(0);
-            correct += usize::from(best == y as usize);
-        }
+        // Unseen (zero) prototypes are left out of the comparison.
+        let protos: Vec<(usize, Vec<f64>)> = p
+            .chunks_exact(d)
+            .enumerate()
+            .filter(|(_, mu)| mu.iter().any(|&v| v != 0.0))
+            .map(|(k, mu)| (k, unit(mu)))
+            .collect();
+        let correct = rows
+            .iter()
+            .zip(labels)
+            .filter(|(r, &y)| {
+                let best = protos
+                    .iter()
+                    .map(|(k, mu)| (*k, r.iter().zip(mu).map(|(a, b)| a * b).sum::<f64>()))
+                    .max_by(|a, b| a.1.total_cmp(&b.1));
+                best.is_some_and(|(k, _)| k == y as usize)
+            })
+            .count();
         correct as f64 / m.max(1) as f64
     });
     ViewStats {
@@ -106,7 +114,10 @@ mod tests {
         // Scaling a row changes nothing (cosines); a prototype of any norm counts by direction.
         let scaled = [30.0f32, 5.0, 0.02, 0.2, 0.1, 1.0];
         let big = [5.0f32, 0.0, 0.0, 0.5, 0.0, 0.0];
-        assert_eq!(view_stats(&scaled, 2, &[0, 1, 0], Some(&big)).proto_correct, s.proto_correct);
+        assert_eq!(
+            view_stats(&scaled, 2, &[0, 1, 0], Some(&big)).proto_correct,
+            s.proto_correct
+        );
         let mut e = EpochStats::default();
         e.add(s);
         e.add(ViewStats {

@@ -471,10 +471,22 @@ mod tests {
         for s in scales {
             let norm = (1.21 + s * s).sqrt();
             let want = (0.7 - (0.9 - 1.0 / 3.0)) / norm;
-            assert!((loss(s, None) - want).abs() < 1e-6, "hard at s = {s}: {}", loss(s, None));
+            assert!(
+                (loss(s, None) - want).abs() < 1e-6,
+                "hard at s = {s}: {}",
+                loss(s, None)
+            );
         }
-        assert!((loss(0.0, Some(0.5)) - 0.20273).abs() < 1e-4, "{}", loss(0.0, Some(0.5)));
-        assert!((loss(0.5, Some(0.5)) - 0.20980).abs() < 1e-4, "{}", loss(0.5, Some(0.5)));
+        assert!(
+            (loss(0.0, Some(0.5)) - 0.20273).abs() < 1e-4,
+            "{}",
+            loss(0.0, Some(0.5))
+        );
+        assert!(
+            (loss(0.5, Some(0.5)) - 0.20980).abs() < 1e-4,
+            "{}",
+            loss(0.5, Some(0.5))
+        );
         for w in scales.windows(2) {
             assert!(loss(w[1], None) < loss(w[0], None));
             assert!(loss(w[1], Some(0.5)) > loss(w[0], Some(0.5)));

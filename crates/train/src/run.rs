@@ -282,14 +282,15 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
             progress.step(epoch, step, lv, t_epoch);
         }
         let wall = t_epoch.elapsed().as_secs_f64();
+        let (mean_direction, proto_train_acc) = stats.means();
         let rec = EpochRecord {
             epoch: epoch + 1,
             loss: loss_sum / steps as f64,
             lr,
             images_per_sec: 2.0 * (b * steps) as f64 / wall,
             wall_s: wall,
-            mean_direction: stats.means().0,
-            proto_train_acc: stats.means().1,
+            mean_direction,
+            proto_train_acc,
         };
         let growth = weight_norm(&model)? / init_norm;
         progress.epoch(&rec, growth);
