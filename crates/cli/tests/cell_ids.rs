@@ -23,8 +23,9 @@ fn data_root() -> PathBuf {
     p
 }
 
-/// The 12-hex-digit ids `protoclr grid plan` lists, in plan order; `Err(folder)` when the plan
-/// fails only because a dataset folder its cells fingerprint is not under the data root (CI has
+/// The 12-hex-digit ids `protoclr grid plan` lists, in plan order; `Err(path)` when the plan
+/// fails only because a dataset folder or file its cells fingerprint (an image folder, an
+/// ImageNet-LT class map or list) is not under the data root (CI has
 /// CIFAR-10 alone; the Imagenette and CIFAR-100 experiments then cannot be planned). Any other
 /// failure panics.
 fn planned(file: &Path) -> Result<Vec<String>, PathBuf> {
@@ -41,11 +42,13 @@ fn planned(file: &Path) -> Result<Vec<String>, PathBuf> {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     if !o.status.success() {
-        const MISSING: &str = "dataset fingerprint: cannot read folder ";
+        // "dataset fingerprint: cannot read folder PATH: …", "… cannot read class map PATH: …":
+        // the path is the first word of the rest that starts with '/'.
+        const MISSING: &str = "dataset fingerprint: cannot read ";
         let folder = err
             .find(MISSING)
             .and_then(|at| err[at + MISSING.len()..].split(": ").next())
-            .map(PathBuf::from);
+            .and_then(|what| what.find('/').map(|slash| PathBuf::from(&what[slash..])));
         match folder {
             Some(f) if !f.exists() => return Err(f),
             _ => panic!("{err}"),
