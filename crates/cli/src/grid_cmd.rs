@@ -172,7 +172,10 @@ impl TrainBackend {
         if let Some(d) = &device {
             protoclr_train::device::check(d)?;
         }
-        let exe = std::env::current_exe().context("cannot find the protoclr binary")?;
+        // The running image, so that every cell of this grid runs the binary the grid started
+        // with, even after the file is replaced (see `running_executable`).
+        let exe =
+            protoclr_formats::fsutil::running_executable().context("cannot find the protoclr binary")?;
         let data_root = data_root.map(|d| absolute(&d));
         Ok(TrainBackend {
             exe,

@@ -377,3 +377,86 @@ fn a_huge_learning_rate_is_flagged_as_diverged() {
     let o = run(train_cmd(&tmp.path().join("sane"), &["optim.lr=0.1"]));
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// A copy of the protoclr binary under `dir` (a hard link where the file system allows), for a
+/// test that replaces it while it runs.
+fn own_binary(dir: &Path) -> PathBuf {
+    let exe = dir.join("protoclr");
+    if std::fs::hard_link(bin(), &exe).is_err() {
+        std::fs::copy(bin(), &exe).unwrap();
+    }
+    exe
+}
+
+/// What `mv new-build protoclr` does to a running binary: another file renamed over its path.
+fn replace_with_junk(exe: &Path) {
+    let junk = exe.with_extension("new");
+    std::fs::write(&junk, b"#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::rename(&junk, exe).unwrap();
+}
+
+#[test]
+fn a_run_whose_binary_is_replaced_while_it_trains_still_finishes() {
+    // The run hashes its own executable for the reference cache key only at evaluation,
+    // seconds after it started; by then the file it was started from is another one.
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = own_binary(tmp.path());
+    let cache = tmp.path().join("references");
+    let mut c = train_cmd(&tmp.path().join("out"), &["eval.random_init_reference=true"]);
+    c.arg("--reference-cache").arg(&cache);
+    let mut cmd = Command::new(&exe);
+    cmd.args(c.get_args()).env_remove("PROTOCLR_FAILPOINT");
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    replace_with_junk(&exe);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The key names the binary that ran, not the file now at its path.
+    let entry = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap().path();
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(entry).unwrap()).unwrap();
+    assert_eq!(
+        v["inputs"]["executable_sha256"].as_str(),
+        protoclr_formats::sha256_file(&bin()).as_deref()
+    );
+}
+
+#[test]
+fn a_grid_whose_binary_is_replaced_while_it_runs_starts_its_cells_from_the_running_one() {
+    // One worker, three cells of a second or so: at least the later cells start after the
+    // replacement, and each must run the grid's own binary, not the file now at its path.
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = own_binary(tmp.path());
+    let results = tmp.path().join("results");
+    let child = Command::new(&exe)
+        .args(["grid", "run"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../experiments/tiny.yaml"))
+        .args([
+            "--profile",
+            "cpu",
+            "--workers",
+            "1",
+            "--cell-threads",
+            "1",
+            "--no-progress",
+        ])
+        .arg("--results")
+        .arg(&results)
+        .arg("--data-root")
+        .arg(data_root())
+        .env_remove("PROTOCLR_FAILPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    replace_with_junk(&exe);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let done: Vec<String> = std::fs::read_dir(results.join("cells"))
+        .unwrap()
+        .map(|e| {
+            let text = std::fs::read_to_string(e.unwrap().path().join("status.json")).unwrap();
+            let v: Value = serde_json::from_str(&text).unwrap();
+            v["status"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(done, ["done", "done", "done"]);
+}

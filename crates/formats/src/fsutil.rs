@@ -116,6 +116,22 @@ pub fn hostname() -> String {
     }
 }
 
+/// A path that opens the image this process is running, for reading it or for starting it
+/// again: `/proc/self/exe` where the kernel has it, else [`std::env::current_exe`].
+///
+/// `current_exe` answers the path the binary *was* started from. When that file is replaced
+/// while the process runs (a rebuild, an `mv` of a new binary over it), Linux answers
+/// "<path> (deleted)", a file that does not exist, and a run that hashes or restarts itself late
+/// fails after hours of work. `/proc/self/exe` keeps naming the running image, deleted or not; a
+/// child started through it runs the same binary as its parent.
+pub fn running_executable() -> std::io::Result<std::path::PathBuf> {
+    let proc = Path::new("/proc/self/exe");
+    if fs::metadata(proc).is_ok() {
+        return Ok(proc.to_path_buf());
+    }
+    std::env::current_exe()
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> u64 {
     std::time::SystemTime::now()

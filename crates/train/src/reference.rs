@@ -47,8 +47,8 @@ struct Entry {
 fn executable_sha256() -> Result<String> {
     static SHA: OnceLock<std::result::Result<String, String>> = OnceLock::new();
     SHA.get_or_init(|| {
-        let exe =
-            std::env::current_exe().map_err(|e| format!("cannot locate the running executable: {e}"))?;
+        let exe = protoclr_formats::fsutil::running_executable()
+            .map_err(|e| format!("cannot locate the running executable: {e}"))?;
         protoclr_formats::sha256_of_file(&exe).map_err(|e| format!("{e:#}"))
     })
     .clone()
