@@ -208,6 +208,13 @@ pub struct DataConfig {
     /// Validation list file, same format.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_list: Option<String>,
+    /// Probe-bank list file, same format (unset: the bank is drawn from the training part). The
+    /// linear probe's training set and the kNN memory then come from these images, less any the
+    /// run holds out as its validation split: for a long-tailed training list, a balanced bank
+    /// scores the encoder rather than the probe's class prior (ImageNet-LT's convention; `make-lt`
+    /// writes one, `bank.txt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bank_list: Option<String>,
     /// Folder the paths in list files are relative to (default: the data root).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub list_root: Option<String>,
@@ -268,6 +275,7 @@ impl DataConfig {
             ("data.val_dir", &self.val_dir),
             ("data.train_list", &self.train_list),
             ("data.val_list", &self.val_list),
+            ("data.bank_list", &self.bank_list),
             ("data.list_root", &self.list_root),
             ("data.class_map", &self.class_map),
         ];
@@ -304,8 +312,14 @@ impl DataConfig {
                 bail!("`data.dataset: imagefolder` needs exactly one of `data.{part}_dir` and `data.{part}_list`");
             }
         }
-        if self.list_root.is_some() && self.train_list.is_none() && self.val_list.is_none() {
-            bail!("`data.list_root` is only used with `data.train_list` / `data.val_list`");
+        if self.list_root.is_some()
+            && self.train_list.is_none()
+            && self.val_list.is_none()
+            && self.bank_list.is_none()
+        {
+            bail!(
+                "`data.list_root` is only used with `data.train_list` / `data.val_list` / `data.bank_list`"
+            );
         }
         if self.prefetch == Some(0) || self.decode_threads == Some(0) || self.resize_short == Some(0) {
             bail!("`data.prefetch`, `data.decode_threads` and `data.resize_short` must be ≥ 1");
@@ -331,6 +345,7 @@ impl Default for DataConfig {
             val_dir: None,
             train_list: None,
             val_list: None,
+            bank_list: None,
             list_root: None,
             class_map: None,
             skip_bad: None,

@@ -664,6 +664,7 @@ mod tests {
         let layout = FolderLayout {
             train: PartSource::Folder(dir.join("train")),
             val: PartSource::Folder(dir.join("train")),
+            bank: None,
             class_map: None,
         };
         Arc::new(scan(&layout, false).unwrap().train)

@@ -7,7 +7,9 @@
 //!   held out of everything it trains on ([`crate::data::holdout_and_select`]), scored whole;
 //! - **bank** (linear-probe training set and kNN memory): `eval.train_images` of the *other*
 //!   training images (a seeded subset, seed ⊕ "tr"; all of them when unset), so the bank and the
-//!   validation split are disjoint by construction;
+//!   validation split are disjoint by construction; with a bank list of its own
+//!   (`data.bank_list`, image folders), drawn the same way from those images less the validation
+//!   split's ([`EvalSets::with_bank_pool`]);
 //! - **test**: `eval.test_images` of the official test split (seed ⊕ "te"; all when unset);
 //! - **bias**: `eval.bias_images` test images (seed ⊕ "bi"), K = `eval.bias_views` views each,
 //!   for the prototype bias and the theorem bounds ([`crate::bias`]).
@@ -52,8 +54,14 @@ impl EvalSets {
     /// The sets of a run with `n_train` official training images of which `heldout` (sorted) is
     /// the validation split, and `n_test` test images.
     pub fn new(cfg: &Config, n_train: usize, heldout: &[usize], n_test: usize) -> EvalSets {
+        Self::with_bank_pool(cfg, &data::complement(n_train, heldout), heldout, n_test)
+    }
+
+    /// The sets of a run whose bank is drawn from `pool` (sorted indices of the images it may
+    /// use: of the training split less `heldout`, or of a bank list of its own less the images
+    /// of `heldout`), `heldout` the validation split, and `n_test` test images.
+    pub fn with_bank_pool(cfg: &Config, pool: &[usize], heldout: &[usize], n_test: usize) -> EvalSets {
         let e = &cfg.eval;
-        let pool = data::complement(n_train, heldout);
         let bank = seeded_subset(pool.len(), e.train_images, cfg.seed ^ 0x7472) // "tr"
             .into_iter()
             .map(|p| pool[p])

@@ -63,6 +63,9 @@ pub struct FolderSource {
     pub train: Arc<ImageList>,
     /// The validation list (the test set).
     pub val: Arc<ImageList>,
+    /// The probe bank's own list (`data.bank_list`), and the indices into it that the bank may
+    /// use: every entry whose path is not one of the held-out validation images.
+    pub bank: Option<(Arc<ImageList>, Vec<usize>)>,
     /// Bad entries skipped at the start (`data.skip_bad`).
     pub skipped: usize,
     pub fingerprint: String,
@@ -100,11 +103,30 @@ impl FolderSource {
         } else {
             Arc::new(full_train.subset(&keep))
         };
+        let bank = match scan.bank {
+            None => None,
+            Some(list) => {
+                let held: std::collections::HashSet<_> = heldout
+                    .iter()
+                    .map(|&i| full_train.root.join(&full_train.entries[i].0))
+                    .collect();
+                let pool: Vec<usize> = (0..list.len())
+                    .filter(|&i| !held.contains(&list.root.join(&list.entries[i].0)))
+                    .collect();
+                if pool.is_empty() {
+                    return Err(anyhow!(
+                        "every image of the probe bank list (`data.bank_list`) is in the run's validation split"
+                    ));
+                }
+                Some((Arc::new(list), pool))
+            }
+        };
         Ok(FolderSource {
             full_train,
             heldout,
             train,
             val: Arc::new(scan.val),
+            bank,
             skipped: scan.bad.len(),
             fingerprint: scan.fingerprint,
             stream: StreamOptions {
@@ -170,7 +192,16 @@ impl FolderSource {
             mean,
             std,
         };
-        let sets = EvalSets::new(cfg, self.full_train.len(), &self.heldout, self.val.len());
+        let (bank_list, sets) = match &self.bank {
+            None => (
+                &self.full_train,
+                EvalSets::new(cfg, self.full_train.len(), &self.heldout, self.val.len()),
+            ),
+            Some((list, pool)) => (
+                list,
+                EvalSets::with_bank_pool(cfg, pool, &self.heldout, self.val.len()),
+            ),
+        };
         emit(progress, serde_json::json!({"event": "eval", "what": "features"}));
         let feats = |list: &Arc<ImageList>, idx: &[usize]| -> Result<Features> {
             let (x, labels) = self.features(
@@ -191,7 +222,7 @@ impl FolderSource {
             Ok(Features { x, labels })
         };
         let f = EvalFeatures {
-            bank: feats(&self.full_train, &sets.bank)?,
+            bank: feats(bank_list, &sets.bank)?,
             test: feats(&self.val, &sets.test)?,
             val: (!sets.val.is_empty())
                 .then(|| feats(&self.full_train, &sets.val))
@@ -622,6 +653,64 @@ mod tests {
             text.contains("\"n_few\": 2") && text.contains("\"linear_medium\": null"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_bank_list_feeds_the_probe_and_never_holds_validation_images() {
+        // A long-tailed training list (6, 2 and 1 images) and a balanced bank list of all 18.
+        let t = tempfile::tempdir().unwrap();
+        dataset(t.path());
+        // `write_tree` numbers on across the classes: n01 holds img0–5, n02 img6–11, n03 img12–17.
+        let line = |c: &str, k: usize, y: usize| format!("train/{c}/img{}.JPEG {y}\n", 6 * y + k);
+        let train_txt: String = (0..6)
+            .map(|k| line("n01", k, 0))
+            .chain((0..2).map(|k| line("n02", k, 1)))
+            .chain([line("n03", 0, 2)])
+            .collect();
+        let bank_txt: String = ["n01", "n02", "n03"]
+            .iter()
+            .enumerate()
+            .flat_map(|(y, c)| (0..6).map(move |k| line(c, k, y)))
+            .collect();
+        std::fs::write(t.path().join("imagenet/train.txt"), train_txt).unwrap();
+        std::fs::write(t.path().join("imagenet/bank.txt"), bank_txt).unwrap();
+        let mut cfg = config();
+        cfg.data.train_dir = None;
+        cfg.data.train_list = Some("imagenet/train.txt".into());
+        cfg.eval.val_images = Some(3);
+        cfg.train.steps_per_epoch = Some(1);
+        let plain = FolderSource::open(&cfg.data, cfg.eval.val_images, cfg.seed, t.path()).unwrap();
+        assert!(plain.bank.is_none());
+        cfg.data.bank_list = Some("imagenet/bank.txt".into());
+        let f = FolderSource::open(&cfg.data, cfg.eval.val_images, cfg.seed, t.path()).unwrap();
+        assert_ne!(f.fingerprint, plain.fingerprint);
+        let (bank, pool) = f.bank.as_ref().unwrap();
+        let held: Vec<_> = f
+            .heldout
+            .iter()
+            .map(|&i| f.full_train.entries[i].0.clone())
+            .collect();
+        assert_eq!(held.len(), 3);
+        assert_eq!(pool.len(), 18 - 3);
+        for &i in pool {
+            assert!(!held.contains(&bank.entries[i].0), "{:?}", bank.entries[i]);
+        }
+        // The run's probe is fitted on the 15 bank images, not on the 6 training-list images
+        // left beside the validation split.
+        let run = |name: &str, cfg: &Config| {
+            let opts = RunOptions {
+                out_dir: t.path().join(name),
+                checkpoint_dir: None,
+                data_root: t.path().to_path_buf(),
+                progress: ProgressMode::None,
+                device: candle_core::Device::Cpu,
+                reference_cache: None,
+            };
+            train(cfg, &opts).unwrap().metrics().eval.clone().unwrap()
+        };
+        assert_eq!(run("bank", &cfg).n_train, 15);
+        cfg.data.bank_list = None;
+        assert_eq!(run("plain", &cfg).n_train, 6);
     }
 
     #[test]

@@ -207,6 +207,8 @@ pub enum PartSource {
 pub struct FolderLayout {
     pub train: PartSource,
     pub val: PartSource,
+    /// The probe bank's own list (`data.bank_list`), if any.
+    pub bank: Option<PartSource>,
     /// `wnid name` per line; label i = line i.
     pub class_map: Option<PathBuf>,
 }
@@ -232,6 +234,10 @@ impl FolderLayout {
         Ok(FolderLayout {
             train: part(&data.train_dir, &data.train_list, "train")?,
             val: part(&data.val_dir, &data.val_list, "val")?,
+            bank: data.bank_list.as_ref().map(|l| PartSource::List {
+                file: data_root.join(l),
+                root: list_root.clone(),
+            }),
             class_map: data.class_map.as_ref().map(|m| data_root.join(m)),
         })
     }
@@ -242,7 +248,9 @@ impl FolderLayout {
 pub struct FolderScan {
     pub train: ImageList,
     pub val: ImageList,
-    /// Every bad entry, training part first, in listing order.
+    /// The probe bank's list (`data.bank_list`), if the layout has one.
+    pub bank: Option<ImageList>,
+    /// Every bad entry, training part first (then validation, then bank), in listing order.
     pub bad: Vec<BadEntry>,
     /// Whether every usable entry was decoded (`full_decode`).
     pub decoded: bool,
@@ -640,8 +648,15 @@ pub fn scan_with_progress(layout: &FolderLayout, full_decode: bool, progress: bo
         }
         PartSource::List { file, root } => list_file(file, root, Some(classes.names.len()))?.0,
     };
+    let bank_listed = match &layout.bank {
+        None => None,
+        Some(PartSource::List { file, root }) => Some(list_file(file, root, Some(classes.names.len()))?.0),
+        Some(PartSource::Folder(dir)) => Some(list_folder(dir, &classes)?),
+    };
     let bar = if progress {
-        let total = train_listed.entries.len() + val_listed.entries.len();
+        let total = train_listed.entries.len()
+            + val_listed.entries.len()
+            + bank_listed.as_ref().map_or(0, |b| b.entries.len());
         let pb = ProgressBar::new(total as u64);
         pb.set_style(
             ProgressStyle::with_template(if full_decode {
@@ -658,9 +673,17 @@ pub fn scan_with_progress(layout: &FolderLayout, full_decode: bool, progress: bo
     };
     let (train, train_sizes, mut bad) = check_part(train_listed, &classes, full_decode, &bar);
     let (val, val_sizes, val_bad) = check_part(val_listed, &classes, full_decode, &bar);
+    let bank = bank_listed.map(|b| check_part(b, &classes, full_decode, &bar));
     bar.finish_and_clear();
     bad.extend(val_bad);
-    for (part, list) in [("training", &train), ("validation", &val)] {
+    if let Some((_, _, bank_bad)) = &bank {
+        bad.extend(bank_bad.iter().cloned());
+    }
+    let bank_part = bank.as_ref().map(|(list, _, _)| ("probe bank", list));
+    for (part, list) in [("training", &train), ("validation", &val)]
+        .into_iter()
+        .chain(bank_part)
+    {
         if list.is_empty() {
             let why = if bad.is_empty() {
                 String::new()
@@ -682,7 +705,12 @@ pub fn scan_with_progress(layout: &FolderLayout, full_decode: bool, progress: bo
             h.update(format!("{n}\n"));
         }
     }
-    for (part, list, sizes) in [("train", &train, &train_sizes), ("val", &val, &val_sizes)] {
+    // The bank's lines only when there is one, so that other datasets keep their fingerprints.
+    let bank_lines = bank.as_ref().map(|(list, sizes, _)| ("bank", list, sizes));
+    for (part, list, sizes) in [("train", &train, &train_sizes), ("val", &val, &val_sizes)]
+        .into_iter()
+        .chain(bank_lines)
+    {
         h.update(format!("{part} {}\n", list.len()));
         for ((p, l), s) in list.entries.iter().zip(sizes) {
             h.update(format!("{}\t{l}\t{s}\n", p.to_string_lossy().replace('\\', "/")));
@@ -691,6 +719,7 @@ pub fn scan_with_progress(layout: &FolderLayout, full_decode: bool, progress: bo
     Ok(FolderScan {
         train,
         val,
+        bank: bank.map(|(list, _, _)| list),
         bad,
         decoded: full_decode,
         fingerprint: hex::encode(h.finalize()),

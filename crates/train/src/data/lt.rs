@@ -24,6 +24,14 @@
 //! - `val.txt`: a balanced validation list, the same number of images of every class (default:
 //!   the smallest validation class; ImageNet-LT's val/test lists are balanced too), chosen by
 //!   a seeded shuffle (seed `--seed` + 1), same format.
+//! - `bank.txt`: a balanced probe bank (a `data.bank_list`): n_max training images of every
+//!   class (all of the smallest class), chosen by a seeded shuffle (seed `--seed` + 2), same
+//!   format. The linear probe and the kNN memory are fitted on it, as ImageNet-LT's
+//!   self-supervised evaluations fit them on balanced data: a probe fitted on the long-tailed
+//!   list itself learns the class prior (on Imagenette-LT at ρ = 100 it scored about 1 % on the
+//!   medium- and few-shot classes, for trained and random-init encoders alike) and would not
+//!   measure the representation. It overlaps the training list, as the CIFAR probe bank overlaps
+//!   CIFAR-10-LT's training subset.
 //! - `classes.txt`: one class folder name a line, label i on line i (a `data.class_map`).
 //!
 //! Same input, ρ and seed → byte-identical files. If `OUT` already exists with exactly these
@@ -69,6 +77,7 @@ pub struct LtLists {
     /// Lines of `train.txt`, `val.txt` and `classes.txt`.
     pub train_txt: String,
     pub val_txt: String,
+    pub bank_txt: String,
     pub classes_txt: String,
     /// Training images kept of each class.
     pub train_counts: Vec<usize>,
@@ -101,6 +110,7 @@ pub fn make_lt(from: &Path, opts: &LtOptions) -> Result<LtLists> {
     let layout = FolderLayout {
         train: PartSource::Folder(from.join(&opts.train)),
         val: PartSource::Folder(from.join(&opts.val)),
+        bank: None,
         class_map: None,
     };
     let s = scan(&layout, false).with_context(|| format!("cannot list {}", from.display()))?;
@@ -125,9 +135,12 @@ pub fn make_lt(from: &Path, opts: &LtOptions) -> Result<LtLists> {
     }
     let val_idx = per_class_indices(&s.val.labels(), k, val_per_class, opts.seed.wrapping_add(1))
         .with_context(|| format!("{}: --val-per-class {val_per_class}", layout_dir(from, &opts.val)))?;
+    let n_max = *s.train.class_counts().iter().min().expect("at least one class");
+    let bank_idx = per_class_indices(&train_labels, k, n_max, opts.seed.wrapping_add(2))?;
     Ok(LtLists {
         train_txt: lines(&opts.train, &s.train, &train_idx),
         val_txt: lines(&opts.val, &s.val, &val_idx),
+        bank_txt: lines(&opts.train, &s.train, &bank_idx),
         classes_txt: classes.iter().map(|c| format!("{c}\n")).collect(),
         classes,
         train_counts,
@@ -140,10 +153,11 @@ fn layout_dir(from: &Path, part: &str) -> String {
 }
 
 /// The files of `lists`, by name.
-fn files(lists: &LtLists) -> [(&'static str, &str); 3] {
+fn files(lists: &LtLists) -> [(&'static str, &str); 4] {
     [
         ("train.txt", &lists.train_txt),
         ("val.txt", &lists.val_txt),
+        ("bank.txt", &lists.bank_txt),
         ("classes.txt", &lists.classes_txt),
     ]
 }
@@ -157,6 +171,18 @@ pub fn write_lt(lists: &LtLists, out: &Path) -> Result<bool> {
             .all(|(name, text)| std::fs::read_to_string(out.join(name)).is_ok_and(|t| t == *text));
         if same {
             return Ok(false);
+        }
+        if !out.join("bank.txt").exists()
+            && files(lists)
+                .iter()
+                .filter(|(name, _)| *name != "bank.txt")
+                .all(|(name, text)| std::fs::read_to_string(out.join(name)).is_ok_and(|t| t == *text))
+        {
+            bail!(
+                "{} holds these lists but no bank.txt (written by an older protoclr, before the probe \
+                 bank); remove it and rerun (nothing was changed)",
+                out.display()
+            );
         }
         bail!(
             "{} already exists with other contents (another ρ, seed or source?); remove it or \
@@ -237,6 +263,7 @@ mod tests {
         assert_eq!(lists.classes_txt, "n01\nn02\nn03\n");
         let train = parse(&lists.train_txt);
         let val = parse(&lists.val_txt);
+        let bank = parse(&lists.bank_txt);
         let per_class = |v: &[(String, u16)]| {
             (0..3)
                 .map(|c| v.iter().filter(|e| e.1 == c).count())
@@ -244,8 +271,10 @@ mod tests {
         };
         assert_eq!(per_class(&train), vec![10, 3, 1]);
         assert_eq!(per_class(&val), vec![3, 3, 3]);
+        // The probe bank is balanced at n_max = 10 of each training class (of 12, 10, 11).
+        assert_eq!(per_class(&bank), vec![10, 10, 10]);
         // Every path exists, lies in its label's class folder, and appears once.
-        for (part, entries) in [("train", &train), ("val", &val)] {
+        for (part, entries) in [("train", &train), ("val", &val), ("train", &bank)] {
             let unique: BTreeSet<&String> = entries.iter().map(|e| &e.0).collect();
             assert_eq!(unique.len(), entries.len());
             for (p, y) in entries.iter() {
@@ -291,11 +320,27 @@ mod tests {
         assert!(s.bad.is_empty(), "{:?}", s.bad);
         assert_eq!(s.train.class_counts(), vec![10, 3, 1]);
         assert_eq!(s.val.class_counts(), vec![3, 3, 3]);
+        assert_eq!(s.bank, None);
+        // With the bank list: read as a third part, and part of the fingerprint.
+        let with_bank = DataConfig {
+            bank_list: Some("nette-lt10/bank.txt".into()),
+            ..data.clone()
+        };
+        let b = scan(&FolderLayout::from_config(&with_bank, t.path()).unwrap(), true).unwrap();
+        assert!(b.bad.is_empty(), "{:?}", b.bad);
+        assert_eq!(b.bank.as_ref().unwrap().class_counts(), vec![10, 10, 10]);
+        assert_eq!((&b.train, &b.val), (&s.train, &s.val));
+        assert_ne!(b.fingerprint, s.fingerprint);
         assert_eq!(s.train.class_names, lists.classes);
         // Writing the same lists again is a no-op; other lists into the same folder are refused.
         assert!(!write_lt(&lists, &out).unwrap());
         let e = format!("{:#}", write_lt(&other, &out).unwrap_err());
         assert!(e.contains("already exists with other contents"), "{e}");
+        // A folder of an older protoclr (the same lists, no bank.txt) is named as such.
+        std::fs::remove_file(out.join("bank.txt")).unwrap();
+        let e = format!("{:#}", write_lt(&lists, &out).unwrap_err());
+        assert!(e.contains("no bank.txt") && e.contains("remove it"), "{e}");
+        std::fs::write(out.join("bank.txt"), &lists.bank_txt).unwrap();
         assert_eq!(
             std::fs::read_to_string(out.join("train.txt")).unwrap(),
             lists.train_txt

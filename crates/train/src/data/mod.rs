@@ -104,7 +104,7 @@ pub fn dataset_fingerprint(
 }
 
 /// What [`dataset_fingerprint`] depends on, as a string (for caching fingerprints): the dataset
-/// name for CIFAR; for image folders also the files named (`train_*`, `val_*`, `list_root`,
+/// name for CIFAR; for image folders also the files named (`train_*`, `val_*`, `bank_list`, `list_root`,
 /// `class_map`) and `skip_bad`.
 pub fn dataset_key(data: &crate::config::DataConfig) -> String {
     if !data.is_folder() {
@@ -118,6 +118,7 @@ pub fn dataset_key(data: &crate::config::DataConfig) -> String {
             &data.val_dir,
             &data.train_list,
             &data.val_list,
+            &data.bank_list,
             &data.list_root,
             &data.class_map,
             data.skip_bad,
