@@ -141,7 +141,12 @@ impl Surrogates {
 
 /// Row `r` of `[rows, d]` features, L2-normalised, in f64.
 fn unit_row(feats: &[f32], r: usize, d: usize) -> Vec<f64> {
-    let row: Vec<f64> = feats[r * d..(r + 1) * d].iter().map(|&a| a as f64).collect();
+    unit_f64(&feats[r * d..(r + 1) * d])
+}
+
+/// `row` L2-normalised, in f64 (a zero row stays zero).
+pub(crate) fn unit_f64(row: &[f32]) -> Vec<f64> {
+    let row: Vec<f64> = row.iter().map(|&a| a as f64).collect();
     let nr = norm(&row).max(1e-12);
     row.into_iter().map(|a| a / nr).collect()
 }

@@ -4,6 +4,8 @@
 //! prototype ([`ViewStats::proto_correct`], the objective's training accuracy). The run averages
 //! them over an epoch into its [`EpochRecord`](crate::metrics::EpochRecord).
 
+use crate::bias::unit_f64 as unit;
+
 /// Statistics of one step's projections `z` (`m` rows of `d` values).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ViewStats {
@@ -13,16 +15,6 @@ pub struct ViewStats {
     /// Share of rows whose most similar prototype (cosine) is their label's; None without
     /// prototypes.
     pub proto_correct: Option<f64>,
-}
-
-fn unit(row: &[f32]) -> Vec<f64> {
-    let n = row
-        .iter()
-        .map(|&v| (v as f64) * (v as f64))
-        .sum::<f64>()
-        .sqrt()
-        .max(1e-12);
-    row.iter().map(|&v| v as f64 / n).collect()
 }
 
 /// The statistics of `z` (row-major `[m, d]`). With `protos` (row-major `[C, d]`) and `labels`

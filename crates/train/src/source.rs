@@ -524,6 +524,18 @@ mod tests {
         std::fs::write(root.join("imagenet/val.txt"), lines).unwrap();
     }
 
+    /// Options of a quiet CPU run under `root` (the data root), writing to `root/out`.
+    fn run_options(root: &Path, out: &str) -> RunOptions {
+        RunOptions {
+            out_dir: root.join(out),
+            checkpoint_dir: None,
+            data_root: root.to_path_buf(),
+            progress: ProgressMode::None,
+            device: candle_core::Device::Cpu,
+            reference_cache: None,
+        }
+    }
+
     fn config() -> Config {
         let mut cfg = Config {
             seed: 3,
@@ -567,14 +579,7 @@ mod tests {
         dataset(t.path());
         let cfg = config();
         cfg.validate().unwrap();
-        let opts = |out: &str| RunOptions {
-            out_dir: t.path().join(out),
-            checkpoint_dir: None,
-            data_root: t.path().to_path_buf(),
-            progress: ProgressMode::None,
-            device: candle_core::Device::Cpu,
-            reference_cache: None,
-        };
+        let opts = |out: &str| run_options(t.path(), out);
         let m = match train(&cfg, &opts("a")).unwrap() {
             Outcome::Completed(m) => m,
             Outcome::Diverged(m) => panic!("diverged: {:?}", m.diverged),
@@ -630,14 +635,7 @@ mod tests {
         // No validation split: the 6 kept images are all this class has.
         cfg.eval.val_images = Some(0);
         cfg.train.steps_per_epoch = Some(1);
-        let opts = RunOptions {
-            out_dir: t.path().join("lt"),
-            checkpoint_dir: None,
-            data_root: t.path().to_path_buf(),
-            progress: ProgressMode::None,
-            device: candle_core::Device::Cpu,
-            reference_cache: None,
-        };
+        let opts = run_options(t.path(), "lt");
         let m = train(&cfg, &opts).unwrap();
         let ev = m.metrics().eval.clone().unwrap();
         assert_eq!(m.metrics().train_images, 6);
@@ -698,15 +696,12 @@ mod tests {
         // The run's probe is fitted on the 15 bank images, not on the 6 training-list images
         // left beside the validation split.
         let run = |name: &str, cfg: &Config| {
-            let opts = RunOptions {
-                out_dir: t.path().join(name),
-                checkpoint_dir: None,
-                data_root: t.path().to_path_buf(),
-                progress: ProgressMode::None,
-                device: candle_core::Device::Cpu,
-                reference_cache: None,
-            };
-            train(cfg, &opts).unwrap().metrics().eval.clone().unwrap()
+            train(cfg, &run_options(t.path(), name))
+                .unwrap()
+                .metrics()
+                .eval
+                .clone()
+                .unwrap()
         };
         assert_eq!(run("bank", &cfg).n_train, 15);
         cfg.data.bank_list = None;
@@ -772,14 +767,7 @@ mod tests {
         lines.push_str("valimgs/x/gone.JPEG 1\nvalimgs/x/img0.JPEG 9\n");
         std::fs::write(t.path().join("imagenet/val.txt"), lines).unwrap();
         let cfg = config();
-        let opts = RunOptions {
-            out_dir: t.path().join("run"),
-            checkpoint_dir: None,
-            data_root: t.path().to_path_buf(),
-            progress: ProgressMode::None,
-            device: candle_core::Device::Cpu,
-            reference_cache: None,
-        };
+        let opts = run_options(t.path(), "run");
         let e = format!("{:#}", train(&cfg, &opts).unwrap_err());
         assert!(
             e.contains("val.txt:7") && e.contains("gone.JPEG") && e.contains("val.txt:8"),

@@ -166,18 +166,16 @@ fn files(lists: &LtLists) -> [(&'static str, &str); 4] {
 /// synced, then renamed to `out`. Returns false when `out` already held exactly these files.
 pub fn write_lt(lists: &LtLists, out: &Path) -> Result<bool> {
     if out.exists() {
-        let same = files(lists)
-            .iter()
-            .all(|(name, text)| std::fs::read_to_string(out.join(name)).is_ok_and(|t| t == *text));
-        if same {
+        // Each file read once: the names whose content differs from (or is missing in) `out`.
+        let differing: Vec<&str> = files(lists)
+            .into_iter()
+            .filter(|(name, text)| !std::fs::read_to_string(out.join(name)).is_ok_and(|t| t == *text))
+            .map(|(name, _)| name)
+            .collect();
+        if differing.is_empty() {
             return Ok(false);
         }
-        if !out.join("bank.txt").exists()
-            && files(lists)
-                .iter()
-                .filter(|(name, _)| *name != "bank.txt")
-                .all(|(name, text)| std::fs::read_to_string(out.join(name)).is_ok_and(|t| t == *text))
-        {
+        if differing == ["bank.txt"] && !out.join("bank.txt").exists() {
             bail!(
                 "{} holds these lists but no bank.txt (written by an older protoclr, before the probe \
                  bank); remove it and rerun (nothing was changed)",
