@@ -10,7 +10,7 @@
 //! Tests check the result against candle's autograd through the stock ops.
 
 use crate::model::{Block, ResNet, Unit, BN_EPS};
-use crate::ops::{batchnorm, conv, residual, with_data, Precision};
+use crate::ops::{batchnorm, conv, residual, simd, with_data, Precision};
 use anyhow::Result;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -55,7 +55,10 @@ fn data_of(t: &candle_core::Tensor) -> Result<Vec<f32>> {
     Ok(with_data(t, "fastpath", |d| d.to_vec())?)
 }
 
-fn unit_forward(u: &Unit, x: Act, precision: Precision) -> Result<(Act, UnitTape)> {
+/// A unit's convolution and batch-norm statistics, with the batch norm not yet applied: the
+/// tape, the folded map `y = relu?(conv_out·scale + shift)` and the output's shape (`data`
+/// empty). The running statistics are updated here.
+fn unit_fold(u: &Unit, x: Act, precision: Precision) -> Result<(UnitTape, batchnorm::Folded, Act)> {
     let k = u.conv.w.dim(2)?;
     let shape = conv::ConvShape {
         n: x.n,
@@ -74,7 +77,7 @@ fn unit_forward(u: &Unit, x: Act, precision: Precision) -> Result<(Act, UnitTape
     let (oh, ow) = shape.out_hw();
     let gamma = data_of(&u.bn.gamma)?;
     let beta = data_of(&u.bn.beta)?;
-    let (y, saved, stats) = batchnorm::train_forward_raw(
+    let folded = batchnorm::train_fold_raw(
         &conv_out,
         x.n,
         shape.co,
@@ -82,25 +85,35 @@ fn unit_forward(u: &Unit, x: Act, precision: Precision) -> Result<(Act, UnitTape
         &gamma,
         &beta,
         BN_EPS,
-        u.relu,
         moments.as_deref(),
     );
-    u.bn.update_running(&stats.mean, &stats.var_unbiased);
+    u.bn.update_running(&folded.stats.mean, &folded.stats.var_unbiased);
     let out = Act {
-        data: Rc::new(y),
+        data: Rc::new(Vec::new()),
         n: x.n,
         c: shape.co,
         h: oh,
         w: ow,
     };
+    let tape = UnitTape {
+        x,
+        conv_out,
+        saved: folded.saved.clone(),
+        shape,
+    };
+    Ok((tape, folded, out))
+}
+
+fn unit_forward(u: &Unit, x: Act, precision: Precision) -> Result<(Act, UnitTape)> {
+    let (tape, f, out) = unit_fold(u, x, precision)?;
+    let (n, c, s) = (out.n, out.c, out.h * out.w);
+    let y = batchnorm::affine_raw(&tape.conv_out, n, c, s, &f.scale, &f.shift, u.relu);
     Ok((
-        out,
-        UnitTape {
-            x,
-            conv_out,
-            saved,
-            shape,
+        Act {
+            data: Rc::new(y),
+            ..out
         },
+        tape,
     ))
 }
 
@@ -150,28 +163,71 @@ fn unit_backward_opt(
     Ok(dx)
 }
 
+/// Forward through a block `out = relu(chain(x) + shortcut(x))`. The batch norms ending the
+/// chain and the projection shortcut have no ReLU of their own (ResNet's), so their outputs are
+/// needed only in that sum: they are applied inside it ([`residual::affine_add_relu_raw`]),
+/// bit-identical to applying them first, and never written out.
 fn block_forward(b: &Block, x: Act, precision: Precision) -> Result<(Act, BlockTape)> {
+    let (last, head) = b.chain.split_last().expect("a block has at least one unit");
+    let fused = !last.relu && b.down.as_ref().is_none_or(|u| !u.relu);
     let mut cur = x.clone();
     let mut chain = Vec::with_capacity(b.chain.len());
-    for u in &b.chain {
+    let units = if fused { head } else { &b.chain[..] };
+    for u in units {
         let (next, tape) = unit_forward(u, cur, precision)?;
         chain.push(tape);
         cur = next;
     }
-    let (short, down) = match &b.down {
-        Some(u) => {
-            let (s, t) = unit_forward(u, x, precision)?;
-            (s, Some(t))
-        }
-        None => (x, None),
+    if !fused {
+        let (short, down) = match &b.down {
+            Some(u) => {
+                let (s, t) = unit_forward(u, x, precision)?;
+                (s, Some(t))
+            }
+            None => (x, None),
+        };
+        let out = Rc::new(residual::add_relu_raw(&cur.data, &short.data));
+        let act = Act {
+            data: out.clone(),
+            ..cur
+        };
+        return Ok((act, BlockTape { chain, down, out }));
+    }
+    let (lt, lf, shape) = unit_fold(last, cur, precision)?;
+    let down = match &b.down {
+        Some(u) => Some(unit_fold(u, x.clone(), precision)?),
+        None => None,
     };
-    let out = residual::add_relu_raw(&cur.data, &short.data);
-    let out = Rc::new(out);
+    let (c, s) = (shape.c, shape.h * shape.w);
+    let addend = match &down {
+        Some((dt, df, _)) => simd::Addend::Affine {
+            x: &dt.conv_out,
+            a: &df.scale,
+            b: &df.shift,
+        },
+        None => simd::Addend::Plain(&x.data),
+    };
+    let out = Rc::new(residual::affine_add_relu_raw(
+        &lt.conv_out,
+        c,
+        s,
+        &lf.scale,
+        &lf.shift,
+        addend,
+    ));
+    chain.push(lt);
     let act = Act {
         data: out.clone(),
-        ..cur
+        ..shape
     };
-    Ok((act, BlockTape { chain, down, out }))
+    Ok((
+        act,
+        BlockTape {
+            chain,
+            down: down.map(|d| d.0),
+            out,
+        },
+    ))
 }
 
 /// Backward through a block `out = relu(chain(x) + shortcut(x))` from `dy = ∂L/∂out`. The

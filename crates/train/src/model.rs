@@ -169,6 +169,17 @@ impl BatchNorm {
         }
     }
 
+    /// Evaluation mode folded into a per-channel map `y = x·scale + shift` (running statistics).
+    fn eval_fold(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok(ops::batchnorm::eval_fold(
+            &self.gamma.to_vec1::<f32>()?,
+            &self.beta.to_vec1::<f32>()?,
+            &self.running_mean.borrow(),
+            &self.running_var.borrow(),
+            BN_EPS,
+        ))
+    }
+
     /// Normalises `x` (batch statistics when `train`, running statistics otherwise), then ReLU
     /// when `relu`. Training updates the running statistics.
     pub fn forward(&self, x: &Tensor, relu: bool, train: bool, custom: bool) -> Result<Tensor> {
@@ -295,6 +306,11 @@ pub struct Block {
 
 impl Block {
     fn forward(&self, x: &Tensor, train: bool, custom: bool) -> Result<Tensor> {
+        if custom && !train {
+            if let Some(y) = self.forward_eval_fused(x)? {
+                return Ok(y);
+            }
+        }
         let mut out = x.clone();
         for u in &self.chain {
             out = u.forward(&out, train, custom)?;
@@ -308,6 +324,43 @@ impl Block {
         } else {
             (out + short)?.relu()?
         })
+    }
+}
+
+impl Block {
+    /// Evaluation mode with the custom ops, where the batch norms ending the chain and the
+    /// projection shortcut have no ReLU of their own (ResNet's): those batch norms are applied
+    /// inside the final `relu(chain + shortcut)` pass (`ops::residual::affine_add_relu_raw`,
+    /// bit-identical to applying them first), so their outputs are never written. `None` for
+    /// any other block.
+    fn forward_eval_fused(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let (last, head) = self.chain.split_last().expect("a block has at least one unit");
+        if last.relu || self.down.as_ref().is_some_and(|u| u.relu) {
+            return Ok(None);
+        }
+        let mut h = x.clone();
+        for u in head {
+            h = u.forward(&h, false, true)?;
+        }
+        let t = last.conv.forward(&h, true)?.contiguous()?;
+        let (a, b) = last.bn.eval_fold()?;
+        let (_, c, oh, ow) = t.dims4()?;
+        let down = match &self.down {
+            Some(u) => Some((u.conv.forward(x, true)?.contiguous()?, u.bn.eval_fold()?)),
+            None => None,
+        };
+        let x = x.contiguous()?;
+        let y = ops::with_data(&t, "block", |tv| -> Result<Vec<f32>> {
+            let fused =
+                |r: ops::simd::Addend<'_>| ops::residual::affine_add_relu_raw(tv, c, oh * ow, &a, &b, r);
+            Ok(match &down {
+                Some((d, (da, db))) => ops::with_data(d, "block", |dv| {
+                    fused(ops::simd::Addend::Affine { x: dv, a: da, b: db })
+                })?,
+                None => ops::with_data(&x, "block", |xv| fused(ops::simd::Addend::Plain(xv)))?,
+            })
+        })??;
+        Ok(Some(Tensor::from_vec(y, t.dims(), t.device())?))
     }
 }
 
@@ -638,6 +691,48 @@ pub(crate) mod tests {
                 // statistics over only 4·1·1 values in the last stage, f32 rounding compounds.
                 assert!(eh < 1e-3 && ez < 1e-3, "{arch} train={train}: rel err {eh} {ez}");
             }
+        }
+    }
+
+    #[test]
+    fn fused_evaluation_blocks_equal_the_unfused_ops_bit_for_bit() {
+        // Evaluation applies the ReLU-free batch norms inside relu(chain + shortcut); every
+        // block (identity and projection shortcuts, basic and bottleneck) must give exactly
+        // what applying each batch norm and then add_relu gives.
+        for (arch, stem) in [(Arch::Resnet18, Stem::Cifar), (Arch::Resnet50, Stem::Imagenet)] {
+            let m = SimClrModel::new(&cfg(arch, stem, Ops::Custom), 3).unwrap();
+            let x = randn(&[4, 3, 32, 32], 4);
+            m.forward(&x, true).unwrap(); // running statistics away from their init
+            let enc = &m.encoder;
+            let mut h = enc.stem.forward(&x, false, true).unwrap();
+            if enc.imagenet_stem {
+                h = maxpool_3x3_s2(&h).unwrap();
+            }
+            let mut projections = 0;
+            for b in &enc.blocks {
+                let fused = b.forward_eval_fused(&h).unwrap().expect("a ResNet block fuses");
+                let mut out = h.clone();
+                for u in &b.chain {
+                    out = u.forward(&out, false, true).unwrap();
+                }
+                let short = match &b.down {
+                    Some(u) => {
+                        projections += 1;
+                        u.forward(&h, false, true).unwrap()
+                    }
+                    None => h.clone(),
+                };
+                let unfused = ops::add_relu(&out, &short).unwrap();
+                let (f, u) = (fused.flatten_all().unwrap(), unfused.flatten_all().unwrap());
+                assert_eq!(f.to_vec1::<f32>().unwrap(), u.to_vec1::<f32>().unwrap(), "{arch}");
+                assert_eq!(fused.dims(), unfused.dims());
+                h = b.forward(&h, false, true).unwrap();
+                assert_eq!(
+                    h.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    u.to_vec1::<f32>().unwrap()
+                );
+            }
+            assert!(projections >= 3, "{arch}: {projections} projection shortcuts");
         }
     }
 

@@ -225,6 +225,67 @@ pub fn backward_raw(
     (dx, dgamma, dbeta)
 }
 
+/// The folded per-channel map of a training-mode forward, `y = relu?(x·scale + shift)`.
+pub struct Folded {
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+    /// Per channel (mean, 1/σ), what the backward pass needs.
+    pub saved: Vec<(f32, f32)>,
+    pub stats: BatchStats,
+}
+
+/// `y = relu?(x·scale + shift)` per channel of a raw `[n, c, s]` buffer (`n` is implied by
+/// the length): the map a [`Folded`] holds, applied.
+pub fn affine_raw(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    s: usize,
+    scale: &[f32],
+    shift: &[f32],
+    relu: bool,
+) -> Vec<f32> {
+    assert_eq!(x.len(), n * c * s, "batch norm: {n}×{c}×{s} input");
+    affine(x, c, s, scale, shift, relu)
+}
+
+/// Training-mode statistics of raw `[n, c, s]` buffers, folded into the per-channel map
+/// ([`Folded`]) that [`train_forward_raw`] applies; a caller that applies it inside a later
+/// pass (`simd::affine_add_relu`) never writes `y`. `planes` as in [`train_forward_raw`].
+#[allow(clippy::too_many_arguments)]
+pub fn train_fold_raw(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    s: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f64,
+    planes: Option<&[PlaneMoments]>,
+) -> Folded {
+    let st = match planes {
+        Some(mom) => {
+            assert_eq!(mom.len(), n * c, "batch norm: plane moments for {n}×{c} planes");
+            merged_stats(mom, n, c, s, eps)
+        }
+        None => channel_stats(x, n, c, s, eps),
+    };
+    let scale: Vec<f32> = (0..c).map(|i| gamma[i] * st[i].1).collect();
+    let shift: Vec<f32> = (0..c).map(|i| beta[i] - st[i].0 * scale[i]).collect();
+    let m = (n * s) as f64;
+    let corr = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+    let stats = BatchStats {
+        mean: st.iter().map(|t| t.0).collect(),
+        var_unbiased: st.iter().map(|t| (t.2 * corr) as f32).collect(),
+    };
+    Folded {
+        scale,
+        shift,
+        saved: st.iter().map(|t| (t.0, t.1)).collect(),
+        stats,
+    }
+}
+
 /// Training-mode forward on raw `[n, c, s]` buffers: (y, per-channel (mean, 1/σ), batch stats).
 /// `planes`: the input planes' [`PlaneMoments`] (`[n][c]`) if the convolution that produced `x`
 /// computed them, saving two passes over `x`.
@@ -240,23 +301,9 @@ pub fn train_forward_raw(
     relu: bool,
     planes: Option<&[PlaneMoments]>,
 ) -> (Vec<f32>, Vec<(f32, f32)>, BatchStats) {
-    let st = match planes {
-        Some(mom) => {
-            assert_eq!(mom.len(), n * c, "batch norm: plane moments for {n}×{c} planes");
-            merged_stats(mom, n, c, s, eps)
-        }
-        None => channel_stats(x, n, c, s, eps),
-    };
-    let scale: Vec<f32> = (0..c).map(|i| gamma[i] * st[i].1).collect();
-    let shift: Vec<f32> = (0..c).map(|i| beta[i] - st[i].0 * scale[i]).collect();
-    let y = affine(x, c, s, &scale, &shift, relu);
-    let m = (n * s) as f64;
-    let corr = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
-    let stats = BatchStats {
-        mean: st.iter().map(|t| t.0).collect(),
-        var_unbiased: st.iter().map(|t| (t.2 * corr) as f32).collect(),
-    };
-    (y, st.iter().map(|t| (t.0, t.1)).collect(), stats)
+    let f = train_fold_raw(x, n, c, s, gamma, beta, eps, planes);
+    let y = affine_raw(x, n, c, s, &f.scale, &f.shift, relu);
+    (y, f.saved, f.stats)
 }
 
 /// Training-mode batch norm (+ReLU). Returns the output and the batch statistics for the
@@ -314,13 +361,25 @@ pub fn batch_norm_eval(
     eps: f64,
     relu: bool,
 ) -> Result<Tensor> {
+    let (scale, shift) = eval_fold(gamma, beta, running_mean, running_var, eps);
+    x.contiguous()?.apply_op1_no_bwd(&BnEval { scale, shift, relu })
+}
+
+/// Evaluation-mode batch norm folded into a per-channel map `y = x·scale + shift`.
+pub fn eval_fold(
+    gamma: &[f32],
+    beta: &[f32],
+    running_mean: &[f32],
+    running_var: &[f32],
+    eps: f64,
+) -> (Vec<f32>, Vec<f32>) {
     let scale: Vec<f32> = (0..gamma.len())
         .map(|i| gamma[i] / ((running_var[i] as f64 + eps).sqrt() as f32))
         .collect();
     let shift: Vec<f32> = (0..gamma.len())
         .map(|i| beta[i] - running_mean[i] * scale[i])
         .collect();
-    x.contiguous()?.apply_op1_no_bwd(&BnEval { scale, shift, relu })
+    (scale, shift)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! backward one pass giving the same masked gradient `g·[y > 0]` to both inputs (candle's stock
 //! path needs an add, a ReLU, a comparison, a cast and a product).
 
+use super::simd::{self, Addend};
 use super::{cpu_slice, output_vec, with_data};
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -21,6 +22,31 @@ pub fn add_relu_raw(a: &[f32], b: &[f32]) -> Vec<f32> {
                         o.write((p + q).max(0.0));
                     }
                 })
+        })
+    }
+}
+
+/// `relu((x·a + b) + r)` over `[n, c, s]` buffers (`a`, `b` per channel, `r` the shortcut as
+/// it is or its batch norm's map of a buffer): the end of a residual block with the batch norms
+/// of both branches applied in the same pass, bit-identical to applying them first
+/// ([`simd::affine_add_relu`]).
+pub fn affine_add_relu_raw(x: &[f32], c: usize, s: usize, a: &[f32], b: &[f32], r: Addend) -> Vec<f32> {
+    let block = (c * s).max(1);
+    let part = |i: usize| match r {
+        Addend::Plain(q) => Addend::Plain(&q[i * block..(i + 1) * block]),
+        Addend::Affine { x, a, b } => Addend::Affine {
+            x: &x[i * block..(i + 1) * block],
+            a,
+            b,
+        },
+    };
+    // SAFETY: the chunks cover the output and `affine_add_relu` writes each whole.
+    unsafe {
+        output_vec(x.len(), |y| {
+            y.par_chunks_mut(block)
+                .zip(x.par_chunks(block))
+                .enumerate()
+                .for_each(|(i, (yi, xi))| simd::affine_add_relu(yi, xi, s, a, b, part(i)))
         })
     }
 }

@@ -156,6 +156,47 @@ pub fn affine(out: &mut [MaybeUninit<f32>], xs: &[f32], s: usize, a: &[f32], b: 
     }
 }
 
+/// The second term of [`affine_add_relu`]: a block's shortcut as it is (the identity), or the
+/// output of its own ReLU-free batch norm, `x·a[ch] + b[ch]` (a projection shortcut).
+#[derive(Clone, Copy)]
+pub enum Addend<'a> {
+    Plain(&'a [f32]),
+    Affine {
+        x: &'a [f32],
+        a: &'a [f32],
+        b: &'a [f32],
+    },
+}
+
+/// One image's `[c, s]` block of a residual block's end with the batch norms before it folded
+/// in: `out[ch] = relu((x[ch]·a[ch] + b[ch]) + r[ch])`, `r` the [`Addend`]. The same f32
+/// operations, in the same order, as [`affine`] of each branch and then `relu(p + q)`, so
+/// bit-identical to them, in one pass that never writes the batch norms' outputs.
+pub fn affine_add_relu(out: &mut [MaybeUninit<f32>], xs: &[f32], s: usize, a: &[f32], b: &[f32], r: Addend) {
+    assert!(out.len() == xs.len() && xs.len() == a.len() * s && a.len() == b.len());
+    match r {
+        Addend::Plain(q) => assert_eq!(q.len(), xs.len()),
+        Addend::Affine { x, a: ra, b: rb } => {
+            assert!(x.len() == xs.len() && ra.len() == a.len() && rb.len() == a.len())
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: AVX-512F checked; lengths checked.
+        return unsafe { avx512::affine_add_relu(out, xs, s, a, b, r) };
+    }
+    for (ch, (o, x)) in out.chunks_mut(s.max(1)).zip(xs.chunks(s.max(1))).enumerate() {
+        for (k, (o, &v)) in o.iter_mut().zip(x).enumerate() {
+            let i = ch * s + k;
+            let q = match r {
+                Addend::Plain(q) => q[i],
+                Addend::Affine { x, a, b } => x[i] * a[ch] + b[ch],
+            };
+            o.write(((v * a[ch] + b[ch]) + q).max(0.0));
+        }
+    }
+}
+
 /// One image's `[c, s]` block of batch norm's input gradient:
 /// `out[ch] = (a[ch]·g + bx[ch]·x) + c0[ch]`, `g` as `gate` says (per block: an `Output` slice
 /// of the block, or one `Affine` pair per channel).
@@ -221,7 +262,7 @@ pub fn copy_rows_uninit(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{lanes_f64, Gate, Planes, L};
+    use super::{lanes_f64, Addend, Gate, Planes, L};
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
@@ -373,6 +414,40 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f")]
+    pub unsafe fn affine_add_relu(
+        out: &mut [MaybeUninit<f32>],
+        xs: &[f32],
+        s: usize,
+        a: &[f32],
+        b: &[f32],
+        r: Addend,
+    ) {
+        let full = s / L * L;
+        let (px, po) = (xs.as_ptr(), out.as_mut_ptr() as *mut f32);
+        let z = _mm512_setzero_ps();
+        for ch in 0..a.len() {
+            let (va, vb) = (_mm512_set1_ps(a[ch]), _mm512_set1_ps(b[ch]));
+            let one = |h: __mmask16, k: usize| {
+                let p = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(h, px.add(k)), va), vb);
+                let q = match r {
+                    Addend::Plain(q) => _mm512_maskz_loadu_ps(h, q.as_ptr().add(k)),
+                    Addend::Affine { x, a, b } => _mm512_add_ps(
+                        _mm512_mul_ps(_mm512_maskz_loadu_ps(h, x.as_ptr().add(k)), _mm512_set1_ps(a[ch])),
+                        _mm512_set1_ps(b[ch]),
+                    ),
+                };
+                _mm512_mask_storeu_ps(po.add(k), h, _mm512_max_ps(_mm512_add_ps(p, q), z));
+            };
+            for k in (ch * s..ch * s + full).step_by(L) {
+                one(0xffff, k);
+            }
+            if full < s {
+                one(head(s - full), ch * s + full);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
     pub unsafe fn input_grad(
         out: &mut [MaybeUninit<f32>],
         xs: &[f32],
@@ -495,6 +570,40 @@ mod tests {
                 let sab = grad_sums(&x[ch1.clone()], &d[ch1], Gate::Affine(&ab[1..2]), p, 0.1);
                 assert_eq!(sy, sab, "gradient sums, n {n} c {c} s {s}");
                 (by_ab, sab)
+            };
+            assert_eq!(run(), portable(run));
+        }
+    }
+
+    #[test]
+    fn the_fused_block_end_is_affine_then_add_then_relu() {
+        // relu((x·a + b) + r), r the identity shortcut or its own affine map, must equal the
+        // unfused passes (affine of each branch, then the sum and the ReLU) bit for bit, on both
+        // code paths, with plane lengths off and on the vector width.
+        for (n, c, s) in [(3, 2, 16), (2, 3, 37), (4, 2, 5)] {
+            let len = n * c * s;
+            let (x, r, rx) = (data(len, 1), data(len, 4), data(len, 5));
+            let (a, b): (Vec<f32>, Vec<f32>) = (0..c).map(|i| (1.5 - i as f32, 0.3 * i as f32 - 0.2)).unzip();
+            let (ra, rb): (Vec<f32>, Vec<f32>) = (0..c).map(|i| (0.5 + i as f32, -0.1 * i as f32)).unzip();
+            let run = || {
+                let block = |f: Block| per_image(n, c * s, f);
+                let p = block(&|o, i| affine(o, &x[i], s, &a, &b, false));
+                let q = block(&|o, i| affine(o, &rx[i], s, &ra, &rb, false));
+                let want =
+                    |q: &[f32]| -> Vec<f32> { p.iter().zip(q).map(|(p, q)| (p + q).max(0.0)).collect() };
+                let plain = block(&|o, i| affine_add_relu(o, &x[i.clone()], s, &a, &b, Addend::Plain(&r[i])));
+                assert_eq!(plain, want(&r), "identity shortcut, n {n} c {c} s {s}");
+                let proj = block(&|o, i| {
+                    let r = Addend::Affine {
+                        x: &rx[i.clone()],
+                        a: &ra,
+                        b: &rb,
+                    };
+                    affine_add_relu(o, &x[i], s, &a, &b, r)
+                });
+                assert_eq!(proj, want(&q), "projection shortcut, n {n} c {c} s {s}");
+                assert!(plain.contains(&0.0) && plain.iter().any(|&v| v > 0.0));
+                (plain, proj)
             };
             assert_eq!(run(), portable(run));
         }
