@@ -22,6 +22,10 @@ pub struct StepBench {
     pub ops: String,
     /// Arithmetic of the convolutions (`f32` | `bf16`).
     pub precision: String,
+    /// With `bf16`, the unit that multiplied ([`crate::ops::bf16::unit`]: `amx`,
+    /// `avx512_bf16`, or `f32` where neither outruns f32 and bf16 falls back to it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bf16_unit: Option<String>,
     /// `cpu` or `cuda:N`.
     pub device: String,
     pub images_per_sec: f64,
@@ -135,6 +139,7 @@ pub fn step(
         threads: rayon::current_num_threads(),
         ops: ops_label(model_cfg, device),
         precision: precision.as_str().into(),
+        bf16_unit: (precision == crate::ops::Precision::Bf16).then(|| crate::ops::bf16::unit().into()),
         device: crate::device::label(device),
         images_per_sec: 2.0 * batch as f64 / (step_ms / 1e3),
         forward_ms: median(fw),

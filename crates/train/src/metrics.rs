@@ -124,8 +124,9 @@ pub struct Metrics {
     /// before it existed: `None`, "unversioned").
     #[serde(default)]
     pub numerics_version: Option<u32>,
-    /// With `train.precision: bf16`, the unit that multiplied (`amx` or `avx512_bf16`,
-    /// [`crate::ops::bf16::unit`]): the two accumulate in different orders, so a bf16 run is
+    /// With `train.precision: bf16`, the unit that multiplied (`amx` or `avx512_bf16`, or
+    /// `f32` where neither outruns f32 FMAs and bf16 falls back to the f32 kernels;
+    /// [`crate::ops::bf16::unit`]): the units accumulate in different orders, so a bf16 run is
     /// reproducible bit for bit only on a CPU with the same unit. Absent for f32 runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bf16_unit: Option<String>,

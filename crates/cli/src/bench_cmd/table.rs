@@ -123,9 +123,15 @@ fn column_of(v: &Value) -> Result<Column> {
         "protoclr" => (
             0,
             format!(
-                "protoclr{} {}",
+                "protoclr{} {}{}",
                 if stock { " stock" } else { "" },
-                precision.name()
+                precision.name(),
+                // The bf16 unit (`bench step` records it): "f32" means the f32 fallback.
+                match v["bf16_unit"].as_str() {
+                    Some("f32") => " (f32 fallback)".to_string(),
+                    Some(unit) => format!(" ({unit})"),
+                    None => String::new(),
+                }
             ),
         ),
         "pytorch" => (1, format!("PyTorch {}", v["variant"].as_str().unwrap_or("eager"))),
@@ -543,6 +549,22 @@ mod tests {
             .iter()
             .position(|c| c.label == label)
             .unwrap_or_else(|| panic!("no column {label}"))
+    }
+
+    #[test]
+    fn a_protoclr_bf16_column_names_its_unit_and_the_f32_fallback() {
+        let label = |extra: Value| column_of(&step("protoclr", extra)).unwrap().label;
+        let bf16 = json!({"variant": "protoclr+bf16", "precision": "bf16"});
+        assert_eq!(label(bf16.clone()), "protoclr bf16");
+        let unit = |u: &str| with(bf16.clone(), json!({ "bf16_unit": u }));
+        assert_eq!(label(unit("amx")), "protoclr bf16 (amx)");
+        assert_eq!(label(unit("f32")), "protoclr bf16 (f32 fallback)");
+        let c = column_of(&step("protoclr", unit("f32"))).unwrap();
+        assert_eq!(
+            c.precision,
+            Prec::Bf16,
+            "still compared with PyTorch's bf16 columns"
+        );
     }
 
     #[test]

@@ -61,15 +61,48 @@ pub fn has_bf16() -> bool {
     false
 }
 
+/// Whether `vdpbf16ps` outruns the f32 FMAs here, so that the AVX-512 BF16 kernels pay where
+/// AMX tiles are not available: on AMD CPUs (Zen 4 and later run it at the FMA's instruction
+/// rate, two multiply-adds a lane, so twice its arithmetic). Intel's cores run it at a quarter
+/// of the FMA rate (`protoclr bench peak` on the Sapphire-Rapids-class guests here: 123 against
+/// 233 GFLOP/s a thread), so there the f32 kernels are the faster ones: a width-16 step measured
+/// 446 images/s with `vdpbf16ps` against 584 in f32 (median of 5 interleaved rounds, AMX not
+/// exposed to the guest). A fixed rule on the CPU's vendor, not a timing, so that the choice
+/// (and with it the numerics) is the same on every run of a machine.
+pub fn dp_pays() -> bool {
+    static AMD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AMD.get_or_init(|| has_bf16() && vendor_is_amd())
+}
+
+#[cfg(target_arch = "x86_64")]
+fn vendor_is_amd() -> bool {
+    // CPUID leaf 0: the vendor string in EBX, EDX, ECX ("Auth", "enti", "cAMD").
+    let r = std::arch::x86_64::__cpuid(0);
+    let mut v = [0u8; 12];
+    v[..4].copy_from_slice(&r.ebx.to_le_bytes());
+    v[4..8].copy_from_slice(&r.edx.to_le_bytes());
+    v[8..].copy_from_slice(&r.ecx.to_le_bytes());
+    &v == b"AuthenticAMD"
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn vendor_is_amd() -> bool {
+    false
+}
+
 /// The unit the bf16 kernels multiply on here: `amx` (AMX-BF16 tiles, where the CPU and the
-/// kernel allow them, [`super::amx::available`]) or `avx512_bf16` (`vdpbf16ps`). The two sum in
-/// different orders, so bf16 results are bit-identical only between machines with the same unit
-/// (recorded in metrics.json as `bf16_unit`).
+/// kernel allow them, [`super::amx::available`]), `avx512_bf16` (`vdpbf16ps`, where it outruns
+/// f32: [`dp_pays`]), or `f32` where neither is faster than f32 FMAs: there `precision: bf16`
+/// falls back to the f32 kernels (the fallback issue 14 allows), bit-identical to f32. AMX and
+/// `vdpbf16ps` sum in different orders, so bf16 results are bit-identical only between machines
+/// with the same unit (recorded in metrics.json as `bf16_unit`).
 pub fn unit() -> &'static str {
     if super::amx::available() {
         "amx"
-    } else {
+    } else if dp_pays() {
         "avx512_bf16"
+    } else {
+        "f32"
     }
 }
 
@@ -240,6 +273,28 @@ mod tests {
         for i in 0..a.len() {
             assert_eq!(p[i], to_bf16(a[i]) as u32, "half pair {i}");
         }
+    }
+
+    #[test]
+    fn the_vendor_rule_reads_the_vendor_linux_reports() {
+        // /proc/cpuinfo's vendor_id is the same CPUID string, read by the kernel.
+        let Ok(info) = std::fs::read_to_string("/proc/cpuinfo") else {
+            return;
+        };
+        let Some(line) = info.lines().find(|l| l.starts_with("vendor_id")) else {
+            return;
+        };
+        let vendor = line.split(':').nth(1).unwrap().trim();
+        assert_eq!(vendor_is_amd(), vendor == "AuthenticAMD", "vendor_id {vendor}");
+        assert_eq!(dp_pays(), has_bf16() && vendor == "AuthenticAMD");
+        let want = if super::super::amx::available() {
+            "amx"
+        } else if dp_pays() {
+            "avx512_bf16"
+        } else {
+            "f32"
+        };
+        assert_eq!(unit(), want);
     }
 
     #[test]

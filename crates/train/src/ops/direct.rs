@@ -77,13 +77,14 @@ impl Arith {
     /// forward 3.8–6.8 ms f32, 5.5–6.0 `vdpbf16ps`, 5.8–9.0 on AMX tiles; weight gradient
     /// 4.9–6.2 f32, 5.6–6.2 `vdpbf16ps`, 7.6–12 on the tiles; batch 256, loaded machine, the
     /// tiles 3/16 full with 3 channels and the layout passes as for 16). Without AMX,
-    /// `vdpbf16ps` (twice the FMA rate on AMD Zen 4).
+    /// `vdpbf16ps` where it outruns f32 (AMD Zen 4, twice the FMA rate), else f32
+    /// ([`super::bf16::dp_pays`]).
     fn of(prec: Precision, rows: usize, red: usize) -> Self {
         let amx = super::amx::available();
         match prec {
             Precision::F32 => Arith::F32,
             Precision::Bf16 if amx && rows.is_multiple_of(16) && red >= AMX_MIN_CHANNELS => Arith::Amx,
-            Precision::Bf16 if amx => Arith::F32,
+            Precision::Bf16 if amx || !super::bf16::dp_pays() => Arith::F32,
             Precision::Bf16 => Arith::Dp,
         }
     }
@@ -1659,9 +1660,11 @@ mod tests {
     #[test]
     fn bf16_runs_on_amx_where_it_pays() {
         let amx = crate::ops::amx::available();
-        let tiles = if amx { Arith::Amx } else { Arith::Dp };
-        // Where AMX is, vdpbf16ps is slower than f32 (see Arith::of).
-        let other = if amx { Arith::F32 } else { Arith::Dp };
+        let dp = crate::ops::bf16::dp_pays();
+        let no_tiles = if dp { Arith::Dp } else { Arith::F32 };
+        let tiles = if amx { Arith::Amx } else { no_tiles };
+        // Where AMX is, vdpbf16ps is slower than f32 (see Arith::of); on Intel without AMX too.
+        let other = if amx { Arith::F32 } else { no_tiles };
         // The width-16 ResNet's large-plane layers: forward and dW (rows co, reducing c), the
         // stride-2 dx (rows c, reducing co), the stride-1 dx (a forward with c, co swapped).
         assert_eq!(Arith::of(Bf16, 16, 16), tiles, "16 → 16");
