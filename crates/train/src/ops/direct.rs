@@ -788,10 +788,19 @@ pub(super) fn grid_planes(dy: &[f32], co: usize, pd: &Padded, dyg: &mut [f32], s
     }
 }
 
+/// Grid positions [`wgrad_kernel`] runs through for all its channel and tap combinations before
+/// it moves on: eight rows of `dyg` (16 KB) stay in L1 through the `c × 3` passes that read them.
+const WGRAD_BLOCK: usize = 512;
+
 /// `dw[o][c][t] += Σ_{q < len} dyg[o·len + q] · xp[c·cstride + q + (t / 3)·wp + t % 3]`, for
 /// eight output channels and one row of three taps at a time (24 accumulators): per 16
 /// positions, 3 unaligned loads of `xp`, 8 aligned loads of `dyg` and 24 FMAs, so the FMAs and
-/// not the (line-crossing) loads set the pace.
+/// not the (line-crossing) loads set the pace — provided the loads hit L1. A batch's `len` runs
+/// to ~8k positions, whose eight `dyg` rows (256 KB) came from L2 on every one of the `c × 3`
+/// passes, so the positions are taken in blocks of [`WGRAD_BLOCK`], the 24 accumulators of
+/// every (channel block, channel, tap row) kept in `part` between blocks. Each lane still sums
+/// its positions in order and is reduced once at the end: the same sums as one pass over `len`,
+/// bit for bit.
 ///
 /// # Safety
 /// AVX-512F must be available; `len` a multiple of 16; `xp.len() ≥ c·cstride` with
@@ -810,39 +819,90 @@ unsafe fn wgrad_kernel(
     offs: &[usize; 9],
     dw: &mut [f32],
 ) {
+    wgrad_kernel_blocks(xp, cstride, dyg, len, c, co, offs, dw, WGRAD_BLOCK)
+}
+
+/// [`wgrad_kernel`] with blocks of `block` positions (a multiple of 16).
+///
+/// # Safety
+/// As [`wgrad_kernel`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wgrad_kernel_blocks(
+    xp: &[f32],
+    cstride: usize,
+    dyg: &[f32],
+    len: usize,
+    c: usize,
+    co: usize,
+    offs: &[usize; 9],
+    dw: &mut [f32],
+    block: usize,
+) {
     use std::arch::x86_64::*;
+    debug_assert!(block > 0 && block.is_multiple_of(16));
     debug_assert!(len.is_multiple_of(16) && cstride >= len + offs.iter().max().unwrap() + 16);
     debug_assert!(xp.len() >= c * cstride && dyg.len() >= co * len && dw.len() >= co * c * 9);
     debug_assert!(co.is_multiple_of(OB));
-    for ob in (0..co).step_by(OB) {
-        let d = dyg.as_ptr().add(ob * len);
-        for ci in 0..c {
-            for i in 0..3 {
-                let xb = xp.as_ptr().add(ci * cstride);
-                let (o0, o1, o2) = (offs[3 * i], offs[3 * i + 1], offs[3 * i + 2]);
-                let mut acc = [[_mm512_setzero_ps(); 3]; OB];
-                let mut q = 0;
-                while q < len {
-                    let x0 = _mm512_loadu_ps(xb.add(q + o0));
-                    let x1 = _mm512_loadu_ps(xb.add(q + o1));
-                    let x2 = _mm512_loadu_ps(xb.add(q + o2));
-                    for (o, a) in acc.iter_mut().enumerate() {
-                        let g = _mm512_loadu_ps(d.add(o * len + q));
-                        a[0] = _mm512_fmadd_ps(g, x0, a[0]);
-                        a[1] = _mm512_fmadd_ps(g, x1, a[1]);
-                        a[2] = _mm512_fmadd_ps(g, x2, a[2]);
+    // Per (channel block, channel, tap row): OB × 3 vectors of lane partial sums.
+    const V: usize = OB * 3 * 16;
+    let combos = co / OB * c * 3;
+    with_scratch(combos * V, |part| {
+        part.fill(0.0);
+        let mut q0 = 0;
+        while q0 < len {
+            let q1 = (q0 + block).min(len);
+            for ob in (0..co).step_by(OB) {
+                let d = dyg.as_ptr().add(ob * len);
+                for ci in 0..c {
+                    let xb = xp.as_ptr().add(ci * cstride);
+                    for i in 0..3 {
+                        let pv = part.as_mut_ptr().add(((ob / OB * c + ci) * 3 + i) * V);
+                        let (o0, o1, o2) = (offs[3 * i], offs[3 * i + 1], offs[3 * i + 2]);
+                        let mut acc = [[_mm512_setzero_ps(); 3]; OB];
+                        for (o, a) in acc.iter_mut().enumerate() {
+                            for (j, v) in a.iter_mut().enumerate() {
+                                *v = _mm512_loadu_ps(pv.add((o * 3 + j) * 16));
+                            }
+                        }
+                        let mut q = q0;
+                        while q < q1 {
+                            let x0 = _mm512_loadu_ps(xb.add(q + o0));
+                            let x1 = _mm512_loadu_ps(xb.add(q + o1));
+                            let x2 = _mm512_loadu_ps(xb.add(q + o2));
+                            for (o, a) in acc.iter_mut().enumerate() {
+                                let g = _mm512_loadu_ps(d.add(o * len + q));
+                                a[0] = _mm512_fmadd_ps(g, x0, a[0]);
+                                a[1] = _mm512_fmadd_ps(g, x1, a[1]);
+                                a[2] = _mm512_fmadd_ps(g, x2, a[2]);
+                            }
+                            q += 16;
+                        }
+                        for (o, a) in acc.iter().enumerate() {
+                            for (j, v) in a.iter().enumerate() {
+                                _mm512_storeu_ps(pv.add((o * 3 + j) * 16), *v);
+                            }
+                        }
                     }
-                    q += 16;
                 }
-                for (o, a) in acc.iter().enumerate() {
-                    let base = ((ob + o) * c + ci) * 9 + i * 3;
-                    for (j, v) in a.iter().enumerate() {
-                        dw[base + j] += _mm512_reduce_add_ps(*v);
+            }
+            q0 = q1;
+        }
+        for ob in (0..co).step_by(OB) {
+            for ci in 0..c {
+                for i in 0..3 {
+                    let pv = part.as_ptr().add(((ob / OB * c + ci) * 3 + i) * V);
+                    for o in 0..OB {
+                        let base = ((ob + o) * c + ci) * 9 + i * 3;
+                        for j in 0..3 {
+                            dw[base + j] += _mm512_reduce_add_ps(_mm512_loadu_ps(pv.add((o * 3 + j) * 16)));
+                        }
                     }
                 }
             }
         }
-    }
+    })
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -1772,6 +1832,62 @@ mod tests {
             assert!(dx_applies(c, co, h, w));
             reference::check_input_grad_stride2(dx_f32, shape);
         }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn weight_gradient_blocks_do_not_change_a_bit() {
+        // The blocked position loop keeps each lane's sum in position order, so any block size
+        // must give exactly one pass over all positions (block ≥ len).
+        if !has_avx512() {
+            return;
+        }
+        let (c, co, wp, len) = (5, 16, 13, 1040);
+        let offs: [usize; 9] = std::array::from_fn(|t| t / 3 * wp + t % 3);
+        let cstride = len + 2 * wp + 2 + 16;
+        // Values of full 24-bit mantissas, so that the order of a sum shows in its last bits.
+        let rand = |n: usize, seed: u32| -> Vec<f32> {
+            (0..n as u32)
+                .map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed.wrapping_mul(40503)) >> 8) as f32)
+                .map(|v| v / (1u32 << 24) as f32 * 4.0 - 2.0)
+                .collect()
+        };
+        let (xp, dyg) = (rand(c * cstride, 1), rand(co * len, 2));
+        let run = |block: usize| {
+            let mut dw = reference::data(co * c * 9, 7, 11);
+            // SAFETY: AVX-512F checked; the buffers have the sizes the kernel's contract asks.
+            unsafe { wgrad_kernel_blocks(&xp, cstride, &dyg, len, c, co, &offs, &mut dw, block) };
+            dw
+        };
+        let whole = run(len);
+        for block in [16, 48, 512, 1024] {
+            assert_eq!(run(block), whole, "block {block}");
+        }
+        // The same sums in another order (backwards, one f32 accumulator) differ in the last
+        // bits somewhere (so the equalities above can fail) and agree to f32 rounding.
+        let before = reference::data(co * c * 9, 7, 11);
+        let mut reordered = 0;
+        for o in 0..co {
+            for ci in 0..c {
+                for t in 0..9 {
+                    let k = (o * c + ci) * 9 + t;
+                    let sum = (0..len)
+                        .rev()
+                        .fold(0f32, |a, q| a + dyg[o * len + q] * xp[ci * cstride + q + offs[t]]);
+                    let want = before[k] + sum;
+                    assert!(
+                        (whole[k] - want).abs() < 1e-3 * want.abs().max(1.0),
+                        "{k}: {} vs {want}",
+                        whole[k]
+                    );
+                    reordered += (whole[k] != want) as usize;
+                }
+            }
+        }
+        assert!(
+            reordered > 0,
+            "the data must be sensitive to the order of summation"
+        );
     }
 
     #[test]
