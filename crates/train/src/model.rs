@@ -291,8 +291,44 @@ impl Unit {
     }
 
     fn forward(&self, x: &Tensor, train: bool, custom: bool) -> Result<Tensor> {
+        if custom && !train {
+            return self.forward_eval(x);
+        }
         self.bn
             .forward(&self.conv.forward(x, custom)?, self.relu, train, custom)
+    }
+
+    /// Evaluation mode with the custom ops: the batch norm (+ReLU), folded into a per-channel
+    /// map, is applied by the convolution as it writes its output ([`ops::conv::Epilogue`]),
+    /// bit-identical to the convolution followed by the batch-norm pass.
+    fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        let (n, c, h, w) = x.dims4()?;
+        let (co, k) = (self.conv.w.dim(0)?, self.conv.w.dim(2)?);
+        let shape = ops::conv::ConvShape {
+            n,
+            c,
+            h,
+            w,
+            co,
+            k,
+            stride: self.conv.stride,
+            pad: self.conv.pad,
+            precision: ops::Precision::F32,
+        };
+        let (scale, shift) = self.bn.eval_fold()?;
+        let epi = ops::conv::Epilogue {
+            scale: &scale,
+            shift: &shift,
+            relu: self.relu,
+        };
+        let y = ops::with_data(&x, "unit", |xv| {
+            ops::with_data(&self.conv.w, "unit", |wv| {
+                ops::conv::forward_raw_affine(xv, wv, &shape, &epi)
+            })
+        })??;
+        let (oh, ow) = shape.out_hw();
+        Ok(Tensor::from_vec(y, (n, co, oh, ow), x.device())?)
     }
 }
 
@@ -734,6 +770,51 @@ pub(crate) mod tests {
             }
             assert!(projections >= 3, "{arch}: {projections} projection shortcuts");
         }
+    }
+
+    #[test]
+    fn evaluation_units_with_the_batch_norm_in_the_convolution_equal_the_two_passes() {
+        // Width 16 so that every kernel family runs: direct (32×32 … 8×8 planes, both strides),
+        // direct_small (4×4 planes), im2col + gemm (the 1×1 shortcuts); ReLU and ReLU-free units.
+        let mc = ModelConfig {
+            width: 16,
+            ..cfg(Arch::Resnet18, Stem::Cifar, Ops::Custom)
+        };
+        let m = SimClrModel::new(&mc, 5).unwrap();
+        let x = randn(&[3, 3, 32, 32], 6);
+        m.forward(&x, true).unwrap(); // running statistics away from their init
+        let enc = &m.encoder;
+        let mut units: Vec<&Unit> = vec![&enc.stem];
+        for b in &enc.blocks {
+            units.extend(b.chain.iter().chain(&b.down));
+        }
+        let mut h = enc.stem.forward(&x, false, true).unwrap();
+        let mut inputs = HashMap::new();
+        inputs.insert(enc.stem.conv.name.clone(), x.clone());
+        for b in &enc.blocks {
+            let mut t = h.clone();
+            for u in &b.chain {
+                inputs.insert(u.conv.name.clone(), t.clone());
+                t = u.forward(&t, false, true).unwrap();
+            }
+            if let Some(u) = &b.down {
+                inputs.insert(u.conv.name.clone(), h.clone());
+            }
+            h = b.forward(&h, false, true).unwrap();
+        }
+        let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let mut relu_units = 0;
+        for u in units {
+            let xin = &inputs[&u.conv.name];
+            let fused = u.forward(xin, false, true).unwrap();
+            let two_pass =
+                u.bn.forward(&u.conv.forward(xin, true).unwrap(), u.relu, false, true)
+                    .unwrap();
+            assert_eq!(fused.dims(), two_pass.dims(), "{}", u.conv.name);
+            assert_eq!(flat(&fused), flat(&two_pass), "{}", u.conv.name);
+            relu_units += u.relu as usize;
+        }
+        assert!(relu_units >= 9, "{relu_units} units with a ReLU");
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub struct Line {
     pub setting: Setting,
     pub column: Column,
     pub measure: Measure,
+    /// The unit a protoclr bf16 step multiplied on (`bf16_unit`: `amx`, `avx512_bf16`, or `f32`
+    /// for the f32 fallback), where the line records it.
+    pub bf16_unit: Option<String>,
 }
 
 fn str_key<'a>(v: &'a Value, key: &str) -> Result<&'a str> {
@@ -123,15 +126,9 @@ fn column_of(v: &Value) -> Result<Column> {
         "protoclr" => (
             0,
             format!(
-                "protoclr{} {}{}",
+                "protoclr{} {}",
                 if stock { " stock" } else { "" },
-                precision.name(),
-                // The bf16 unit (`bench step` records it): "f32" means the f32 fallback.
-                match v["bf16_unit"].as_str() {
-                    Some("f32") => " (f32 fallback)".to_string(),
-                    Some(unit) => format!(" ({unit})"),
-                    None => String::new(),
-                }
+                precision.name()
             ),
         ),
         "pytorch" => (1, format!("PyTorch {}", v["variant"].as_str().unwrap_or("eager"))),
@@ -178,6 +175,7 @@ pub fn parse_line(v: &Value) -> Result<Option<Line>> {
         setting,
         column,
         measure,
+        bf16_unit: v["bf16_unit"].as_str().map(String::from),
     }))
 }
 
@@ -272,6 +270,8 @@ pub struct Grid {
     pub settings: Vec<Setting>,
     pub columns: Vec<Column>,
     cells: BTreeMap<(usize, usize), Cell>,
+    /// The bf16 units the lines name, in order of appearance.
+    pub bf16_units: Vec<String>,
 }
 
 impl Grid {
@@ -305,10 +305,17 @@ impl Grid {
                 Measure::Skipped(why) => cell.skipped.push(why.clone()),
             }
         }
+        let mut bf16_units: Vec<String> = vec![];
+        for u in lines.iter().filter_map(|l| l.bf16_unit.as_ref()) {
+            if !bf16_units.contains(u) {
+                bf16_units.push(u.clone());
+            }
+        }
         Grid {
             settings,
             columns,
             cells,
+            bf16_units,
         }
     }
 
@@ -405,6 +412,22 @@ impl Grid {
                 self.ratio_text(s, Prec::Bf16),
                 self.rss_text(s, Prec::F32),
                 self.rss_text(s, Prec::Bf16)
+            ));
+        }
+        if !self.bf16_units.is_empty() {
+            let named: Vec<String> = self
+                .bf16_units
+                .iter()
+                .map(|u| match u.as_str() {
+                    "f32" => "f32 (the fallback: no bf16 unit outruns f32 FMAs on this CPU, so the step ran the f32 kernels)".to_string(),
+                    other => format!("`{other}`"),
+                })
+                .collect();
+            out.push_str(&format!(
+                "
+protoclr bf16 multiplied on: {}.
+",
+                named.join(", ")
             ));
         }
         let mut notes: Vec<(String, String, Vec<String>)> = vec![];
@@ -552,19 +575,27 @@ mod tests {
     }
 
     #[test]
-    fn a_protoclr_bf16_column_names_its_unit_and_the_f32_fallback() {
-        let label = |extra: Value| column_of(&step("protoclr", extra)).unwrap().label;
+    fn the_bf16_unit_is_named_under_the_table_and_splits_no_column() {
         let bf16 = json!({"variant": "protoclr+bf16", "precision": "bf16"});
-        assert_eq!(label(bf16.clone()), "protoclr bf16");
-        let unit = |u: &str| with(bf16.clone(), json!({ "bf16_unit": u }));
-        assert_eq!(label(unit("amx")), "protoclr bf16 (amx)");
-        assert_eq!(label(unit("f32")), "protoclr bf16 (f32 fallback)");
-        let c = column_of(&step("protoclr", unit("f32"))).unwrap();
-        assert_eq!(
-            c.precision,
-            Prec::Bf16,
-            "still compared with PyTorch's bf16 columns"
+        let unit = |u: &str| with(with(bf16.clone(), json!({ "bf16_unit": u })), ran(600.0, 400.0));
+        let skipped = with(bf16.clone(), json!({"skipped": "no bench infer --precision"}));
+        let lines: Vec<Line> = [step("protoclr", unit("f32")), infer("protoclr", skipped)]
+            .iter()
+            .map(|v| parse_line(v).unwrap().unwrap())
+            .collect();
+        let g = Grid::new(&lines);
+        let labels: Vec<&str> = g.columns.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(labels, ["protoclr bf16"], "one column whatever the unit");
+        assert_eq!(g.bf16_units, ["f32"]);
+        let md = g.markdown();
+        assert!(
+            md.contains("protoclr bf16 multiplied on: f32 (the fallback"),
+            "{md}"
         );
+        let plain = Grid::new(&[parse_line(&step("protoclr", with(bf16, ran(600.0, 400.0))))
+            .unwrap()
+            .unwrap()]);
+        assert!(!plain.markdown().contains("multiplied on"));
     }
 
     #[test]

@@ -584,6 +584,40 @@ pub fn forward_raw_moments(x: &[f32], wt: &[f32], s: &ConvShape) -> (Vec<f32>, O
     conv_forward_moments(x, wt, &s.geom(), true)
 }
 
+/// A per-output-channel map applied to a convolution's output as it is written,
+/// `y = relu?(conv·scale + shift)`: evaluation-mode batch norm (+ReLU) folded in
+/// ([`super::batchnorm::eval_fold`]). The same f32 operations as the separate pass
+/// ([`super::simd::affine`]), so bit-identical to it, without writing the raw output.
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue<'a> {
+    pub scale: &'a [f32],
+    pub shift: &'a [f32],
+    pub relu: bool,
+}
+
+/// [`forward_raw`] followed by the [`Epilogue`], fused into the output write of the direct
+/// kernels (f32 arithmetic; im2col + gemm layers get the map as a separate pass).
+pub fn forward_raw_affine(x: &[f32], wt: &[f32], s: &ConvShape, epi: &Epilogue) -> Vec<f32> {
+    let geo = Geom {
+        prec: Precision::F32,
+        ..s.geom()
+    };
+    assert!(
+        epi.scale.len() == geo.co && epi.shift.len() == geo.co,
+        "epilogue: {} channels",
+        geo.co
+    );
+    let (n, c, h, w, co) = (geo.n, geo.c, geo.h, geo.w, geo.co);
+    match geo.kernels() {
+        Kernels::DirectSmall => super::direct_small::forward_affine(x, wt, n, c, h, w, co, geo.stride, epi),
+        Kernels::Direct => super::direct::forward_affine(x, wt, n, c, h, w, co, geo.stride, epi),
+        Kernels::Gemm => {
+            let y = conv_forward_gemm(x, wt, &geo);
+            super::batchnorm::affine_raw(&y, n, co, geo.p(), epi.scale, epi.shift, epi.relu)
+        }
+    }
+}
+
 /// Gradients (dx, dw) on raw buffers (the kernel behind [`conv2d`]'s backward).
 pub fn backward_raw(x: &[f32], wt: &[f32], dy: &[f32], s: &ConvShape) -> (Vec<f32>, Vec<f32>) {
     conv_backward(x, wt, dy, &s.geom())
