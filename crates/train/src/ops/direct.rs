@@ -850,7 +850,8 @@ const WGRAD_BLOCK: usize = 512;
 /// not the (line-crossing) loads set the pace — provided the loads hit L1. A batch's `len` runs
 /// to ~8k positions, whose eight `dyg` rows (256 KB) came from L2 on every one of the `c × 3`
 /// passes, so the positions are taken in blocks of [`WGRAD_BLOCK`], the 24 accumulators of
-/// every (channel block, channel, tap row) kept in `part` between blocks. Each lane still sums
+/// every (channel, tap row) of the current block of output channels kept in `part` between
+/// blocks. Each lane still sums
 /// its positions in order and is reduced once at the end: the same sums as one pass over `len`,
 /// bit for bit.
 ///
@@ -897,20 +898,20 @@ unsafe fn wgrad_kernel_blocks(
     debug_assert!(len.is_multiple_of(16) && cstride >= len + offs.iter().max().unwrap() + 16);
     debug_assert!(xp.len() >= c * cstride && dyg.len() >= co * len && dw.len() >= co * c * 9);
     debug_assert!(co.is_multiple_of(OB));
-    // Per (channel block, channel, tap row): OB × 3 vectors of lane partial sums.
+    // Per (channel, tap row) of one block of OB output channels: OB × 3 vectors of lane
+    // partial sums (c · 1.5 KB, in L2).
     const V: usize = OB * 3 * 16;
-    let combos = co / OB * c * 3;
-    with_scratch(combos * V, |part| {
-        part.fill(0.0);
-        let mut q0 = 0;
-        while q0 < len {
-            let q1 = (q0 + block).min(len);
-            for ob in (0..co).step_by(OB) {
-                let d = dyg.as_ptr().add(ob * len);
+    with_scratch(c * 3 * V, |part| {
+        for ob in (0..co).step_by(OB) {
+            part.fill(0.0);
+            let d = dyg.as_ptr().add(ob * len);
+            let mut q0 = 0;
+            while q0 < len {
+                let q1 = (q0 + block).min(len);
                 for ci in 0..c {
                     let xb = xp.as_ptr().add(ci * cstride);
                     for i in 0..3 {
-                        let pv = part.as_mut_ptr().add(((ob / OB * c + ci) * 3 + i) * V);
+                        let pv = part.as_mut_ptr().add((ci * 3 + i) * V);
                         let (o0, o1, o2) = (offs[3 * i], offs[3 * i + 1], offs[3 * i + 2]);
                         let mut acc = [[_mm512_setzero_ps(); 3]; OB];
                         for (o, a) in acc.iter_mut().enumerate() {
@@ -938,13 +939,11 @@ unsafe fn wgrad_kernel_blocks(
                         }
                     }
                 }
+                q0 = q1;
             }
-            q0 = q1;
-        }
-        for ob in (0..co).step_by(OB) {
             for ci in 0..c {
                 for i in 0..3 {
-                    let pv = part.as_ptr().add(((ob / OB * c + ci) * 3 + i) * V);
+                    let pv = part.as_ptr().add((ci * 3 + i) * V);
                     for o in 0..OB {
                         let base = ((ob + o) * c + ci) * 9 + i * 3;
                         for j in 0..3 {
