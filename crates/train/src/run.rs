@@ -200,6 +200,12 @@ pub fn train(cfg: &Config, opts: &RunOptions) -> Result<Outcome> {
 
     let mut model = SimClrModel::new_on(&cfg.model, cfg.seed, &opts.device)?;
     model.precision = checked_precision(cfg, &opts.device)?;
+    if model.precision == crate::ops::Precision::Bf16 && crate::ops::bf16::unit() == "f32" {
+        eprintln!(
+            "note: `train.precision: bf16` runs the f32 kernels on this CPU (no AMX, and its \
+             vdpbf16ps is slower than f32 FMAs); metrics.json records bf16_unit: \"f32\""
+        );
+    }
     let mut opt = Optimizer::new(&cfg.optim);
     let mut protos = prototypes(cfg, source.num_classes())?;
     let init_norm = weight_norm(&model)?;
