@@ -595,6 +595,17 @@ pub struct Epilogue<'a> {
     pub relu: bool,
 }
 
+impl Epilogue<'_> {
+    /// The map as a separate pass over `[n, co, p]` outputs `y` (where a kernel cannot fuse it),
+    /// or `y` itself without one.
+    pub(crate) fn apply(epi: Option<&Self>, y: Vec<f32>, n: usize, co: usize, p: usize) -> Vec<f32> {
+        match epi {
+            Some(e) => super::batchnorm::affine_raw(&y, n, co, p, e.scale, e.shift, e.relu),
+            None => y,
+        }
+    }
+}
+
 /// [`forward_raw`] followed by the [`Epilogue`], fused into the output write of the direct
 /// kernels (f32 arithmetic; im2col + gemm layers get the map as a separate pass).
 pub fn forward_raw_affine(x: &[f32], wt: &[f32], s: &ConvShape, epi: &Epilogue) -> Vec<f32> {
@@ -611,10 +622,7 @@ pub fn forward_raw_affine(x: &[f32], wt: &[f32], s: &ConvShape, epi: &Epilogue) 
     match geo.kernels() {
         Kernels::DirectSmall => super::direct_small::forward_affine(x, wt, n, c, h, w, co, geo.stride, epi),
         Kernels::Direct => super::direct::forward_affine(x, wt, n, c, h, w, co, geo.stride, epi),
-        Kernels::Gemm => {
-            let y = conv_forward_gemm(x, wt, &geo);
-            super::batchnorm::affine_raw(&y, n, co, geo.p(), epi.scale, epi.shift, epi.relu)
-        }
+        Kernels::Gemm => Epilogue::apply(Some(epi), conv_forward_gemm(x, wt, &geo), n, co, geo.p()),
     }
 }
 

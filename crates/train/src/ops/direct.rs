@@ -317,7 +317,19 @@ pub fn forward_moments(
     moments: bool,
     prec: Precision,
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
-    forward_moments_as(x, wt, n, c, h, w, co, stride, moments, Arith::of(prec, co, c))
+    forward_moments_as(
+        x,
+        wt,
+        n,
+        c,
+        h,
+        w,
+        co,
+        stride,
+        moments,
+        Arith::of(prec, co, c),
+        None,
+    )
 }
 
 /// [`forward`] with an [`Epilogue`] applied to each output row as it is written (f32).
@@ -333,30 +345,13 @@ pub fn forward_affine(
     stride: usize,
     epi: &Epilogue,
 ) -> Vec<f32> {
-    forward_with(x, wt, n, c, h, w, co, stride, false, Arith::F32, Some(epi)).0
+    forward_moments_as(x, wt, n, c, h, w, co, stride, false, Arith::F32, Some(epi)).0
 }
 
-/// [`forward_moments`] with the arithmetic chosen.
+/// [`forward_moments`] with the arithmetic chosen, the output written through `epi` when given
+/// (moments, if asked for, are those of the raw output).
 #[allow(clippy::too_many_arguments)]
 fn forward_moments_as(
-    x: &[f32],
-    wt: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    co: usize,
-    stride: usize,
-    moments: bool,
-    arith: Arith,
-) -> (Vec<f32>, Vec<PlaneMoments>) {
-    forward_with(x, wt, n, c, h, w, co, stride, moments, arith, None)
-}
-
-/// The forward kernels' driver: [`forward_moments_as`], the output written through `epi` when
-/// given (moments, if asked for, are those of the raw output).
-#[allow(clippy::too_many_arguments)]
-fn forward_with(
     x: &[f32],
     wt: &[f32],
     n: usize,
@@ -375,12 +370,8 @@ fn forward_with(
     );
     if arith == Arith::Amx {
         let (y, m) = super::direct_small::forward_amx(x, wt, n, c, h, w, co, stride, moments);
-        let (s, (oh, ow)) = (epi, (h.div_ceil(stride), w.div_ceil(stride)));
-        let y = match s {
-            Some(e) => super::batchnorm::affine_raw(&y, n, co, oh * ow, e.scale, e.shift, e.relu),
-            None => y,
-        };
-        return (y, m);
+        let p = h.div_ceil(stride) * w.div_ceil(stride);
+        return (Epilogue::apply(epi, y, n, co, p), m);
     }
     let bf16 = arith == Arith::Dp;
     assert!(
@@ -592,7 +583,7 @@ fn weight_grad_as(
                         // q + offset + 15 < (phases − 1)·len + len + max_reach + 16, is inside a
                         // channel's `cstride`; dyg holds co rows of `len`; dw holds co·c·9; co is a
                         // multiple of 8.
-                        unsafe { wgrad_kernel(xp, cstride, dyg, len, c, co, &offs, &mut dw) };
+                        unsafe { wgrad_kernel(xp, cstride, dyg, len, c, co, &offs, &mut dw, WGRAD_BLOCK) };
                     }
                 });
             });
@@ -851,9 +842,9 @@ const WGRAD_BLOCK: usize = 512;
 /// to ~8k positions, whose eight `dyg` rows (256 KB) came from L2 on every one of the `c × 3`
 /// passes, so the positions are taken in blocks of [`WGRAD_BLOCK`], the 24 accumulators of
 /// every (channel, tap row) of the current block of output channels kept in `part` between
-/// blocks. Each lane still sums
-/// its positions in order and is reduced once at the end: the same sums as one pass over `len`,
-/// bit for bit.
+/// blocks. Each lane still sums its positions in order and is reduced once at the end: the same
+/// sums as one pass over `len`, bit for bit. `block` (a multiple of 16) is [`WGRAD_BLOCK`] but
+/// in the tests.
 ///
 /// # Safety
 /// AVX-512F must be available; `len` a multiple of 16; `xp.len() ≥ c·cstride` with
@@ -863,26 +854,6 @@ const WGRAD_BLOCK: usize = 512;
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn wgrad_kernel(
-    xp: &[f32],
-    cstride: usize,
-    dyg: &[f32],
-    len: usize,
-    c: usize,
-    co: usize,
-    offs: &[usize; 9],
-    dw: &mut [f32],
-) {
-    wgrad_kernel_blocks(xp, cstride, dyg, len, c, co, offs, dw, WGRAD_BLOCK)
-}
-
-/// [`wgrad_kernel`] with blocks of `block` positions (a multiple of 16).
-///
-/// # Safety
-/// As [`wgrad_kernel`].
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn wgrad_kernel_blocks(
     xp: &[f32],
     cstride: usize,
     dyg: &[f32],
@@ -967,6 +938,7 @@ unsafe fn wgrad_kernel(
     _: usize,
     _: &[usize; 9],
     _: &mut [f32],
+    _: usize,
 ) {
     unreachable!("direct::applies is false off x86_64")
 }
@@ -1620,7 +1592,7 @@ mod tests {
         co: usize,
         s: usize,
     ) -> Vec<f32> {
-        forward_moments_as(x, wt, n, c, h, w, co, s, false, Arith::Dp).0
+        forward_moments_as(x, wt, n, c, h, w, co, s, false, Arith::Dp, None).0
     }
     #[allow(clippy::too_many_arguments)]
     fn forward_amx(
@@ -1633,7 +1605,7 @@ mod tests {
         co: usize,
         s: usize,
     ) -> Vec<f32> {
-        forward_moments_as(x, wt, n, c, h, w, co, s, false, Arith::Amx).0
+        forward_moments_as(x, wt, n, c, h, w, co, s, false, Arith::Amx, None).0
     }
     #[allow(clippy::too_many_arguments)]
     fn moments_amx(
@@ -1647,7 +1619,7 @@ mod tests {
         s: usize,
         m: bool,
     ) -> (Vec<f32>, Vec<crate::ops::PlaneMoments>) {
-        forward_moments_as(x, wt, n, c, h, w, co, s, m, Arith::Amx)
+        forward_moments_as(x, wt, n, c, h, w, co, s, m, Arith::Amx, None)
     }
     #[allow(clippy::too_many_arguments)]
     fn wgrad_dp(
@@ -1792,7 +1764,7 @@ mod tests {
             let x = reference::data(n * c * h * w, 37, 101);
             let wt = reference::data(co * c * 9, 53, 97);
             let dy = reference::data(n * co * 256, 29, 89);
-            let fwd = |a| forward_moments_as(&x, &wt, n, c, h, w, co, 2, false, a).0;
+            let fwd = |a| forward_moments_as(&x, &wt, n, c, h, w, co, 2, false, a, None).0;
             assert_eq!(forward_bf16(&x, &wt, n, c, h, w, co, 2), fwd(tiles));
             let dw = |a| weight_grad_as(&x, &dy, n, c, h, w, co, 2, a);
             assert_eq!(wgrad_bf16(&x, &dy, n, c, h, w, co, 2), dw(tiles));
@@ -1907,7 +1879,7 @@ mod tests {
         let run = |block: usize| {
             let mut dw = reference::data(co * c * 9, 7, 11);
             // SAFETY: AVX-512F checked; the buffers have the sizes the kernel's contract asks.
-            unsafe { wgrad_kernel_blocks(&xp, cstride, &dyg, len, c, co, &offs, &mut dw, block) };
+            unsafe { wgrad_kernel(&xp, cstride, &dyg, len, c, co, &offs, &mut dw, block) };
             dw
         };
         let whole = run(len);

@@ -116,7 +116,7 @@ pub fn forward_moments(
     moments: bool,
     prec: Precision,
 ) -> (Vec<f32>, Vec<PlaneMoments>) {
-    forward_moments_as(x, wt, n, c, h, w, co, stride, moments, Arith::of(prec))
+    forward_moments_as(x, wt, n, c, h, w, co, stride, moments, Arith::of(prec), None)
 }
 
 /// How a kernel multiplies: f32 FMAs, bf16 `vdpbf16ps` (AVX-512 BF16) or bf16 AMX tiles.
@@ -153,30 +153,13 @@ pub fn forward_affine(
     stride: usize,
     epi: &Epilogue,
 ) -> Vec<f32> {
-    forward_with(x, wt, n, c, h, w, co, stride, false, Arith::F32, Some(epi)).0
+    forward_moments_as(x, wt, n, c, h, w, co, stride, false, Arith::F32, Some(epi)).0
 }
 
-/// [`forward_moments`] with the arithmetic chosen.
+/// [`forward_moments`] with the arithmetic chosen, the output written through `epi` when given
+/// (moments, if asked for, are those of the raw output).
 #[allow(clippy::too_many_arguments)]
 fn forward_moments_as(
-    x: &[f32],
-    wt: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    co: usize,
-    stride: usize,
-    moments: bool,
-    arith: Arith,
-) -> (Vec<f32>, Vec<PlaneMoments>) {
-    forward_with(x, wt, n, c, h, w, co, stride, moments, arith, None)
-}
-
-/// The forward kernels' driver: [`forward_moments_as`], the output written through `epi` when
-/// given (moments, if asked for, are those of the raw output).
-#[allow(clippy::too_many_arguments)]
-fn forward_with(
     x: &[f32],
     wt: &[f32],
     n: usize,
@@ -196,11 +179,7 @@ fn forward_with(
     if arith == Arith::Amx {
         let (y, m) = forward_amx(x, wt, n, c, h, w, co, stride, moments);
         let p = h.div_ceil(stride) * w.div_ceil(stride);
-        let y = match epi {
-            Some(e) => super::batchnorm::affine_raw(&y, n, co, p, e.scale, e.shift, e.relu),
-            None => y,
-        };
-        return (y, m);
+        return (Epilogue::apply(epi, y, n, co, p), m);
     }
     let bf16 = arith == Arith::Dp;
     assert!(
@@ -1743,7 +1722,7 @@ mod tests {
         s: usize,
         m: bool,
     ) -> (Vec<f32>, Vec<PlaneMoments>) {
-        forward_moments_as(x, wt, n, c, h, w, co, s, m, Arith::Dp)
+        forward_moments_as(x, wt, n, c, h, w, co, s, m, Arith::Dp, None)
     }
     #[allow(clippy::too_many_arguments)]
     fn moments_amx(
@@ -1757,7 +1736,7 @@ mod tests {
         s: usize,
         m: bool,
     ) -> (Vec<f32>, Vec<PlaneMoments>) {
-        forward_moments_as(x, wt, n, c, h, w, co, s, m, Arith::Amx)
+        forward_moments_as(x, wt, n, c, h, w, co, s, m, Arith::Amx, None)
     }
     #[allow(clippy::too_many_arguments)]
     fn forward_bf16(
@@ -1770,7 +1749,7 @@ mod tests {
         co: usize,
         s: usize,
     ) -> Vec<f32> {
-        forward_moments_as(x, wt, n, c, h, w, co, s, false, Arith::Dp).0
+        forward_moments_as(x, wt, n, c, h, w, co, s, false, Arith::Dp, None).0
     }
     #[allow(clippy::too_many_arguments)]
     fn forward_amx_k(
@@ -1783,7 +1762,7 @@ mod tests {
         co: usize,
         s: usize,
     ) -> Vec<f32> {
-        forward_moments_as(x, wt, n, c, h, w, co, s, false, Arith::Amx).0
+        forward_moments_as(x, wt, n, c, h, w, co, s, false, Arith::Amx, None).0
     }
     /// The bf16 forward kernels this CPU runs: AVX-512 BF16, and AMX where available.
     fn forward_kernels() -> Vec<reference::Kernel> {
