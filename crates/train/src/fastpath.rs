@@ -55,29 +55,26 @@ fn data_of(t: &candle_core::Tensor) -> Result<Vec<f32>> {
     Ok(with_data(t, "fastpath", |d| d.to_vec())?)
 }
 
+/// A per-channel map `y = relu?(x·scale + shift)`: (scale, shift).
+type Map = (Vec<f32>, Vec<f32>);
+
 /// A unit's convolution and batch-norm statistics, with the batch norm not yet applied: the
 /// tape, the folded map `y = relu?(conv_out·scale + shift)` and the output's shape (`data`
 /// empty). The running statistics are updated here.
-fn unit_fold(u: &Unit, x: Act, precision: Precision) -> Result<(UnitTape, batchnorm::Folded, Act)> {
-    let k = u.conv.w.dim(2)?;
-    let shape = conv::ConvShape {
-        n: x.n,
-        c: x.c,
-        h: x.h,
-        w: x.w,
-        co: u.conv.w.dim(0)?,
-        k,
-        stride: u.conv.stride,
-        pad: u.conv.pad,
-        precision,
-    };
+fn unit_fold(u: &Unit, x: Act, precision: Precision) -> Result<(UnitTape, Map, Act)> {
+    let shape = u.conv.shape(x.n, x.c, x.h, x.w, precision)?;
     let (conv_out, moments) = with_data(&u.conv.w, "fastpath", |w| {
         conv::forward_raw_moments(&x.data, w, &shape)
     })?;
     let (oh, ow) = shape.out_hw();
     let gamma = data_of(&u.bn.gamma)?;
     let beta = data_of(&u.bn.beta)?;
-    let folded = batchnorm::train_fold_raw(
+    let batchnorm::Folded {
+        scale,
+        shift,
+        saved,
+        stats,
+    } = batchnorm::train_fold_raw(
         &conv_out,
         x.n,
         shape.co,
@@ -87,7 +84,7 @@ fn unit_fold(u: &Unit, x: Act, precision: Precision) -> Result<(UnitTape, batchn
         BN_EPS,
         moments.as_deref(),
     );
-    u.bn.update_running(&folded.stats.mean, &folded.stats.var_unbiased);
+    u.bn.update_running(&stats.mean, &stats.var_unbiased);
     let out = Act {
         data: Rc::new(Vec::new()),
         n: x.n,
@@ -98,16 +95,16 @@ fn unit_fold(u: &Unit, x: Act, precision: Precision) -> Result<(UnitTape, batchn
     let tape = UnitTape {
         x,
         conv_out,
-        saved: folded.saved.clone(),
+        saved,
         shape,
     };
-    Ok((tape, folded, out))
+    Ok((tape, (scale, shift), out))
 }
 
 fn unit_forward(u: &Unit, x: Act, precision: Precision) -> Result<(Act, UnitTape)> {
-    let (tape, f, out) = unit_fold(u, x, precision)?;
+    let (tape, (scale, shift), out) = unit_fold(u, x, precision)?;
     let (n, c, s) = (out.n, out.c, out.h * out.w);
-    let y = batchnorm::affine_raw(&tape.conv_out, n, c, s, &f.scale, &f.shift, u.relu);
+    let y = batchnorm::affine_raw(&tape.conv_out, n, c, s, &scale, &shift, u.relu);
     Ok((
         Act {
             data: Rc::new(y),
@@ -200,21 +197,15 @@ fn block_forward(b: &Block, x: Act, precision: Precision) -> Result<(Act, BlockT
     };
     let (c, s) = (shape.c, shape.h * shape.w);
     let addend = match &down {
-        Some((dt, df, _)) => simd::Addend::Affine {
+        Some((dt, (da, db), _)) => simd::Addend::Affine {
             x: &dt.conv_out,
-            a: &df.scale,
-            b: &df.shift,
+            a: da,
+            b: db,
         },
         None => simd::Addend::Plain(&x.data),
     };
-    let out = Rc::new(residual::affine_add_relu_raw(
-        &lt.conv_out,
-        c,
-        s,
-        &lf.scale,
-        &lf.shift,
-        addend,
-    ));
+    let (la, lb) = &lf;
+    let out = Rc::new(residual::affine_add_relu_raw(&lt.conv_out, c, s, la, lb, addend));
     chain.push(lt);
     let act = Act {
         data: out.clone(),

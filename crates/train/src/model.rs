@@ -130,6 +130,28 @@ impl Conv {
         })
     }
 
+    /// The raw kernels' shape of this convolution on an `[n, c, h, w]` input.
+    pub(crate) fn shape(
+        &self,
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        precision: ops::Precision,
+    ) -> Result<ops::conv::ConvShape> {
+        Ok(ops::conv::ConvShape {
+            n,
+            c,
+            h,
+            w,
+            co: self.w.dim(0)?,
+            k: self.w.dim(2)?,
+            stride: self.stride,
+            pad: self.pad,
+            precision,
+        })
+    }
+
     pub fn forward(&self, x: &Tensor, custom: bool) -> Result<Tensor> {
         Ok(if custom {
             ops::conv2d(x, &self.w, self.stride, self.pad)?
@@ -304,18 +326,7 @@ impl Unit {
     fn forward_eval(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.contiguous()?;
         let (n, c, h, w) = x.dims4()?;
-        let (co, k) = (self.conv.w.dim(0)?, self.conv.w.dim(2)?);
-        let shape = ops::conv::ConvShape {
-            n,
-            c,
-            h,
-            w,
-            co,
-            k,
-            stride: self.conv.stride,
-            pad: self.conv.pad,
-            precision: ops::Precision::F32,
-        };
+        let shape = self.conv.shape(n, c, h, w, ops::Precision::F32)?;
         let (scale, shift) = self.bn.eval_fold()?;
         let epi = ops::conv::Epilogue {
             scale: &scale,
@@ -328,7 +339,7 @@ impl Unit {
             })
         })??;
         let (oh, ow) = shape.out_hw();
-        Ok(Tensor::from_vec(y, (n, co, oh, ow), x.device())?)
+        Ok(Tensor::from_vec(y, (n, shape.co, oh, ow), x.device())?)
     }
 }
 
@@ -361,9 +372,7 @@ impl Block {
             (out + short)?.relu()?
         })
     }
-}
 
-impl Block {
     /// Evaluation mode with the custom ops, where the batch norms ending the chain and the
     /// projection shortcut have no ReLU of their own (ResNet's): those batch norms are applied
     /// inside the final `relu(chain + shortcut)` pass (`ops::residual::affine_add_relu_raw`,

@@ -635,24 +635,28 @@ pub fn scan(layout: &FolderLayout, full_decode: bool) -> Result<FolderScan> {
 pub fn scan_with_progress(layout: &FolderLayout, full_decode: bool, progress: bool) -> Result<FolderScan> {
     let map = layout.class_map.as_deref().map(read_class_map).transpose()?;
     let (train_listed, classes) = list_with_classes(&layout.train, map)?;
-    let val_listed = match &layout.val {
-        PartSource::Folder(dir) => {
-            if !classes.named {
-                bail!(
-                    "validation folder {} needs class names to match its folders: give `data.class_map` \
-                     or a training folder",
-                    dir.display()
-                );
+    // A part labelled by the training part's classes (validation, probe bank).
+    let list_against = |part: &PartSource, what: &str| -> Result<Listed> {
+        Ok(match part {
+            PartSource::Folder(dir) => {
+                if !classes.named {
+                    bail!(
+                        "{what} folder {} needs class names to match its folders: give `data.class_map` \
+                         or a training folder",
+                        dir.display()
+                    );
+                }
+                list_folder(dir, &classes)?
             }
-            list_folder(dir, &classes)?
-        }
-        PartSource::List { file, root } => list_file(file, root, Some(classes.names.len()))?.0,
+            PartSource::List { file, root } => list_file(file, root, Some(classes.names.len()))?.0,
+        })
     };
-    let bank_listed = match &layout.bank {
-        None => None,
-        Some(PartSource::List { file, root }) => Some(list_file(file, root, Some(classes.names.len()))?.0),
-        Some(PartSource::Folder(dir)) => Some(list_folder(dir, &classes)?),
-    };
+    let val_listed = list_against(&layout.val, "validation")?;
+    let bank_listed = layout
+        .bank
+        .as_ref()
+        .map(|b| list_against(b, "probe bank"))
+        .transpose()?;
     let bar = if progress {
         let total = train_listed.entries.len()
             + val_listed.entries.len()

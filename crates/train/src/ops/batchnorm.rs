@@ -109,9 +109,10 @@ impl CustomOp3 for BnTrain {
                 beta.len()
             )));
         }
-        let (y, saved, stats) = train_forward_raw(x, n, c, s, gamma, beta, self.eps, self.relu, None);
-        *self.stats.lock().unwrap() = stats;
-        *self.saved.lock().unwrap() = saved;
+        let f = train_fold_raw(x, n, c, s, gamma, beta, self.eps, None);
+        let y = affine(x, c, s, &f.scale, &f.shift, self.relu);
+        *self.stats.lock().unwrap() = f.stats;
+        *self.saved.lock().unwrap() = f.saved;
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -250,8 +251,9 @@ pub fn affine_raw(
 }
 
 /// Training-mode statistics of raw `[n, c, s]` buffers, folded into the per-channel map
-/// ([`Folded`]) that [`train_forward_raw`] applies; a caller that applies it inside a later
-/// pass (`simd::affine_add_relu`) never writes `y`. `planes` as in [`train_forward_raw`].
+/// ([`Folded`]) that [`affine_raw`] applies; a caller that applies it inside a later pass
+/// (`simd::affine_add_relu`) never writes `y`. `planes`: the input planes' [`PlaneMoments`]
+/// (`[n][c]`) if the convolution that produced `x` computed them, saving two passes over `x`.
 #[allow(clippy::too_many_arguments)]
 pub fn train_fold_raw(
     x: &[f32],
@@ -284,26 +286,6 @@ pub fn train_fold_raw(
         saved: st.iter().map(|t| (t.0, t.1)).collect(),
         stats,
     }
-}
-
-/// Training-mode forward on raw `[n, c, s]` buffers: (y, per-channel (mean, 1/σ), batch stats).
-/// `planes`: the input planes' [`PlaneMoments`] (`[n][c]`) if the convolution that produced `x`
-/// computed them, saving two passes over `x`.
-#[allow(clippy::too_many_arguments)]
-pub fn train_forward_raw(
-    x: &[f32],
-    n: usize,
-    c: usize,
-    s: usize,
-    gamma: &[f32],
-    beta: &[f32],
-    eps: f64,
-    relu: bool,
-    planes: Option<&[PlaneMoments]>,
-) -> (Vec<f32>, Vec<(f32, f32)>, BatchStats) {
-    let f = train_fold_raw(x, n, c, s, gamma, beta, eps, planes);
-    let y = affine_raw(x, n, c, s, &f.scale, &f.shift, relu);
-    (y, f.saved, f.stats)
 }
 
 /// Training-mode batch norm (+ReLU). Returns the output and the batch statistics for the
@@ -476,11 +458,14 @@ mod tests {
             })
             .collect();
         let (g, b) = (vec![1.5f32; c], vec![0.25f32; c]);
-        let a = train_forward_raw(&x, n, c, s, &g, &b, 1e-5, true, None);
-        let m = train_forward_raw(&x, n, c, s, &g, &b, 1e-5, true, Some(&mom));
+        let forward = |planes| {
+            let f = train_fold_raw(&x, n, c, s, &g, &b, 1e-5, planes);
+            (affine_raw(&x, n, c, s, &f.scale, &f.shift, true), f.stats)
+        };
+        let (a, m) = (forward(None), forward(Some(&mom)));
         for ch in 0..c {
-            assert!((a.2.mean[ch] - m.2.mean[ch]).abs() <= 1e-6 * (1.0 + a.2.mean[ch].abs()));
-            let (va, vm) = (a.2.var_unbiased[ch], m.2.var_unbiased[ch]);
+            assert!((a.1.mean[ch] - m.1.mean[ch]).abs() <= 1e-6 * (1.0 + a.1.mean[ch].abs()));
+            let (va, vm) = (a.1.var_unbiased[ch], m.1.var_unbiased[ch]);
             assert!(
                 (va - vm).abs() <= 1e-5 * va,
                 "channel {ch}: variance {va} vs {vm}"

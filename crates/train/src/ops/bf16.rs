@@ -63,11 +63,11 @@ pub fn has_bf16() -> bool {
 
 /// Whether `vdpbf16ps` outruns the f32 FMAs here, so that the AVX-512 BF16 kernels pay where
 /// AMX tiles are not available: on AMD CPUs (Zen 4 and later run it at the FMA's instruction
-/// rate, two multiply-adds a lane, so twice its arithmetic). Intel's cores run it at a quarter
-/// of the FMA rate (`protoclr bench peak` on the Sapphire-Rapids-class guests here: 123 against
-/// 233 GFLOP/s a thread), so there the f32 kernels are the faster ones: a width-16 step measured
-/// 446 images/s with `vdpbf16ps` against 584 in f32 (median of 5 interleaved rounds, AMX not
-/// exposed to the guest). A fixed rule on the CPU's vendor, not a timing, so that the choice
+/// rate, two multiply-adds a lane, so twice its arithmetic). Intel's cores run it at about half
+/// the f32 FMA's GFLOP/s (`protoclr bench peak` on the Sapphire-Rapids-class guests here: 123
+/// against 233 a thread with AMX exposed, 88 against 166 without), so there the f32 kernels are
+/// the faster ones: a width-16 step measured 446 images/s with `vdpbf16ps` against 584 in f32
+/// (median of 5 interleaved rounds, AMX not exposed to the guest). A fixed rule on the CPU's vendor, not a timing, so that the choice
 /// (and with it the numerics) is the same on every run of a machine.
 pub fn dp_pays() -> bool {
     static AMD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();

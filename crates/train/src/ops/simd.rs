@@ -383,6 +383,19 @@ mod avx512 {
         })
     }
 
+    /// Calls `one(mask, k)` over channel `ch`'s plane of an image block (`s` values from
+    /// `ch·s`): 16 lanes at a time, the last step masked to the plane's remainder.
+    #[inline(always)]
+    fn plane_steps(ch: usize, s: usize, mut one: impl FnMut(__mmask16, usize)) {
+        let full = s / L * L;
+        for k in (ch * s..ch * s + full).step_by(L) {
+            one(0xffff, k);
+        }
+        if full < s {
+            one(head(s - full), ch * s + full);
+        }
+    }
+
     #[target_feature(enable = "avx512f")]
     pub unsafe fn affine(
         out: &mut [MaybeUninit<f32>],
@@ -392,24 +405,17 @@ mod avx512 {
         b: &[f32],
         relu: bool,
     ) {
-        let full = s / L * L;
         let (px, po) = (xs.as_ptr(), out.as_mut_ptr() as *mut f32);
         let z = _mm512_setzero_ps();
         for ch in 0..a.len() {
             let (va, vb) = (_mm512_set1_ps(a[ch]), _mm512_set1_ps(b[ch]));
-            let one = |h: __mmask16, k: usize| {
+            plane_steps(ch, s, |h, k| {
                 let mut t = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(h, px.add(k)), va), vb);
                 if relu {
                     t = _mm512_max_ps(t, z);
                 }
                 _mm512_mask_storeu_ps(po.add(k), h, t);
-            };
-            for k in (ch * s..ch * s + full).step_by(L) {
-                one(0xffff, k);
-            }
-            if full < s {
-                one(head(s - full), ch * s + full);
-            }
+            });
         }
     }
 
@@ -422,28 +428,25 @@ mod avx512 {
         b: &[f32],
         r: Addend,
     ) {
-        let full = s / L * L;
         let (px, po) = (xs.as_ptr(), out.as_mut_ptr() as *mut f32);
         let z = _mm512_setzero_ps();
         for ch in 0..a.len() {
             let (va, vb) = (_mm512_set1_ps(a[ch]), _mm512_set1_ps(b[ch]));
-            let one = |h: __mmask16, k: usize| {
+            // The projection shortcut's map of this channel (unused for the identity).
+            let (ra, rb) = match r {
+                Addend::Affine { a, b, .. } => (_mm512_set1_ps(a[ch]), _mm512_set1_ps(b[ch])),
+                Addend::Plain(_) => (z, z),
+            };
+            plane_steps(ch, s, |h, k| {
                 let p = _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(h, px.add(k)), va), vb);
                 let q = match r {
                     Addend::Plain(q) => _mm512_maskz_loadu_ps(h, q.as_ptr().add(k)),
-                    Addend::Affine { x, a, b } => _mm512_add_ps(
-                        _mm512_mul_ps(_mm512_maskz_loadu_ps(h, x.as_ptr().add(k)), _mm512_set1_ps(a[ch])),
-                        _mm512_set1_ps(b[ch]),
-                    ),
+                    Addend::Affine { x, .. } => {
+                        _mm512_add_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(h, x.as_ptr().add(k)), ra), rb)
+                    }
                 };
                 _mm512_mask_storeu_ps(po.add(k), h, _mm512_max_ps(_mm512_add_ps(p, q), z));
-            };
-            for k in (ch * s..ch * s + full).step_by(L) {
-                one(0xffff, k);
-            }
-            if full < s {
-                one(head(s - full), ch * s + full);
-            }
+            });
         }
     }
 
@@ -456,22 +459,15 @@ mod avx512 {
         s: usize,
         coef: &[[f32; 3]],
     ) {
-        let full = s / L * L;
         let (px, pd, po) = (xs.as_ptr(), ds.as_ptr(), out.as_mut_ptr() as *mut f32);
         for (ch, &[a, bx, c0]) in coef.iter().enumerate() {
             let (va, vb, vc) = (_mm512_set1_ps(a), _mm512_set1_ps(bx), _mm512_set1_ps(c0));
-            let one = |h: __mmask16, k: usize| {
+            plane_steps(ch, s, |h, k| {
                 let x = _mm512_maskz_loadu_ps(h, px.add(k));
                 let g = gated(h, gate, k, ch, x, pd.add(k));
                 let t = _mm512_add_ps(_mm512_mul_ps(va, g), _mm512_mul_ps(vb, x));
                 _mm512_mask_storeu_ps(po.add(k), h, _mm512_add_ps(t, vc));
-            };
-            for k in (ch * s..ch * s + full).step_by(L) {
-                one(0xffff, k);
-            }
-            if full < s {
-                one(head(s - full), ch * s + full);
-            }
+            });
         }
     }
 }
