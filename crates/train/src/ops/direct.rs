@@ -443,6 +443,12 @@ fn forward_moments_as(
                                     let dst = &mut yimg[(ob * OB + o) * p..(ob * OB + o + 1) * p];
                                     let src = &tmp[o * pd.nq..(o + 1) * pd.nq];
                                     match epi {
+                                        // The sum pass unpads the rows as it reads them.
+                                        None if moments => {
+                                            let sum = simd::moments_copy(src, rows, 0.0, dst, pd.ow).0;
+                                            let mean = (sum / p as f64) as f32;
+                                            mimg[ob * OB + o] = (sum, simd::moments(src, rows, mean).1);
+                                        }
                                         None => simd::copy_rows_uninit(dst, pd.ow, src, pd.wp, pd.oh, pd.ow),
                                         Some(e) => {
                                             let ch = ob * OB + o..ob * OB + o + 1;
@@ -453,7 +459,7 @@ fn forward_moments_as(
                                             }
                                         }
                                     }
-                                    if moments {
+                                    if moments && epi.is_some() {
                                         let sum = simd::moments(src, rows, 0.0).0;
                                         let mean = (sum / p as f64) as f32;
                                         mimg[ob * OB + o] = (sum, simd::moments(src, rows, mean).1);

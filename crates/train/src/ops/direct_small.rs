@@ -420,18 +420,14 @@ pub(super) fn forward_amx(
                             };
                             for o in 0..co {
                                 let src = &tmp[o * nm..(o + 1) * nm];
-                                super::simd::copy_rows_uninit(
-                                    &mut yimg[o * p..(o + 1) * p],
-                                    pd.ow,
-                                    src,
-                                    pd.wp,
-                                    pd.oh,
-                                    pd.ow,
-                                );
+                                let dst = &mut yimg[o * p..(o + 1) * p];
                                 if moments {
-                                    let sum = super::simd::moments(src, rows, 0.0).0;
+                                    // The sum pass unpads the rows as it reads them.
+                                    let sum = super::simd::moments_copy(src, rows, 0.0, dst, pd.ow).0;
                                     let mean = (sum / p as f64) as f32;
                                     mimg[o] = (sum, super::simd::moments(src, rows, mean).1);
+                                } else {
+                                    super::simd::copy_rows_uninit(dst, pd.ow, src, pd.wp, pd.oh, pd.ow);
                                 }
                             }
                         });
@@ -1366,55 +1362,107 @@ unsafe fn rows_to_bf16(_: &[f32], _: usize, _: usize, _: &mut [u16], _: usize) {
 /// `dy` (`b` images `[co][oh·ow]`) on the weight gradient's batched grid (image k at `k·pk`,
 /// position `y·wp + x`, zero elsewhere up to `len`), in bf16 position pairs channels-last:
 /// `dyp[m·co + o] = bf16(g[o][2m]) | bf16(g[o][2m + 1]) << 16`. Each channel's grid goes to
-/// bf16 row by row (vector conversions), and read as `len/2` lanes it is already that
-/// channel's pairs; they are transposed to channels-last in blocks of positions that stay in L1.
-/// Rows shorter than 16 (this module's own 8×8 and 4×4 planes) go element by element instead,
-/// which measured faster there than a conversion call a row.
+/// bf16 row by row (one masked vector conversion a row), and read as `len/2` lanes it is
+/// already that channel's pairs; they are transposed to channels-last in 16 × 16 blocks.
 fn grid_pairs(dy: &[f32], b: usize, co: usize, pd: &Padded, pk: usize, len: usize, dyp: &mut [u32]) {
     let (p, oh, ow, wp, np) = (pd.p(), pd.oh, pd.ow, pd.wp, len / 2);
-    if ow < 16 {
-        dyp[..np * co].fill(0);
-        with_scratch((b * co * p).div_ceil(2), |buf| {
-            let dh = as_u16(buf);
-            convert(dy, dh);
-            let out = u16_view_mut(dyp);
-            for k in 0..b {
-                for q in 0..p {
-                    let g = k * pk + (q / ow) * wp + q % ow;
-                    let row = &mut out[(g / 2) * co * 2 + g % 2..];
-                    let src = &dh[k * co * p + q..];
-                    for o in 0..co {
-                        row[2 * o] = src[o * p];
-                    }
-                }
-            }
-        });
-        return;
-    }
-    with_scratch(co * np, |buf| {
+    debug_assert!(co.is_multiple_of(16) && len.is_multiple_of(32));
+    // 8 lanes past the grids for the last row's 16-element store.
+    with_scratch(co * np + 8, |buf| {
         let rows = as_u16(buf);
-        rows.fill(0);
-        for (o, row) in rows.chunks_exact_mut(len).enumerate() {
+        rows[..co * len].fill(0);
+        for o in 0..co {
             for k in 0..b {
                 let src = &dy[(k * co + o) * p..(k * co + o + 1) * p];
-                for y in 0..oh {
-                    let at = k * pk + y * wp;
-                    convert(&src[y * ow..(y + 1) * ow], &mut row[at..at + ow]);
-                }
+                // SAFETY: AVX-512 BF16 (AMX was chosen, which needs it). A row's store writes
+                // 16-element blocks, zero past the row's `ow` values; the blocks of the last row
+                // end before 16 elements past its start, inside `rows` (the 8-lane slack). Rows
+                // are written in increasing position, and the zeros a row's store spills fall
+                // on pad positions or on rows (of this or the next channel) written after it.
+                unsafe { rows_to_bf16(src, ow, oh, &mut rows[o * len + k * pk..], wp) };
             }
         }
-        let pairs = as_u32(buf);
-        const BLOCK: usize = 64;
-        for m0 in (0..np).step_by(BLOCK) {
-            let m1 = (m0 + BLOCK).min(np);
-            for o in 0..co {
-                let src = &pairs[o * np + m0..o * np + m1];
-                for (m, &v) in (m0..m1).zip(src) {
-                    dyp[m * co + o] = v;
-                }
+        transpose_lanes(&as_u32(buf)[..co * np], co, np, &mut dyp[..np * co]);
+    });
+}
+
+/// `dst[j·r + i] = src[i·cols + j]` for `i < r`, `j < cols`: a lane matrix transposed, on
+/// AVX-512 in 16 × 16 blocks (`r` and `cols` multiples of 16).
+fn transpose_lanes(src: &[u32], r: usize, cols: usize, dst: &mut [u32]) {
+    assert!(
+        r.is_multiple_of(16) && cols.is_multiple_of(16) && src.len() >= r * cols && dst.len() >= r * cols
+    );
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        for j0 in (0..cols).step_by(16) {
+            for i0 in (0..r).step_by(16) {
+                // SAFETY: AVX-512F checked; the block's 16 rows of 16 lanes lie inside `src`
+                // (i0 + 16 ≤ r, j0 + 16 ≤ cols) and its transpose inside `dst` (asserted sizes).
+                unsafe {
+                    transpose16(
+                        src.as_ptr().add(i0 * cols + j0),
+                        cols,
+                        dst.as_mut_ptr().add(j0 * r + i0),
+                        r,
+                    )
+                };
             }
+        }
+        return;
+    }
+    for i in 0..r {
+        for j in 0..cols {
+            dst[j * r + i] = src[i * cols + j];
+        }
+    }
+}
+
+/// One 16 × 16 block of 32-bit lanes transposed: row `i` of `src` (`ss` lanes apart) becomes
+/// column `i` of `dst` (rows `ds` apart), by 32-bit and 64-bit interleaves within 128-bit
+/// lanes and two rounds of 128-bit lane shuffles.
+///
+/// # Safety
+/// AVX-512F; `src` readable and `dst` writable for 16 rows of 16 lanes at their strides.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16(src: *const u32, ss: usize, dst: *mut u32, ds: usize) {
+    use std::arch::x86_64::*;
+    let r: [__m512i; 16] = std::array::from_fn(|i| _mm512_loadu_si512(src.add(i * ss).cast()));
+    // t[2i], t[2i + 1]: rows 2i and 2i + 1 interleaved (columns 4L, 4L + 1 and 4L + 2, 4L + 3 of
+    // each 128-bit lane L).
+    let t: [__m512i; 16] = std::array::from_fn(|k| {
+        let (a, b) = (r[k & !1], r[k | 1]);
+        if k % 2 == 0 {
+            _mm512_unpacklo_epi32(a, b)
+        } else {
+            _mm512_unpackhi_epi32(a, b)
         }
     });
+    // u[4g + e], lane L: rows 4g..4g + 4 at column 4L + e.
+    let u: [__m512i; 16] = std::array::from_fn(|k| {
+        let (g, e) = (k / 4, k % 4);
+        let (a, b) = (t[4 * g + e / 2], t[4 * g + 2 + e / 2]);
+        if e % 2 == 0 {
+            _mm512_unpacklo_epi64(a, b)
+        } else {
+            _mm512_unpackhi_epi64(a, b)
+        }
+    });
+    for e in 0..4 {
+        let v0 = _mm512_shuffle_i32x4::<0x88>(u[e], u[4 + e]);
+        let v1 = _mm512_shuffle_i32x4::<0xdd>(u[e], u[4 + e]);
+        let w0 = _mm512_shuffle_i32x4::<0x88>(u[8 + e], u[12 + e]);
+        let w1 = _mm512_shuffle_i32x4::<0xdd>(u[8 + e], u[12 + e]);
+        let out = [
+            (e, _mm512_shuffle_i32x4::<0x88>(v0, w0)),
+            (4 + e, _mm512_shuffle_i32x4::<0x88>(v1, w1)),
+            (8 + e, _mm512_shuffle_i32x4::<0xdd>(v0, w0)),
+            (12 + e, _mm512_shuffle_i32x4::<0xdd>(v1, w1)),
+        ];
+        for (j, v) in out {
+            _mm512_storeu_si512(dst.add(j * ds).cast(), v);
+        }
+    }
 }
 
 /// Positions a batch of [`weight_grad_bf16`] (whole images): the output gradient's pairs for
@@ -1979,5 +2027,73 @@ mod tests {
         assert_eq!(applies(64, 128, 8, 8, 3, 2, 1), avx, "stride 2");
         assert!(!applies(64, 128, 17, 16, 3, 2, 1), "stride 2 to 9×8 positions");
         assert!(!applies(256, 256, 8, 8, 3, 1, 1), "more than 128 channels");
+    }
+
+    #[test]
+    fn transposed_lanes_are_the_transpose() {
+        for (r, cols) in [(16, 16), (32, 48), (64, 16), (16, 80)] {
+            let src: Vec<u32> = (0..r * cols)
+                .map(|i| (i as u32).wrapping_mul(2654435761))
+                .collect();
+            let mut dst = vec![7u32; r * cols];
+            transpose_lanes(&src, r, cols, &mut dst);
+            for i in 0..r {
+                for j in 0..cols {
+                    assert_eq!(
+                        dst[j * r + i],
+                        src[i * cols + j],
+                        "r {r} cols {cols} at ({i}, {j})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn grid_pairs_are_the_bf16_pairs_of_the_grid_channels_last() {
+        // The weight gradient's real plane sizes at both strides, an odd one, 1 to 3 images.
+        if !has_bf16() {
+            return;
+        }
+        for (h, w, stride, co, b) in [
+            (32, 32, 1, 16, 3),
+            (16, 16, 1, 32, 2),
+            (8, 8, 1, 64, 2),
+            (4, 4, 1, 16, 3),
+            (9, 7, 1, 16, 2),
+            (32, 32, 2, 32, 1),
+            (16, 16, 2, 64, 2),
+            (8, 8, 2, 16, 3),
+        ] {
+            let pd = Padded::new(h, w, stride);
+            let (p, wp) = (pd.p(), pd.wp);
+            let (pk, span) = if stride == 1 {
+                ((pd.oh + 1) * wp, (pd.oh + 2) * wp)
+            } else {
+                ((pd.oh + 1) * wp, pd.plane)
+            };
+            let len = ((b - 1) * pk + span).div_ceil(32) * 32;
+            let dy = reference::data(b * co * p, 7919, 10007);
+            let mut dyp = vec![0xdead_beef; len / 2 * co];
+            grid_pairs(&dy, b, co, &pd, pk, len, &mut dyp);
+            let mut g = vec![0u16; co * len];
+            for k in 0..b {
+                for o in 0..co {
+                    for q in 0..p {
+                        g[o * len + k * pk + q / pd.ow * wp + q % pd.ow] = to_bf16(dy[(k * co + o) * p + q]);
+                    }
+                }
+            }
+            for m in 0..len / 2 {
+                for o in 0..co {
+                    let want = g[o * len + 2 * m] as u32 | (g[o * len + 2 * m + 1] as u32) << 16;
+                    assert_eq!(
+                        dyp[m * co + o],
+                        want,
+                        "{h}×{w} s{stride} co {co} b {b}: pair {m}, channel {o}"
+                    );
+                }
+            }
+        }
     }
 }

@@ -85,6 +85,37 @@ pub fn moments(xs: &[f32], p: Planes, mean: f32) -> (f64, f64) {
     })
 }
 
+/// [`moments`] that also copies the planes it reads: plane `i` (at `i·p.stride` of `xs`) to
+/// `i·dst_stride` of `dst`. The convolutions' tile outputs are unpadded into their output
+/// while the first statistics pass reads them, one pass over the tile buffer instead of two.
+pub fn moments_copy(
+    xs: &[f32],
+    p: Planes,
+    mean: f32,
+    dst: &mut [MaybeUninit<f32>],
+    dst_stride: usize,
+) -> (f64, f64) {
+    assert!(xs.len() >= p.extent());
+    assert!(p.n == 0 || dst.len() >= (p.n - 1) * dst_stride + p.s);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512() {
+        // SAFETY: the CPU supports AVX-512F (checked above); the slices cover the planes.
+        return unsafe { avx512::moments_copy(xs, p, mean, dst, dst_stride) };
+    }
+    let mut plane = 0;
+    fold_planes(p, |o, s, q| {
+        let out = &mut dst[plane * dst_stride..plane * dst_stride + p.s];
+        for (k, (&v, d)) in xs[o..o + p.s].iter().zip(out).enumerate() {
+            d.write(v);
+            let l = k % L;
+            s[l] += v;
+            let d = v - mean;
+            q[l] += d * d;
+        }
+        plane += 1;
+    })
+}
+
 /// Which ReLU mask gates batch norm's output gradient: `g = dy·[…]`.
 #[derive(Debug, Clone, Copy)]
 pub enum Gate<'a> {
@@ -338,6 +369,39 @@ mod avx512 {
                 let v = _mm512_maskz_loadu_ps(h, px.add(o + full));
                 add(v, _mm512_maskz_sub_ps(h, v, m));
             }
+        })
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn moments_copy(
+        xs: &[f32],
+        p: Planes,
+        mean: f32,
+        dst: &mut [MaybeUninit<f32>],
+        dst_stride: usize,
+    ) -> (f64, f64) {
+        let m = _mm512_set1_ps(mean);
+        let full = p.s / L * L;
+        let (px, pd) = (xs.as_ptr(), dst.as_mut_ptr() as *mut f32);
+        let mut plane = 0;
+        fold_planes(p, |o, s, q| {
+            let d0 = pd.add(plane * dst_stride);
+            let mut add = |v: __m512, d: __m512| {
+                *s = _mm512_add_ps(*s, v);
+                *q = _mm512_add_ps(*q, _mm512_mul_ps(d, d));
+            };
+            for k in (0..full).step_by(L) {
+                let v = _mm512_loadu_ps(px.add(o + k));
+                _mm512_storeu_ps(d0.add(k), v);
+                add(v, _mm512_sub_ps(v, m));
+            }
+            if full < p.s {
+                let h = head(p.s - full);
+                let v = _mm512_maskz_loadu_ps(h, px.add(o + full));
+                _mm512_mask_storeu_ps(d0.add(full), h, v);
+                add(v, _mm512_maskz_sub_ps(h, v, m));
+            }
+            plane += 1;
         })
     }
 
@@ -627,6 +691,32 @@ mod tests {
                 let want = if r < rows && k < w { src[r * ss + k] } else { -7.0 };
                 assert_eq!(v, want, "rows {rows} w {w} at {i}");
             }
+        }
+    }
+
+    #[test]
+    fn moments_copy_is_moments_and_copy_rows() {
+        // Rows on and off the vector width, several flushes (1024 / 5 rows of 5 a flush).
+        for (rows, w, ss, ds) in [(3, 5, 7, 6), (2, 16, 16, 18), (4, 33, 40, 33), (700, 5, 6, 5)] {
+            let src = data(rows * ss, 11);
+            let p = Planes {
+                s: w,
+                stride: ss,
+                n: rows,
+            };
+            let run = || {
+                let mut dst = vec![-7f32; rows * ds];
+                // SAFETY: an f32 slice is a valid MaybeUninit<f32> slice.
+                let out = unsafe { &mut *(dst.as_mut_slice() as *mut [f32] as *mut [MaybeUninit<f32>]) };
+                let m = moments_copy(&src, p, 0.3, out, ds);
+                (m, dst)
+            };
+            let ((m, dst), slow) = (run(), portable(run));
+            assert_eq!((m, &dst), (slow.0, &slow.1), "rows {rows} w {w}");
+            assert_eq!(m, moments(&src, p, 0.3), "rows {rows} w {w}");
+            let mut want = vec![-7f32; rows * ds];
+            copy_rows(&mut want, ds, &src, ss, rows, w);
+            assert_eq!(dst, want, "rows {rows} w {w}");
         }
     }
 
