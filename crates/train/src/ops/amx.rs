@@ -64,6 +64,18 @@ const CONFIG: Config = {
     Config(b)
 };
 
+/// [`CONFIG`] with the operand tiles of a half reduction: A (`tmm4`, `tmm5`) 16 rows of 32
+/// bytes (8 bf16 pairs), B (`tmm6`, `tmm7`) 8 rows. A 16-channel layer's 8 channel pairs then
+/// fill the tiles' reduction instead of half of it, with no zero planes loaded or multiplied.
+const CONFIG_HALF: Config = {
+    let mut b = CONFIG.0;
+    b[16 + 2 * 4] = 32;
+    b[16 + 2 * 5] = 32;
+    b[48 + 6] = 8;
+    b[48 + 7] = 8;
+    Config(b)
+};
+
 /// `out[o·ldo + m] = Σ_t Σ_k a(t, k)[o] ⋅ b(t, k)[m]` for `o < no` (a multiple of 16),
 /// `m < nm` (a multiple of 32): a sum of 16 × 16-pair tile products, `⋅` the bf16 pair dot
 /// product. The A operand of step
@@ -72,6 +84,9 @@ const CONFIG: Config = {
 /// m0..m0 + 16 is the tile at `b + k·16·b_row + offs[t] + m0` with rows `b_row` lanes apart.
 /// Tiles of 2 × 2 (32 rows × 32 columns of `out`) accumulate over all (t, k) before one store;
 /// a last 16 rows (`no` an odd multiple of 16, e.g. a 16-channel layer) run as 1 × 2 tiles.
+/// With `half` (`nk` = 1 and at most 16 input channels) only the first 8 pairs of each A row
+/// and the first 8 rows of each B tile are read ([`CONFIG_HALF`]): the same sums as the full
+/// tiles over zero pairs 8..16, which add exact zeros (tested bit for bit).
 ///
 /// # Safety
 /// AMX must be [`available`]; every tile read must lie inside its buffer
@@ -90,10 +105,12 @@ pub(super) unsafe fn gemm_taps(
     nm: usize,
     out: *mut f32,
     ldo: usize,
+    half: bool,
 ) {
     use std::arch::asm;
-    debug_assert!(no.is_multiple_of(16) && nm.is_multiple_of(32));
-    asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+    debug_assert!(no.is_multiple_of(16) && nm.is_multiple_of(32) && (!half || nk == 1));
+    let config = if half { &CONFIG_HALF } else { &CONFIG };
+    asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
     let (sa, sb, so) = (64usize, b_row * 4, ldo * 4);
     let no32 = no / 32 * 32;
     if no32 < no {
@@ -389,6 +406,80 @@ pub(super) unsafe fn gemm_taps(
     _: usize,
     _: *mut f32,
     _: usize,
+    _: bool,
 ) {
     unreachable!("amx::available is false off x86_64")
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// bf16 of pseudo-random values over several binades, so that the products' sums round.
+    fn bf16s(len: usize, seed: u64) -> Vec<u16> {
+        let mut v = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                v = v
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = (v >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                let e = ((v >> 20) % 7) as i32 - 3;
+                crate::ops::bf16::to_bf16(u * 2f32.powi(e))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_half_reduction_is_the_full_one_over_zero_pairs() {
+        // 16 input channels (8 pairs): gemm_taps with half tiles against full tiles whose
+        // pairs 8..16 of A and planes 8..16 of B are zero, bit for bit, for 16 and 48 output
+        // rows (the 1 × 2 and 2 × 2 tile paths) and 9 taps.
+        if !available() {
+            return;
+        }
+        let (nm, b_row) = (64usize, 160usize);
+        let offs: Vec<usize> = (0..9).map(|t| t / 3 * 10 + t % 3).collect();
+        for no in [16usize, 48] {
+            let mut a = vec![0u32; 9 * no * 16];
+            let av = bf16s(9 * no * 16, no as u64);
+            for (i, lane) in a.iter_mut().enumerate() {
+                if i % 16 < 8 {
+                    *lane = av[i] as u32 | (av[(i + 7) % av.len()] as u32) << 16;
+                }
+            }
+            let mut b = vec![0u32; 16 * b_row + 64];
+            let bv = bf16s(16 * b_row, 7);
+            for (i, lane) in b[..8 * b_row].iter_mut().enumerate() {
+                *lane = bv[i] as u32 | (bv[(i + 11) % bv.len()] as u32) << 16;
+            }
+            let run = |half: bool| {
+                let mut out = vec![0f32; no * nm];
+                // SAFETY: AMX available (checked); a holds 9·no·16 lanes (nk = 1), b reads reach
+                // 15·b_row + 22 + 64 lanes < b.len(), out holds no rows of nm.
+                unsafe {
+                    gemm_taps(
+                        a.as_ptr(),
+                        no * 16,
+                        b.as_ptr(),
+                        b_row,
+                        &offs,
+                        1,
+                        no,
+                        nm,
+                        out.as_mut_ptr(),
+                        nm,
+                        half,
+                    )
+                };
+                out
+            };
+            let (full, half) = (run(false), run(true));
+            assert!(full.iter().filter(|v| **v != 0.0).count() > full.len() / 2);
+            let same = full.iter().zip(&half).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{no} output rows: half and full tiles differ");
+        }
+    }
 }

@@ -338,11 +338,21 @@ fn amx_weights(
     v
 }
 
+/// Pair planes [`amx::gemm_taps`] reads for `c` channels: its half tiles' 8 up to 16 channels
+/// (`half`), else whole 32-channel blocks of 16.
+fn tile_planes(c: usize) -> usize {
+    if c <= 16 {
+        8
+    } else {
+        c.div_ceil(32) * 16
+    }
+}
+
 /// Pair planes for [`amx::gemm_taps`]' B operand: the `c` f32 planes of `xp` (`cstride` apart)
-/// as `⌈c/32⌉·16` planes of channel pairs ([`pair_planes`]; the planes past `⌈c/2⌉` zero), then
-/// `tail` zero lanes for the tiles' reads past the last plane.
+/// as [`tile_planes`] planes of channel pairs ([`pair_planes`]; the planes past `⌈c/2⌉` zero),
+/// then `tail` zero lanes for the tiles' reads past the last plane.
 fn amx_planes(xp: &[f32], c: usize, cstride: usize, tail: usize, out: &mut [u32]) {
-    let (cp, np) = (c.div_ceil(2), c.div_ceil(32) * 16);
+    let (cp, np) = (c.div_ceil(2), tile_planes(c));
     pair_planes(xp, c, cstride, out);
     out[cp * cstride..np * cstride + tail].fill(0);
 }
@@ -416,6 +426,7 @@ pub(super) fn forward_amx(
                                     nm,
                                     tmp.as_mut_ptr(),
                                     nm,
+                                    c <= 16,
                                 )
                             };
                             for o in 0..co {
@@ -461,7 +472,7 @@ fn image_pair_planes(
         });
         return;
     }
-    let (pin, wp, cp, np) = (h * w, pd.wp, c.div_ceil(2), c.div_ceil(32) * 16);
+    let (pin, wp, cp, np) = (h * w, pd.wp, c.div_ceil(2), tile_planes(c));
     for k in 0..cp {
         let plane = &mut out[k * cstride..];
         plane[..wp + 1].fill(0);
@@ -786,6 +797,7 @@ pub(super) fn input_grad_stride2_amx(
                                     nm,
                                     tmp.as_mut_ptr(),
                                     nm,
+                                    co <= 16,
                                 )
                             };
                             for l in 0..c {
