@@ -2109,33 +2109,6 @@ mod tests {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn amx_forward(
-        x: &[f32],
-        wt: &[f32],
-        n: usize,
-        c: usize,
-        h: usize,
-        w: usize,
-        co: usize,
-        s: usize,
-    ) -> Vec<f32> {
-        forward_amx(x, wt, n, c, h, w, co, s, false).0
-    }
-    #[allow(clippy::too_many_arguments)]
-    fn amx_wgrad(
-        x: &[f32],
-        dy: &[f32],
-        n: usize,
-        c: usize,
-        h: usize,
-        w: usize,
-        co: usize,
-        s: usize,
-    ) -> Vec<f32> {
-        weight_grad_amx(x, dy, n, c, h, w, co, s)
-    }
-
     #[test]
     fn amx_kernels_take_wide_layers_on_small_planes() {
         // The width-64 ResNet's 256→512 (stride 2, 8×8 in) and 512→512 (4×4) layers, which
@@ -2145,9 +2118,11 @@ mod tests {
         if !amx::available() {
             return;
         }
-        reference::check_forward_bf16(amx_forward, (2, 512, 4, 4, 512), 1);
-        reference::check_forward_bf16(amx_forward, (2, 256, 8, 8, 512), 2);
-        reference::check_weight_grad_bf16(amx_wgrad, (2, 512, 4, 4, 512), 1);
-        reference::check_weight_grad_bf16(amx_wgrad, (2, 256, 8, 8, 512), 2);
+        let fwd: reference::Kernel =
+            |x, wt, n, c, h, w, co, s| forward_amx(x, wt, n, c, h, w, co, s, false).0;
+        reference::check_forward_bf16(fwd, (2, 512, 4, 4, 512), 1);
+        reference::check_forward_bf16(fwd, (2, 256, 8, 8, 512), 2);
+        reference::check_weight_grad_bf16(weight_grad_amx, (2, 512, 4, 4, 512), 1);
+        reference::check_weight_grad_bf16(weight_grad_amx, (2, 256, 8, 8, 512), 2);
     }
 }
