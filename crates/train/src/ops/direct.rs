@@ -445,9 +445,8 @@ fn forward_moments_as(
                                     match epi {
                                         // The sum pass unpads the rows as it reads them.
                                         None if moments => {
-                                            let sum = simd::moments_copy(src, rows, 0.0, dst, pd.ow).0;
-                                            let mean = (sum / p as f64) as f32;
-                                            mimg[ob * OB + o] = (sum, simd::moments(src, rows, mean).1);
+                                            mimg[ob * OB + o] =
+                                                simd::plane_moments(src, rows, Some((dst, pd.ow)))
                                         }
                                         None => simd::copy_rows_uninit(dst, pd.ow, src, pd.wp, pd.oh, pd.ow),
                                         Some(e) => {
@@ -457,12 +456,10 @@ fn forward_moments_as(
                                                 let s = &src[r * pd.wp..r * pd.wp + pd.ow];
                                                 simd::affine(row, s, pd.ow, a, b, e.relu);
                                             }
+                                            if moments {
+                                                mimg[ob * OB + o] = simd::plane_moments(src, rows, None);
+                                            }
                                         }
-                                    }
-                                    if moments && epi.is_some() {
-                                        let sum = simd::moments(src, rows, 0.0).0;
-                                        let mean = (sum / p as f64) as f32;
-                                        mimg[ob * OB + o] = (sum, simd::moments(src, rows, mean).1);
                                     }
                                 }
                             }

@@ -434,9 +434,7 @@ pub(super) fn forward_amx(
                                 let dst = &mut yimg[o * p..(o + 1) * p];
                                 if moments {
                                     // The sum pass unpads the rows as it reads them.
-                                    let sum = super::simd::moments_copy(src, rows, 0.0, dst, pd.ow).0;
-                                    let mean = (sum / p as f64) as f32;
-                                    mimg[o] = (sum, super::simd::moments(src, rows, mean).1);
+                                    mimg[o] = super::simd::plane_moments(src, rows, Some((dst, pd.ow)));
                                 } else {
                                     super::simd::copy_rows_uninit(dst, pd.ow, src, pd.wp, pd.oh, pd.ow);
                                 }

@@ -69,44 +69,45 @@ fn fold_planes(p: Planes, mut plane: impl FnMut(usize, &mut [f32; L], &mut [f32;
 
 /// `(Σ x, Σ (x − mean)²)` over the planes; pass `mean = 0` and ignore the second for a sum.
 pub fn moments(xs: &[f32], p: Planes, mean: f32) -> (f64, f64) {
-    assert!(xs.len() >= p.extent());
-    #[cfg(target_arch = "x86_64")]
-    if has_avx512() {
-        // SAFETY: the CPU supports AVX-512F (checked above); the slice covers the planes.
-        return unsafe { avx512::moments(xs, p, mean) };
-    }
-    fold_planes(p, |o, s, q| {
-        for (k, &v) in xs[o..o + p.s].iter().enumerate() {
-            let l = k % L;
-            s[l] += v;
-            let d = v - mean;
-            q[l] += d * d;
-        }
-    })
+    moments_into(xs, p, mean, None)
 }
 
-/// [`moments`] that also copies the planes it reads: plane `i` (at `i·p.stride` of `xs`) to
-/// `i·dst_stride` of `dst`. The convolutions' tile outputs are unpadded into their output
-/// while the first statistics pass reads them, one pass over the tile buffer instead of two.
-pub fn moments_copy(
+/// One output plane's [`super::PlaneMoments`], `(Σ v, Σ (v − v̄)²)` with v̄ its own mean: a sum
+/// pass, then the deviations, each a [`moments`] pass over the plane's rows `p`. With
+/// `copy_to = Some((dst, stride))` the sum pass also copies row `i` to `i·stride` of `dst`, as
+/// [`copy_rows`] would: the convolutions' tile outputs are unpadded into their output while
+/// their statistics are read, one pass over the tile buffer instead of two.
+pub fn plane_moments(xs: &[f32], p: Planes, copy_to: Option<(&mut [MaybeUninit<f32>], usize)>) -> (f64, f64) {
+    let sum = moments_into(xs, p, 0.0, copy_to).0;
+    let mean = (sum / (p.n * p.s) as f64) as f32;
+    (sum, moments(xs, p, mean).1)
+}
+
+/// [`moments`], and with `dst = Some((out, stride))` plane `i` (at `i·p.stride` of `xs`) copied
+/// to `i·stride` of `out` as it is read.
+fn moments_into(
     xs: &[f32],
     p: Planes,
     mean: f32,
-    dst: &mut [MaybeUninit<f32>],
-    dst_stride: usize,
+    mut dst: Option<(&mut [MaybeUninit<f32>], usize)>,
 ) -> (f64, f64) {
     assert!(xs.len() >= p.extent());
-    assert!(p.n == 0 || dst.len() >= (p.n - 1) * dst_stride + p.s);
+    if let Some((out, stride)) = &dst {
+        assert!(p.n == 0 || out.len() >= (p.n - 1) * stride + p.s);
+    }
     #[cfg(target_arch = "x86_64")]
     if has_avx512() {
-        // SAFETY: the CPU supports AVX-512F (checked above); the slices cover the planes.
-        return unsafe { avx512::moments_copy(xs, p, mean, dst, dst_stride) };
+        let dst = dst.map(|(out, stride)| (out.as_mut_ptr() as *mut f32, stride));
+        // SAFETY: the CPU supports AVX-512F (checked above); the slices cover the planes
+        // (asserted above).
+        return unsafe { avx512::moments_into(xs, p, mean, dst) };
     }
     let mut plane = 0;
     fold_planes(p, |o, s, q| {
-        let out = &mut dst[plane * dst_stride..plane * dst_stride + p.s];
-        for (k, (&v, d)) in xs[o..o + p.s].iter().zip(out).enumerate() {
-            d.write(v);
+        for (k, &v) in xs[o..o + p.s].iter().enumerate() {
+            if let Some((out, stride)) = &mut dst {
+                out[plane * *stride + k].write(v);
+            }
             let l = k % L;
             s[l] += v;
             let d = v - mean;
@@ -350,55 +351,41 @@ mod avx512 {
         }
     }
 
+    /// `super::moments_into`: `dst`, when given, receives plane `i` at `i·stride` floats.
+    ///
+    /// # Safety
+    /// AVX-512F; `xs` covers the planes, and `dst` is writable for `(p.n − 1)·stride + p.s`
+    /// floats.
     #[target_feature(enable = "avx512f")]
-    pub unsafe fn moments(xs: &[f32], p: Planes, mean: f32) -> (f64, f64) {
-        let m = _mm512_set1_ps(mean);
-        let full = p.s / L * L;
-        let px = xs.as_ptr();
-        fold_planes(p, |o, s, q| {
-            let mut add = |v: __m512, d: __m512| {
-                *s = _mm512_add_ps(*s, v);
-                *q = _mm512_add_ps(*q, _mm512_mul_ps(d, d));
-            };
-            for k in (0..full).step_by(L) {
-                let v = _mm512_loadu_ps(px.add(o + k));
-                add(v, _mm512_sub_ps(v, m));
-            }
-            if full < p.s {
-                let h = head(p.s - full);
-                let v = _mm512_maskz_loadu_ps(h, px.add(o + full));
-                add(v, _mm512_maskz_sub_ps(h, v, m));
-            }
-        })
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn moments_copy(
+    pub unsafe fn moments_into(
         xs: &[f32],
         p: Planes,
         mean: f32,
-        dst: &mut [MaybeUninit<f32>],
-        dst_stride: usize,
+        dst: Option<(*mut f32, usize)>,
     ) -> (f64, f64) {
         let m = _mm512_set1_ps(mean);
         let full = p.s / L * L;
-        let (px, pd) = (xs.as_ptr(), dst.as_mut_ptr() as *mut f32);
+        let px = xs.as_ptr();
         let mut plane = 0;
         fold_planes(p, |o, s, q| {
-            let d0 = pd.add(plane * dst_stride);
+            let row = dst.map(|(out, stride)| out.add(plane * stride));
             let mut add = |v: __m512, d: __m512| {
                 *s = _mm512_add_ps(*s, v);
                 *q = _mm512_add_ps(*q, _mm512_mul_ps(d, d));
             };
             for k in (0..full).step_by(L) {
                 let v = _mm512_loadu_ps(px.add(o + k));
-                _mm512_storeu_ps(d0.add(k), v);
+                if let Some(row) = row {
+                    _mm512_storeu_ps(row.add(k), v);
+                }
                 add(v, _mm512_sub_ps(v, m));
             }
             if full < p.s {
                 let h = head(p.s - full);
                 let v = _mm512_maskz_loadu_ps(h, px.add(o + full));
-                _mm512_mask_storeu_ps(d0.add(full), h, v);
+                if let Some(row) = row {
+                    _mm512_mask_storeu_ps(row.add(full), h, v);
+                }
                 add(v, _mm512_maskz_sub_ps(h, v, m));
             }
             plane += 1;
@@ -695,7 +682,7 @@ mod tests {
     }
 
     #[test]
-    fn moments_copy_is_moments_and_copy_rows() {
+    fn copying_moments_are_moments_and_copy_rows() {
         // Rows on and off the vector width, several flushes (1024 / 5 rows of 5 a flush).
         for (rows, w, ss, ds) in [(3, 5, 7, 6), (2, 16, 16, 18), (4, 33, 40, 33), (700, 5, 6, 5)] {
             let src = data(rows * ss, 11);
@@ -704,19 +691,38 @@ mod tests {
                 stride: ss,
                 n: rows,
             };
-            let run = || {
+            let run = |plane: bool| {
                 let mut dst = vec![-7f32; rows * ds];
                 // SAFETY: an f32 slice is a valid MaybeUninit<f32> slice.
                 let out = unsafe { &mut *(dst.as_mut_slice() as *mut [f32] as *mut [MaybeUninit<f32>]) };
-                let m = moments_copy(&src, p, 0.3, out, ds);
+                let m = if plane {
+                    plane_moments(&src, p, Some((out, ds)))
+                } else {
+                    moments_into(&src, p, 0.3, Some((out, ds)))
+                };
                 (m, dst)
             };
-            let ((m, dst), slow) = (run(), portable(run));
-            assert_eq!((m, &dst), (slow.0, &slow.1), "rows {rows} w {w}");
-            assert_eq!(m, moments(&src, p, 0.3), "rows {rows} w {w}");
             let mut want = vec![-7f32; rows * ds];
             copy_rows(&mut want, ds, &src, ss, rows, w);
-            assert_eq!(dst, want, "rows {rows} w {w}");
+            for plane in [false, true] {
+                let ((m, dst), slow) = (run(plane), portable(|| run(plane)));
+                assert_eq!((m, &dst), (slow.0, &slow.1), "rows {rows} w {w}");
+                assert_eq!(dst, want, "rows {rows} w {w}");
+                let sum = moments(&src, p, 0.0).0;
+                let want_m = if plane {
+                    (sum, moments(&src, p, (sum / (rows * w) as f64) as f32).1)
+                } else {
+                    moments(&src, p, 0.3)
+                };
+                assert_eq!(m, want_m, "rows {rows} w {w}");
+                if plane {
+                    assert_eq!(
+                        plane_moments(&src, p, None),
+                        m,
+                        "rows {rows} w {w}: without the copy"
+                    );
+                }
+            }
         }
     }
 
