@@ -338,10 +338,15 @@ fn amx_weights(
     v
 }
 
-/// Pair planes [`amx::gemm_taps`] reads for `c` channels: its half tiles' 8 up to 16 channels
-/// (`half`), else whole 32-channel blocks of 16.
+/// Whether [`amx::gemm_taps`] reduces `c` channels on its half tiles (8 pairs, one block).
+fn half_tiles(c: usize) -> bool {
+    c <= 16
+}
+
+/// Pair planes [`amx::gemm_taps`] reads for `c` channels: 8 on [`half_tiles`], else whole
+/// 32-channel blocks of 16.
 fn tile_planes(c: usize) -> usize {
-    if c <= 16 {
+    if half_tiles(c) {
         8
     } else {
         c.div_ceil(32) * 16
@@ -426,7 +431,7 @@ pub(super) fn forward_amx(
                                     nm,
                                     tmp.as_mut_ptr(),
                                     nm,
-                                    c <= 16,
+                                    half_tiles(c),
                                 )
                             };
                             for o in 0..co {
@@ -795,7 +800,7 @@ pub(super) fn input_grad_stride2_amx(
                                     nm,
                                     tmp.as_mut_ptr(),
                                     nm,
-                                    co <= 16,
+                                    half_tiles(co),
                                 )
                             };
                             for l in 0..c {
